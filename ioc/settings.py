@@ -1,0 +1,117 @@
+"""Typed configuration, read once from the environment (prefix ``IOC_``) and passed down.
+
+Nothing else in the code base reads ``os.environ``. The names marked *contract* are part of the
+v1 external contract (see docs/configuration.md); the rest are tuning knobs with safe defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DISPLAY_TIMEZONE = "Asia/Ho_Chi_Minh"
+
+
+class MqttAddress:
+    """A parsed ``mqtt://user:pass@host:port`` URL."""
+
+    __slots__ = ("host", "password", "port", "username")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise ValueError(f"IOC_MQTT_URL must start with mqtt://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"IOC_MQTT_URL has no host: {url!r}")
+        self.host: str = parts.hostname
+        self.port: int = parts.port or 1883
+        self.username: str | None = unquote(parts.username) if parts.username else None
+        self.password: str | None = unquote(parts.password) if parts.password else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore", frozen=True)
+
+    # --- contract v1 ---
+    database_url: str | None = Field(
+        None, description="PostgreSQL URL; unset = start an embedded server (demo, tests)"
+    )
+    mqtt_url: str | None = Field(
+        None, description="mqtt://user:pass@host:port; unset = start an embedded broker"
+    )
+    http_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
+    admin_token: SecretStr | None = Field(
+        None, description="bootstrap admin bearer token; `ioc demo` generates one when unset"
+    )
+    site: Path | None = Field(None, description="site data file; unset = the packaged Hậu Giang site")
+    rules_dir: Path | None = Field(None, description="directory of rule files (rules issue)")
+
+    # --- local state ---
+    data_dir: Path = Field(Path(".ioc"), description="embedded servers' data and logs")
+
+    # --- MQTT intake ---
+    mqtt_topic_prefix: str = Field("hg", description="root level of the topic scheme")
+    mqtt_client_id: str = Field("ioc-ingest", description="client id of the persistent session")
+    mqtt_session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
+    )
+    mqtt_shared_group: str | None = Field(
+        None, description="MQTT v5 shared-subscription group for several ingest workers"
+    )
+    mqtt_keepalive_s: int = Field(30, ge=5)
+
+    # --- ingest pipeline ---
+    ingest_queue_capacity: int = Field(
+        20_000,
+        ge=10,
+        le=65_535,
+        description="messages received but not yet committed; also our MQTT v5 Receive Maximum",
+    )
+    ingest_batch_max: int = Field(5_000, ge=1, description="messages per database transaction")
+    ingest_linger_ms: float = Field(
+        20.0, ge=0, description="how long a batch waits to fill before it is written"
+    )
+    max_payload_bytes: int = Field(16_384, ge=256, description="larger payloads are dead-lettered")
+    reading_max_age_s: int = Field(
+        7 * 24 * 3600, ge=60, description="older timestamps are dead-lettered as absurd"
+    )
+    reading_max_future_s: int = Field(
+        300, ge=0, description="tolerated device clock skew into the future"
+    )
+
+    # --- storage ---
+    retention_days: int = Field(400, ge=1, description="raw readings older than this are dropped")
+    dead_letter_limit: int = Field(100_000, ge=100, description="dead letters kept; oldest pruned")
+    maintenance_interval_s: float = Field(
+        30.0, gt=0, description="rollup refresh, partitions, retention"
+    )
+    db_pool_max: int = Field(10, ge=2)
+
+    log_level: str = Field("INFO")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            MqttAddress(v)
+        return v
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#"):
+            raise ValueError("IOC_MQTT_TOPIC_PREFIX must be topic levels without wildcards or edge /")
+        return v
+
+    @property
+    def mqtt(self) -> MqttAddress:
+        if self.mqtt_url is None:
+            raise RuntimeError("no broker configured (IOC_MQTT_URL is unset)")
+        return MqttAddress(self.mqtt_url)
+
+    def site_path(self) -> Path:
+        return self.site or Path(__file__).with_name("site_data") / "hau-giang.yaml"

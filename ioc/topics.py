@@ -1,0 +1,64 @@
+"""The MQTT topic scheme of contract v1, shared by ingest (parsing) and simulators (formatting).
+
+``{prefix}/{city}/{kind}/{device_id}/{telemetry|event|status}`` and
+``{prefix}/{city}/reports/{channel}``; the prefix is ``hg`` in production and unique per test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    STATUS = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    city: str
+    kind: str
+    device_id: str
+    channel: Channel
+
+
+class TopicError(ValueError):
+    """A topic outside the scheme; the message names what is wrong."""
+
+
+_CHANNELS = {c.value: c for c in Channel}
+
+
+def device_topic(prefix: str, city: str, kind: str, device_id: str, channel: Channel | str) -> str:
+    return f"{prefix}/{city}/{kind}/{device_id}/{Channel(channel).value}"
+
+
+def report_topic(prefix: str, city: str, channel: str) -> str:
+    return f"{prefix}/{city}/reports/{channel}"
+
+
+def subscriptions(prefix: str) -> list[str]:
+    """Filters the ingest service subscribes to (one per channel keeps stray topics out)."""
+    return [f"{prefix}/+/+/+/{c.value}" for c in Channel]
+
+
+def parse_device_topic(prefix: str, topic: str) -> DeviceTopic:
+    parts = topic.split("/")
+    root = prefix.split("/")
+    n = len(root)
+    if parts[:n] != root:
+        raise TopicError(f"topic {topic!r} does not start with {prefix!r}")
+    rest = parts[n:]
+    if len(rest) != 4:
+        raise TopicError(
+            f"topic {topic!r} is not {prefix}/{{city}}/{{kind}}/{{device_id}}/{{channel}}"
+        )
+    city, kind, device_id, channel = rest
+    if not city or not kind or not device_id:
+        raise TopicError(f"topic {topic!r} has an empty level")
+    ch = _CHANNELS.get(channel)
+    if ch is None:
+        raise TopicError(f"topic {topic!r}: unknown channel {channel!r}")
+    return DeviceTopic(city, kind, device_id, ch)
