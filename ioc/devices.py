@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ioc.catalogue import KINDS
+
+
+# Ids are MQTT topic levels and COPY fields: keep them to a safe, readable alphabet.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class DeviceError(ValueError):
@@ -29,8 +34,10 @@ class Device:
     attributes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.id or "/" in self.id or "+" in self.id or "#" in self.id:
-            raise DeviceError("id", f"{self.id!r} must be non-empty without '/', '+' or '#'")
+        if not DEVICE_ID.match(self.id):
+            raise DeviceError(
+                "id", f"{self.id!r} must be 1-128 letters, digits, '.', '_', ':' or '-'"
+            )
         if self.kind not in KINDS:
             raise DeviceError("kind", f"{self.kind!r} is not one of {sorted(KINDS)}")
         if not -90.0 <= self.lat <= 90.0:

@@ -1,0 +1,189 @@
+"""Topic and payload decoding against the contract and the metric catalogue.
+
+This is the ingest hot path: it runs once per message in the MQTT network thread, so it avoids
+allocations it does not need (one ``orjson.loads``, one tuple of metrics) and raises a
+``DecodeError`` naming the problem for anything it cannot accept. A message is accepted whole or
+refused whole: a reading set with one bad value is dead-lettered rather than half stored, so a
+dead letter always stands for the complete message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from ingest.errors import DecodeError, Reason
+from ingest.records import DeadLetter, DeviceEvent, Record, StatusChange, Telemetry
+from ioc.catalogue import EVENT_TYPES, METRICS
+from ioc.topics import Channel, TopicError, parse_device_topic
+
+# device id -> (kind, city); replaced wholesale (never mutated) when the registry changes, so the
+# network thread can read it without a lock.
+DeviceIndex = Mapping[str, tuple[str, str]]
+
+_STATUS_WORDS = {"online": True, "offline": False}
+
+
+class Decoder:
+    def __init__(
+        self,
+        *,
+        topic_prefix: str,
+        devices: DeviceIndex,
+        max_payload_bytes: int,
+        max_age_s: float,
+        max_future_s: float,
+    ) -> None:
+        self.topic_prefix = topic_prefix
+        self.devices = devices
+        self.max_payload_bytes = max_payload_bytes
+        self.max_age_s = max_age_s
+        self.max_future_s = max_future_s
+
+    def decode_or_dead_letter(self, topic: str, payload: bytes, received_at: float) -> Record:
+        """Never raises: anything unacceptable becomes a ``DeadLetter`` (intake must go on)."""
+        try:
+            return self.decode(topic, payload, received_at)
+        except DecodeError as exc:
+            return DeadLetter(topic, payload, exc.reason, exc.detail, received_at)
+        except Exception as exc:  # a decoder bug must not stop intake either
+            return DeadLetter(
+                topic, payload, Reason.INVALID_PAYLOAD, f"decoder error: {exc!r}", received_at
+            )
+
+    def decode(self, topic: str, payload: bytes, received_at: float) -> Record:
+        if len(payload) > self.max_payload_bytes:
+            raise DecodeError(
+                topic,
+                Reason.OVERSIZE,
+                f"payload is {len(payload)} bytes, limit {self.max_payload_bytes}",
+            )
+        try:
+            where = parse_device_topic(self.topic_prefix, topic)
+        except TopicError as exc:
+            raise DecodeError(topic, Reason.BAD_TOPIC, str(exc)) from None
+        known = self.devices.get(where.device_id)
+        if known is None:
+            raise DecodeError(topic, Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not registered")
+        kind, city = known
+        if kind != where.kind or city != where.city:
+            raise DecodeError(
+                topic,
+                Reason.DEVICE_MISMATCH,
+                f"device {where.device_id!r} is registered as {city}/{kind}, "
+                f"topic says {where.city}/{where.kind}",
+            )
+        if where.channel is Channel.TELEMETRY:
+            return self._telemetry(topic, where.device_id, kind, payload, received_at)
+        if where.channel is Channel.STATUS:
+            return self._status(topic, where.device_id, payload, received_at)
+        return self._event(topic, where.device_id, kind, payload, received_at)
+
+    def _object(self, topic: str, payload: bytes) -> dict[str, Any]:
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(topic, Reason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise DecodeError(
+                topic, Reason.INVALID_PAYLOAD, f"payload must be a JSON object, got {type(doc).__name__}"
+            )
+        return doc
+
+    def _time(self, topic: str, doc: dict[str, Any], received_at: float) -> float:
+        ts = doc.get("ts")
+        if ts is None:
+            raise DecodeError(topic, Reason.MISSING_TIMESTAMP, "field 'ts' is missing")
+        if isinstance(ts, str):
+            try:
+                parsed = datetime.fromisoformat(ts)
+            except ValueError:
+                raise DecodeError(
+                    topic, Reason.WRONG_TYPE, f"ts {ts[:40]!r} is not an RFC 3339 time"
+                ) from None
+            if parsed.tzinfo is None:
+                raise DecodeError(topic, Reason.WRONG_TYPE, f"ts {ts!r} has no UTC offset")
+            t = parsed.timestamp()
+        elif isinstance(ts, int | float) and not isinstance(ts, bool):
+            t = ts / 1000.0
+        else:
+            raise DecodeError(
+                topic, Reason.WRONG_TYPE, "ts must be an RFC 3339 string or epoch milliseconds"
+            )
+        if t > received_at + self.max_future_s or t < received_at - self.max_age_s:
+            raise DecodeError(
+                topic,
+                Reason.TIMESTAMP_OUT_OF_BOUNDS,
+                f"ts {ts!r} is outside the accepted window "
+                f"(-{self.max_age_s:.0f} s .. +{self.max_future_s:.0f} s of receipt)",
+            )
+        return t
+
+    def _telemetry(
+        self, topic: str, device_id: str, kind: str, payload: bytes, received_at: float
+    ) -> Telemetry:
+        doc = self._object(topic, payload)
+        t = self._time(topic, doc, received_at)
+        seq = doc.get("seq")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
+            raise DecodeError(topic, Reason.WRONG_TYPE, "seq must be a non-negative integer")
+        metrics = doc.get("metrics")
+        if not isinstance(metrics, dict) or not metrics:
+            raise DecodeError(
+                topic, Reason.INVALID_PAYLOAD, "field 'metrics' must be a non-empty object"
+            )
+        catalogue = METRICS[kind]
+        values = []
+        for name, value in metrics.items():
+            spec = catalogue.get(name)
+            if spec is None:
+                raise DecodeError(
+                    topic, Reason.UNKNOWN_METRIC, f"metric {name[:64]!r} is not in the {kind} catalogue"
+                )
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise DecodeError(
+                    topic, Reason.WRONG_TYPE, f"metric {name!r} must be a number, got {type(value).__name__}"
+                )
+            if not spec.minimum <= value <= spec.maximum:
+                raise DecodeError(
+                    topic,
+                    Reason.OUT_OF_RANGE,
+                    f"metric {name!r} = {value} is outside {spec.minimum}..{spec.maximum} {spec.unit}",
+                )
+            values.append((name, float(value)))
+        return Telemetry(device_id, t, seq, tuple(values))
+
+    def _status(self, topic: str, device_id: str, payload: bytes, received_at: float) -> StatusChange:
+        word: object = payload.strip().decode("utf-8", "replace")
+        if isinstance(word, str) and word[:1] in ('"', "{"):
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError(topic, Reason.MALFORMED_JSON, f"not valid JSON: {exc}") from None
+            word = doc.get("status") if isinstance(doc, dict) else doc
+        online = _STATUS_WORDS.get(word) if isinstance(word, str) else None
+        if online is None:
+            raise DecodeError(
+                topic, Reason.INVALID_STATUS, f"status must be 'online' or 'offline', got {str(word)[:40]!r}"
+            )
+        return StatusChange(device_id, online, received_at)
+
+    def _event(
+        self, topic: str, device_id: str, kind: str, payload: bytes, received_at: float
+    ) -> DeviceEvent:
+        doc = self._object(topic, payload)
+        t = self._time(topic, doc, received_at)
+        etype = doc.get("type")
+        if not isinstance(etype, str):
+            raise DecodeError(topic, Reason.INVALID_PAYLOAD, "field 'type' must be a string")
+        if etype not in EVENT_TYPES[kind]:
+            raise DecodeError(
+                topic,
+                Reason.UNKNOWN_EVENT_TYPE,
+                f"event type {etype[:64]!r} is not one of {sorted(EVENT_TYPES[kind])}",
+            )
+        data = {k: v for k, v in doc.items() if k not in ("ts", "type")}
+        return DeviceEvent(device_id, t, etype, orjson.dumps(data))

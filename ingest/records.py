@@ -1,0 +1,45 @@
+"""Decoded MQTT messages: frozen, slotted, built once in the network thread and never copied.
+
+Times are UTC epoch seconds (float): cheap to compare and to write with COPY.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.errors import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    device_id: str
+    time: float
+    seq: int | None
+    metrics: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    device_id: str
+    online: bool
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    device_id: str
+    time: float
+    type: str
+    data_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    reason: Reason
+    detail: str
+    received_at: float
+
+
+Record = Telemetry | StatusChange | DeviceEvent | DeadLetter

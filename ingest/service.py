@@ -1,0 +1,267 @@
+"""The ingest service: MQTT subscriber → decode → bounded hand-off → batch writer → PUBACK.
+
+Guarantees: a QoS 1 message is acknowledged only after the transaction holding it committed; a
+message that cannot be decoded is committed as a dead letter (and then acknowledged, so the broker
+does not redeliver it forever); a database outage makes the writer retry the same batch with
+backoff while intake backs up to the broker, and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+import psycopg
+
+from ingest import instruments
+from ingest.decoding import Decoder, DeviceIndex
+from ingest.errors import Reason
+from ingest.handoff import Delivery, Handoff
+from ingest.records import DeadLetter
+from ingest.subscriber import MqttSubscriber
+from ingest.writer import BatchWriter, WriteResult
+from ioc.backoff import Backoff
+from ioc.settings import Settings
+from ioc.storage import devices as device_store
+from ioc.storage.migrations import Flavour
+from ioc.topics import subscriptions
+
+log = logging.getLogger(__name__)
+
+# Called with each committed batch (in commit order) — the composition root hangs the rule
+# engine and the live hub here. It runs before the batch is acknowledged, so keep it quick.
+CommitListener = Callable[[Sequence[Delivery]], Awaitable[None]]
+
+_REGISTRY_REFRESH_S = 60.0
+# A flood of messages from an unknown device must not turn into a registry query per batch.
+_RECHECK_MIN_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestHealth:
+    broker_connected: bool
+    database_ok: bool
+    queue_depth: int
+    broker_error: str | None
+    database_error: str | None
+
+
+class IngestService:
+    """Async context manager owning the subscriber thread and the writer and registry tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        conninfo: str,
+        flavour: Flavour,
+        *,
+        listeners: Sequence[CommitListener] = (),
+    ) -> None:
+        self._settings = settings
+        self._conninfo = conninfo
+        self._listeners = list(listeners)
+        self._writer = BatchWriter(conninfo, flavour)
+        self._decoder = Decoder(
+            topic_prefix=settings.mqtt_topic_prefix,
+            devices={},
+            max_payload_bytes=settings.max_payload_bytes,
+            max_age_s=settings.reading_max_age_s,
+            max_future_s=settings.reading_max_future_s,
+        )
+        filters = subscriptions(settings.mqtt_topic_prefix)
+        if settings.mqtt_shared_group:
+            # MQTT v5 shared subscription: the broker spreads messages over the group's workers.
+            filters = [f"$share/{settings.mqtt_shared_group}/{f}" for f in filters]
+        self._subscriber = MqttSubscriber(
+            settings.mqtt,
+            client_id=settings.mqtt_client_id,
+            topic_filters=filters,
+            on_message=self._on_message,
+            receive_maximum=settings.ingest_queue_capacity,
+            session_expiry_s=settings.mqtt_session_expiry_s,
+            keepalive_s=settings.mqtt_keepalive_s,
+        )
+        self._handoff: Handoff | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stopping = asyncio.Event()
+        self._database_error: str | None = None
+        self._last_recheck = 0.0
+        self.committed = 0  # messages committed and acknowledged since start
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> IngestService:
+        self._handoff = Handoff(self._settings.ingest_queue_capacity, asyncio.get_running_loop())
+        await self.reload_devices()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._write_loop(), name="ingest-writer")
+        self._tasks.create_task(self._registry_loop(), name="ingest-registry")
+        self._subscriber.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Ordered shutdown: stop intake, drain what was received, flush its acks, disconnect.
+        assert self._handoff is not None and self._tasks is not None
+        self._handoff.close()
+        self._stopping.set()
+        try:
+            await self._tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            await asyncio.to_thread(self._subscriber.stop)
+            await self._writer.close()
+
+    def add_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def health(self) -> IngestHealth:
+        return IngestHealth(
+            broker_connected=self._subscriber.connected.is_set(),
+            database_ok=self._database_error is None,
+            queue_depth=len(self._handoff) if self._handoff else 0,
+            broker_error=self._subscriber.last_error,
+            database_error=self._database_error,
+        )
+
+    async def wait_connected(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._subscriber.connected.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not connected to the broker: {self._subscriber.last_error}")
+            await asyncio.sleep(0.05)
+
+    # -- network thread ----------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, received_at: float) -> None:
+        record = self._decoder.decode_or_dead_letter(topic, payload, received_at)
+        assert self._handoff is not None
+        # Refused only while shutting down: left un-acknowledged, the broker redelivers it.
+        self._handoff.put(Delivery(mid, qos, topic, payload, record))
+
+    # -- writer ------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        assert self._handoff is not None
+        s = self._settings
+        while True:
+            batch = await self._handoff.take(s.ingest_batch_max, s.ingest_linger_ms / 1000.0)
+            if not batch:
+                return  # closed and drained
+            instruments.QUEUE_DEPTH.set(len(self._handoff))
+            batch = await self._recheck_unknown_devices(batch)
+            await self._commit(batch)
+            for listener in self._listeners:
+                try:
+                    await listener(batch)
+                except Exception:
+                    log.exception("commit listener %r failed; intake goes on", listener)
+            for d in batch:
+                self._subscriber.ack(d.mid, d.qos)
+            self.committed += len(batch)
+
+    async def _commit(self, batch: Sequence[Delivery]) -> WriteResult:
+        """Retry until committed: the batch's messages are not acknowledged before that."""
+        backoff = Backoff()
+        isolate = False
+        while True:
+            started = time.perf_counter()
+            try:
+                if isolate:
+                    result = await self._writer.write_isolating_failures(batch)
+                else:
+                    result = await self._writer.write(batch)
+            except psycopg.OperationalError as exc:
+                self._database_error = str(exc).strip().splitlines()[0] if str(exc) else repr(exc)
+                instruments.WRITE_FAILURES.inc()
+                log.warning("database unavailable (%s); retrying batch of %d", self._database_error, len(batch))
+                await self._writer.close()
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            except psycopg.Error as exc:
+                # Not transient (a constraint, bad data): find the culprit message by message.
+                instruments.WRITE_FAILURES.inc()
+                log.warning("batch refused (%s); writing message by message", exc)
+                await self._writer.close()
+                isolate = True
+                continue
+            self._database_error = None
+            instruments.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            instruments.BATCH_MESSAGES.observe(len(batch))
+            instruments.MESSAGES_RECEIVED.inc(len(batch))
+            instruments.READINGS_STORED.inc(result.stored)
+            instruments.READINGS_DUPLICATE.inc(result.readings - result.stored)
+            for d in batch:
+                if type(d.record) is DeadLetter:
+                    instruments.DEAD_LETTERS.labels(d.record.reason.value).inc()
+            return result
+
+    async def _recheck_unknown_devices(self, batch: list[Delivery]) -> list[Delivery]:
+        """A device registered a moment ago may not be in our index yet: look before refusing."""
+        unknown = {
+            d.topic
+            for d in batch
+            if type(d.record) is DeadLetter and d.record.reason is Reason.UNKNOWN_DEVICE
+        }
+        if not unknown or time.monotonic() - self._last_recheck < _RECHECK_MIN_INTERVAL_S:
+            return batch
+        self._last_recheck = time.monotonic()
+        try:
+            before = len(self._decoder.devices)
+            await self.reload_devices()
+        except psycopg.Error:
+            return batch  # the commit below will wait for the database anyway
+        if len(self._decoder.devices) == before:
+            return batch
+        return [
+            Delivery(
+                d.mid,
+                d.qos,
+                d.topic,
+                d.payload,
+                self._decoder.decode_or_dead_letter(d.topic, d.payload, d.record.received_at),
+            )
+            if d.topic in unknown and type(d.record) is DeadLetter
+            else d
+            for d in batch
+        ]
+
+    # -- device registry ---------------------------------------------------------------------
+
+    async def reload_devices(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5) as conn:
+            index: DeviceIndex = await device_store.device_index(conn)
+        self._decoder.devices = index  # swapped whole: the network thread reads it lock-free
+
+    async def _registry_loop(self) -> None:
+        """Reload the index on NOTIFY from the API (and periodically, in case one was missed)."""
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute(f"LISTEN {device_store.CHANNEL}")
+                    await self.reload_devices()
+                    backoff.reset()
+                    loaded_at = time.monotonic()
+                    while not self._stopping.is_set():
+                        got = False
+                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            got = True
+                        if got or time.monotonic() - loaded_at > _REGISTRY_REFRESH_S:
+                            await self.reload_devices()
+                            loaded_at = time.monotonic()
+            except psycopg.Error as exc:
+                log.debug("registry listener lost its connection: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff.next_delay() + 1)

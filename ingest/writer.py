@@ -1,0 +1,211 @@
+"""Durable batch writes: one transaction per batch, readings through COPY.
+
+Readings are copied into a temporary staging table and moved with ``INSERT … ON CONFLICT DO
+NOTHING``: COPY alone cannot skip duplicates, and a redelivered QoS 1 message (after a crash
+before its PUBACK) must be stored once. The caller acknowledges the batch's messages only after
+``write`` returns, i.e. after COMMIT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+
+from ingest.errors import Reason
+from ingest.handoff import Delivery
+from ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ioc.storage.migrations import Flavour
+
+log = logging.getLogger(__name__)
+
+_DAY = 86_400
+
+
+@dataclass(slots=True)
+class WriteResult:
+    readings: int = 0
+    stored: int = 0
+    dead_letters: int = 0
+
+
+class BatchWriter:
+    """Owns one database connection; not shared, so a failure affects only this writer."""
+
+    def __init__(self, conninfo: str, flavour: Flavour) -> None:
+        self._conninfo = conninfo
+        self._flavour = flavour
+        self._conn: psycopg.AsyncConnection | None = None
+        self._partition_days: set[int] = set()  # days whose partition is known to exist
+        self._created_days: set[int] = set()  # created in the open transaction
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5)
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
+                " t float8, device_id text, metric text, value float8) ON COMMIT DELETE ROWS"
+            )
+            await conn.commit()
+            self._conn = conn
+        return self._conn
+
+    async def write(self, batch: Sequence[Delivery]) -> WriteResult:
+        """Write the whole batch in one transaction. Raises ``psycopg.Error`` on failure."""
+        conn = await self._connection()
+        result = WriteResult()
+        await self._transaction(conn, [d.record for d in batch], result)
+        return result
+
+    async def _transaction(
+        self, conn: psycopg.AsyncConnection, records: Sequence[object], result: WriteResult
+    ) -> None:
+        self._created_days.clear()
+        async with conn.transaction():
+            await self._write(conn, records, result)
+        # Only a committed partition is known to exist; a rolled-back one is created again.
+        self._partition_days |= self._created_days
+
+    async def write_isolating_failures(self, batch: Sequence[Delivery]) -> WriteResult:
+        """Fallback after a non-transient error: write each message alone; one that the database
+        refuses (e.g. its device was deleted meanwhile) becomes a dead letter, the rest go on."""
+        result = WriteResult()
+        conn = await self._connection()
+        for d in batch:
+            try:
+                await self._transaction(conn, [d.record], result)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                log.warning("database refused a message on %s: %s", d.topic, exc)
+                letter = DeadLetter(
+                    d.topic,
+                    d.payload,
+                    Reason.STORAGE_REJECTED,
+                    f"database refused it: {exc.diag.message_primary or exc}",
+                    datetime.now(UTC).timestamp(),
+                )
+                await self._transaction(conn, [letter], result)
+        return result
+
+    async def _write(self, conn: psycopg.AsyncConnection, records: Sequence[object], result: WriteResult) -> None:
+        buf = io.StringIO()
+        statuses: list[tuple[str, bool, datetime]] = []
+        events: list[tuple[datetime, str, str, bytes]] = []
+        letters: list[DeadLetter] = []
+        t_min = float("inf")
+        t_max = float("-inf")
+        n = 0
+        write = buf.write
+        for rec in records:
+            if type(rec) is Telemetry:
+                t = rec.time
+                # Ids and metric names are validated against the registry and the catalogue,
+                # so they never contain COPY's special characters.
+                prefix = f"{t!r}\t{rec.device_id}\t"
+                for name, value in rec.metrics:
+                    write(f"{prefix}{name}\t{value!r}\n")
+                n += len(rec.metrics)
+                t_min = min(t_min, t)
+                t_max = max(t_max, t)
+            elif type(rec) is StatusChange:
+                statuses.append((rec.device_id, rec.online, _ts(rec.time)))
+            elif type(rec) is DeviceEvent:
+                events.append((_ts(rec.time), rec.device_id, rec.type, rec.data_json))
+            elif type(rec) is DeadLetter:
+                letters.append(rec)
+        if n:
+            if self._flavour is Flavour.PLAIN:
+                await self._ensure_partitions(conn, t_min, t_max)
+            async with conn.cursor() as cur:
+                async with cur.copy("COPY ingest_staging (t, device_id, metric, value) FROM STDIN") as copy:
+                    await copy.write(buf.getvalue())
+                await cur.execute(
+                    "INSERT INTO readings (time, device_id, metric, value)"
+                    " SELECT to_timestamp(t), device_id, metric, value FROM ingest_staging"
+                    " ON CONFLICT DO NOTHING"
+                )
+                stored = cur.rowcount
+                await cur.execute(
+                    "INSERT INTO latest_readings AS l (device_id, metric, time, value)"
+                    " SELECT DISTINCT ON (device_id, metric) device_id, metric, to_timestamp(t), value"
+                    " FROM ingest_staging ORDER BY device_id, metric, t DESC"
+                    " ON CONFLICT (device_id, metric) DO UPDATE"
+                    " SET time = excluded.time, value = excluded.value WHERE l.time < excluded.time"
+                )
+                await cur.execute(
+                    "INSERT INTO device_state AS s (device_id, last_seen_at)"
+                    " SELECT device_id, to_timestamp(max(t)) FROM ingest_staging GROUP BY device_id"
+                    " ON CONFLICT (device_id) DO UPDATE SET last_seen_at ="
+                    " greatest(s.last_seen_at, excluded.last_seen_at)"
+                )
+                if self._flavour is Flavour.PLAIN and stored:
+                    # Mark the rollups stale from the oldest new reading (see maintenance.py).
+                    await cur.execute(
+                        "UPDATE rollup_state SET dirty_from = least(dirty_from, %s)"
+                        " WHERE name = 'readings'",
+                        (_ts(t_min),),
+                    )
+            result.readings += n
+            result.stored += stored
+        if statuses:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO device_state AS s (device_id, online, status_changed_at)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (device_id) DO UPDATE"
+                    " SET online = excluded.online, status_changed_at = excluded.status_changed_at"
+                    " WHERE s.online IS DISTINCT FROM excluded.online",
+                    statuses,
+                )
+        if events:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO device_events (time, device_id, type, data)"
+                    " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
+                    [(t, d, k, j.decode()) for t, d, k, j in events],
+                )
+        if letters:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO dead_letters AS d (topic, payload, payload_sha256, reason, detail,"
+                    " first_received_at, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (topic, payload_sha256) DO UPDATE SET"
+                    " occurrences = d.occurrences + 1, received_at = excluded.received_at,"
+                    " reason = excluded.reason, detail = excluded.detail",
+                    [
+                        (
+                            dl.topic,
+                            dl.payload,
+                            hashlib.sha256(dl.payload).digest(),
+                            dl.reason.value,
+                            dl.detail,
+                            _ts(dl.received_at),
+                            _ts(dl.received_at),
+                        )
+                        for dl in letters
+                    ],
+                )
+            result.dead_letters += len(letters)
+
+    async def _ensure_partitions(self, conn: psycopg.AsyncConnection, t_min: float, t_max: float) -> None:
+        days = range(int(t_min // _DAY), int(t_max // _DAY) + 1)
+        if all(d in self._partition_days for d in days):
+            return
+        await conn.execute(
+            "SELECT ioc_ensure_readings_partitions(%s, %s)", (_ts(t_min), _ts(t_max))
+        )
+        self._created_days.update(days)
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)

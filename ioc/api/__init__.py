@@ -1,0 +1,72 @@
+"""The HTTP API (FastAPI): /api/v1, health, metrics, OpenAPI at /docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException
+
+import ioc
+from ioc.api import dead_letters, devices, health
+
+
+def create_app(runtime: Any) -> FastAPI:
+    """``runtime`` is the composition root's ``Runtime`` (settings, pool, site, ingest)."""
+    app = FastAPI(
+        title="Hậu Giang IOC API",
+        version=ioc.__version__,
+        description="Devices, readings and dead letters of the Vị Thanh / Ngã Bảy IOC. "
+        "All /api/v1 routes need `Authorization: Bearer <token>`. Times are RFC 3339 with "
+        "offset, shown in Asia/Ho_Chi_Minh (+07:00).",
+    )
+    app.state.runtime = runtime
+    app.include_router(health.router)
+    app.include_router(devices.router)
+    app.include_router(dead_letters.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable line per problem, naming the field, plus FastAPI's structured list.
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        return JSONResponse(
+            {
+                "error": "invalid_request",
+                "message": "; ".join(problems),
+                "detail": jsonable_encoder(exc.errors()),
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": _ERROR_NAMES.get(exc.status_code, "error"), "message": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def _busy(request: Request, exc: PoolTimeout) -> JSONResponse:
+        return JSONResponse(
+            {"error": "database_unavailable", "message": "database unavailable, retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    return app
+
+
+_ERROR_NAMES = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    422: "invalid_request",
+}

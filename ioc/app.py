@@ -1,0 +1,135 @@
+"""The composition root: wires storage, ingest, upkeep and the HTTP API into one running service.
+
+Nothing imports this module except the CLI and tests; it is the only place that knows every part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import uvicorn
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.service import IngestService
+from ioc.api import create_app
+from ioc.settings import DISPLAY_TIMEZONE, Settings
+from ioc.site import Site, load_site
+from ioc.storage import Flavour, migrate
+from ioc.storage import devices as device_store
+from ioc.storage.database import open_pool
+from ioc.storage.maintenance import apply_policies, run_maintenance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What request handlers and background jobs share; built once by ``run_service``."""
+
+    settings: Settings
+    conninfo: str
+    flavour: Flavour
+    pool: AsyncConnectionPool
+    site: Site
+    admin_token: str
+    ingest: IngestService | None = None
+    http_port: int | None = None
+    tasks: list[str] = field(default_factory=list)
+
+
+class _Server(uvicorn.Server):
+    # The CLI owns SIGINT/SIGTERM and stops everything in order; uvicorn must not grab them.
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+def api_conninfo(conninfo: str) -> str:
+    """Connections of the API pool answer in the operators' time zone (+07:00 offsets)."""
+    return make_conninfo(conninfo, options=f"-c timezone={DISPLAY_TIMEZONE}")
+
+
+@contextlib.asynccontextmanager
+async def run_service(
+    settings: Settings,
+    *,
+    with_http: bool = True,
+    with_ingest: bool = True,
+    with_maintenance: bool = True,
+) -> AsyncIterator[Runtime]:
+    """Migrate, load the site, then run ingest, upkeep and the API until the block exits."""
+    if settings.database_url is None:
+        raise RuntimeError("IOC_DATABASE_URL is unset (the CLI starts an embedded server for demo)")
+    conninfo = settings.database_url
+    flavour = await asyncio.to_thread(migrate, conninfo)
+    site = load_site(settings.site_path())
+    token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(24)
+    pool = await open_pool(api_conninfo(conninfo), max_size=settings.db_pool_max)
+    try:
+        async with pool.connection() as conn:
+            n = await device_store.sync_site_devices(conn, site.devices)
+            await apply_policies(conn, flavour, settings.retention_days)
+        log.info("site %s: %d devices; storage flavour %s", settings.site_path().name, n, flavour)
+        runtime = Runtime(settings, conninfo, flavour, pool, site, token)
+        async with contextlib.AsyncExitStack() as stack:
+            if with_ingest:
+                runtime.ingest = await stack.enter_async_context(
+                    IngestService(settings, conninfo, flavour)
+                )
+            async with asyncio.TaskGroup() as tg:
+                stop = asyncio.Event()
+                if with_maintenance:
+                    tg.create_task(_maintenance_loop(runtime, stop), name="storage-maintenance")
+                server: _Server | None = None
+                if with_http:
+                    server = _Server(
+                        uvicorn.Config(
+                            create_app(runtime),
+                            host=settings.http_host,
+                            port=settings.http_port,
+                            lifespan="off",
+                            log_level="warning",
+                            access_log=False,
+                        )
+                    )
+                    serving = tg.create_task(server.serve(), name="http-api")
+                    while not server.started:
+                        if serving.done():
+                            serving.result()  # raises why it could not start (e.g. port in use)
+                            raise RuntimeError("HTTP server stopped during start-up")
+                        await asyncio.sleep(0.02)
+                    runtime.http_port = server.servers[0].sockets[0].getsockname()[1]
+                try:
+                    yield runtime
+                finally:
+                    # Ordered shutdown: stop taking HTTP requests, stop upkeep; the exit stack
+                    # then drains and closes ingest; the pool closes last.
+                    if server is not None:
+                        server.should_exit = True
+                    stop.set()
+    finally:
+        await pool.close()
+
+
+async def _maintenance_loop(runtime: Runtime, stop: asyncio.Event) -> None:
+    s = runtime.settings
+    while not stop.is_set():
+        try:
+            async with runtime.pool.connection() as conn:
+                report = await run_maintenance(
+                    conn,
+                    runtime.flavour,
+                    retention_days=s.retention_days,
+                    dead_letter_limit=s.dead_letter_limit,
+                )
+            log.debug("maintenance: %s", report)
+        except Exception:
+            # Upkeep failing (database down) must not take the service with it; next round retries.
+            log.warning("storage maintenance failed; retrying next round", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), s.maintenance_interval_s)

@@ -1,0 +1,152 @@
+"""Periodic storage upkeep: rollups, partitions and retention (plain PostgreSQL), dead letters.
+
+Under TimescaleDB the extension's own jobs do rollups (continuous aggregates), compression and
+retention; ``apply_policies`` only keeps the retention policy in line with IOC_RETENTION_DAYS.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from ioc.storage.migrations import Flavour
+
+log = logging.getLogger(__name__)
+
+# Partitions are created this many days ahead so the writer rarely has to create one itself.
+PARTITIONS_AHEAD_DAYS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceReport:
+    partitions_created: int = 0
+    partitions_dropped: int = 0
+    rollup_rows: int = 0
+    dead_letters_pruned: int = 0
+
+
+async def run_maintenance(
+    conn: psycopg.AsyncConnection,
+    flavour: Flavour,
+    *,
+    retention_days: int,
+    dead_letter_limit: int,
+) -> MaintenanceReport:
+    created = dropped = rolled = 0
+    if flavour is Flavour.PLAIN:
+        created = await ensure_partitions_ahead(conn)
+        rolled = await refresh_rollups(conn)
+        dropped = await drop_expired_partitions(conn, retention_days)
+    pruned = await prune_dead_letters(conn, dead_letter_limit)
+    return MaintenanceReport(created, dropped, rolled, pruned)
+
+
+async def apply_policies(conn: psycopg.AsyncConnection, flavour: Flavour, retention_days: int) -> None:
+    if flavour is Flavour.TIMESCALE:
+        async with conn.transaction():
+            await conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+            await conn.execute(
+                "SELECT add_retention_policy('readings', make_interval(days => %s))",
+                (retention_days,),
+            )
+    else:
+        await ensure_partitions_ahead(conn)
+
+
+async def ensure_partitions_ahead(conn: psycopg.AsyncConnection) -> int:
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT ioc_ensure_readings_partitions(now() - interval '1 day',"
+            " now() + make_interval(days => %s))",
+            (PARTITIONS_AHEAD_DAYS,),
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def drop_expired_partitions(conn: psycopg.AsyncConnection, retention_days: int) -> int:
+    """Retention by dropping whole daily partitions (no DELETE, no bloat), and old rollups."""
+    cur = await conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_p[0-9]{8}$'"
+        " AND to_date(substring(c.relname from 11), 'YYYYMMDD') + 1"
+        "     <= (now() AT TIME ZONE 'UTC')::date - %s",
+        (retention_days,),
+    )
+    names = [r[0] for r in await cur.fetchall()]
+    for name in names:
+        async with conn.transaction():
+            await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        log.info("retention: dropped partition %s", name)
+    if names:
+        async with conn.transaction():
+            await conn.execute(
+                "DELETE FROM readings_1m WHERE bucket < now() - make_interval(days => %s)",
+                (retention_days,),
+            )
+    return len(names)
+
+
+async def refresh_rollups(conn: psycopg.AsyncConnection) -> int:
+    """Recompute the 1-minute and 1-hour rollups from the oldest stale minute up to now.
+
+    Correct against concurrent writers: each writer marks ``dirty_from`` in the transaction that
+    inserts its readings, and that UPDATE waits for our row lock, so a batch we could not see is
+    always marked stale again after we commit.
+    """
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT date_trunc('minute', now(), 'UTC'),"
+            " CASE WHEN isfinite(refreshed_to) THEN least(refreshed_to, dirty_from) END,"
+            " dirty_from FROM rollup_state WHERE name = 'readings' FOR UPDATE"
+        )
+        row = await cur.fetchone()
+        assert row is not None, "rollup_state row missing: migrations incomplete"
+        hi, lo, dirty_from = row
+        if lo is None:  # first refresh ever: start from the oldest reading
+            lo = dirty_from
+            if lo is None:
+                cur = await conn.execute("SELECT min(time) FROM readings")
+                lo = (await cur.fetchone() or (None,))[0]
+        rows = 0
+        if lo is not None and lo < hi:
+            cur = await conn.execute(
+                "INSERT INTO readings_1m AS r (bucket, device_id, metric, min, max, sum, count)"
+                " SELECT date_trunc('minute', time, 'UTC'), device_id, metric, min(value), max(value),"
+                " sum(value), count(*) FROM readings"
+                " WHERE time >= date_trunc('minute', %(lo)s::timestamptz, 'UTC') AND time < %(hi)s"
+                " GROUP BY 1, 2, 3"
+                " ON CONFLICT (device_id, metric, bucket) DO UPDATE SET min = excluded.min,"
+                " max = excluded.max, sum = excluded.sum, count = excluded.count",
+                {"lo": lo, "hi": hi},
+            )
+            rows = cur.rowcount
+            await conn.execute(
+                "INSERT INTO readings_1h AS r (bucket, device_id, metric, min, max, sum, count)"
+                " SELECT date_trunc('hour', bucket, 'UTC'), device_id, metric, min(min), max(max),"
+                " sum(sum), sum(count) FROM readings_1m"
+                " WHERE bucket >= date_trunc('hour', %(lo)s::timestamptz, 'UTC') AND bucket < %(hi)s"
+                " GROUP BY 1, 2, 3"
+                " ON CONFLICT (device_id, metric, bucket) DO UPDATE SET min = excluded.min,"
+                " max = excluded.max, sum = excluded.sum, count = excluded.count",
+                {"lo": lo, "hi": hi},
+            )
+        await conn.execute(
+            "UPDATE rollup_state SET refreshed_to = %s, dirty_from = NULL WHERE name = 'readings'",
+            (hi,),
+        )
+    return rows
+
+
+async def prune_dead_letters(conn: psycopg.AsyncConnection, limit: int) -> int:
+    async with conn.transaction():
+        cur = await conn.execute(
+            "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters"
+            " ORDER BY received_at DESC OFFSET %s)",
+            (limit,),
+        )
+    if cur.rowcount:
+        log.warning("dead letters over the limit of %d: pruned the %d oldest", limit, cur.rowcount)
+    return cur.rowcount

@@ -1,0 +1,180 @@
+"""Shared fixtures: a real PostgreSQL and a real MQTT broker, each test isolated.
+
+Services: ``IOC_TEST_DATABASE_URL`` (a role that may CREATE DATABASE) and ``IOC_TEST_MQTT_URL``
+point the suite at running servers (CI uses the machine's); without them the suite starts
+embedded ones once per session. Isolation: every test gets its own database, cloned from a
+migrated template, and its own MQTT topic prefix and client ids.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ioc.devices import Device
+from ioc.settings import Settings
+from ioc.storage import Flavour, migrate
+
+TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Admin URL of the PostgreSQL server the suite uses."""
+    url = os.environ.get("IOC_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from ioc.embedded import EmbeddedPostgres
+
+    with EmbeddedPostgres(tmp_path_factory.mktemp("postgres")) as pg:
+        yield pg.url
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("IOC_TEST_MQTT_URL")
+    if url:
+        yield url
+        return
+    from ioc.embedded import EmbeddedMosquitto
+
+    with EmbeddedMosquitto(tmp_path_factory.mktemp("mosquitto")) as broker:
+        yield broker.url
+
+
+def _with_db(url: str, dbname: str) -> str:
+    return make_conninfo(url, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[tuple[str, Flavour]]:
+    """A database migrated once; each test clones it (much faster than migrating per test)."""
+    name = f"ioc_tpl_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    flavour = migrate(_with_db(server_url, name))
+    yield name, flavour
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(server_url: str, template_db: tuple[str, Flavour]) -> Iterator[str]:
+    name = f"ioc_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db[0])
+            )
+        )
+    yield _with_db(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def flavour(template_db: tuple[str, Flavour]) -> Flavour:
+    return template_db[1]
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}/hg"
+
+
+@pytest.fixture
+def settings(database_url: str, mqtt_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        mqtt_url=mqtt_url,
+        mqtt_topic_prefix=topic_prefix,
+        mqtt_client_id=f"ingest-{uuid.uuid4().hex[:10]}",
+        admin_token=TOKEN,
+        http_port=0,
+        data_dir=tmp_path,
+        ingest_linger_ms=5,
+        maintenance_interval_s=3600,  # tests run upkeep themselves, at the times they choose
+    )
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+def dbname(url: str) -> str:
+    return str(conninfo_to_dict(url)["dbname"])
+
+
+FLOOD = Device("vt-flood-01", "flood", "vi-thanh", "phuong-5", "Trạm Vị Thanh", 9.784, 105.47,
+               {"bd1": 0.55, "bd2": 0.65, "bd3": 0.75})
+LAMP = Device("vt-lamp-0001", "lighting", "vi-thanh", "phuong-5", "Đèn 1", 9.785, 105.471,
+              {"cabinet": "vt-cab-01", "nominal_w": 100})
+
+
+class MqttPublisher:
+    """A real paho client for tests; ``publish`` returns once the broker acknowledged."""
+
+    def __init__(self, url: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        from ioc.settings import MqttAddress
+
+        addr = MqttAddress(url)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        if addr.username:
+            self.client.username_pw_set(addr.username, addr.password)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(addr.host, addr.port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout=30)
+
+    def publish_many(self, items: list[tuple[str, bytes]], qos: int = 1) -> None:
+        infos = [self.client.publish(t, p, qos=qos) for t, p in items]
+        for info in infos:
+            info.wait_for_publish(timeout=60)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def publisher(mqtt_url: str) -> Iterator[MqttPublisher]:
+    pub = MqttPublisher(mqtt_url)
+    yield pub
+    pub.close()
+
+
+async def eventually(check, *, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an async ``check`` until it returns a truthy value; fail after ``timeout``.
+
+    A bound against hangs, not a speed assertion: the timeout is generous on purpose.
+    """
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")

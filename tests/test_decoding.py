@@ -1,0 +1,138 @@
+"""The decoder alone: every dead-letter reason, and fuzzing that no exception escapes."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.decoding import Decoder
+from ingest.errors import DecodeError, Reason
+from ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
+
+NOW = time.time()
+T = "hg/vi-thanh/flood/vt-flood-01/telemetry"
+
+
+def decoder() -> Decoder:
+    return Decoder(
+        topic_prefix="hg",
+        devices={"vt-flood-01": ("flood", "vi-thanh"), "vt-lamp-1": ("lighting", "vi-thanh")},
+        max_payload_bytes=1024,
+        max_age_s=7 * 86400,
+        max_future_s=300,
+    )
+
+
+def doc(**over: object) -> bytes:
+    base: dict[str, object] = {"ts": int(NOW * 1000), "seq": 1, "metrics": {"water_level_m": 0.82}}
+    base.update(over)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def test_telemetry_epoch_ms() -> None:
+    rec = decoder().decode(T, doc(), NOW)
+    assert isinstance(rec, Telemetry)
+    assert rec.device_id == "vt-flood-01"
+    assert rec.metrics == (("water_level_m", 0.82),)
+    assert rec.time == pytest.approx(int(NOW * 1000) / 1000)
+
+
+def test_telemetry_rfc3339_with_offset() -> None:
+    rec = decoder().decode(T, doc(ts="2026-11-28T09:00:00+07:00"), 1_795_831_200.0)
+    assert isinstance(rec, Telemetry)
+    assert rec.time == 1_795_831_200.0  # 02:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason", "names"),
+    [
+        ("other/vi-thanh/flood/vt-flood-01/telemetry", doc(), Reason.BAD_TOPIC, "other"),
+        ("hg/vi-thanh/flood/vt-flood-01", doc(), Reason.BAD_TOPIC, "{channel}"),
+        ("hg/vi-thanh/flood/vt-flood-01/bogus", doc(), Reason.BAD_TOPIC, "bogus"),
+        (T, b"x" * 2000, Reason.OVERSIZE, "2000 bytes"),
+        (T, b"{not json", Reason.MALFORMED_JSON, "JSON"),
+        (T, b"\xff\xfe", Reason.MALFORMED_JSON, "JSON"),
+        (T, b"[1, 2]", Reason.INVALID_PAYLOAD, "object"),
+        (T, doc(metrics={"water_level_m": "high"}), Reason.WRONG_TYPE, "water_level_m"),
+        (T, doc(metrics={"water_level_m": True}), Reason.WRONG_TYPE, "water_level_m"),
+        (T, doc(seq=-1), Reason.WRONG_TYPE, "seq"),
+        (T, doc(ts="yesterday"), Reason.WRONG_TYPE, "yesterday"),
+        (T, doc(ts="2026-11-28T09:00:00"), Reason.WRONG_TYPE, "offset"),
+        ("hg/vi-thanh/flood/ghost-01/telemetry", doc(), Reason.UNKNOWN_DEVICE, "ghost-01"),
+        ("hg/nga-bay/flood/vt-flood-01/telemetry", doc(), Reason.DEVICE_MISMATCH, "nga-bay"),
+        (T, doc(metrics={"temperature_c": 30}), Reason.UNKNOWN_METRIC, "temperature_c"),
+        (T, doc(metrics={}), Reason.INVALID_PAYLOAD, "metrics"),
+        (T, doc(metrics={"water_level_m": 99.0}), Reason.OUT_OF_RANGE, "water_level_m"),
+        (T, doc(ts=...), Reason.MISSING_TIMESTAMP, "ts"),
+        (T, doc(ts=int((NOW + 3600) * 1000)), Reason.TIMESTAMP_OUT_OF_BOUNDS, "window"),
+        (T, doc(ts="1970-01-02T00:00:00Z"), Reason.TIMESTAMP_OUT_OF_BOUNDS, "window"),
+        (
+            "hg/vi-thanh/lighting/vt-lamp-1/event",
+            orjson.dumps({"ts": int(NOW * 1000), "type": "explosion"}),
+            Reason.UNKNOWN_EVENT_TYPE,
+            "explosion",
+        ),
+        ("hg/vi-thanh/flood/vt-flood-01/status", b"sleeping", Reason.INVALID_STATUS, "sleeping"),
+    ],
+)
+def test_each_reason_names_the_problem(topic: str, payload: bytes, reason: Reason, names: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        decoder().decode(topic, payload, NOW)
+    assert err.value.reason is reason
+    assert names in err.value.detail
+    dl = decoder().decode_or_dead_letter(topic, payload, NOW)
+    assert isinstance(dl, DeadLetter) and dl.reason is reason and dl.payload == payload
+
+
+@pytest.mark.parametrize("payload", [b"online", b" online\n", b'"online"', b'{"status": "online"}'])
+def test_status_forms(payload: bytes) -> None:
+    rec = decoder().decode("hg/vi-thanh/flood/vt-flood-01/status", payload, NOW)
+    assert rec == StatusChange("vt-flood-01", True, NOW)
+
+
+def test_event_keeps_extra_fields() -> None:
+    payload = orjson.dumps({"ts": int(NOW * 1000), "type": "lamp_failure", "code": 5})
+    rec = decoder().decode("hg/vi-thanh/lighting/vt-lamp-1/event", payload, NOW)
+    assert isinstance(rec, DeviceEvent)
+    assert rec.type == "lamp_failure" and orjson.loads(rec.data_json) == {"code": 5}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+topics = st.sampled_from(
+    [T, "hg/vi-thanh/lighting/vt-lamp-1/event", "hg/vi-thanh/flood/vt-flood-01/status", "hg/x"]
+) | st.text(max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(topic=topics, payload=st.binary(max_size=300))
+def test_random_bytes_never_escape(topic: str, payload: bytes) -> None:
+    rec = decoder().decode_or_dead_letter(topic, payload, NOW)
+    assert isinstance(rec, Telemetry | StatusChange | DeviceEvent | DeadLetter)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    topic=topics,
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "ts": json_values | st.integers(0, 2**62),
+            "seq": json_values,
+            "metrics": json_values | st.dictionaries(st.sampled_from(["water_level_m", "battery_v", "x"]), json_values),
+            "type": json_values,
+        },
+    ),
+)
+def test_random_json_never_escapes(topic: str, body: dict[str, object]) -> None:
+    rec = decoder().decode_or_dead_letter(topic, orjson.dumps(body), NOW)
+    if isinstance(rec, DeadLetter):
+        assert rec.reason in set(Reason) and rec.detail
+        assert not rec.detail.startswith("decoder error"), rec.detail
