@@ -207,21 +207,17 @@ class IngestService:
 
     async def _recheck_unknown_devices(self, batch: list[Delivery]) -> list[Delivery]:
         """A device registered a moment ago may not be in our index yet: look before refusing."""
-        unknown = {
-            d.topic
-            for d in batch
-            if type(d.record) is DeadLetter and d.record.reason is Reason.UNKNOWN_DEVICE
-        }
-        if not unknown or time.monotonic() - self._last_recheck < _RECHECK_MIN_INTERVAL_S:
+        if not any(
+            type(d.record) is DeadLetter and d.record.reason is Reason.UNKNOWN_DEVICE for d in batch
+        ):
             return batch
-        self._last_recheck = time.monotonic()
-        try:
-            before = len(self._decoder.devices)
-            await self.reload_devices()
-        except psycopg.Error:
-            return batch  # the commit below will wait for the database anyway
-        if len(self._decoder.devices) == before:
-            return batch
+        if time.monotonic() - self._last_recheck >= _RECHECK_MIN_INTERVAL_S:
+            self._last_recheck = time.monotonic()
+            try:
+                await self.reload_devices()
+            except psycopg.Error:
+                pass  # the commit below waits for the database anyway
+        # Decode those again against the index as it is now (cheap; rare).
         return [
             Delivery(
                 d.mid,
@@ -230,7 +226,7 @@ class IngestService:
                 d.payload,
                 self._decoder.decode_or_dead_letter(d.topic, d.payload, d.record.received_at),
             )
-            if d.topic in unknown and type(d.record) is DeadLetter
+            if type(d.record) is DeadLetter and d.record.reason is Reason.UNKNOWN_DEVICE
             else d
             for d in batch
         ]

@@ -1,0 +1,182 @@
+"""Ingest end to end on the real broker and database: publish → committed rows → REST."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+import psycopg
+import pytest
+
+from ingest.errors import Reason
+from ingest.service import IngestService
+from ioc.devices import Device
+from ioc.settings import Settings
+from ioc.storage import Flavour
+from ioc.storage import devices as store
+from ioc.topics import device_topic
+from tests.conftest import FLOOD, LAMP, MqttPublisher, eventually
+
+
+async def _register(db: psycopg.AsyncConnection, *devices: Device) -> None:
+    for d in devices:
+        assert await store.insert_device(db, d)
+
+
+def telemetry(t: float, seq: int, **metrics: float) -> bytes:
+    return orjson.dumps({"ts": int(t * 1000), "seq": seq, "metrics": metrics})
+
+
+async def count(db: psycopg.AsyncConnection, query: str, *params: object) -> int:
+    cur = await db.execute(query.encode(), params)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_published_readings_are_stored_once_each(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    await _register(db, FLOOD, LAMP)
+    p = settings.mqtt_topic_prefix
+    t0 = time.time() - 600
+    sent = [(t0 + i * 10, 0.5 + i / 100) for i in range(50)]
+    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        await svc.wait_connected(20)
+        topic = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
+        items = [(topic, telemetry(t, i, water_level_m=v)) for i, (t, v) in enumerate(sent)]
+        # The same message twice (a device retrying) must be stored once.
+        publisher.publish_many(items + items[:5])
+        lamp = device_topic(p, "vi-thanh", "lighting", LAMP.id, "telemetry")
+        publisher.publish(lamp, telemetry(t0, 1, power_w=98.5, voltage_v=221.0, dim_level_pct=80))
+        await eventually(lambda: _committed(svc, 56))
+    cur = await db.execute(
+        "SELECT extract(epoch from time)::float8, value FROM readings"
+        " WHERE device_id = %s AND metric = 'water_level_m' ORDER BY time",
+        (FLOOD.id,),
+    )
+    rows = await cur.fetchall()
+    assert [(round(t, 3), v) for t, v in rows] == [(round(int(t * 1000) / 1000, 3), v) for t, v in sent]
+    assert await count(db, "SELECT count(*) FROM readings WHERE device_id = %s", LAMP.id) == 3
+    cur = await db.execute(
+        "SELECT value FROM latest_readings WHERE device_id = %s AND metric = 'water_level_m'",
+        (FLOOD.id,),
+    )
+    assert (await cur.fetchone()) == (sent[-1][1],)
+    assert await count(db, "SELECT count(*) FROM dead_letters") == 0
+
+
+async def _committed(svc: IngestService, n: int) -> bool:
+    return svc.committed >= n
+
+
+async def test_every_bad_input_is_dead_lettered_and_intake_goes_on(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    await _register(db, FLOOD, LAMP)
+    p = settings.mqtt_topic_prefix
+    now = time.time()
+    good = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
+    bad: dict[Reason, tuple[str, bytes]] = {
+        Reason.MALFORMED_JSON: (good, b'{"ts": 1, "metrics": '),
+        Reason.WRONG_TYPE: (good, orjson.dumps({"ts": int(now * 1000), "metrics": {"water_level_m": "0.8"}})),
+        Reason.UNKNOWN_DEVICE: (
+            device_topic(p, "vi-thanh", "flood", "ghost-9", "telemetry"),
+            telemetry(now, 1, water_level_m=0.5),
+        ),
+        Reason.DEVICE_MISMATCH: (
+            device_topic(p, "nga-bay", "flood", FLOOD.id, "telemetry"),
+            telemetry(now, 1, water_level_m=0.5),
+        ),
+        Reason.UNKNOWN_METRIC: (good, telemetry(now, 2, salinity_ppt=3.0)),
+        Reason.OUT_OF_RANGE: (good, telemetry(now, 3, water_level_m=42.0)),
+        Reason.MISSING_TIMESTAMP: (good, orjson.dumps({"metrics": {"water_level_m": 0.5}})),
+        Reason.TIMESTAMP_OUT_OF_BOUNDS: (good, telemetry(now + 86_400 * 30, 4, water_level_m=0.5)),
+        Reason.OVERSIZE: (good, b'{"pad": "' + b"x" * (settings.max_payload_bytes + 10) + b'"}'),
+        # Matches our subscription (an empty level matches '+') but not the scheme.
+        Reason.BAD_TOPIC: (f"{p}/vi-thanh//{FLOOD.id}/telemetry", telemetry(now, 5, water_level_m=0.5)),
+        Reason.INVALID_STATUS: (device_topic(p, "vi-thanh", "flood", FLOOD.id, "status"), b"maybe"),
+        Reason.UNKNOWN_EVENT_TYPE: (
+            device_topic(p, "vi-thanh", "lighting", LAMP.id, "event"),
+            orjson.dumps({"ts": int(now * 1000), "type": "meteor"}),
+        ),
+    }
+    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        await svc.wait_connected(20)
+        for topic, payload in bad.values():
+            publisher.publish(topic, payload)
+        publisher.publish(good, telemetry(now, 99, water_level_m=0.61))
+        await eventually(
+            lambda: count(db, "SELECT count(*) FROM readings WHERE device_id = %s", FLOOD.id)
+        )
+        await eventually(lambda: _rows_at_least(db, "dead_letters", len(bad)))
+    cur = await db.execute("SELECT reason, topic, payload, detail FROM dead_letters")
+    got = {r[0]: (r[1], bytes(r[2]), r[3]) for r in await cur.fetchall()}
+    assert set(got) == set(bad)
+    for reason in bad:
+        topic, payload = bad[reason]
+        assert got[reason][0] == topic and got[reason][1] == payload
+        assert got[reason][2], f"{reason} has no detail"
+    assert await count(db, "SELECT count(*) FROM readings") == 1
+
+
+async def _rows_at_least(db: psycopg.AsyncConnection, table: str, n: int) -> bool:
+    return await count(db, f"SELECT count(*) FROM {table}") >= n
+
+
+async def test_status_events_and_late_registration(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    await _register(db, LAMP)
+    p = settings.mqtt_topic_prefix
+    now = time.time()
+    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        await svc.wait_connected(20)
+        publisher.publish(device_topic(p, "vi-thanh", "lighting", LAMP.id, "status"), b"offline")
+        publisher.publish(
+            device_topic(p, "vi-thanh", "lighting", LAMP.id, "event"),
+            orjson.dumps({"ts": int(now * 1000), "type": "lamp_failure", "reason": "open circuit"}),
+        )
+        await eventually(lambda: count(db, "SELECT count(*) FROM device_events"))
+        await eventually(lambda: _is_online(db, LAMP.id, False))
+        publisher.publish(device_topic(p, "vi-thanh", "lighting", LAMP.id, "status"), b"online")
+        await eventually(lambda: _is_online(db, LAMP.id, True))
+        # A device registered while the service runs is accepted without a restart.
+        await _register(db, FLOOD)
+        topic = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
+        publisher.publish(topic, telemetry(now, 1, water_level_m=0.7))
+        await eventually(
+            lambda: count(db, "SELECT count(*) FROM readings WHERE device_id = %s", FLOOD.id)
+        )
+    cur = await db.execute("SELECT type, data->>'reason' FROM device_events")
+    assert await cur.fetchall() == [("lamp_failure", "open circuit")]
+
+
+async def _is_online(db: psycopg.AsyncConnection, device_id: str, online: bool) -> bool:
+    cur = await db.execute("SELECT online FROM device_state WHERE device_id = %s", (device_id,))
+    row = await cur.fetchone()
+    return row is not None and row[0] is online
+
+
+async def test_messages_queued_while_stopped_arrive_after_restart(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    """The persistent session keeps what devices publish while ingest is down."""
+    await _register(db, FLOOD)
+    topic = device_topic(settings.mqtt_topic_prefix, "vi-thanh", "flood", FLOOD.id, "telemetry")
+    now = time.time() - 100
+    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        await svc.wait_connected(20)
+    publisher.publish_many([(topic, telemetry(now + i, i, water_level_m=0.3)) for i in range(200)])
+    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        await svc.wait_connected(20)
+        await eventually(lambda: _committed(svc, 200))
+    assert await count(db, "SELECT count(*) FROM readings") == 200
+
+
+@pytest.mark.parametrize("when", ["2026-01-01T00:00:00+07:00"])
+def test_partition_days_are_utc(when: str) -> None:
+    # Guard for the writer's day arithmetic: UTC day index of a +07:00 midnight is the day before.
+    t = datetime.fromisoformat(when).timestamp()
+    assert datetime.fromtimestamp((t // 86400) * 86400, UTC).date().isoformat() == "2025-12-31"
