@@ -1,0 +1,166 @@
+"""Storage on the real database: migrations, partitions, rollups, retention, both flavours."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ingest.handoff import Delivery
+from ingest.records import Telemetry
+from ingest.writer import BatchWriter
+from ioc.storage import Flavour, migrate
+from ioc.storage import devices as store
+from ioc.storage.maintenance import (
+    drop_expired_partitions,
+    prune_dead_letters,
+    refresh_rollups,
+)
+from ioc.storage.readings import ReadingQuery, parse_bucket, query_readings
+from tests.conftest import FLOOD
+
+
+def reading(t: datetime, value: float, device: str = FLOOD.id) -> Delivery:
+    rec = Telemetry(device, t.timestamp(), None, (("water_level_m", value),))
+    return Delivery(0, 0, "t", b"", rec)
+
+
+async def write(url: str, flavour: Flavour, items: list[Delivery]) -> None:
+    w = BatchWriter(url, flavour)
+    try:
+        await w.write(items)
+    finally:
+        await w.close()
+
+
+def expected_buckets(points: list[tuple[datetime, float]], start: datetime, end: datetime, width: timedelta):  # type: ignore[no-untyped-def]
+    origin = datetime.fromisoformat("2000-01-01T00:00:00+07:00")
+    out: dict[datetime, list[float]] = {}
+    lo = origin + ((start - origin) // width) * width
+    for t, v in points:
+        if lo <= t < end:
+            b = origin + ((t - origin) // width) * width
+            out.setdefault(b, []).append(v)
+    return [(b, sum(vs) / len(vs), min(vs), max(vs), len(vs)) for b, vs in sorted(out.items())]
+
+
+def as_tuples(rows):  # type: ignore[no-untyped-def]
+    return [(r["time"], pytest.approx(r["value"]), r["min"], r["max"], r["count"]) for r in rows]
+
+
+async def test_migrations_are_idempotent_and_recorded(database_url: str, flavour: Flavour) -> None:
+    assert migrate(database_url) == flavour
+    assert migrate(database_url) == flavour
+    with psycopg.connect(database_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM ioc_schema_migrations ORDER BY 1")]
+        assert versions == sorted(set(versions)) and versions[:2] == [1, 2]
+
+
+async def test_buckets_agree_between_raw_and_rollups(
+    database_url: str, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    await store.insert_device(db, FLOOD)
+    rng = random.Random(3)
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    points = [(base + timedelta(seconds=37 * i), round(rng.uniform(0.1, 0.9), 3)) for i in range(4000)]
+    await write(database_url, flavour, [reading(t, v) for t, v in points])
+    start, end = base - timedelta(hours=1), base + timedelta(days=2)
+
+    async def ask(bucket: str) -> list[tuple]:  # type: ignore[type-arg]
+        q = ReadingQuery(FLOOD.id, "water_level_m", start, end, parse_bucket(bucket))
+        return as_tuples(await query_readings(db, flavour, q))
+
+    cases = ["5m", "1h", "1d", "90s"]
+    before = {b: await ask(b) for b in cases}  # no rollups yet: raw
+    for b in cases:
+        assert before[b] == expected_buckets(points, start, end, parse_bucket(b)), b
+    if flavour is Flavour.PLAIN:
+        assert await refresh_rollups(db) > 0
+    after = {b: await ask(b) for b in cases}  # from rollups (1m/1h), 90s from raw
+    assert after == before
+    # A late reading makes the rollups stale from its time on; answers stay exact.
+    late = (base + timedelta(hours=3, seconds=1), 0.999)
+    await write(database_url, flavour, [reading(*late)])
+    points.append(late)
+    for b in cases:
+        assert await ask(b) == expected_buckets(points, start, end, parse_bucket(b)), b
+    if flavour is Flavour.PLAIN:
+        await refresh_rollups(db)
+        for b in cases:
+            assert await ask(b) == expected_buckets(points, start, end, parse_bucket(b)), b
+
+
+async def test_raw_query_and_limits(database_url: str, flavour: Flavour, db: psycopg.AsyncConnection) -> None:
+    from ioc.storage.readings import QueryError
+
+    await store.insert_device(db, FLOOD)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    await write(database_url, flavour, [reading(t0 + timedelta(seconds=i), i / 100) for i in range(10)])
+    rows = await query_readings(db, flavour, ReadingQuery(FLOOD.id, "water_level_m", t0, t0 + timedelta(seconds=5)))
+    assert [r["value"] for r in rows] == [0.0, 0.01, 0.02, 0.03, 0.04]
+    with pytest.raises(QueryError) as err:
+        ReadingQuery(FLOOD.id, "water_level_m", t0, t0 + timedelta(days=30), parse_bucket("1m"))
+    assert err.value.field == "bucket"
+    with pytest.raises(QueryError):
+        parse_bucket("5 minutes")
+
+
+async def test_plain_partitions_and_retention(
+    database_url: str, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    if flavour is not Flavour.PLAIN:
+        pytest.skip("partition upkeep is TimescaleDB's job under the timescale flavour")
+    await store.insert_device(db, FLOOD)
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=12), now - timedelta(hours=1)
+    await write(database_url, flavour, [reading(old, 0.4), reading(recent, 0.5)])
+    cur = await db.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass"
+    )
+    assert (await cur.fetchone() or [0])[0] >= 2
+    assert await drop_expired_partitions(db, retention_days=10) >= 1
+    cur = await db.execute("SELECT value FROM readings")
+    assert await cur.fetchall() == [(0.5,)]
+
+
+async def test_dead_letter_pruning_keeps_the_newest(db: psycopg.AsyncConnection) -> None:
+    for i in range(150):
+        await db.execute(
+            "INSERT INTO dead_letters (topic, payload, payload_sha256, reason, detail,"
+            " first_received_at, received_at) VALUES (%s, %s, %s, 'malformed_json', 'x',"
+            " now() - make_interval(secs => %s), now() - make_interval(secs => %s))",
+            (f"t/{i}", b"x", uuid.uuid4().bytes, 150 - i, 150 - i),
+        )
+    assert await prune_dead_letters(db, 100) == 50
+    cur = await db.execute("SELECT topic FROM dead_letters")
+    assert {r[0] for r in await cur.fetchall()} == {f"t/{i}" for i in range(50, 150)}
+
+
+async def test_timescaledb_flavour(server_url: str) -> None:
+    """Runs the hypertable path where the extension exists (production image); skips here."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    if not available:
+        pytest.skip("TimescaleDB extension is not installed on this PostgreSQL server")
+    name = f"ioc_ts_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
+        assert migrate(url) is Flavour.TIMESCALE
+        with psycopg.connect(url) as conn:
+            assert conn.execute(
+                "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings'"
+            ).fetchone() == (1,)
+            assert conn.execute(
+                "SELECT count(*) FROM timescaledb_information.continuous_aggregates"
+            ).fetchone() == (2,)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
