@@ -1,0 +1,146 @@
+"""The HTTP API on a running service (real database, broker and HTTP server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+import pytest
+
+from ioc.app import Runtime, run_service
+from ioc.settings import Settings
+from ioc.topics import device_topic
+from tests.conftest import TOKEN, MqttPublisher, eventually
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NEW_DEVICE = {
+    "id": "vt-flood-99",
+    "kind": "flood",
+    "city": "vi-thanh",
+    "ward": None,
+    "lat": 9.784,
+    "lon": 105.47,
+    "name": "Trạm thử",
+    "attributes": {"bd1": 0.55, "bd2": 0.65, "bd3": 0.75},
+}
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    async with run_service(settings) as runtime:
+        assert runtime.ingest is not None
+        await runtime.ingest.wait_connected(20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as client:
+            yield runtime, client
+
+
+async def test_auth_is_required_except_health(service: tuple[Runtime, httpx.AsyncClient]) -> None:
+    _, http = service
+    assert (await http.get("/healthz")).status_code == 200
+    r = await http.get("/api/v1/devices")
+    assert r.status_code == 401 and "bearer" in r.json()["message"].lower()
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    r = await http.get("/api/v1/devices", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["message"] == "invalid bearer token"
+    assert (await http.get("/api/v1/dead-letters", headers=AUTH)).status_code == 200
+
+
+async def test_register_list_get_and_errors_name_the_field(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    runtime, http = service
+    r = await http.post("/api/v1/devices", json=NEW_DEVICE, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == "vt-flood-99"
+    assert (await http.post("/api/v1/devices", json=NEW_DEVICE, headers=AUTH)).status_code == 409
+    for field, bad, says in [
+        ("kind", "volcano", "kind"),
+        ("lat", 123.0, "lat"),
+        ("city", "ha-noi", "city"),
+        ("ward", "phuong-99", "ward"),
+        ("id", "bad/id", "id"),
+    ]:
+        r = await http.post("/api/v1/devices", json={**NEW_DEVICE, "id": "x-1", field: bad}, headers=AUTH)
+        assert r.status_code == 422, (field, r.text)
+        assert says in r.json()["message"], (field, r.json())
+    r = await http.post("/api/v1/devices", json={k: v for k, v in NEW_DEVICE.items() if k != "lon"}, headers=AUTH)
+    assert r.status_code == 422 and "lon" in r.json()["message"]
+    listed = (await http.get("/api/v1/devices", params={"kind": "flood"}, headers=AUTH)).json()
+    assert "vt-flood-99" in {d["id"] for d in listed}
+    assert len(listed) == sum(1 for d in runtime.site.devices if d.kind == "flood") + 1
+    got = (await http.get("/api/v1/devices/vt-flood-99", headers=AUTH)).json()
+    assert got["attributes"]["bd3"] == 0.75 and got["latest"] == {}
+    r = await http.get("/api/v1/devices/nope", headers=AUTH)
+    assert r.status_code == 404 and "nope" in r.json()["message"]
+
+
+async def test_published_values_come_back_over_rest_with_buckets(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, http = service
+    assert (await http.post("/api/v1/devices", json=NEW_DEVICE, headers=AUTH)).status_code == 201
+    topic = device_topic(settings.mqtt_topic_prefix, "vi-thanh", "flood", "vt-flood-99", "telemetry")
+    # Whole minutes in the past so buckets are easy to reason about: 12 readings, 10 s apart.
+    t0 = (int(time.time()) // 3600 - 2) * 3600
+    values = [0.40 + i * 0.01 for i in range(12)]
+    publisher.publish_many(
+        [
+            (topic, orjson.dumps({"ts": (t0 + 10 * i) * 1000, "seq": i, "metrics": {"water_level_m": v}}))
+            for i, v in enumerate(values)
+        ]
+    )
+    await eventually(lambda: _committed(runtime, 12))
+    start = datetime.fromtimestamp(t0, UTC).isoformat()
+    end = datetime.fromtimestamp(t0 + 3600, UTC).isoformat()
+    q = {"metric": "water_level_m", "from": start, "to": end}
+    raw = (await http.get("/api/v1/devices/vt-flood-99/readings", params=q, headers=AUTH)).json()
+    assert [p["value"] for p in raw["points"]] == pytest.approx(values)
+    assert raw["points"][0]["time"].endswith("+07:00")  # shown in Asia/Ho_Chi_Minh
+    b = (await http.get("/api/v1/devices/vt-flood-99/readings", params={**q, "bucket": "1m"}, headers=AUTH)).json()
+    assert b["bucket"] == "1m"
+    assert [p["count"] for p in b["points"]] == [6, 6]
+    assert b["points"][0]["value"] == pytest.approx(sum(values[:6]) / 6)
+    assert (b["points"][1]["min"], b["points"][1]["max"]) == (pytest.approx(values[6]), pytest.approx(values[11]))
+    h = (await http.get("/api/v1/devices/vt-flood-99/readings", params={**q, "bucket": "1h"}, headers=AUTH)).json()
+    assert len(h["points"]) == 1 and h["points"][0]["count"] == 12
+    detail = (await http.get("/api/v1/devices/vt-flood-99", headers=AUTH)).json()
+    assert detail["latest"]["water_level_m"]["value"] == pytest.approx(values[-1])
+    for params, field in [
+        ({**q, "metric": "power_w"}, "metric"),
+        ({**q, "bucket": "5 minutes"}, "bucket"),
+        ({k: v for k, v in q.items() if k != "from"}, "from"),
+        ({**q, "from": "yesterday"}, "from"),
+    ]:
+        r = await http.get("/api/v1/devices/vt-flood-99/readings", params=params, headers=AUTH)
+        assert r.status_code == 422 and field in r.json()["message"], (params, r.text)
+
+
+async def _committed(runtime: Runtime, n: int) -> bool:
+    assert runtime.ingest is not None
+    return runtime.ingest.committed >= n
+
+
+async def test_dead_letters_ready_and_metrics(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, http = service
+    device = runtime.site.devices[0]
+    topic = device_topic(settings.mqtt_topic_prefix, device.city, device.kind, device.id, "telemetry")
+    publisher.publish(topic, b"\x00\x01 not json")
+    letters = await eventually(lambda: _letters(http))
+    assert letters[0]["topic"] == topic and letters[0]["reason"] == "malformed_json"
+    assert letters[0]["payload"] == "\x00\x01 not json" and letters[0]["received_at"].endswith("+07:00")
+    r = await http.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"]["broker"]["ok"] is True
+    text = (await http.get("/metrics")).text
+    assert 'ioc_ingest_dead_letters_total{reason="malformed_json"}' in text
+    assert "ioc_ingest_commit_seconds_bucket" in text
+    spec = (await http.get("/openapi.json")).json()
+    assert "/api/v1/devices/{device_id}/readings" in spec["paths"]
+
+
+async def _letters(http: httpx.AsyncClient) -> list[dict[str, object]]:
+    return (await http.get("/api/v1/dead-letters", headers=AUTH)).json()
