@@ -49,8 +49,8 @@ from ingest.service import IngestService  # noqa: E402
 from ioc.devices import Device  # noqa: E402
 from ioc.embedded import EmbeddedMosquitto, EmbeddedPostgres  # noqa: E402
 from ioc.settings import MqttAddress, Settings  # noqa: E402
-from ioc.storage import migrate  # noqa: E402
 from ioc.storage import devices as store  # noqa: E402
+from ioc.storage import migrate  # noqa: E402
 from ioc.topics import device_topic  # noqa: E402
 
 PREFIX = "bench/hg"
@@ -59,8 +59,14 @@ FILTER = f"{PREFIX}/+/+/+/telemetry"
 
 def make_devices(n: int) -> list[Device]:
     half = n // 2
-    flood = [Device(f"b-flood-{i:05d}", "flood", "vi-thanh", None, "b", 9.78, 105.47) for i in range(half)]
-    lamps = [Device(f"b-lamp-{i:05d}", "lighting", "nga-bay", None, "b", 9.81, 105.81) for i in range(n - half)]
+    flood = [
+        Device(f"b-flood-{i:05d}", "flood", "vi-thanh", None, "b", 9.78, 105.47)
+        for i in range(half)
+    ]
+    lamps = [
+        Device(f"b-lamp-{i:05d}", "lighting", "nga-bay", None, "b", 9.81, 105.81)
+        for i in range(n - half)
+    ]
     return flood + lamps
 
 
@@ -73,8 +79,12 @@ def payloads(devices: list[Device], n: int, t0: float) -> list[tuple[str, bytes]
             metrics: dict[str, float] = {"water_level_m": 0.5 + (k % 97) / 1000, "battery_v": 12.8}
         else:
             metrics = {
-                "power_w": 98.0 + k % 5, "voltage_v": 221.5, "current_a": 0.45,
-                "dim_level_pct": 80, "energy_kwh": 1234.5 + k / 1e4, "power_factor": 0.95,
+                "power_w": 98.0 + k % 5,
+                "voltage_v": 221.5,
+                "current_a": 0.45,
+                "dim_level_pct": 80,
+                "energy_kwh": 1234.5 + k / 1e4,
+                "power_factor": 0.95,
             }
         body = {"ts": int(t * 1000), "seq": k, "metrics": metrics}
         out.append((device_topic(PREFIX, d.city, d.kind, d.id, "telemetry"), orjson.dumps(body)))
@@ -82,7 +92,9 @@ def payloads(devices: list[Device], n: int, t0: float) -> list[tuple[str, bytes]
 
 
 def paho_client(addr: MqttAddress, client_id: str, **kw: object) -> mqtt.Client:
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw
+    )
     return c
 
 
@@ -126,8 +138,28 @@ def drain_mosquitto_sub(addr: MqttAddress, client_id: str, n: int) -> float:
     exe = shutil.which("mosquitto_sub")
     if exe is None:
         return float("nan")
-    cmd = [exe, "-h", addr.host, "-p", str(addr.port), "-V", "5", "-c", "-i", client_id, "-x", "3600",
-           "-q", "1", "-t", FILTER, "-C", str(n), "-F", "%t"]
+    cmd = [
+        exe,
+        "-h",
+        addr.host,
+        "-p",
+        str(addr.port),
+        "-V",
+        "5",
+        "-c",
+        "-i",
+        client_id,
+        "-x",
+        "3600",
+        "-q",
+        "1",
+        "-t",
+        FILTER,
+        "-C",
+        str(n),
+        "-F",
+        "%t",
+    ]
     t = time.perf_counter()
     # First-to-last is approximated by process lifetime; connect costs ~1 ms on loopback.
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, timeout=600)
@@ -180,10 +212,18 @@ def count_rows(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def drain_ingest(addr: MqttAddress, url: str, client_id: str, n_rows: int, mqtt_url: str) -> dict[str, float]:
-    env = {**os.environ, "IOC_DATABASE_URL": url, "IOC_MQTT_URL": mqtt_url,
-           "IOC_MQTT_TOPIC_PREFIX": PREFIX, "IOC_MQTT_CLIENT_ID": client_id, "IOC_LOG_LEVEL": "WARNING",
-           "IOC_MAINTENANCE_INTERVAL_S": "3600"}
+def drain_ingest(
+    addr: MqttAddress, url: str, client_id: str, n_rows: int, mqtt_url: str
+) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "IOC_DATABASE_URL": url,
+        "IOC_MQTT_URL": mqtt_url,
+        "IOC_MQTT_TOPIC_PREFIX": PREFIX,
+        "IOC_MQTT_CLIENT_ID": client_id,
+        "IOC_LOG_LEVEL": "WARNING",
+        "IOC_MAINTENANCE_INTERVAL_S": "3600",
+    }
     proc = subprocess.Popen([sys.executable, "-m", "ioc", "ingest"], cwd=ROOT, env=env)
     try:
         first_t = None
@@ -201,8 +241,13 @@ def drain_ingest(addr: MqttAddress, url: str, client_id: str, n_rows: int, mqtt_
                     cpu_end, rss = proc_stat(proc.pid)
                     assert first_t is not None
                     elapsed = now - first_t
-                    return {"rows_per_s": (got - first_n) / elapsed, "elapsed_s": elapsed,
-                            "cpu_s": cpu_end - cpu_start, "rss_bytes": rss, "first_rows": first_n}
+                    return {
+                        "rows_per_s": (got - first_n) / elapsed,
+                        "elapsed_s": elapsed,
+                        "cpu_s": cpu_end - cpu_start,
+                        "rss_bytes": rss,
+                        "first_rows": first_n,
+                    }
                 if proc.poll() is not None:
                     raise RuntimeError(f"ioc ingest exited with {proc.returncode}")
                 time.sleep(0.02)
@@ -241,7 +286,9 @@ def copy_rate(url: str, items: list[tuple[str, bytes]], devices: list[Device]) -
     return rows / elapsed
 
 
-def latency(settings: Settings, devices: list[Device], rate: float, seconds: float) -> dict[str, float]:
+def latency(
+    settings: Settings, devices: list[Device], rate: float, seconds: float
+) -> dict[str, float]:
     """Publish at a steady rate from another process; measure publish→commit in the service."""
     lat: list[float] = []
 
@@ -254,11 +301,23 @@ def latency(settings: Settings, devices: list[Device], rate: float, seconds: flo
                 lat.append(now - sent / 1e6)  # seq carries the publish time in µs
 
     async def run() -> None:
-        async with IngestService(settings, settings.database_url or "", migrate(settings.database_url or ""), listeners=[on_commit]) as svc:
+        async with IngestService(
+            settings,
+            settings.database_url or "",
+            migrate(settings.database_url or ""),
+            listeners=[on_commit],
+        ) as svc:
             await svc.wait_connected(20)
-            pub = subprocess.Popen(
-                [sys.executable, str(Path(__file__).with_name("steady_publisher.py")), settings.mqtt_url or "",
-                 PREFIX, str(rate), str(seconds), ",".join(f"{d.city}/{d.kind}/{d.id}" for d in devices[:200])],
+            pub = subprocess.Popen(  # noqa: ASYNC220 - started once, then awaited off-loop
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("steady_publisher.py")),
+                    settings.mqtt_url or "",
+                    PREFIX,
+                    str(rate),
+                    str(seconds),
+                    ",".join(f"{d.city}/{d.kind}/{d.id}" for d in devices[:200]),
+                ],
             )
             await asyncio.to_thread(pub.wait)
             await asyncio.sleep(2)
@@ -266,7 +325,12 @@ def latency(settings: Settings, devices: list[Device], rate: float, seconds: flo
     asyncio.run(run())
     lat.sort()
     q = quantiles(lat, n=100)
-    return {"samples": len(lat), "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "max_ms": lat[-1] * 1000}
+    return {
+        "samples": len(lat),
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "max_ms": lat[-1] * 1000,
+    }
 
 
 def main() -> int:
@@ -301,29 +365,44 @@ def main() -> int:
         # The ingest session must exist with the service's own subscriptions; create_session's
         # filter covers the same telemetry topics, and ingest re-subscribes on connect.
         pub_rate = publish_backlog(addr, items)
-        print(f"backlog of {len(items)} messages ({n_rows} rows) queued 3x; publish {pub_rate:,.0f} msg/s")
+        print(
+            f"backlog of {len(items)} messages ({n_rows} rows) queued 3x;"
+            f" publish {pub_rate:,.0f} msg/s"
+        )
         sub_rate = drain_mosquitto_sub(addr, ids["sub"], len(items))
         paho_rate, paho_cpu = drain_paho_counter(addr, ids["paho"], len(items))
         ing = drain_ingest(addr, url, ids["ingest"], n_rows, broker.url)
         ingest_msgs = ing["rows_per_s"] * len(items) / n_rows
         cp = copy_rate(url, items, devices)
-        settings = Settings(database_url=url, mqtt_url=broker.url, mqtt_topic_prefix=PREFIX,
-                            mqtt_client_id=f"bench-lat-{uuid.uuid4().hex[:6]}")
+        settings = Settings(
+            database_url=url,
+            mqtt_url=broker.url,
+            mqtt_topic_prefix=PREFIX,
+            mqtt_client_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
+        )
         lat = latency(settings, devices, args.rate, args.latency_seconds)
 
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "messages": len(items), "rows": n_rows, "devices": args.devices,
+        "messages": len(items),
+        "rows": n_rows,
+        "devices": args.devices,
         "publish_msg_s": pub_rate,
         "mosquitto_sub_msg_s": sub_rate,
-        "paho_counter_msg_s": paho_rate, "paho_counter_cpu_per_msg_us": paho_cpu / len(items) * 1e6,
-        "ingest_msg_s": ingest_msgs, "ingest_rows_s": ing["rows_per_s"],
-        "ingest_cpu_cores": ing["cpu_s"] / ing["elapsed_s"], "ingest_peak_rss_mb": ing["rss_bytes"] / 2**20,
-        "copy_rows_s": cp, "copy_msg_s": cp * len(items) / n_rows,
-        "ingest_vs_paho": ingest_msgs / paho_rate, "ingest_vs_mosquitto_sub": ingest_msgs / sub_rate,
+        "paho_counter_msg_s": paho_rate,
+        "paho_counter_cpu_per_msg_us": paho_cpu / len(items) * 1e6,
+        "ingest_msg_s": ingest_msgs,
+        "ingest_rows_s": ing["rows_per_s"],
+        "ingest_cpu_cores": ing["cpu_s"] / ing["elapsed_s"],
+        "ingest_peak_rss_mb": ing["rss_bytes"] / 2**20,
+        "copy_rows_s": cp,
+        "copy_msg_s": cp * len(items) / n_rows,
+        "ingest_vs_paho": ingest_msgs / paho_rate,
+        "ingest_vs_mosquitto_sub": ingest_msgs / sub_rate,
         "ingest_vs_copy": ing["rows_per_s"] / cp,
-        "latency_rate_msg_s": args.rate, **{f"latency_{k}": v for k, v in lat.items()},
+        "latency_rate_msg_s": args.rate,
+        **{f"latency_{k}": v for k, v in lat.items()},
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)

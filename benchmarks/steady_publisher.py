@@ -20,7 +20,9 @@ targets = [t.split("/") for t in sys.argv[5].split(",")]
 
 host_port = from_url.split("://", 1)[1].rsplit("@", 1)[-1]
 host, port = host_port.split(":")
-c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"steady-{time.time_ns()}", protocol=mqtt.MQTTv5)
+c = mqtt.Client(
+    mqtt.CallbackAPIVersion.VERSION2, client_id=f"steady-{time.time_ns()}", protocol=mqtt.MQTTv5
+)
 c.max_inflight_messages_set(1000)
 c.max_queued_messages_set(0)
 c.connect(host, int(port))

@@ -67,7 +67,9 @@ class Decoder:
             raise DecodeError(topic, Reason.BAD_TOPIC, str(exc)) from None
         known = self.devices.get(where.device_id)
         if known is None:
-            raise DecodeError(topic, Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not registered")
+            raise DecodeError(
+                topic, Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not registered"
+            )
         kind, city = known
         if kind != where.kind or city != where.city:
             raise DecodeError(
@@ -86,10 +88,14 @@ class Decoder:
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise DecodeError(topic, Reason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}") from None
+            raise DecodeError(
+                topic, Reason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}"
+            ) from None
         if not isinstance(doc, dict):
             raise DecodeError(
-                topic, Reason.INVALID_PAYLOAD, f"payload must be a JSON object, got {type(doc).__name__}"
+                topic,
+                Reason.INVALID_PAYLOAD,
+                f"payload must be a JSON object, got {type(doc).__name__}",
             )
         return doc
 
@@ -141,22 +147,29 @@ class Decoder:
             spec = catalogue.get(name)
             if spec is None:
                 raise DecodeError(
-                    topic, Reason.UNKNOWN_METRIC, f"metric {name[:64]!r} is not in the {kind} catalogue"
+                    topic,
+                    Reason.UNKNOWN_METRIC,
+                    f"metric {name[:64]!r} is not in the {kind} catalogue",
                 )
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise DecodeError(
-                    topic, Reason.WRONG_TYPE, f"metric {name!r} must be a number, got {type(value).__name__}"
+                    topic,
+                    Reason.WRONG_TYPE,
+                    f"metric {name!r} must be a number, got {type(value).__name__}",
                 )
             if not spec.minimum <= value <= spec.maximum:
                 raise DecodeError(
                     topic,
                     Reason.OUT_OF_RANGE,
-                    f"metric {name!r} = {value} is outside {spec.minimum}..{spec.maximum} {spec.unit}",
+                    f"metric {name!r} = {value} is outside"
+                    f" {spec.minimum}..{spec.maximum} {spec.unit}",
                 )
             values.append((name, float(value)))
         return Telemetry(device_id, t, seq, tuple(values))
 
-    def _status(self, topic: str, device_id: str, payload: bytes, received_at: float) -> StatusChange:
+    def _status(
+        self, topic: str, device_id: str, payload: bytes, received_at: float
+    ) -> StatusChange:
         word: object = payload.strip().decode("utf-8", "replace")
         if isinstance(word, str) and word[:1] in ('"', "{"):
             try:
@@ -167,7 +180,9 @@ class Decoder:
         online = _STATUS_WORDS.get(word) if isinstance(word, str) else None
         if online is None:
             raise DecodeError(
-                topic, Reason.INVALID_STATUS, f"status must be 'online' or 'offline', got {str(word)[:40]!r}"
+                topic,
+                Reason.INVALID_STATUS,
+                f"status must be 'online' or 'offline', got {str(word)[:40]!r}",
             )
         return StatusChange(device_id, online, received_at)
 

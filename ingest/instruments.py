@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES_RECEIVED = Counter("ioc_ingest_messages_received", "MQTT messages taken from the broker")
 READINGS_STORED = Counter("ioc_ingest_readings_stored", "readings rows committed")
 READINGS_DUPLICATE = Counter(
-    "ioc_ingest_readings_duplicate", "readings skipped as already stored (same device, metric, time)"
+    "ioc_ingest_readings_duplicate",
+    "readings skipped as already stored (same device, metric, time)",
 )
 DEAD_LETTERS = Counter("ioc_ingest_dead_letters", "messages dead-lettered", ["reason"])
 BATCH_MESSAGES = Histogram(

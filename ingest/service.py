@@ -133,7 +133,7 @@ class IngestService:
             database_error=self._database_error,
         )
 
-    async def wait_connected(self, timeout: float) -> None:
+    async def wait_connected(self, timeout: float) -> None:  # noqa: ASYNC109 - a plain bound
         deadline = time.monotonic() + timeout
         while not self._subscriber.connected.is_set():
             if time.monotonic() > deadline:
@@ -142,7 +142,9 @@ class IngestService:
 
     # -- network thread ----------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, received_at: float) -> None:
+    def _on_message(
+        self, topic: str, payload: bytes, mid: int, qos: int, received_at: float
+    ) -> None:
         record = self._decoder.decode_or_dead_letter(topic, payload, received_at)
         assert self._handoff is not None
         # Refused only while shutting down: left un-acknowledged, the broker redelivers it.
@@ -183,7 +185,11 @@ class IngestService:
             except psycopg.OperationalError as exc:
                 self._database_error = str(exc).strip().splitlines()[0] if str(exc) else repr(exc)
                 instruments.WRITE_FAILURES.inc()
-                log.warning("database unavailable (%s); retrying batch of %d", self._database_error, len(batch))
+                log.warning(
+                    "database unavailable (%s); retrying batch of %d",
+                    self._database_error,
+                    len(batch),
+                )
                 await self._writer.close()
                 await asyncio.sleep(backoff.next_delay())
                 continue

@@ -128,4 +128,5 @@ class MqttSubscriber:
             log.warning("MQTT %s; paho reconnects", self.last_error)
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._on_message(msg.topic, msg.payload, msg.mid, msg.qos, time.time())
+        # paho hands us bytes; the annotation also allows bytearray.
+        self._on_message(msg.topic, msg.payload, msg.mid, msg.qos, time.time())  # type: ignore[arg-type]

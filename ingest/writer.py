@@ -98,7 +98,9 @@ class BatchWriter:
                 await self._transaction(conn, [letter], result)
         return result
 
-    async def _write(self, conn: psycopg.AsyncConnection, records: Sequence[object], result: WriteResult) -> None:
+    async def _write(
+        self, conn: psycopg.AsyncConnection, records: Sequence[object], result: WriteResult
+    ) -> None:
         buf = io.StringIO()
         statuses: list[tuple[str, bool, datetime]] = []
         events: list[tuple[datetime, str, str, bytes]] = []
@@ -128,7 +130,9 @@ class BatchWriter:
             if self._flavour is Flavour.PLAIN:
                 await self._ensure_partitions(conn, t_min, t_max)
             async with conn.cursor() as cur:
-                async with cur.copy("COPY ingest_staging (t, device_id, metric, value) FROM STDIN") as copy:
+                async with cur.copy(
+                    "COPY ingest_staging (t, device_id, metric, value) FROM STDIN"
+                ) as copy:
                     await copy.write(buf.getvalue())
                 await cur.execute(
                     "INSERT INTO readings (time, device_id, metric, value)"
@@ -138,7 +142,8 @@ class BatchWriter:
                 stored = cur.rowcount
                 await cur.execute(
                     "INSERT INTO latest_readings AS l (device_id, metric, time, value)"
-                    " SELECT DISTINCT ON (device_id, metric) device_id, metric, to_timestamp(t), value"
+                    " SELECT DISTINCT ON (device_id, metric)"
+                    " device_id, metric, to_timestamp(t), value"
                     " FROM ingest_staging ORDER BY device_id, metric, t DESC"
                     " ON CONFLICT (device_id, metric) DO UPDATE"
                     " SET time = excluded.time, value = excluded.value WHERE l.time < excluded.time"
@@ -197,7 +202,9 @@ class BatchWriter:
                 )
             result.dead_letters += len(letters)
 
-    async def _ensure_partitions(self, conn: psycopg.AsyncConnection, t_min: float, t_max: float) -> None:
+    async def _ensure_partitions(
+        self, conn: psycopg.AsyncConnection, t_min: float, t_max: float
+    ) -> None:
         days = range(int(t_min // _DAY), int(t_max // _DAY) + 1)
         if all(d in self._partition_days for d in days):
             return

@@ -68,7 +68,11 @@ async def run_service(
     conninfo = settings.database_url
     flavour = await asyncio.to_thread(migrate, conninfo)
     site = load_site(settings.site_path())
-    token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(24)
+    token = (
+        settings.admin_token.get_secret_value()
+        if settings.admin_token
+        else secrets.token_urlsafe(24)
+    )
     pool = await open_pool(api_conninfo(conninfo), max_size=settings.db_pool_max)
     try:
         async with pool.connection() as conn:

@@ -7,9 +7,10 @@ its range, gets its message dead-lettered with a reason naming the metric.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Mapping
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)

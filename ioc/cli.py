@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 from pydantic import SecretStr, ValidationError
 
@@ -167,7 +166,8 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                     f"  API:          {url}   (OpenAPI: {url}/docs)",
                     f"  Admin token:  {token}",
                     f"  Database:     {settings.database_url}",
-                    f"  MQTT broker:  {settings.mqtt_url}   (topics {settings.mqtt_topic_prefix}/...)",
+                    f"  MQTT broker:  {settings.mqtt_url}"
+                    f"   (topics {settings.mqtt_topic_prefix}/...)",
                     "  Try:",
                     f"    curl -H 'Authorization: Bearer {token}' {url}/api/v1/devices/{example}",
                     f"    curl -H 'Authorization: Bearer {token}' "

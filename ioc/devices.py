@@ -8,7 +8,6 @@ from typing import Any
 
 from ioc.catalogue import KINDS
 
-
 # Ids are MQTT topic levels and COPY fields: keep them to a safe, readable alphabet.
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 

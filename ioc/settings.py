@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="bootstrap admin bearer token; `ioc demo` generates one when unset"
     )
-    site: Path | None = Field(None, description="site data file; unset = the packaged Hậu Giang site")
+    site: Path | None = Field(
+        None, description="site data file; unset = the packaged Hậu Giang site"
+    )
     rules_dir: Path | None = Field(None, description="directory of rule files (rules issue)")
 
     # --- local state ---
@@ -104,7 +106,9 @@ class Settings(BaseSettings):
     @classmethod
     def _check_prefix(cls, v: str) -> str:
         if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#"):
-            raise ValueError("IOC_MQTT_TOPIC_PREFIX must be topic levels without wildcards or edge /")
+            raise ValueError(
+                "IOC_MQTT_TOPIC_PREFIX must be topic levels without wildcards or edge /"
+            )
         return v
 
     @property

@@ -387,8 +387,14 @@ class _Loader:
                 seen_wards[ward.id] = f"{where}.wards[{j}]"
                 wards.append(ward)
             cities.append(
-                City(city_id, self.text(d, "name", where), lat, lon, tuple(wards),
-                     self.opt_text(d, "note", where))
+                City(
+                    city_id,
+                    self.text(d, "name", where),
+                    lat,
+                    lon,
+                    tuple(wards),
+                    self.opt_text(d, "note", where),
+                )
             )
         return tuple(cities)
 
@@ -656,6 +662,4 @@ class _Loader:
 
 
 def _ring_area(points: list[tuple[float, float]]) -> float:
-    return abs(
-        sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in itertools.pairwise(points))
-    ) / 2
+    return abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in itertools.pairwise(points))) / 2

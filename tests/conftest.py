@@ -63,7 +63,9 @@ def template_db(server_url: str) -> Iterator[tuple[str, Flavour]]:
     flavour = migrate(_with_db(server_url, name))
     yield name, flavour
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -77,7 +79,9 @@ def database_url(server_url: str, template_db: tuple[str, Flavour]) -> Iterator[
         )
     yield _with_db(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -115,10 +119,26 @@ def dbname(url: str) -> str:
     return str(conninfo_to_dict(url)["dbname"])
 
 
-FLOOD = Device("vt-flood-01", "flood", "vi-thanh", "phuong-5", "Trạm Vị Thanh", 9.784, 105.47,
-               {"bd1": 0.55, "bd2": 0.65, "bd3": 0.75})
-LAMP = Device("vt-lamp-0001", "lighting", "vi-thanh", "phuong-5", "Đèn 1", 9.785, 105.471,
-              {"cabinet": "vt-cab-01", "nominal_w": 100})
+FLOOD = Device(
+    "vt-flood-01",
+    "flood",
+    "vi-thanh",
+    "phuong-5",
+    "Trạm Vị Thanh",
+    9.784,
+    105.47,
+    {"bd1": 0.55, "bd2": 0.65, "bd3": 0.75},
+)
+LAMP = Device(
+    "vt-lamp-0001",
+    "lighting",
+    "vi-thanh",
+    "phuong-5",
+    "Đèn 1",
+    9.785,
+    105.471,
+    {"cabinet": "vt-cab-01", "nominal_w": 100},
+)
 
 
 class MqttPublisher:
@@ -141,7 +161,9 @@ class MqttPublisher:
         self.client.connect(addr.host, addr.port)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
+    def publish(
+        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+    ) -> None:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(timeout=30)
 
@@ -162,7 +184,7 @@ def publisher(mqtt_url: str) -> Iterator[MqttPublisher]:
     pub.close()
 
 
-async def eventually(check, *, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+async def eventually(check, *, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
     """Poll an async ``check`` until it returns a truthy value; fail after ``timeout``.
 
     A bound against hangs, not a speed assertion: the timeout is generous on purpose.

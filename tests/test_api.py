@@ -63,10 +63,14 @@ async def test_register_list_get_and_errors_name_the_field(
         ("ward", "phuong-99", "ward"),
         ("id", "bad/id", "id"),
     ]:
-        r = await http.post("/api/v1/devices", json={**NEW_DEVICE, "id": "x-1", field: bad}, headers=AUTH)
+        r = await http.post(
+            "/api/v1/devices", json={**NEW_DEVICE, "id": "x-1", field: bad}, headers=AUTH
+        )
         assert r.status_code == 422, (field, r.text)
         assert says in r.json()["message"], (field, r.json())
-    r = await http.post("/api/v1/devices", json={k: v for k, v in NEW_DEVICE.items() if k != "lon"}, headers=AUTH)
+    r = await http.post(
+        "/api/v1/devices", json={k: v for k, v in NEW_DEVICE.items() if k != "lon"}, headers=AUTH
+    )
     assert r.status_code == 422 and "lon" in r.json()["message"]
     listed = (await http.get("/api/v1/devices", params={"kind": "flood"}, headers=AUTH)).json()
     assert "vt-flood-99" in {d["id"] for d in listed}
@@ -82,13 +86,20 @@ async def test_published_values_come_back_over_rest_with_buckets(
 ) -> None:
     runtime, http = service
     assert (await http.post("/api/v1/devices", json=NEW_DEVICE, headers=AUTH)).status_code == 201
-    topic = device_topic(settings.mqtt_topic_prefix, "vi-thanh", "flood", "vt-flood-99", "telemetry")
+    topic = device_topic(
+        settings.mqtt_topic_prefix, "vi-thanh", "flood", "vt-flood-99", "telemetry"
+    )
     # Whole minutes in the past so buckets are easy to reason about: 12 readings, 10 s apart.
     t0 = (int(time.time()) // 3600 - 2) * 3600
     values = [0.40 + i * 0.01 for i in range(12)]
     publisher.publish_many(
         [
-            (topic, orjson.dumps({"ts": (t0 + 10 * i) * 1000, "seq": i, "metrics": {"water_level_m": v}}))
+            (
+                topic,
+                orjson.dumps(
+                    {"ts": (t0 + 10 * i) * 1000, "seq": i, "metrics": {"water_level_m": v}}
+                ),
+            )
             for i, v in enumerate(values)
         ]
     )
@@ -99,12 +110,23 @@ async def test_published_values_come_back_over_rest_with_buckets(
     raw = (await http.get("/api/v1/devices/vt-flood-99/readings", params=q, headers=AUTH)).json()
     assert [p["value"] for p in raw["points"]] == pytest.approx(values)
     assert raw["points"][0]["time"].endswith("+07:00")  # shown in Asia/Ho_Chi_Minh
-    b = (await http.get("/api/v1/devices/vt-flood-99/readings", params={**q, "bucket": "1m"}, headers=AUTH)).json()
+    b = (
+        await http.get(
+            "/api/v1/devices/vt-flood-99/readings", params={**q, "bucket": "1m"}, headers=AUTH
+        )
+    ).json()
     assert b["bucket"] == "1m"
     assert [p["count"] for p in b["points"]] == [6, 6]
     assert b["points"][0]["value"] == pytest.approx(sum(values[:6]) / 6)
-    assert (b["points"][1]["min"], b["points"][1]["max"]) == (pytest.approx(values[6]), pytest.approx(values[11]))
-    h = (await http.get("/api/v1/devices/vt-flood-99/readings", params={**q, "bucket": "1h"}, headers=AUTH)).json()
+    assert (b["points"][1]["min"], b["points"][1]["max"]) == (
+        pytest.approx(values[6]),
+        pytest.approx(values[11]),
+    )
+    h = (
+        await http.get(
+            "/api/v1/devices/vt-flood-99/readings", params={**q, "bucket": "1h"}, headers=AUTH
+        )
+    ).json()
     assert len(h["points"]) == 1 and h["points"][0]["count"] == 12
     detail = (await http.get("/api/v1/devices/vt-flood-99", headers=AUTH)).json()
     assert detail["latest"]["water_level_m"]["value"] == pytest.approx(values[-1])
@@ -128,11 +150,15 @@ async def test_dead_letters_ready_and_metrics(
 ) -> None:
     runtime, http = service
     device = runtime.site.devices[0]
-    topic = device_topic(settings.mqtt_topic_prefix, device.city, device.kind, device.id, "telemetry")
+    topic = device_topic(
+        settings.mqtt_topic_prefix, device.city, device.kind, device.id, "telemetry"
+    )
     publisher.publish(topic, b"\x00\x01 not json")
     letters = await eventually(lambda: _letters(http))
     assert letters[0]["topic"] == topic and letters[0]["reason"] == "malformed_json"
-    assert letters[0]["payload"] == "\x00\x01 not json" and letters[0]["received_at"].endswith("+07:00")
+    assert letters[0]["payload"] == "\x00\x01 not json" and letters[0]["received_at"].endswith(
+        "+07:00"
+    )
     r = await http.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"]["broker"]["ok"] is True
     text = (await http.get("/metrics")).text

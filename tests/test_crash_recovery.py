@@ -60,10 +60,11 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     proc = ingest_process(settings, **throttled)
     try:
         probe = devices[0]
-        publisher.publish(
-            device_topic(settings.mqtt_topic_prefix, probe.city, probe.kind, probe.id, "status"),
-            b"online",
+        status = device_topic(
+            settings.mqtt_topic_prefix, probe.city, probe.kind, probe.id, "status"
         )
+        # Retained: delivered whenever the worker's subscription comes up.
+        publisher.publish(status, b"online", retain=True)
         await eventually(lambda: _online(db, probe.id), timeout=60)
         t0 = time.time() - 3600
         messages = [
@@ -93,11 +94,13 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     cur = await db.execute(
-        "SELECT count(*), count(DISTINCT (device_id, time)) FROM readings WHERE metric = 'water_level_m'"
+        "SELECT count(*), count(DISTINCT (device_id, time)) FROM readings"
+        " WHERE metric = 'water_level_m'"
     )
     assert await cur.fetchone() == (len(messages), len(messages))
     cur = await db.execute("SELECT count(*) FROM dead_letters")
     assert await cur.fetchone() == (0,)
+    publisher.publish(status, b"", retain=True)  # clear the retained message from the broker
 
 
 async def _online(db: psycopg.AsyncConnection, device_id: str) -> bool:

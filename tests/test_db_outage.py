@@ -27,19 +27,30 @@ async def test_database_outage_loses_nothing(
     proxy = TcpProxy(str(real.get("host") or "127.0.0.1"), int(real.get("port") or 5432))
     await proxy.start()
     proxied = settings.model_copy(
-        update={"database_url": make_conninfo(settings.database_url or "", host="127.0.0.1", port=proxy.port)}
+        update={
+            "database_url": make_conninfo(
+                settings.database_url or "", host="127.0.0.1", port=proxy.port
+            )
+        }
     )
     try:
         async with run_service(proxied) as runtime:
             assert runtime.ingest is not None
             await runtime.ingest.wait_connected(20)
             device = next(d for d in runtime.site.devices if d.kind == "flood")
-            topic = device_topic(settings.mqtt_topic_prefix, device.city, device.kind, device.id, "telemetry")
+            topic = device_topic(
+                settings.mqtt_topic_prefix, device.city, device.kind, device.id, "telemetry"
+            )
             t0 = time.time() - 3000
 
             def batch(lo: int, hi: int) -> list[tuple[str, bytes]]:
                 return [
-                    (topic, orjson.dumps({"ts": int((t0 + i) * 1000), "metrics": {"water_level_m": 0.5}}))
+                    (
+                        topic,
+                        orjson.dumps(
+                            {"ts": int((t0 + i) * 1000), "metrics": {"water_level_m": 0.5}}
+                        ),
+                    )
                     for i in range(lo, hi)
                 ]
 

@@ -79,7 +79,9 @@ def test_telemetry_rfc3339_with_offset() -> None:
         ("hg/vi-thanh/flood/vt-flood-01/status", b"sleeping", Reason.INVALID_STATUS, "sleeping"),
     ],
 )
-def test_each_reason_names_the_problem(topic: str, payload: bytes, reason: Reason, names: str) -> None:
+def test_each_reason_names_the_problem(
+    topic: str, payload: bytes, reason: Reason, names: str
+) -> None:
     with pytest.raises(DecodeError) as err:
         decoder().decode(topic, payload, NOW)
     assert err.value.reason is reason
@@ -102,8 +104,14 @@ def test_event_keeps_extra_fields() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=12,
 )
 topics = st.sampled_from(
@@ -126,7 +134,8 @@ def test_random_bytes_never_escape(topic: str, payload: bytes) -> None:
         optional={
             "ts": json_values | st.integers(0, 2**62),
             "seq": json_values,
-            "metrics": json_values | st.dictionaries(st.sampled_from(["water_level_m", "battery_v", "x"]), json_values),
+            "metrics": json_values
+            | st.dictionaries(st.sampled_from(["water_level_m", "battery_v", "x"]), json_values),
             "type": json_values,
         },
     ),

@@ -57,7 +57,9 @@ async def test_published_readings_are_stored_once_each(
         (FLOOD.id,),
     )
     rows = await cur.fetchall()
-    assert [(round(t, 3), v) for t, v in rows] == [(round(int(t * 1000) / 1000, 3), v) for t, v in sent]
+    assert [(round(t, 3), v) for t, v in rows] == [
+        (round(int(t * 1000) / 1000, 3), v) for t, v in sent
+    ]
     assert await count(db, "SELECT count(*) FROM readings WHERE device_id = %s", LAMP.id) == 3
     cur = await db.execute(
         "SELECT value FROM latest_readings WHERE device_id = %s AND metric = 'water_level_m'",
@@ -80,7 +82,10 @@ async def test_every_bad_input_is_dead_lettered_and_intake_goes_on(
     good = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
     bad: dict[Reason, tuple[str, bytes]] = {
         Reason.MALFORMED_JSON: (good, b'{"ts": 1, "metrics": '),
-        Reason.WRONG_TYPE: (good, orjson.dumps({"ts": int(now * 1000), "metrics": {"water_level_m": "0.8"}})),
+        Reason.WRONG_TYPE: (
+            good,
+            orjson.dumps({"ts": int(now * 1000), "metrics": {"water_level_m": "0.8"}}),
+        ),
         Reason.UNKNOWN_DEVICE: (
             device_topic(p, "vi-thanh", "flood", "ghost-9", "telemetry"),
             telemetry(now, 1, water_level_m=0.5),
@@ -95,7 +100,10 @@ async def test_every_bad_input_is_dead_lettered_and_intake_goes_on(
         Reason.TIMESTAMP_OUT_OF_BOUNDS: (good, telemetry(now + 86_400 * 30, 4, water_level_m=0.5)),
         Reason.OVERSIZE: (good, b'{"pad": "' + b"x" * (settings.max_payload_bytes + 10) + b'"}'),
         # Matches our subscription (an empty level matches '+') but not the scheme.
-        Reason.BAD_TOPIC: (f"{p}/vi-thanh//{FLOOD.id}/telemetry", telemetry(now, 5, water_level_m=0.5)),
+        Reason.BAD_TOPIC: (
+            f"{p}/vi-thanh//{FLOOD.id}/telemetry",
+            telemetry(now, 5, water_level_m=0.5),
+        ),
         Reason.INVALID_STATUS: (device_topic(p, "vi-thanh", "flood", FLOOD.id, "status"), b"maybe"),
         Reason.UNKNOWN_EVENT_TYPE: (
             device_topic(p, "vi-thanh", "lighting", LAMP.id, "event"),

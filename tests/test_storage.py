@@ -37,7 +37,9 @@ async def write(url: str, flavour: Flavour, items: list[Delivery]) -> None:
         await w.close()
 
 
-def expected_buckets(points: list[tuple[datetime, float]], start: datetime, end: datetime, width: timedelta):  # type: ignore[no-untyped-def]
+def expected_buckets(
+    points: list[tuple[datetime, float]], start: datetime, end: datetime, width: timedelta
+):  # type: ignore[no-untyped-def]
     origin = datetime.fromisoformat("2000-01-01T00:00:00+07:00")
     out: dict[datetime, list[float]] = {}
     lo = origin + ((start - origin) // width) * width
@@ -56,7 +58,9 @@ async def test_migrations_are_idempotent_and_recorded(database_url: str, flavour
     assert migrate(database_url) == flavour
     assert migrate(database_url) == flavour
     with psycopg.connect(database_url) as conn:
-        versions = [r[0] for r in conn.execute("SELECT version FROM ioc_schema_migrations ORDER BY 1")]
+        versions = [
+            r[0] for r in conn.execute("SELECT version FROM ioc_schema_migrations ORDER BY 1")
+        ]
         assert versions == sorted(set(versions)) and versions[:2] == [1, 2]
 
 
@@ -66,7 +70,9 @@ async def test_buckets_agree_between_raw_and_rollups(
     await store.insert_device(db, FLOOD)
     rng = random.Random(3)
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
-    points = [(base + timedelta(seconds=37 * i), round(rng.uniform(0.1, 0.9), 3)) for i in range(4000)]
+    points = [
+        (base + timedelta(seconds=37 * i), round(rng.uniform(0.1, 0.9), 3)) for i in range(4000)
+    ]
     await write(database_url, flavour, [reading(t, v) for t, v in points])
     start, end = base - timedelta(hours=1), base + timedelta(days=2)
 
@@ -94,13 +100,19 @@ async def test_buckets_agree_between_raw_and_rollups(
             assert await ask(b) == expected_buckets(points, start, end, parse_bucket(b)), b
 
 
-async def test_raw_query_and_limits(database_url: str, flavour: Flavour, db: psycopg.AsyncConnection) -> None:
+async def test_raw_query_and_limits(
+    database_url: str, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
     from ioc.storage.readings import QueryError
 
     await store.insert_device(db, FLOOD)
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    await write(database_url, flavour, [reading(t0 + timedelta(seconds=i), i / 100) for i in range(10)])
-    rows = await query_readings(db, flavour, ReadingQuery(FLOOD.id, "water_level_m", t0, t0 + timedelta(seconds=5)))
+    await write(
+        database_url, flavour, [reading(t0 + timedelta(seconds=i), i / 100) for i in range(10)]
+    )
+    rows = await query_readings(
+        db, flavour, ReadingQuery(FLOOD.id, "water_level_m", t0, t0 + timedelta(seconds=5))
+    )
     assert [r["value"] for r in rows] == [0.0, 0.01, 0.02, 0.03, 0.04]
     with pytest.raises(QueryError) as err:
         ReadingQuery(FLOOD.id, "water_level_m", t0, t0 + timedelta(days=30), parse_bucket("1m"))
@@ -156,11 +168,14 @@ async def test_timescaledb_flavour(server_url: str) -> None:
         assert migrate(url) is Flavour.TIMESCALE
         with psycopg.connect(url) as conn:
             assert conn.execute(
-                "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings'"
+                "SELECT count(*) FROM timescaledb_information.hypertables"
+                " WHERE hypertable_name = 'readings'"
             ).fetchone() == (1,)
             assert conn.execute(
                 "SELECT count(*) FROM timescaledb_information.continuous_aggregates"
             ).fetchone() == (2,)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

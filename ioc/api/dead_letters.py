@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from ioc.api.auth import require_admin
 from ioc.storage.dead_letters import list_dead_letters
 
-router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead letters"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/api/v1/dead-letters", tags=["dead letters"], dependencies=[Depends(require_admin)]
+)
 
 
 class DeadLetterOut(BaseModel):

@@ -14,7 +14,9 @@ from ioc.devices import Device, DeviceError
 from ioc.storage import devices as store
 from ioc.storage.readings import QueryError, ReadingQuery, parse_bucket, query_readings
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)]
+)
 
 
 class DeviceIn(BaseModel):
@@ -56,13 +58,19 @@ class Readings(BaseModel):
 
 def _out(d: Device) -> DeviceOut:
     return DeviceOut(
-        id=d.id, kind=d.kind, city=d.city, ward=d.ward, lat=d.lat, lon=d.lon, name=d.name,
+        id=d.id,
+        kind=d.kind,
+        city=d.city,
+        ward=d.ward,
+        lat=d.lat,
+        lon=d.lon,
+        name=d.name,
         attributes=d.attributes,
     )
 
 
 def _unprocessable(field: str, message: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{field}: {message}")
+    return HTTPException(422, f"{field}: {message}")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeviceOut)
@@ -74,12 +82,16 @@ async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
         raise _unprocessable(f"body.{exc.field}", exc.message) from None
     city = runtime.site.cities_by_id.get(device.city)
     if city is None:
-        raise _unprocessable("body.city", f"{device.city!r} is not one of {sorted(runtime.site.cities_by_id)}")
+        raise _unprocessable(
+            "body.city", f"{device.city!r} is not one of {sorted(runtime.site.cities_by_id)}"
+        )
     if device.ward is not None and device.ward not in {w.id for w in city.wards}:
         raise _unprocessable("body.ward", f"{device.ward!r} is not a ward of {device.city}")
     async with runtime.pool.connection() as conn:
         if not await store.insert_device(conn, device):
-            raise HTTPException(status.HTTP_409_CONFLICT, f"id: device {device.id!r} already exists")
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"id: device {device.id!r} already exists"
+            )
     return _out(device)
 
 
@@ -93,7 +105,9 @@ async def list_devices(
     after: Annotated[str | None, Query(description="id to continue after (pagination)")] = None,
 ) -> list[DeviceOut]:
     async with request.app.state.runtime.pool.connection() as conn:
-        found = await store.list_devices(conn, kind=kind, city=city, ward=ward, limit=limit, after=after)
+        found = await store.list_devices(
+            conn, kind=kind, city=city, ward=ward, limit=limit, after=after
+        )
     return [_out(d) for d in found]
 
 
@@ -123,7 +137,8 @@ async def get_readings(
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"device_id: no device {device_id!r}")
         if metric not in METRICS[device.kind]:
             raise _unprocessable(
-                "metric", f"{metric!r} is not a {device.kind} metric: {sorted(METRICS[device.kind])}"
+                "metric",
+                f"{metric!r} is not a {device.kind} metric: {sorted(METRICS[device.kind])}",
             )
         try:
             q = ReadingQuery(
@@ -136,4 +151,6 @@ async def get_readings(
             rows = await query_readings(conn, runtime.flavour, q)
         except QueryError as exc:
             raise _unprocessable(exc.field, exc.message) from None
-    return Readings(device_id=device_id, metric=metric, bucket=bucket, points=[Point(**r) for r in rows])
+    return Readings(
+        device_id=device_id, metric=metric, bucket=bucket, points=[Point(**r) for r in rows]
+    )

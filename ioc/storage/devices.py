@@ -108,7 +108,9 @@ async def device_live_state(conn: psycopg.AsyncConnection, device_id: str) -> di
             "SELECT metric, time, value FROM latest_readings WHERE device_id = %s ORDER BY metric",
             (device_id,),
         )
-        latest = {r["metric"]: {"time": r["time"], "value": r["value"]} for r in await cur.fetchall()}
+        latest = {
+            r["metric"]: {"time": r["time"], "value": r["value"]} for r in await cur.fetchall()
+        }
     return {
         "online": state.get("online"),
         "status_changed_at": state.get("status_changed_at"),

@@ -43,7 +43,9 @@ async def run_maintenance(
     return MaintenanceReport(created, dropped, rolled, pruned)
 
 
-async def apply_policies(conn: psycopg.AsyncConnection, flavour: Flavour, retention_days: int) -> None:
+async def apply_policies(
+    conn: psycopg.AsyncConnection, flavour: Flavour, retention_days: int
+) -> None:
     if flavour is Flavour.TIMESCALE:
         async with conn.transaction():
             await conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
@@ -114,7 +116,8 @@ async def refresh_rollups(conn: psycopg.AsyncConnection) -> int:
         if lo is not None and lo < hi:
             cur = await conn.execute(
                 "INSERT INTO readings_1m AS r (bucket, device_id, metric, min, max, sum, count)"
-                " SELECT date_trunc('minute', time, 'UTC'), device_id, metric, min(value), max(value),"
+                " SELECT date_trunc('minute', time, 'UTC'), device_id, metric,"
+                " min(value), max(value),"
                 " sum(value), count(*) FROM readings"
                 " WHERE time >= date_trunc('minute', %(lo)s::timestamptz, 'UTC') AND time < %(hi)s"
                 " GROUP BY 1, 2, 3"
@@ -127,7 +130,8 @@ async def refresh_rollups(conn: psycopg.AsyncConnection) -> int:
                 "INSERT INTO readings_1h AS r (bucket, device_id, metric, min, max, sum, count)"
                 " SELECT date_trunc('hour', bucket, 'UTC'), device_id, metric, min(min), max(max),"
                 " sum(sum), sum(count) FROM readings_1m"
-                " WHERE bucket >= date_trunc('hour', %(lo)s::timestamptz, 'UTC') AND bucket < %(hi)s"
+                " WHERE bucket >= date_trunc('hour', %(lo)s::timestamptz, 'UTC')"
+                " AND bucket < %(hi)s"
                 " GROUP BY 1, 2, 3"
                 " ON CONFLICT (device_id, metric, bucket) DO UPDATE SET min = excluded.min,"
                 " max = excluded.max, sum = excluded.sum, count = excluded.count",

@@ -58,7 +58,8 @@ class ReadingQuery:
             n = (self.end - self.start) / self.bucket
             if n > MAX_POINTS:
                 raise QueryError(
-                    "bucket", f"{n:.0f} buckets exceed the limit of {MAX_POINTS}; use a larger bucket"
+                    "bucket",
+                    f"{n:.0f} buckets exceed the limit of {MAX_POINTS}; use a larger bucket",
                 )
 
 
