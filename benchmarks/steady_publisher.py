@@ -1,4 +1,4 @@
-"""Publish telemetry at a steady rate (a helper process of benchmarks/ingest.py).
+"""Publish telemetry at a steady rate (a helper process of benchmarks/bench_ingest.py).
 
 Each message's ``seq`` carries its publish time in microseconds, so the service side can compute
 publish→commit latency without clock games (same machine, same clock).

@@ -25,6 +25,11 @@ from ioc.topics import Channel, TopicError, parse_device_topic
 DeviceIndex = Mapping[str, tuple[str, str]]
 
 _STATUS_WORDS = {"online": True, "offline": False}
+# name -> (minimum, maximum) per kind: the hot loop's view of the catalogue.
+_BOUNDS = {
+    kind: {name: (m.minimum, m.maximum) for name, m in table.items()}
+    for kind, table in METRICS.items()
+}
 
 
 class Decoder:
@@ -141,30 +146,34 @@ class Decoder:
             raise DecodeError(
                 topic, Reason.INVALID_PAYLOAD, "field 'metrics' must be a non-empty object"
             )
-        catalogue = METRICS[kind]
+        bounds = _BOUNDS[kind]
         values = []
         for name, value in metrics.items():
-            spec = catalogue.get(name)
-            if spec is None:
+            limits = bounds.get(name)
+            if limits is None:
                 raise DecodeError(
                     topic,
                     Reason.UNKNOWN_METRIC,
                     f"metric {name[:64]!r} is not in the {kind} catalogue",
                 )
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            kind_of_value = type(value)  # exact types: bool is an int subclass and is refused
+            if kind_of_value is int:
+                value = float(value)
+            elif kind_of_value is not float:
                 raise DecodeError(
                     topic,
                     Reason.WRONG_TYPE,
-                    f"metric {name!r} must be a number, got {type(value).__name__}",
+                    f"metric {name!r} must be a number, got {kind_of_value.__name__}",
                 )
-            if not spec.minimum <= value <= spec.maximum:
+            if not limits[0] <= value <= limits[1]:
+                spec = METRICS[kind][name]
                 raise DecodeError(
                     topic,
                     Reason.OUT_OF_RANGE,
                     f"metric {name!r} = {value} is outside"
                     f" {spec.minimum}..{spec.maximum} {spec.unit}",
                 )
-            values.append((name, float(value)))
+            values.append((name, value))
         return Telemetry(device_id, t, seq, tuple(values))
 
     def _status(
