@@ -10,7 +10,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import uvicorn
 from psycopg.conninfo import make_conninfo
@@ -40,7 +40,6 @@ class Runtime:
     admin_token: str
     ingest: IngestService | None = None
     http_port: int | None = None
-    tasks: list[str] = field(default_factory=list)
 
 
 class _Server(uvicorn.Server):

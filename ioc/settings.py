@@ -1,7 +1,8 @@
 """Typed configuration, read once from the environment (prefix ``IOC_``) and passed down.
 
 Nothing else in the code base reads ``os.environ``. The names marked *contract* are part of the
-v1 external contract (see docs/configuration.md); the rest are tuning knobs with safe defaults.
+v1 external contract (the README's configuration table lists them all); the rest are tuning
+knobs with safe defaults.
 """
 
 from __future__ import annotations
