@@ -1,10 +1,14 @@
 """The bounded hand-off between the MQTT network thread and the asyncio batch writer.
 
-Policy when full: the producer (paho's network thread) blocks. It then stops reading the socket,
-TCP pushes back on the broker, and the broker stops sending once our MQTT v5 Receive Maximum of
-un-acknowledged messages is reached — so a slow or unavailable database slows intake down instead
-of losing or buffering without bound. The capacity equals that Receive Maximum, so in steady state
-the producer never blocks at all.
+Policy when full:
+- QoS 1 (everything the contract asks devices to send): the producer (paho's network thread)
+  blocks. It stops reading the socket, TCP pushes back on the broker, and the broker stops
+  sending once our MQTT v5 Receive Maximum of un-acknowledged messages is reached — so a slow or
+  unavailable database slows intake down instead of losing or buffering without bound. The
+  capacity equals that Receive Maximum, so QoS 1 traffic alone never fills it.
+- QoS 0 (outside the contract; the broker does not count it against Receive Maximum): dropped
+  and counted (``ioc_ingest_dropped_qos0_total``). Blocking for it would stall paho's thread
+  long enough to miss keep-alives, and a QoS 0 sender accepted loss when it chose QoS 0.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class Delivery:
 
     mid: int
     qos: int
+    generation: int  # the MQTT connection it arrived on (see MqttSubscriber.ack)
     topic: str
     payload: bytes
     record: Record
@@ -40,8 +45,11 @@ class Handoff:
         return len(self._items)
 
     def put(self, item: Delivery) -> bool:
-        """Called from the network thread. Blocks while full; False once closed (not queued)."""
+        """Called from the network thread. QoS 1 blocks while full; QoS 0 is refused when full.
+        False if not queued (full QoS 0, or closed)."""
         with self._cond:
+            if item.qos == 0 and len(self._items) >= self.capacity:
+                return False
             while len(self._items) >= self.capacity and not self._closed:
                 self._cond.wait()
             if self._closed:

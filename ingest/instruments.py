@@ -22,5 +22,8 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 QUEUE_DEPTH = Gauge("ioc_ingest_queue_depth", "messages received but not yet committed")
+DROPPED_QOS0 = Counter(
+    "ioc_ingest_dropped_qos0", "QoS 0 messages dropped because the hand-off was full"
+)
 WRITE_FAILURES = Counter("ioc_ingest_write_failures", "batch writes that failed and were retried")
 BROKER_CONNECTED = Gauge("ioc_ingest_broker_connected", "1 while connected to the MQTT broker")

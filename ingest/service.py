@@ -24,7 +24,7 @@ from ingest.errors import Reason
 from ingest.handoff import Delivery, Handoff
 from ingest.records import DeadLetter
 from ingest.subscriber import MqttSubscriber
-from ingest.writer import BatchWriter, WriteResult
+from ingest.writer import BatchWriter, WriteResult, is_data_error
 from ioc.backoff import Backoff
 from ioc.settings import Settings
 from ioc.storage import devices as device_store
@@ -32,6 +32,11 @@ from ioc.storage.migrations import Flavour
 from ioc.topics import subscriptions
 
 log = logging.getLogger(__name__)
+
+
+class _Abandoned(Exception):
+    """Shutdown while a batch could not be committed."""
+
 
 # Called with each committed batch (in commit order) — the composition root hangs the rule
 # engine and the live hub here. It runs before the batch is acknowledged, so keep it quick.
@@ -142,13 +147,14 @@ class IngestService:
 
     # -- network thread ----------------------------------------------------------------------
 
-    def _on_message(
-        self, topic: str, payload: bytes, mid: int, qos: int, received_at: float
-    ) -> None:
-        record = self._decoder.decode_or_dead_letter(topic, payload, received_at)
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
+        record = self._decoder.decode_or_dead_letter(topic, payload, time.time())
         assert self._handoff is not None
-        # Refused only while shutting down: left un-acknowledged, the broker redelivers it.
-        self._handoff.put(Delivery(mid, qos, topic, payload, record))
+        if not self._handoff.put(Delivery(mid, qos, generation, topic, payload, record)):
+            # Shutting down (left un-acknowledged: the broker redelivers it next session), or
+            # a QoS 0 message finding the hand-off full (see handoff.py for why it is dropped).
+            if qos == 0:
+                instruments.DROPPED_QOS0.inc()
 
     # -- writer ------------------------------------------------------------------------------
 
@@ -161,18 +167,25 @@ class IngestService:
                 return  # closed and drained
             instruments.QUEUE_DEPTH.set(len(self._handoff))
             batch = await self._recheck_unknown_devices(batch)
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except _Abandoned:
+                return  # shutting down while the database is away: the broker keeps them
             for listener in self._listeners:
                 try:
                     await listener(batch)
                 except Exception:
                     log.exception("commit listener %r failed; intake goes on", listener)
             for d in batch:
-                self._subscriber.ack(d.mid, d.qos)
+                self._subscriber.ack(d.mid, d.qos, d.generation)
             self.committed += len(batch)
 
     async def _commit(self, batch: Sequence[Delivery]) -> WriteResult:
-        """Retry until committed: the batch's messages are not acknowledged before that."""
+        """Retry until committed: the batch's messages are not acknowledged before that.
+
+        Raises ``_Abandoned`` when shutdown is asked for while the database is unusable: the
+        batch stays un-acknowledged and the broker redelivers it to the next session.
+        """
         backoff = Backoff()
         isolate = False
         while True:
@@ -182,23 +195,24 @@ class IngestService:
                     result = await self._writer.write_isolating_failures(batch)
                 else:
                     result = await self._writer.write(batch)
-            except psycopg.OperationalError as exc:
-                self._database_error = str(exc).strip().splitlines()[0] if str(exc) else repr(exc)
-                instruments.WRITE_FAILURES.inc()
-                log.warning(
-                    "database unavailable (%s); retrying batch of %d",
-                    self._database_error,
-                    len(batch),
-                )
-                await self._writer.close()
-                await asyncio.sleep(backoff.next_delay())
-                continue
             except psycopg.Error as exc:
-                # Not transient (a constraint, bad data): find the culprit message by message.
                 instruments.WRITE_FAILURES.inc()
-                log.warning("batch refused (%s); writing message by message", exc)
                 await self._writer.close()
-                isolate = True
+                if is_data_error(exc) and not isolate:
+                    # The data itself is refused (a constraint, a bad value): find the culprit
+                    # message by message; it alone becomes a dead letter.
+                    log.warning("batch refused (%s); writing message by message", exc)
+                    isolate = True
+                    continue
+                # Anything else (connection lost, read-only standby, permissions, a missing
+                # table) is the database's state, not the data's: wait and retry the same batch.
+                first_line = (str(exc).strip().splitlines() or [repr(exc)])[0]
+                self._database_error = first_line
+                log.warning("database unusable (%s); retrying batch of %d", first_line, len(batch))
+                if self._stopping.is_set():
+                    raise _Abandoned from exc
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
                 continue
             self._database_error = None
             instruments.COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -228,6 +242,7 @@ class IngestService:
             Delivery(
                 d.mid,
                 d.qos,
+                d.generation,
                 d.topic,
                 d.payload,
                 self._decoder.decode_or_dead_letter(d.topic, d.payload, d.record.received_at),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -24,10 +23,15 @@ from ioc.settings import MqttAddress
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[str, bytes, int, int, float], None]  # topic, payload, mid, qos, received_at
+OnMessage = Callable[[str, bytes, int, int, int], None]  # topic, payload, mid, qos, generation
 
 
 class MqttSubscriber:
+    """paho client wrapper. Messages are stamped with the connection they arrived on
+    (``generation``): a PUBACK is only sent on that same connection. Packet ids are per
+    connection — after a reconnect onto a lost session the broker numbers new messages from 1
+    again, and acking an old id there would acknowledge a message not yet committed."""
+
     def __init__(
         self,
         address: MqttAddress,
@@ -45,8 +49,13 @@ class MqttSubscriber:
         self._receive_maximum = receive_maximum
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
+        # Set once the broker granted every subscription at QoS 1 (SUBACK), not on CONNACK:
+        # before that nothing arrives, and a QoS 0 grant would silently void durability.
         self.connected = threading.Event()
         self.last_error: str | None = None
+        self.generation = 0
+        self._ack_lock = threading.Lock()
+        self._acking = False  # True between SUBACK and the next disconnect
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -57,6 +66,7 @@ class MqttSubscriber:
             client.username_pw_set(address.username, address.password)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.on_connect = self._handle_connect
+        client.on_subscribe = self._handle_subscribe
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         self._client = client
@@ -76,9 +86,16 @@ class MqttSubscriber:
         )
         self._client.loop_start()
 
-    def ack(self, mid: int, qos: int) -> None:
-        if qos > 0:
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        """PUBACK on the connection the message came on; False (not sent) if that is gone —
+        the broker then redelivers the message and the primary key absorbs the duplicate."""
+        if qos == 0:
+            return True
+        with self._ack_lock:
+            if generation != self.generation or not self._acking:
+                return False
             self._client.ack(mid, qos)
+            return True
 
     def stop(self) -> None:
         """Send the queued PUBACKs, then DISCONNECT (session kept), then stop the thread."""
@@ -105,10 +122,30 @@ class MqttSubscriber:
             self._address.port,
             flags.session_present,
         )
+        with self._ack_lock:
+            self._acking = True
         # Subscribing again on a resumed session is harmless and repairs a session the broker
         # lost (e.g. restarted without persistence).
         options = SubscribeOptions(qos=1)
         client.subscribe([(f, options) for f in self._filters])
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [
+            f"{f}: {rc}"
+            for f, rc in zip(self._filters, reason_codes, strict=False)
+            if rc.value != 1
+        ]
+        if refused:
+            self.last_error = "subscription not granted at QoS 1: " + "; ".join(refused)
+            log.error("%s", self.last_error)
+            return
         self.last_error = None
         self.connected.set()
         instruments.BROKER_CONNECTED.set(1)
@@ -121,6 +158,9 @@ class MqttSubscriber:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        with self._ack_lock:
+            self.generation += 1
+            self._acking = False
         self.connected.clear()
         instruments.BROKER_CONNECTED.set(0)
         if reason.is_failure:
@@ -129,4 +169,10 @@ class MqttSubscriber:
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         # paho hands us bytes; the annotation also allows bytearray.
-        self._on_message(msg.topic, msg.payload, msg.mid, msg.qos, time.time())  # type: ignore[arg-type]
+        self._on_message(
+            msg.topic,
+            msg.payload,  # type: ignore[arg-type]
+            msg.mid,
+            msg.qos,
+            self.generation,
+        )

@@ -84,9 +84,9 @@ class BatchWriter:
         for d in batch:
             try:
                 await self._transaction(conn, [d.record], result)
-            except psycopg.OperationalError:
-                raise
             except psycopg.Error as exc:
+                if not is_data_error(exc):
+                    raise  # the database's state, not this message: the caller retries
                 log.warning("database refused a message on %s: %s", d.topic, exc)
                 letter = DeadLetter(
                     d.topic,
@@ -212,6 +212,13 @@ class BatchWriter:
             "SELECT ioc_ensure_readings_partitions(%s, %s)", (_ts(t_min), _ts(t_max))
         )
         self._created_days.update(days)
+
+
+def is_data_error(exc: psycopg.Error) -> bool:
+    """True when the database refused the data itself (SQLSTATE class 22 data exception or
+    23 integrity violation), as opposed to its own state (connection, read-only, permissions)."""
+    state = exc.sqlstate or ""
+    return state[:2] in ("22", "23")
 
 
 def _ts(t: float) -> datetime:

@@ -76,7 +76,7 @@ async def run_service(
     try:
         async with pool.connection() as conn:
             n = await device_store.sync_site_devices(conn, site.devices)
-            await apply_policies(conn, flavour, settings.retention_days)
+            await apply_policies(conn, flavour, settings.retention_days, settings.reading_max_age_s)
         log.info("site %s: %d devices; storage flavour %s", settings.site_path().name, n, flavour)
         runtime = Runtime(settings, conninfo, flavour, pool, site, token)
         async with contextlib.AsyncExitStack() as stack:
@@ -129,6 +129,7 @@ async def _maintenance_loop(runtime: Runtime, stop: asyncio.Event) -> None:
                     runtime.flavour,
                     retention_days=s.retention_days,
                     dead_letter_limit=s.dead_letter_limit,
+                    max_age_s=s.reading_max_age_s,
                 )
             log.debug("maintenance: %s", report)
         except Exception:

@@ -85,8 +85,18 @@ async def _wait_for_stop_signal(duration: float | None) -> None:
     """Return on SIGINT/SIGTERM (or after ``duration``), so every block unwinds in order."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def first_signal() -> None:
+        stop.set()
+        # A second signal means "now": cancel the orderly drain (e.g. stuck on a dead database;
+        # nothing is lost, un-acknowledged messages stay with the broker).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, main.cancel)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, first_signal)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration)
 

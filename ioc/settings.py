@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DISPLAY_TIMEZONE = "Asia/Ho_Chi_Minh"
@@ -111,6 +111,16 @@ class Settings(BaseSettings):
                 "IOC_MQTT_TOPIC_PREFIX must be topic levels without wildcards or edge /"
             )
         return v
+
+    @model_validator(mode="after")
+    def _retention_covers_late_readings(self) -> Settings:
+        # A reading up to IOC_READING_MAX_AGE_S old is accepted; its day must not be dropped yet.
+        if self.retention_days * 86_400 < self.reading_max_age_s + 86_400:
+            raise ValueError(
+                "IOC_RETENTION_DAYS must exceed IOC_READING_MAX_AGE_S by at least a day "
+                f"(retention {self.retention_days} d, max age {self.reading_max_age_s} s)"
+            )
+        return self
 
     @property
     def mqtt(self) -> MqttAddress:

@@ -87,6 +87,9 @@ class Publisher:
             self._client.username_pw_set(address.username, address.password)
         self._client.max_queued_messages_set(0)
         self._address = address
+        # One connection carries every device here, so one will cannot speak for each of them;
+        # stop() publishes each device's retained ``offline`` instead (the simulators issue gives
+        # each device its own connection and will).
 
     def start(self) -> None:
         self._client.connect(self._address.host, self._address.port)
@@ -113,6 +116,12 @@ class Publisher:
 
     def stop(self) -> None:
         self._stop.set()
+        infos = [
+            self._client.publish(self._topic(d, Channel.STATUS), b"offline", qos=1, retain=True)
+            for d in self.devices
+        ]
+        for info in infos:
+            info.wait_for_publish(10)
         self._client.disconnect()
         self._client.loop_stop()
 

@@ -159,9 +159,11 @@ async def test_dead_letters_ready_and_metrics(
     assert letters[0]["payload"] == "\x00\x01 not json" and letters[0]["received_at"].endswith(
         "+07:00"
     )
-    r = await http.get("/readyz")
+    assert (await http.get("/readyz")).status_code == 401
+    assert (await http.get("/metrics")).status_code == 401
+    r = await http.get("/readyz", headers=AUTH)
     assert r.status_code == 200 and r.json()["checks"]["broker"]["ok"] is True
-    text = (await http.get("/metrics")).text
+    text = (await http.get("/metrics", headers=AUTH)).text
     assert 'ioc_ingest_dead_letters_total{reason="malformed_json"}' in text
     assert "ioc_ingest_commit_seconds_bucket" in text
     spec = (await http.get("/openapi.json")).json()

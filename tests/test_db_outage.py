@@ -14,8 +14,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ioc.app import run_service
 from ioc.settings import Settings
 from ioc.topics import device_topic
-from tests.conftest import MqttPublisher, eventually
+from tests.conftest import TOKEN, MqttPublisher, eventually
 from tests.proxy import TcpProxy
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +59,7 @@ async def test_database_outage_loses_nothing(
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
                 publisher.publish_many(batch(0, 500))
                 await eventually(lambda: _count(db, 500))
-                assert (await http.get("/readyz")).status_code == 200
+                assert (await http.get("/readyz", headers=AUTH)).status_code == 200
 
                 await proxy.stop()  # the database is gone
                 publisher.publish_many(batch(500, 1500))
@@ -82,9 +84,9 @@ async def _count(db: psycopg.AsyncConnection, n: int) -> bool:
 
 
 async def _not_ready(http: httpx.AsyncClient) -> dict[str, object] | None:
-    r = await http.get("/readyz")
+    r = await http.get("/readyz", headers=AUTH)
     return r.json() if r.status_code == 503 else None
 
 
 async def _ready(http: httpx.AsyncClient) -> bool:
-    return (await http.get("/readyz")).status_code == 200
+    return (await http.get("/readyz", headers=AUTH)).status_code == 200

@@ -26,7 +26,7 @@ from tests.conftest import FLOOD
 
 def reading(t: datetime, value: float, device: str = FLOOD.id) -> Delivery:
     rec = Telemetry(device, t.timestamp(), None, (("water_level_m", value),))
-    return Delivery(0, 0, "t", b"", rec)
+    return Delivery(0, 0, 0, "t", b"", rec)
 
 
 async def write(url: str, flavour: Flavour, items: list[Delivery]) -> None:

@@ -1,12 +1,18 @@
-"""/healthz (process alive), /readyz (database and broker usable), /metrics (Prometheus)."""
+"""/healthz (process alive, no auth), /readyz (database and broker usable), /metrics (Prometheus).
+
+/readyz and /metrics need the bearer token like the rest of the API (Prometheus sends it with
+``authorization: {credentials: ...}``): their bodies name hosts, users and error details.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ioc.api.auth import require_admin
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +22,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", dependencies=[Depends(require_admin)])
 async def readyz(request: Request) -> JSONResponse:
     runtime = request.app.state.runtime
     checks: dict[str, dict[str, object]] = {}
@@ -39,6 +45,6 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_admin)])
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -33,10 +33,11 @@ async def run_maintenance(
     *,
     retention_days: int,
     dead_letter_limit: int,
+    max_age_s: int,
 ) -> MaintenanceReport:
     created = dropped = rolled = 0
     if flavour is Flavour.PLAIN:
-        created = await ensure_partitions_ahead(conn)
+        created = await ensure_partitions_ahead(conn, max_age_s)
         rolled = await refresh_rollups(conn)
         dropped = await drop_expired_partitions(conn, retention_days)
     pruned = await prune_dead_letters(conn, dead_letter_limit)
@@ -44,7 +45,7 @@ async def run_maintenance(
 
 
 async def apply_policies(
-    conn: psycopg.AsyncConnection, flavour: Flavour, retention_days: int
+    conn: psycopg.AsyncConnection, flavour: Flavour, retention_days: int, max_age_s: int
 ) -> None:
     if flavour is Flavour.TIMESCALE:
         async with conn.transaction():
@@ -54,15 +55,18 @@ async def apply_policies(
                 (retention_days,),
             )
     else:
-        await ensure_partitions_ahead(conn)
+        await ensure_partitions_ahead(conn, max_age_s)
 
 
-async def ensure_partitions_ahead(conn: psycopg.AsyncConnection) -> int:
+async def ensure_partitions_ahead(conn: psycopg.AsyncConnection, max_age_s: int) -> int:
+    """Partitions for every day a reading may be accepted for (IOC_READING_MAX_AGE_S back, and
+    some days ahead), so the writer's hot path never runs CREATE TABLE: that takes an exclusive
+    lock on ``readings`` and could deadlock with a rollup refresh."""
     async with conn.transaction():
         cur = await conn.execute(
-            "SELECT ioc_ensure_readings_partitions(now() - interval '1 day',"
+            "SELECT ioc_ensure_readings_partitions(now() - make_interval(secs => %s),"
             " now() + make_interval(days => %s))",
-            (PARTITIONS_AHEAD_DAYS,),
+            (max_age_s, PARTITIONS_AHEAD_DAYS),
         )
         row = await cur.fetchone()
     return int(row[0]) if row else 0
@@ -83,9 +87,13 @@ async def drop_expired_partitions(conn: psycopg.AsyncConnection, retention_days:
             await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
         log.info("retention: dropped partition %s", name)
     if names:
+        # 1-minute rollups go with the raw data they summarise (same cut-off as the dropped
+        # partitions, so raw and rollup answers keep agreeing); 1-hour rollups are kept as the
+        # long-term history.
         async with conn.transaction():
             await conn.execute(
-                "DELETE FROM readings_1m WHERE bucket < now() - make_interval(days => %s)",
+                "DELETE FROM readings_1m WHERE bucket <"
+                " (((now() AT TIME ZONE 'UTC')::date - %s)::timestamp AT TIME ZONE 'UTC')",
                 (retention_days,),
             )
     return len(names)

@@ -18,6 +18,10 @@ from psycopg.rows import dict_row
 from ioc.storage.migrations import Flavour
 
 MAX_POINTS = 10_000
+MAX_BUCKET = timedelta(days=366)
+# Times outside this range are typos, and would overflow the bucket arithmetic.
+EARLIEST = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+LATEST = datetime.fromisoformat("2200-01-01T00:00:00+00:00")
 # Bucket grid origin: local midnight, so day buckets are Vietnamese calendar days.
 ORIGIN = datetime.fromisoformat("2000-01-01T00:00:00+07:00")
 _BUCKET = re.compile(r"^(\d{1,6})(s|m|h|d)$")
@@ -38,7 +42,10 @@ def parse_bucket(text: str) -> timedelta:
     m = _BUCKET.match(text)
     if m is None or int(m.group(1)) == 0:
         raise QueryError("bucket", f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
-    return timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+    width = timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+    if width > MAX_BUCKET:
+        raise QueryError("bucket", f"{text!r} is longer than {MAX_BUCKET.days} days")
+    return width
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +57,13 @@ class ReadingQuery:
     bucket: timedelta | None = None
 
     def __post_init__(self) -> None:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise QueryError("from", "times must carry a UTC offset")
+        if self.start.tzinfo is None:
+            raise QueryError("from", "must carry a UTC offset")
+        if self.end.tzinfo is None:
+            raise QueryError("to", "must carry a UTC offset")
+        for name, t in (("from", self.start), ("to", self.end)):
+            if not EARLIEST <= t <= LATEST:
+                raise QueryError(name, f"{t.isoformat()} is outside 1970..2200")
         if self.end <= self.start:
             raise QueryError("to", "must be later than 'from'")
         if self.bucket is not None:
