@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 
@@ -15,6 +16,7 @@ from ioc.storage.migrations import Flavour
 
 log = logging.getLogger(__name__)
 
+MAX_REFRESH_SPAN = timedelta(hours=6)
 # Partitions are created this many days ahead so the writer rarely has to create one itself.
 PARTITIONS_AHEAD_DAYS = 2
 
@@ -122,6 +124,11 @@ async def refresh_rollups(conn: psycopg.AsyncConnection) -> int:
                 lo = (await cur.fetchone() or (None,))[0]
         rows = 0
         if lo is not None and lo < hi:
+            # One run recomputes at most MAX_REFRESH_SPAN: writers wait on our row lock, so a
+            # device flushing days of buffered data must not stall intake for the whole rebuild.
+            # Everything before ``hi`` is then exact; the next run goes on from there.
+            hour = lo.replace(minute=0, second=0, microsecond=0)
+            hi = min(hi, hour + MAX_REFRESH_SPAN)
             cur = await conn.execute(
                 "INSERT INTO readings_1m AS r (bucket, device_id, metric, min, max, sum, count)"
                 " SELECT date_trunc('minute', time, 'UTC'), device_id, metric,"
