@@ -154,11 +154,11 @@ class BatchWriter:
                     " ON CONFLICT (device_id) DO UPDATE SET last_seen_at ="
                     " greatest(s.last_seen_at, excluded.last_seen_at)"
                 )
-                if self._flavour is Flavour.PLAIN and stored:
+                if stored:
                     # Mark the rollups stale from the oldest new reading (see maintenance.py).
                     await cur.execute(
-                        "UPDATE rollup_state SET dirty_from = least(dirty_from, %s)"
-                        " WHERE name = 'readings'",
+                        "UPDATE rollup_state SET dirty_from = least(dirty_from, %s),"
+                        " dirty_seq = dirty_seq + 1 WHERE name = 'readings'",
                         (_ts(t_min),),
                     )
             result.readings += n

@@ -42,6 +42,8 @@ async def run_maintenance(
         created = await ensure_partitions_ahead(conn, max_age_s)
         rolled = await refresh_rollups(conn)
         dropped = await drop_expired_partitions(conn, retention_days)
+    else:
+        await refresh_continuous_aggregates(conn)
     pruned = await prune_dead_letters(conn, dead_letter_limit)
     return MaintenanceReport(created, dropped, rolled, pruned)
 
@@ -157,6 +159,36 @@ async def refresh_rollups(conn: psycopg.AsyncConnection) -> int:
             (hi,),
         )
     return rows
+
+
+async def refresh_continuous_aggregates(conn: psycopg.AsyncConnection) -> bool:
+    """TimescaleDB: refresh both continuous aggregates from the oldest late reading, so their
+    materialised part includes it. Returns True if it refreshed."""
+    cur = await conn.execute(
+        "SELECT dirty_from, dirty_seq FROM rollup_state WHERE name = 'readings'"
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    if row is None or row[0] is None:
+        return False
+    dirty_from, seq = row
+    autocommit = conn.autocommit
+    await conn.set_autocommit(True)  # CALL refresh_continuous_aggregate refuses a transaction
+    try:
+        for view, unit in (("readings_1m", "minute"), ("readings_1h", "hour")):
+            await conn.execute(
+                f"CALL refresh_continuous_aggregate('{view}',"
+                f" date_trunc('{unit}', %s::timestamptz, 'UTC'), NULL)",
+                (dirty_from,),
+            )
+        # Cleared only if no writer marked new data meanwhile (it bumps dirty_seq).
+        await conn.execute(
+            "UPDATE rollup_state SET dirty_from = NULL WHERE name = 'readings' AND dirty_seq = %s",
+            (seq,),
+        )
+    finally:
+        await conn.set_autocommit(autocommit)
+    return True
 
 
 async def prune_dead_letters(conn: psycopg.AsyncConnection, limit: int) -> int:

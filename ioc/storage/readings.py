@@ -101,10 +101,16 @@ async def _raw(conn: psycopg.AsyncConnection, q: ReadingQuery) -> list[dict[str,
 async def rollup_boundary(conn: psycopg.AsyncConnection, flavour: Flavour) -> datetime | None:
     """Rollups are exact for buckets ending at or before this time (None: no rollups usable).
 
-    TimescaleDB's real-time continuous aggregates are always exact, so there is no boundary.
+    Plain: up to the last refresh, and not past the oldest reading stored since. TimescaleDB's
+    real-time aggregates add raw rows above their watermark by themselves, but a late reading
+    below it stays invisible until the next refresh: so only ``dirty_from`` bounds them.
     """
     if flavour is Flavour.TIMESCALE:
-        return datetime.max.replace(tzinfo=ORIGIN.tzinfo)
+        cur = await conn.execute("SELECT dirty_from FROM rollup_state WHERE name = 'readings'")
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return LATEST
+        return row[0] if isinstance(row[0], datetime) else None
     cur = await conn.execute(
         "SELECT CASE WHEN isfinite(b) THEN b END FROM ("
         " SELECT least(refreshed_to, coalesce(dirty_from, 'infinity')) AS b FROM rollup_state"
