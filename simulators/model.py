@@ -1,0 +1,171 @@
+"""The device-model interface the simulator runner drives, and the helpers the models share.
+
+A model is pure and deterministic: given the site, the seed and the same sequence of calls
+``(t, conditions)`` it produces the same readings and events. Randomness comes only from
+:func:`device_rng` (stateful draws, e.g. when a fault begins) and :func:`noise` (a hash of the
+device key and the time, so a reading at ``t`` is the same whoever asks for it first — the
+cabinet that sums its lamps or the lamp itself). Never the global RNG nor ``hash()`` (salted per
+process).
+
+One module per kind builds its models: :mod:`simulators.flood`, :mod:`simulators.rain`,
+:mod:`simulators.lighting`, :mod:`simulators.cabinet`, :mod:`simulators.traffic`; citizen
+reports, which are not devices, are :class:`simulators.reports.ReportModel` (also importable
+from here).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Protocol
+
+from ioc.catalogue import METRICS
+from ioc.devices import Device
+from ioc.site import Site
+from simulators.conditions import Conditions
+
+if TYPE_CHECKING:
+    from simulators.reports import ReportModel
+
+__all__ = [
+    "LOCAL_TZ",
+    "DeviceModel",
+    "Problems",
+    "ReportModel",
+    "build_models",
+    "device_key",
+    "device_rng",
+    "noise",
+    "within_catalogue",
+]
+
+# Vietnam keeps +07:00 all year (no daylight saving), so a fixed offset is exact and cheaper than
+# a zoneinfo lookup on every reading of 10,000 devices.
+LOCAL_TZ = timezone(timedelta(hours=7), "ICT")
+
+
+class DeviceModel(Protocol):
+    """One simulated field device. Calls come in non-decreasing simulated time ``t``."""
+
+    device: Device
+    interval_s: float  # nominal reporting interval, simulated seconds
+
+    def telemetry(self, t: datetime, cond: Conditions) -> dict[str, float] | None:
+        """Metrics of one reading at ``t``; None when there is nothing to send."""
+        ...
+
+    def events(self, t: datetime, cond: Conditions) -> list[dict[str, object]]:
+        """Discrete events detected since the previous call: ``{"type": …, **extra}``."""
+        ...
+
+    def online(self, t: datetime, cond: Conditions) -> bool:
+        """False while the device cannot talk (silent, or its cabinet lost power)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Problems:
+    """What the runner saw going wrong; citizen reports cluster near these devices."""
+
+    dark_lamps: tuple[Device, ...] = ()
+    flooded_stations: tuple[Device, ...] = ()
+
+
+# ------------------------------------------------------------------------ shared helpers
+
+
+def device_key(seed: int, device_id: str) -> int:
+    """The per-device integer that seeds every random choice of that device's model."""
+    return (seed ^ zlib.crc32(device_id.encode("utf-8"))) & 0xFFFFFFFFFFFFFFFF
+
+
+def device_rng(seed: int, device_id: str, salt: int = 0) -> random.Random:
+    """A private RNG for one device (``salt`` separates independent streams, e.g. per night)."""
+    return random.Random(device_key(seed, device_id) ^ (salt * 0x9E3779B97F4A7C15))
+
+
+def _mix64(x: int) -> int:
+    # splitmix64 finaliser: a fast, well-spread integer hash (stable across processes).
+    x &= 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def noise(key: int, tick: int, salt: int = 0) -> float:
+    """A reproducible pseudo-random number in [-1, 1) for (device key, time tick, metric salt)."""
+    h = _mix64(key ^ _mix64(tick * 0x9E3779B97F4A7C15 + salt))
+    return (h >> 11) / float(1 << 52) - 1.0
+
+
+def gauss_noise(key: int, tick: int, salt: int = 0) -> float:
+    """Like :func:`noise` but roughly standard normal (sum of three uniforms, variance 1)."""
+    return noise(key, tick, salt) + noise(key, tick, salt + 1) + noise(key, tick, salt + 2)
+
+
+def within_catalogue(kind: str, values: Mapping[str, float]) -> dict[str, float]:
+    """The values clipped into the catalogue range of each metric (a last guard, not a model)."""
+    table = METRICS[kind]
+    out: dict[str, float] = {}
+    for name, value in values.items():
+        m = table[name]
+        out[name] = min(m.maximum, max(m.minimum, value)) if math.isfinite(value) else m.minimum
+    return out
+
+
+def epoch_s(t: datetime) -> float:
+    """Seconds since the Unix epoch of an aware datetime."""
+    return t.timestamp()
+
+
+# ------------------------------------------------------------------------------ factory
+
+
+def build_models(site: Site, seed: int) -> list[DeviceModel]:
+    """One model per site device, in site order; deterministic for ``(site, seed)``.
+
+    Cabinets get references to the models of their lamps (their feeder power is the sum of
+    theirs); flood stations and rain gauges of one city share that city's rain field.
+    """
+    # Imported here: the kind modules import the helpers above.
+    from simulators.cabinet import CabinetModel
+    from simulators.flood import FloodStationModel
+    from simulators.lighting import LampModel
+    from simulators.rain import CityRain, RainGaugeModel
+    from simulators.traffic import CameraModel, DetectorModel
+
+    rain = {c.id: CityRain(c.id, seed) for c in site.cities}
+    lamps: dict[str, LampModel] = {}
+    for cabinet in site.devices_of(kind="cabinet"):
+        phases = int(cabinet.attributes.get("phases", 3) or 3)
+        for i, lamp in enumerate(site.lamps_on(cabinet.id)):
+            lamps[lamp.id] = LampModel(lamp, seed, phase=i % phases, feeder_position=i)
+    models: list[DeviceModel] = []
+    for d in site.devices:
+        if d.kind == "lighting":
+            models.append(lamps[d.id])
+        elif d.kind == "cabinet":
+            models.append(CabinetModel(d, seed, [lamps[x.id] for x in site.lamps_on(d.id)]))
+        elif d.kind == "flood":
+            models.append(FloodStationModel(d, seed, rain[d.city]))
+        elif d.kind == "rain":
+            models.append(RainGaugeModel(d, seed, rain[d.city]))
+        elif d.kind == "traffic":
+            if d.attributes.get("role") == "camera":
+                models.append(CameraModel(d, seed))
+            else:
+                models.append(DetectorModel(d, seed))
+    return models
+
+
+def __getattr__(name: str) -> object:
+    # ``from simulators.model import ReportModel`` without an import cycle (reports uses us).
+    if name == "ReportModel":
+        from simulators.reports import ReportModel
+
+        return ReportModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
