@@ -6,32 +6,41 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
-import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
+import psycopg
 from pydantic import SecretStr, ValidationError
 
-from ioc.settings import Settings
+from ioc.settings import DISPLAY_TIMEZONE, Settings
+
+if TYPE_CHECKING:
+    from ioc.site import Site
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ioc", description="Hậu Giang IOC backend")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="everything embedded: database, broker, simulators, API")
-    demo.add_argument("--no-simulators", action="store_true", help="do not publish demo telemetry")
-    demo.add_argument("--interval", type=float, default=5.0, help="seconds between demo readings")
+    demo.add_argument("--no-simulators", action="store_true", help="do not run the simulators")
+    demo.add_argument(
+        "--scenario", default="normal-day", help="simulator scenario (see `ioc simulate --help`)"
+    )
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (smoke runs)"
     )
     sub.add_parser("serve", help="production: external database and broker (IOC_* settings)")
     sub.add_parser("ingest", help="MQTT ingest worker only (no HTTP); run several for scale-out")
-    sim = sub.add_parser("simulate", help="publish telemetry for the site's devices")
-    sim.add_argument("--interval", type=float, default=5.0)
-    sim.add_argument("--duration", type=float, default=None)
-    sim.add_argument("--seed", type=int, default=7)
+    sim = sub.add_parser(
+        "simulate", help="run a scenario of simulated field devices against IOC_MQTT_URL"
+    )
+    from simulators.runner import add_simulate_arguments
+
+    add_simulate_arguments(sim)
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations and report the storage flavour")
@@ -57,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_serve(settings, with_http=False))
         if args.command == "simulate":
             _require(settings, "mqtt_url")
-            return _simulate(settings, args.interval, args.duration, args.seed)
+            return _simulate(settings, args)
         if args.command == "db":
             _require(settings, "database_url")
             from ioc.storage import migrate
@@ -150,24 +159,17 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
     from ioc.app import run_service
-    from simulators.publisher import Publisher
 
-    async with run_service(settings) as runtime:
+    async with run_service(settings) as runtime, asyncio.TaskGroup() as tasks:
         url = f"http://{settings.http_host}:{runtime.http_port}"
         token = runtime.admin_token
-        publisher = None
+        simulation = None
         if not args.no_simulators:
-            publisher = Publisher(
-                settings.mqtt,
-                runtime.site.devices,
-                topic_prefix=settings.mqtt_topic_prefix,
-                interval_s=args.interval,
-                client_id="ioc-demo-publisher",
-            )
-            publisher.start()
-            thread = threading.Thread(target=publisher.run, name="demo-publisher", daemon=True)
-            thread.start()
-        example = runtime.site.devices[0].id if runtime.site.devices else "vt-flood-01"
+            simulation = tasks.create_task(_demo_simulation(settings, runtime.site, args.scenario))
+        example = next((d for d in runtime.site.devices if d.kind == "traffic"), None)
+        example_id = example.id if example else "vt-flood-01"
+        metric = "speed_kmh" if example else "water_level_m"
+        today = datetime.now(UTC).astimezone(ZoneInfo(DISPLAY_TIMEZONE)).date().isoformat()
         print(
             "\n".join(
                 [
@@ -178,47 +180,74 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                     f"  Database:     {settings.database_url}",
                     f"  MQTT broker:  {settings.mqtt_url}"
                     f"   (topics {settings.mqtt_topic_prefix}/...)",
-                    "  Try:",
-                    f"    curl -H 'Authorization: Bearer {token}' {url}/api/v1/devices/{example}",
+                    f"  Simulators:   scenario {args.scenario!r}, "
+                    f"{len(runtime.site.devices)} devices, real time"
+                    if simulation
+                    else "  Simulators:   off",
+                    "  Devices report on their own interval (traffic and cabinets every minute,",
+                    "  flood, rain and lamps every 5 minutes). Try:",
                     f"    curl -H 'Authorization: Bearer {token}' "
-                    f"'{url}/api/v1/devices/{example}/readings?metric=water_level_m&from=2026-01-01T00:00:00%2B07:00'",
+                    f"{url}/api/v1/devices/{example_id}",
+                    f"    curl -H 'Authorization: Bearer {token}' "
+                    f"'{url}/api/v1/devices/{example_id}/readings?metric={metric}"
+                    f"&from={today}T00:00:00%2B07:00&bucket=5m'",
                     "  Stop with Ctrl+C.",
                     "",
                 ]
             ),
             flush=True,
         )
-        try:
-            await _wait_for_stop_signal(args.duration)
-        finally:
-            if publisher is not None:
-                publisher.stop()
+        await _wait_for_stop_signal(args.duration)
+        if simulation is not None:
+            simulation.cancel()
     return 0
 
 
-def _simulate(settings: Settings, interval: float, duration: float | None, seed: int) -> int:
-    from ioc.site import load_site
-    from simulators.publisher import Publisher
+async def _demo_simulation(settings: Settings, site: Site, scenario_name: str) -> None:
+    """The simulators as the demo's field devices: the scenario at real speed, from now on."""
+    from simulators.runner import Simulation
+    from simulators.scenario import load_scenario
 
-    site = load_site(settings.site_path())
-    publisher = Publisher(
-        settings.mqtt,
-        site.devices,
+    scenario = load_scenario(scenario_name)
+    sim = Simulation(
+        site,
+        scenario,
+        mqtt=settings.mqtt,
+        speed=1.0,
+        start=datetime.now(UTC).astimezone(ZoneInfo(DISPLAY_TIMEZONE)),
+        duration=timedelta(days=365),
         topic_prefix=settings.mqtt_topic_prefix,
-        interval_s=interval,
-        seed=seed,
-        client_id=f"ioc-simulate-{os.getpid()}",
     )
-    publisher.start()
+    try:
+        await sim.arun()
+    except Exception:
+        logging.getLogger("ioc").exception("demo simulators stopped; the IOC keeps running")
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """``ioc simulate``; with IOC_DATABASE_URL set, registers the (scaled) devices first, since
+    the simulators themselves only speak MQTT."""
+    from simulators.runner import main_simulate, scale_site
+
+    if settings.database_url is not None:
+        from ioc.site import load_site
+        from ioc.storage import devices as device_store
+        from ioc.storage import migrate
+
+        async def register() -> None:
+            assert settings.database_url is not None
+            site = scale_site(load_site(settings.site_path()), args.devices)
+            async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+                await device_store.sync_site_devices(conn, site.devices)
+                await conn.commit()
+
+        migrate(settings.database_url)
+        asyncio.run(register())
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        publisher.run(duration)
+        return main_simulate(settings, args)
     except KeyboardInterrupt:
-        pass
-    finally:
-        publisher.stop()
-    print(f"published {publisher.published} readings from {len(site.devices)} devices")
-    return 0
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,7 +40,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env |= {"IOC_DATA_DIR": str(data_dir), "IOC_HTTP_PORT": str(port), "IOC_ADMIN_TOKEN": TOKEN}
     ioc = Path(sys.executable).with_name("ioc")
-    proc = subprocess.Popen([str(ioc), "demo", "--interval", "1"], env=env)
+    proc = subprocess.Popen([str(ioc), "demo"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -50,11 +50,11 @@ def main() -> int:
                 print(f"smoke: demo exited early with {proc.returncode}", file=sys.stderr)
                 return 1
             try:
-                devices = get(f"{base}/api/v1/devices?kind=flood")
+                devices = get(f"{base}/api/v1/devices?kind=cabinet")
                 assert isinstance(devices, list) and devices
                 dev = devices[0]["id"]
                 frm = "2000-01-01T00:00:00%2B07:00"
-                body = get(f"{base}/api/v1/devices/{dev}/readings?metric=water_level_m&from={frm}")
+                body = get(f"{base}/api/v1/devices/{dev}/readings?metric=power_w&from={frm}")
                 assert isinstance(body, dict)
                 points = body["points"]
             except (OSError, AssertionError, KeyError):
