@@ -169,3 +169,16 @@ def __getattr__(name: str) -> object:
 
         return ReportModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw: exact (Knuth) for small means, normal approximation for large ones."""
+    if lam <= 0.0:
+        return 0
+    if lam > 40.0:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k

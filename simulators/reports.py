@@ -14,14 +14,13 @@ station above its alarm level adds flooding reports around it.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from datetime import datetime
 
 from ioc.devices import Device
 from ioc.site import Site, Ward
 from simulators.conditions import Conditions
-from simulators.model import LOCAL_TZ, Problems, device_rng, epoch_s
+from simulators.model import LOCAL_TZ, Problems, device_rng, epoch_s, poisson
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,18 +125,6 @@ def hourly_factor(t: datetime) -> float:
     return _HOURLY[t.astimezone(LOCAL_TZ).hour] / _HOURLY_MEAN
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam <= 0.0:
-        return 0
-    if lam > 40.0:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
-
-
 class ReportModel:
     """Citizen reports for every city of the site; deterministic for (site, seed, calls)."""
 
@@ -203,7 +190,7 @@ class ReportModel:
         drafts = []
         for city in self.site.cities:
             for cat in CATEGORIES:
-                n = _poisson(self._rng, self.rate_per_h(city.id, cat.id, mid, cond) * span_h)
+                n = poisson(self._rng, self.rate_per_h(city.id, cat.id, mid, cond) * span_h)
                 for _ in range(n):
                     ward = self._pick_ward(city.id)
                     lat, lon = self._point_in(ward)
@@ -254,7 +241,7 @@ class ReportModel:
         cat = CATEGORIES_BY_ID[category]
         for d in sorted(devices, key=lambda x: x.id):
             boost = cond.report_boost.get(f"{d.city}/{category}", 1.0)
-            n = _poisson(self._rng, per_h * boost * span_h)
+            n = poisson(self._rng, per_h * boost * span_h)
             for _ in range(n):
                 lat = d.lat + self._rng.gauss(0.0, _NEAR_SD_M) / 111_320.0
                 lon = d.lon + self._rng.gauss(0.0, _NEAR_SD_M) / (

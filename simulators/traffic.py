@@ -16,7 +16,6 @@ abreast, count for a fraction of a lane.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from datetime import datetime
 
@@ -28,6 +27,7 @@ from simulators.model import (
     device_rng,
     epoch_s,
     noise,
+    poisson,
     within_catalogue,
 )
 
@@ -65,19 +65,6 @@ def demand_share(t: datetime) -> float:
 def bpr_speed(free_flow_kmh: float, x: float) -> float:
     """BPR mean speed (km/h) at volume/capacity ratio ``x``, never below walking pace."""
     return max(3.0, free_flow_kmh / (1.0 + _BPR_ALPHA * x**_BPR_BETA))
-
-
-def poisson(rng: random.Random, lam: float) -> int:
-    """A Poisson draw: exact (Knuth) for small means, normal approximation for large ones."""
-    if lam <= 0.0:
-        return 0
-    if lam > 40.0:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 class _Counter:

@@ -21,6 +21,7 @@ Shared by the PostgreSQL and Mosquitto launchers:
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import ctypes
@@ -258,7 +259,7 @@ def _stop_all() -> None:
             server.stop()
 
 
-class EmbeddedServer:
+class EmbeddedServer(abc.ABC):
     """Lifecycle shared by the launchers; subclasses supply the server-specific hooks.
 
     Besides ``url``, ``port`` and ``pid``: ``state`` is the directory holding the server's own
@@ -289,23 +290,23 @@ class EmbeddedServer:
 
     # -- hooks --------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _prepare(self, deadline: float) -> None:
         """Make the state directory ready to start from (initdb, binaries)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _argv(self, port: int) -> list[str]:
         """The server's command line for ``port`` (may write a config file)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _is_ours(self, pid: int) -> bool:
         """Whether live ``pid`` is a server of this state directory."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _ready(self) -> bool:
         """One readiness probe; False while the server is still starting."""
-        raise NotImplementedError
 
-    def _on_ready(self) -> None:
+    def _on_ready(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Work after the first successful probe (e.g. create the database)."""
 
     # -- public -------------------------------------------------------------------------------
@@ -318,8 +319,9 @@ class EmbeddedServer:
         return self._port
 
     @property
+    @abc.abstractmethod
     def url(self) -> str:
-        raise NotImplementedError
+        """The URL clients use to reach the server."""
 
     @property
     def pid(self) -> int | None:
