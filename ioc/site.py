@@ -150,6 +150,9 @@ class Site:
     wards_by_id: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
     agencies_by_id: Mapping[str, Agency] = field(init=False, repr=False, compare=False)
     devices_by_id: Mapping[str, Device] = field(init=False, repr=False, compare=False)
+    _lamps_by_cabinet: Mapping[str, tuple[Device, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -159,6 +162,17 @@ class Site:
         )
         setattr_(self, "agencies_by_id", MappingProxyType({a.id: a for a in self.agencies}))
         setattr_(self, "devices_by_id", MappingProxyType({d.id: d for d in self.devices}))
+        # Indexed once: simulators ask for every cabinet's lamps, and a scan per cabinet is
+        # quadratic at 10,000 devices.
+        by_cabinet: dict[str, list[Device]] = {}
+        for d in self.devices:
+            if d.kind == "lighting" and isinstance(d.attributes.get("cabinet"), str):
+                by_cabinet.setdefault(d.attributes["cabinet"], []).append(d)
+        setattr_(
+            self,
+            "_lamps_by_cabinet",
+            MappingProxyType({k: tuple(v) for k, v in by_cabinet.items()}),
+        )
 
     def device(self, device_id: str) -> Device:
         """The device with this id; ``KeyError`` when the site has none."""
@@ -207,11 +221,7 @@ class Site:
 
     def lamps_on(self, cabinet_id: str) -> tuple[Device, ...]:
         """The street lamps fed by a cabinet (``attributes.cabinet``), in file order."""
-        return tuple(
-            d
-            for d in self.devices
-            if d.kind == "lighting" and d.attributes.get("cabinet") == cabinet_id
-        )
+        return self._lamps_by_cabinet.get(cabinet_id, ())
 
 
 def _in_ring(ring: Ring, lon: float, lat: float) -> bool:
