@@ -7,8 +7,8 @@ phases in feeder order). Energy integrates the feeder power between readings.
 
 Loss of supply (an outage, or cable theft upstream of the cabinet) zeroes voltages, currents and
 power; the cabinet's battery-backed RTU stays online and reports ``power_loss`` once, then
-``power_restored`` when supply returns. It is the source alarm: the IOC suppresses the lamps'
-``connection_lost`` alarms on the same cabinet.
+``power_restored`` when supply returns. It is the source alarm: the IOC suppresses the alarms of the
+lamps that went silent on the same cabinet.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ when dimmed, supply voltage is the cabinet's phase voltage less a small line dro
 Faults (uCIFI 3416 flags 5, 7, 9, 10, 11) start as rare random events — a per-lamp draw each night
 — or are forced by ``Conditions.lamp_faults``. Each is reported once on ``events()``, when the
 controller can first see it (a dead lamp shows when it is switched on, a day burner in daylight).
-A lamp whose cabinet has lost supply reads nothing and is offline; the management system raises
-``connection_lost`` for it once.
+A lamp whose cabinet has lost supply reads nothing and is offline: an unpowered controller cannot
+say so itself, so it sends no event — the IOC sees it go silent (and its status will fire in
+per-device runs).
 """
 
 from __future__ import annotations
@@ -258,8 +259,6 @@ class LampModel:
         ts = epoch_s(t)
         reading = self.electrical(t, cond)
         powered = reading is not None
-        if self._powered and not powered:
-            self._pending.append({"type": "connection_lost", "cabinet": self.cabinet_id})
         self._powered = powered
         p_now = reading.power_w if reading else 0.0
         lit_now = reading.lit if reading else False
@@ -328,7 +327,7 @@ class LampModel:
         )
 
     def events(self, t: datetime, cond: Conditions) -> list[dict[str, object]]:
-        """Faults that began since the last call, and ``connection_lost`` on loss of supply.
+        """Faults that began since the last call (``connection_lost`` only when forced).
 
         Fault events wait while the controller is offline (it stores and forwards them);
         ``connection_lost`` comes from the management system and is delivered at once.

@@ -355,6 +355,10 @@ class _Link:
         return True
 
 
+# A device waiting longer than this for its connection ends the run with an error, not a hang.
+READY_TIMEOUT_S = 120.0
+
+
 class _LinkPool:
     """Owns the connections: connects, reconnects with backoff, keepalives, ordered close."""
 
@@ -446,10 +450,16 @@ class _LinkPool:
     async def ready(self, link: _Link) -> None:
         """Wait until ``link`` is connected and has room for another message."""
         while not (link.up.is_set() and link.space.is_set()):
-            if not link.want_up:
-                self.revive(link)
-            await link.up.wait()
-            await link.space.wait()
+            if not link.up.is_set():
+                self.revive(link)  # no-op while a (re)connect is already under way
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    await link.up.wait()
+                    await link.space.wait()
+            except TimeoutError:
+                raise SimulationError(
+                    f"{link.client_id}: no usable connection for {READY_TIMEOUT_S:.0f} s"
+                ) from None
 
     def link_up(self, link: _Link) -> None:
         if link.connects > 1:
@@ -459,7 +469,8 @@ class _LinkPool:
     def link_down(self, link: _Link, was_up: bool) -> None:
         if was_up:
             self._on_down(link)
-        if link.want_up and self._started and not self._closing and not link.connecting:
+        # Also during start(): a link dropped right after its own connect must come back too.
+        if link.want_up and not self._closing and not link.connecting:
             self._spawn(self._bring_up(link, None, 30.0), f"reconnect {link.client_id}")
 
     def revive(self, link: _Link) -> None:
@@ -666,7 +677,14 @@ class Simulation:
             # ExceptionGroup, which the command could not report plainly).
             ticker = asyncio.create_task(self._progress_loop(clock, end), name="sim-progress")
             try:
-                await self._produce(clock, devs, reports, end)
+                try:
+                    await self._produce(clock, devs, reports, end)
+                except asyncio.CancelledError:
+                    # Stopped from outside (`ioc demo` shutting down): still tell the broker
+                    # every device is offline, or their retained `online` would outlive us.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._finish(devs), 5.0)
+                    raise
                 await self._finish(devs)
                 summary.unconfirmed = await pool.drain(self.drain_timeout_s)
             finally:
@@ -973,6 +991,13 @@ def resolve_start(
     if choice == "scenario":
         return scenario.start
     if choice == "now":
+        if speed == 0 or speed > 1:
+            # Simulated time would run ahead of the clock: past IOC_READING_MAX_FUTURE_S the
+            # IOC refuses every reading, and the summary's expectations would be wrong.
+            raise ValueError(
+                "--start now needs --speed 1 or slower (faster runs would publish timestamps "
+                "in the future); use --start auto or recent"
+            )
         return now
     if choice in ("auto", "recent"):
         recent = recent_start(scenario.start, duration, speed, now)

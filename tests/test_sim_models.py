@@ -261,7 +261,8 @@ def test_cabinet_power_loss_takes_its_lamps_offline(site: Site) -> None:
         else:
             assert reading["power_w"] > 0.0
     assert cab_events == ["power_loss", "power_restored"]
-    assert Counter(lamp_events) == {"connection_lost": len(mine)}
+    # Unpowered controllers cannot report; the IOC sees them go silent instead.
+    assert lamp_events == []
 
 
 # --------------------------------------------------------------------------------- flood
