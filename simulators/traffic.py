@@ -35,10 +35,12 @@ CLASSES = ("motorbike", "car", "truck", "bus")
 # Effective length (m) each class covers in one lane, detection zone included.
 _OCCUPYING_M = {"motorbike": 1.6, "car": 5.5, "truck": 11.0, "bus": 13.0}
 
-# Demand as a share of capacity by local hour (piecewise linear, weekday / weekend).
+# Demand as a share of capacity by local hour (piecewise linear, weekday / weekend). The rush
+# hours exceed capacity (x ≈ 1.2: speed ≈ 0.77 of free flow, "moderate" congestion), as the
+# main junctions of both towns do at school and office times.
 _WEEKDAY = (
-    (0.0, 0.04), (4.5, 0.04), (5.5, 0.15), (6.5, 0.55), (7.25, 0.88), (8.0, 0.6), (9.0, 0.42),
-    (11.0, 0.45), (11.75, 0.58), (12.5, 0.45), (14.0, 0.4), (16.0, 0.5), (17.25, 0.9),
+    (0.0, 0.04), (4.5, 0.04), (5.5, 0.15), (6.5, 0.6), (7.25, 1.2), (8.0, 0.7), (9.0, 0.42),
+    (11.0, 0.45), (11.75, 0.58), (12.5, 0.45), (14.0, 0.4), (16.0, 0.55), (17.25, 1.2),
     (18.5, 0.65), (20.0, 0.42), (22.0, 0.18), (24.0, 0.04),
 )  # fmt: skip
 _WEEKEND = (
