@@ -308,11 +308,17 @@ def test_spring_range_exceeds_neap_range(site: Site) -> None:
     s = levels(vt, spring - day, 24)
     n = levels(station(site, "nb-flood-01"), neap - day, 24)
     assert max(s) - min(s) > 1.5 * (max(n) - min(n))
-    # Spring tides follow new and full moon by about two days.
+    # Spring tides follow new and full moon by about two days: find the largest daily range in
+    # the model's own output (not from its anchor constant) and date it against a real new moon.
+    model = station(site, "nb-flood-01")
+    start = datetime(2026, 3, 1, tzinfo=VN)
+    windows = [start + timedelta(hours=6 * k) for k in range(4 * 15)]
+    ranges = {w: max(x := levels(model, w, 24, every_min=20)) - min(x) for w in windows}
+    widest = max(ranges, key=lambda w: ranges[w]) + timedelta(hours=12)
     new_moon = datetime(2026, 1, 18, 19, 52, tzinfo=UTC)
     lunar = timedelta(days=29.530589)
-    phase = (spring - new_moon) % (lunar / 2)
-    assert timedelta(days=1) <= phase <= timedelta(days=3)
+    phase = (widest - new_moon) % (lunar / 2)
+    assert timedelta(days=0.5) <= phase <= timedelta(days=3.5)
 
 
 def test_vi_thanh_ordinary_days_below_bd1_spring_tides_reach_it(site: Site) -> None:
