@@ -1,0 +1,787 @@
+"""The rule engine: readings, statuses, events and ``now`` in; alert transitions out.
+
+Pure: no clock reads, no database, broker or web. The same object evaluates the live ingest
+stream (per committed batch, then ``advance(wall clock)`` once a second), timeline tests (a driven
+clock) and backtests (stored readings replayed, ``advance`` at reading times).
+
+Semantics follow Prometheus/Alertmanager (docs/rules.md):
+- a *series* is one potential alert: (rule, device) or (group rule, group labels). Its alert is
+  keyed by its labels (the fingerprint), so duplicates merge by construction;
+- inactive → pending when the condition becomes true; pending → firing once it has held for
+  ``for`` (at exactly active_at + for: the value holds until a reading says otherwise); pending →
+  cancelled if it turns false first; firing → resolved when false, after ``keep_firing_for`` if
+  set; with a ``clear`` level, an active series stays active until the value crosses the clear
+  level (hysteresis), so a tide hovering at a threshold does not flap;
+- readings older than the last one a series evaluated are ignored for that series (they are
+  stored; state machines only move forward in time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ioc.devices import Device
+from rules.language import Rule, RuleSet
+from rules.schedule import LOCAL
+from rules.template import render
+
+INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+# A window buffer never holds more than this many points (oldest dropped first): a device
+# publishing far faster than its rule's window needs cannot grow memory without bound.
+MAX_WINDOW_POINTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One step of one alert: pending, firing, resolved, cancelled (pending that did not last)."""
+
+    fingerprint: str
+    rule: str
+    to: str
+    at: float
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    severity: str
+    device_id: str | None
+    value: float | None
+    reason: Mapping[str, Any]
+    active_at: float
+    started_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """An open alert as stored; ``Engine.restore`` resumes its series from it."""
+
+    fingerprint: str
+    rule: str
+    state: str  # pending | firing
+    active_at: float
+    started_at: float | None
+    keep_firing_since: float | None
+    value: float | None
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    text = "\x1f".join(f"{k}\x1e{labels[k]}" for k in sorted(labels))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(eq=False, slots=True)
+class Series:
+    rule: Rule
+    labels: dict[str, str]
+    fingerprint: str
+    device: Device | None
+    context: dict[str, Any]
+    threshold: float | None = None
+    clear: float | None = None
+    divisor: float | None = None
+    state: str = INACTIVE
+    active_at: float = 0.0
+    started_at: float | None = None
+    keep_since: float | None = None
+    value: float | None = None
+    reason: dict[str, Any] = field(default_factory=dict)
+    last_t: float = -math.inf
+    window: deque[tuple[float, float]] | None = None
+    # lifecycle timer (fire after `for`, resolve after keep_firing_for) and condition timer
+    # (absence, event expiry, group window); each with a token so stale heap entries are skipped
+    deadline: float | None = None
+    token: int = 0
+    cond_deadline: float | None = None
+    cond_token: int = 0
+    # anomaly: per local hour of day — count, mean, M2 (Welford)
+    hist: np.ndarray | None = None
+    members: dict[str, float] = field(default_factory=dict)  # group: fingerprint → started_at
+    event_times: deque[float] | None = None  # group over events
+
+
+class Engine:
+    def __init__(self, ruleset: RuleSet, devices: Iterable[Device]) -> None:
+        self._devices: dict[str, Device] = {}
+        self._transitions: list[Transition] = []
+        self._heap: list[tuple[float, int, int, Series, int]] = []
+        self._counter = itertools.count()
+        self._series: dict[tuple[str, str], Series] = {}  # (rule id, device id | group key)
+        self._by_fp: dict[str, Series] = {}
+        self._latest: dict[str, dict[str, float]] = {}
+        self._now = -math.inf
+        self.ignored_out_of_order = 0
+        self.set_rules(ruleset)
+        self.set_devices(devices)
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def set_rules(self, ruleset: RuleSet) -> None:
+        """Install a rule set. Series of unchanged rules keep their state; alerts of rules that
+        were removed or changed resolve (reason ``rule changed``), then start afresh."""
+        self._ruleset = ruleset
+        self._rules: dict[str, Rule] = {r.id: r for r in ruleset.rules if r.enabled}
+        for (rid, key), s in list(self._series.items()):
+            new = self._rules.get(rid)
+            if new is None or new != s.rule:
+                if s.state != INACTIVE:
+                    self._leave(s, max(self._now, s.last_t), {"rule": "changed or removed"})
+                del self._series[(rid, key)]
+                self._by_fp.pop(s.fingerprint, None)
+        self._index()
+
+    def set_devices(self, devices: Iterable[Device]) -> None:
+        self._devices = {d.id: d for d in devices}
+        # series of devices whose record changed are rebuilt lazily; absence series eagerly
+        for (rid, key), s in list(self._series.items()):
+            d = self._devices.get(key) if s.device is not None else None
+            if s.device is not None and d != s.device:
+                if s.state != INACTIVE:
+                    self._leave(s, max(self._now, s.last_t), {"device": "changed or removed"})
+                del self._series[(rid, key)]
+                self._by_fp.pop(s.fingerprint, None)
+        self._index()
+
+    def _index(self) -> None:
+        self._telemetry_rules: dict[tuple[str, str], list[Rule]] = {}
+        self._absence_rules: list[Rule] = []
+        self._event_rules: dict[str, list[Rule]] = {}
+        self._groups_by_source: dict[str, list[Rule]] = {}
+        self._event_groups: dict[str, list[Rule]] = {}
+        for r in self._rules.values():
+            sel = r.select
+            if r.type in ("threshold", "rate", "aggregate", "anomaly"):
+                assert sel.kind is not None and sel.metric is not None
+                self._telemetry_rules.setdefault((sel.kind, sel.metric), []).append(r)
+            elif r.type == "absence":
+                self._absence_rules.append(r)
+            elif r.type == "event":
+                assert sel.event is not None
+                self._event_rules.setdefault(sel.event, []).append(r)
+                if r.clear_event:
+                    self._event_rules.setdefault(r.clear_event, []).append(r)
+            elif r.type == "group":
+                for src in (r.count_rule, *r.all_of):
+                    if src:
+                        self._groups_by_source.setdefault(src, []).append(r)
+                if r.count_event:
+                    self._event_groups.setdefault(r.count_event, []).append(r)
+        self._device_series: dict[str, dict[str, list[Series]]] = {}
+        self._absence_by_device: dict[str, list[Series]] = {}
+        for rule in self._absence_rules:
+            for d in self._devices.values():
+                if _selected(rule, d):
+                    s = self._series_for(rule, d)
+                    if s is not None:
+                        self._absence_by_device.setdefault(d.id, []).append(s)
+
+    @property
+    def rules(self) -> Mapping[str, Rule]:
+        return self._rules
+
+    @property
+    def ruleset(self) -> RuleSet:
+        return self._ruleset
+
+    # -- series ------------------------------------------------------------------------------
+
+    def _series_for(self, rule: Rule, device: Device) -> Series | None:
+        key = (rule.id, device.id)
+        s = self._series.get(key)
+        if s is not None:
+            return s
+        ctx = _device_context(device)
+        labels = {k: render(v, {"device": ctx}) for k, v in rule.labels.items()}
+        labels.update(
+            alertname=rule.id, device_id=device.id, kind=device.kind, city=device.city,
+            ward=device.ward or "",
+        )  # fmt: skip
+        fp = fingerprint(labels)
+        s = Series(rule, labels, fp, device, {"device": ctx, "labels": labels})
+        if rule.condition is not None:
+            s.threshold = rule.condition.threshold.resolve(device.attributes)
+            if rule.condition.clear is not None:
+                s.clear = rule.condition.clear.resolve(device.attributes)
+        if rule.divide_by is not None:
+            s.divisor = rule.divide_by.resolve(device.attributes)
+        if rule.type in ("rate", "aggregate"):
+            s.window = deque(maxlen=MAX_WINDOW_POINTS)
+        if rule.type == "anomaly":
+            s.hist = np.zeros((24, 3))
+        if rule.type == "absence" and self._now > -math.inf:
+            self._arm_absence(s, self._now)
+        self._series[key] = s
+        self._by_fp[fp] = s
+        return s
+
+    def _group_series(self, rule: Rule, group: tuple[tuple[str, str], ...]) -> Series:
+        key = (rule.id, "\x1f".join(f"{k}={v}" for k, v in group))
+        s = self._series.get(key)
+        if s is None:
+            glabels = dict(group)
+            ctx = {"labels": glabels, "group": glabels}
+            labels = {k: render(v, ctx) for k, v in rule.labels.items()}
+            labels.update(glabels)
+            labels["alertname"] = rule.id
+            s = Series(
+                rule, labels, fingerprint(labels), None, {"group": glabels, "labels": labels}
+            )
+            if rule.count_event:
+                s.event_times = deque(maxlen=MAX_WINDOW_POINTS)
+            self._series[key] = s
+            self._by_fp[s.fingerprint] = s
+        return s
+
+    def _device_rules(self, device: Device, metric: str) -> list[Series]:
+        per_device = self._device_series.get(device.id)
+        if per_device is None:
+            per_device = self._device_series[device.id] = {}
+        found = per_device.get(metric)
+        if found is None:
+            found = []
+            for rule in self._telemetry_rules.get((device.kind, metric), ()):
+                if _selected(rule, device):
+                    s = self._series_for(rule, device)
+                    if s is not None:
+                        found.append(s)
+            per_device[metric] = found
+        return found
+
+    # -- state restore -----------------------------------------------------------------------
+
+    def restore(self, alerts: Iterable[OpenAlert]) -> int:
+        """Resume open alerts after a restart (pending timers and firing alerts are kept, not
+        re-fired). Alerts whose rule or device no longer exists are ignored here (the caller
+        resolves them). Returns how many were restored."""
+        wanted = {a.fingerprint: a for a in alerts}
+        restored = 0
+        # build every device series so their fingerprints can be looked up
+        for rule in self._rules.values():
+            if rule.type == "group":
+                continue
+            for d in self._devices.values():
+                if _selected(rule, d):
+                    self._series_for(rule, d)
+        for a in wanted.values():
+            s = self._by_fp.get(a.fingerprint)
+            if s is None:
+                continue  # group alerts: restore_group (needs the stored labels)
+            self._resume(s, a)
+            restored += 1
+        return restored
+
+    def restore_group(self, a: OpenAlert, labels: Mapping[str, str]) -> bool:
+        rule = self._rules.get(a.rule)
+        if rule is None or rule.type != "group":
+            return False
+        group = tuple((k, labels.get(k, "")) for k in rule.group_by)
+        s = self._group_series(rule, group)
+        if s.fingerprint != a.fingerprint:
+            return False
+        self._resume(s, a)
+        return True
+
+    def _resume(self, s: Series, a: OpenAlert) -> None:
+        s.state = a.state
+        s.active_at = a.active_at
+        s.started_at = a.started_at
+        s.keep_since = a.keep_firing_since
+        s.value = a.value
+        s.last_t = max(a.active_at, a.keep_firing_since or -math.inf)
+        if a.state == PENDING:
+            self._schedule(s, a.active_at + s.rule.for_s)
+        elif a.keep_firing_since is not None:
+            self._schedule(s, a.keep_firing_since + s.rule.keep_firing_for_s)
+
+    def preload(self, device_id: str, metric: str, samples: Sequence[tuple[float, float]]) -> None:
+        """Fill window buffers (rate, aggregate) from stored readings without evaluating."""
+        device = self._devices.get(device_id)
+        if device is None:
+            return
+        for s in self._device_rules(device, metric):
+            if s.window is not None:
+                horizon = samples[-1][0] - s.rule.window_s if samples else 0.0
+                s.window.extend(p for p in samples if p[0] >= horizon)
+            self._latest.setdefault(device_id, {})[metric] = samples[-1][1] if samples else 0.0
+
+    def seed_history(
+        self, device_id: str, metric: str, times: np.ndarray, values: np.ndarray
+    ) -> None:
+        """Anomaly rules: per-hour-of-day statistics from stored history (vectorised)."""
+        device = self._devices.get(device_id)
+        if device is None or len(times) == 0:
+            return
+        hours = ((times.astype(np.int64) + 7 * 3600) // 3600) % 24
+        n = np.bincount(hours, minlength=24).astype(float)
+        sums = np.bincount(hours, weights=values, minlength=24)
+        mean = np.divide(sums, n, out=np.zeros(24), where=n > 0)
+        m2 = np.bincount(hours, weights=(values - mean[hours]) ** 2, minlength=24)
+        for s in self._device_rules(device, metric):
+            if s.hist is not None:
+                s.hist[:, 0], s.hist[:, 1], s.hist[:, 2] = n, mean, m2
+
+    def seen(self, device_id: str, t: float) -> None:
+        """Tell absence rules when a device was last heard of (from storage, at start)."""
+        for s in self._absence_by_device.get(device_id, ()):
+            if s.state == INACTIVE and s.rule.status is None and t > s.last_t:
+                s.last_t = t
+                self._set_cond_timer(s, t + s.rule.after_s)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def observe_telemetry(
+        self, device_id: str, t: float, metrics: Iterable[tuple[str, float]]
+    ) -> None:
+        device = self._devices.get(device_id)
+        if device is None:
+            return
+        latest = self._latest.setdefault(device_id, {})
+        pairs = list(metrics)
+        for name, value in pairs:
+            latest[name] = value  # requirements see the whole message
+        for name, value in pairs:
+            for s in self._device_rules(device, name):
+                self._evaluate(s, t, value)
+        for s in self._absence_by_device.get(device_id, ()):
+            wanted = s.rule.select.metric
+            if s.rule.status is None and (wanted is None or any(m == wanted for m, _ in pairs)):
+                self._heard(s, t)
+
+    def observe_status(self, device_id: str, online: bool, t: float) -> None:
+        device = self._devices.get(device_id)
+        if device is None:
+            return
+        for s in self._absence_by_device.get(device_id, ()):
+            rule = s.rule
+            if rule.status == "offline":
+                if t < s.last_t:
+                    continue
+                self._due(s, t)
+                s.last_t = t
+                if online:
+                    self._set_cond_timer(s, None)
+                    self._step(s, t, False, None, {"status": "online"})
+                elif s.cond_deadline is None and s.state == INACTIVE:
+                    self._set_cond_timer(s, t + rule.after_s)
+            elif online:
+                self._heard(s, t)
+
+    def observe_event(
+        self,
+        device_id: str | None,
+        event_type: str,
+        t: float,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        device = self._devices.get(device_id) if device_id else None
+        if device is not None:
+            for rule in self._event_rules.get(event_type, ()):
+                if not _selected(rule, device):
+                    continue
+                s = self._series_for(rule, device)
+                if s is None or t < s.last_t:
+                    continue
+                self._due(s, t)
+                s.last_t = t
+                if event_type == rule.select.event:
+                    self._step(s, t, True, None, {"event": event_type})
+                    if rule.resolve_after_s > 0:
+                        self._set_cond_timer(s, t + rule.resolve_after_s)
+                else:  # the clearing event
+                    self._set_cond_timer(s, None)
+                    self._step(s, t, False, None, {"event": event_type})
+        for rule in self._event_groups.get(event_type, ()):
+            source = dict(labels or {})
+            if device is not None:
+                source.update(
+                    device_id=device.id, city=device.city, ward=device.ward or "", kind=device.kind
+                )
+            group = tuple((k, source.get(k, "")) for k in rule.group_by)
+            g = self._group_series(rule, group)
+            if t < g.last_t:
+                continue
+            assert g.event_times is not None
+            g.event_times.append(t)
+            self._evaluate_group(g, t)
+
+    def advance(self, now: float) -> None:
+        """Let time pass: fire pending alerts whose ``for`` elapsed, absences, expiries."""
+        self._now = max(self._now, now)
+        if not hasattr(self, "_armed"):
+            self._armed = True
+            for s in self._series.values():
+                if s.rule.type == "absence" and s.cond_deadline is None and s.rule.status is None:
+                    self._arm_absence(s, now)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, which, s, token = heapq.heappop(heap)
+            if which == 0 and token == s.token and s.deadline is not None:
+                self._lifecycle_timer(s)
+            elif which == 1 and token == s.cond_token and s.cond_deadline is not None:
+                self._condition_timer(s)
+
+    def drain(self) -> list[Transition]:
+        out, self._transitions = self._transitions, []
+        return out
+
+    def open_series(self) -> list[Series]:
+        return [s for s in self._series.values() if s.state != INACTIVE]
+
+    def series_of(self, fp: str) -> Series | None:
+        return self._by_fp.get(fp)
+
+    def forget(self, fp: str) -> None:
+        """An alert was resolved by hand: its series starts again from inactive (if the
+        condition still holds, the next evaluation raises it anew)."""
+        s = self._by_fp.get(fp)
+        if s is not None:
+            s.state = INACTIVE
+            s.keep_since = None
+            s.started_at = None
+            self._schedule(s, None)
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, s: Series, t: float, raw: float) -> None:
+        if t < s.last_t:
+            self.ignored_out_of_order += 1
+            return
+        self._due(s, t)
+        s.last_t = t
+        rule = s.rule
+        value: float | None = raw
+        if rule.divide_by is not None:
+            if not s.divisor:
+                return
+            value = raw / s.divisor
+        value = value * rule.scale if value is not None else None
+        reason: dict[str, Any] = {"metric": rule.select.metric, "reading": raw, "time": t}
+        if rule.type in ("rate", "aggregate"):
+            assert s.window is not None
+            w = s.window
+            w.append((t, value))  # type: ignore[arg-type]
+            horizon = t - rule.window_s
+            while w and w[0][0] < horizon:
+                w.popleft()
+            value = _window_value(rule, w)
+            reason["window_s"] = rule.window_s
+            reason["points"] = len(w)
+            if value is None:
+                return
+        elif rule.type == "anomaly":
+            value = self._anomaly(s, t, raw, reason)
+        if value is None:
+            return
+        reason["value"] = value
+        active = self._condition(s, t, value, reason)
+        self._step(s, t, active, value, reason)
+
+    def _condition(self, s: Series, t: float, value: float, reason: dict[str, Any]) -> bool:
+        rule = s.rule
+        if rule.schedule is not None and s.device is not None:
+            if not rule.schedule.active(t, s.device.lat, s.device.lon):
+                reason["schedule"] = "outside"
+                return False
+        if rule.type == "anomaly":
+            return bool(reason.get("anomalous"))
+        cond = rule.condition
+        assert cond is not None
+        if s.threshold is None:
+            return False
+        limit = s.threshold
+        if s.state != INACTIVE and s.clear is not None:
+            limit = s.clear  # hysteresis: stay active until the clear level is crossed
+        reason["threshold"] = s.threshold
+        if s.clear is not None:
+            reason["clear"] = s.clear
+        if not cond.test(value, limit):
+            return False
+        if rule.requires and s.device is not None:
+            latest = self._latest.get(s.device.id, {})
+            for req in rule.requires:
+                other = latest.get(req.metric)
+                bound = req.threshold.resolve(s.device.attributes)
+                if other is None or bound is None or not _compare(req.op, other, bound):
+                    return False
+                reason[req.metric] = other
+        return True
+
+    def _anomaly(self, s: Series, t: float, raw: float, reason: dict[str, Any]) -> float:
+        assert s.hist is not None
+        hour = datetime.fromtimestamp(t, LOCAL).hour
+        n, mean, m2 = s.hist[hour]
+        z = 0.0
+        if n >= s.rule.min_samples:
+            std = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
+            std = max(std, 1e-9, abs(mean) * 0.01)
+            z = (raw - mean) / std
+            reason.update(mean=float(mean), std=float(std), z=float(z), hour=hour)
+            reason["anomalous"] = abs(z) > s.rule.z
+        # Welford update of this hour's statistics (after judging the reading)
+        n += 1
+        delta = raw - mean
+        mean += delta / n
+        m2 += delta * (raw - mean)
+        s.hist[hour] = (n, mean, m2)
+        return float(z)
+
+    def _heard(self, s: Series, t: float) -> None:
+        if t < s.last_t:
+            return
+        self._due(s, t)
+        s.last_t = t
+        self._set_cond_timer(s, t + s.rule.after_s)
+        if s.state != INACTIVE:
+            self._step(s, t, False, None, {"heard_at": t})
+
+    def _arm_absence(self, s: Series, now: float) -> None:
+        base = s.last_t if s.last_t > -math.inf else now
+        self._set_cond_timer(s, base + s.rule.after_s)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _due(self, s: Series, t: float) -> None:
+        """Run this series' timers that fall at or before ``t``, in order, at their own time."""
+        while True:
+            d1 = s.deadline if s.deadline is not None and s.deadline <= t else None
+            d2 = s.cond_deadline if s.cond_deadline is not None and s.cond_deadline <= t else None
+            if d1 is None and d2 is None:
+                return
+            if d2 is None or (d1 is not None and d1 <= d2):
+                self._lifecycle_timer(s)
+            else:
+                self._condition_timer(s)
+
+    def _lifecycle_timer(self, s: Series) -> None:
+        at = s.deadline
+        assert at is not None
+        self._schedule(s, None)
+        if s.state == PENDING:
+            s.state = FIRING
+            s.started_at = at
+            reason = dict(s.reason, held_for_s=s.rule.for_s)
+            self._emit(s, FIRING, at, reason)
+        elif s.state == FIRING and s.keep_since is not None:
+            reason = dict(s.reason, kept_firing_for_s=s.rule.keep_firing_for_s)
+            self._resolve(s, at, reason)
+
+    def _condition_timer(self, s: Series) -> None:
+        at = s.cond_deadline
+        assert at is not None
+        self._set_cond_timer(s, None)
+        rule = s.rule
+        s.last_t = max(s.last_t, at)
+        if rule.type == "absence":
+            reason: dict[str, Any] = {"silent_for_s": rule.after_s}
+            if rule.status == "offline":
+                reason = {"offline_for_s": rule.after_s}
+            self._step(s, at, True, None, reason)
+        elif rule.type == "event":
+            self._step(s, at, False, None, {"expired_after_s": rule.resolve_after_s})
+        elif rule.type == "group":
+            self._evaluate_group(s, at)
+
+    def _step(
+        self, s: Series, t: float, active: bool, value: float | None, reason: dict[str, Any]
+    ) -> None:
+        rule = s.rule
+        if active:
+            if s.state == INACTIVE:
+                s.state = PENDING
+                s.active_at = t
+                s.started_at = None
+                s.value = value
+                s.reason = reason
+                self._emit(s, PENDING, t, reason)
+                if rule.for_s <= 0:
+                    s.state = FIRING
+                    s.started_at = t
+                    self._emit(s, FIRING, t, reason)
+                else:
+                    self._schedule(s, t + rule.for_s)
+            else:
+                s.value = value
+                if s.state == FIRING and s.keep_since is not None:
+                    s.keep_since = None
+                    self._schedule(s, None)
+        else:
+            if s.state == PENDING:
+                s.state = INACTIVE
+                s.value = value
+                self._schedule(s, None)
+                self._emit(s, "cancelled", t, reason)
+            elif s.state == FIRING:
+                s.value = value
+                if rule.keep_firing_for_s > 0:
+                    if s.keep_since is None:
+                        s.keep_since = t
+                        s.reason = dict(s.reason, cleared=reason)
+                        self._schedule(s, t + rule.keep_firing_for_s)
+                else:
+                    self._resolve(s, t, reason)
+
+    def _resolve(self, s: Series, t: float, reason: dict[str, Any]) -> None:
+        s.state = INACTIVE
+        s.keep_since = None
+        self._schedule(s, None)
+        self._emit(s, "resolved", t, reason)
+
+    def _leave(self, s: Series, t: float, reason: dict[str, Any]) -> None:
+        if s.state == PENDING:
+            s.state = INACTIVE
+            self._emit(s, "cancelled", t, reason)
+        elif s.state == FIRING:
+            self._resolve(s, t, reason)
+        self._schedule(s, None)
+        self._set_cond_timer(s, None)
+
+    def _emit(self, s: Series, to: str, t: float, reason: Mapping[str, Any]) -> None:
+        ctx = dict(s.context)
+        ctx["value"] = s.value if s.value is not None else ""
+        ctx["threshold"] = s.threshold if s.threshold is not None else ""
+        ctx["clear"] = s.clear if s.clear is not None else ""
+        ctx["metric"] = s.rule.select.metric or ""
+        ctx["count"] = reason.get("count", "")
+        ctx["window"] = _human(s.rule.window_s or s.rule.after_s)
+        annotations = {k: render(v, ctx) for k, v in s.rule.annotations.items()}
+        tr = Transition(
+            fingerprint=s.fingerprint,
+            rule=s.rule.id,
+            to=to,
+            at=t,
+            labels=s.labels,
+            annotations=annotations,
+            severity=s.rule.severity,
+            device_id=s.device.id if s.device else None,
+            value=s.value,
+            reason=reason,
+            active_at=s.active_at,
+            started_at=s.started_at,
+        )
+        self._transitions.append(tr)
+        if to in (FIRING, "resolved") and s.rule.type != "group":
+            self._source_changed(s, to, t)
+
+    def _schedule(self, s: Series, deadline: float | None) -> None:
+        s.token += 1
+        s.deadline = deadline
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, next(self._counter), 0, s, s.token))
+
+    def _set_cond_timer(self, s: Series, deadline: float | None) -> None:
+        s.cond_token += 1
+        s.cond_deadline = deadline
+        if deadline is not None:
+            heapq.heappush(self._heap, (deadline, next(self._counter), 1, s, s.cond_token))
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def _source_changed(self, src: Series, to: str, t: float) -> None:
+        for rule in self._groups_by_source.get(src.rule.id, ()):
+            group = tuple((k, src.labels.get(k, "")) for k in rule.group_by)
+            g = self._group_series(rule, group)
+            if to == FIRING:
+                g.members[src.fingerprint] = t
+            else:
+                g.members.pop(src.fingerprint, None)
+            g.context.setdefault("sources", {})[src.fingerprint] = src.rule.id
+            if to != FIRING:
+                g.context["sources"].pop(src.fingerprint, None)
+            self._evaluate_group(g, t)
+
+    def _evaluate_group(self, g: Series, t: float) -> None:
+        self._due_group_only(g, t)
+        g.last_t = max(g.last_t, t)
+        rule = g.rule
+        reason: dict[str, Any] = {}
+        next_check: float | None = None
+        if rule.all_of:
+            sources: dict[str, str] = g.context.get("sources", {})
+            present = set(sources.values())
+            active = all(r in present for r in rule.all_of)
+            reason["firing"] = sorted(present)
+        else:
+            if rule.count_event:
+                assert g.event_times is not None
+                times: Iterable[float] = g.event_times
+                while g.event_times and g.event_times[0] <= t - rule.window_s:
+                    g.event_times.popleft()
+            else:
+                times = g.members.values()
+            counted = sorted(x for x in times if rule.window_s <= 0 or x > t - rule.window_s)
+            count = len(counted)
+            active = count >= rule.min_count
+            reason["count"] = count
+            if rule.window_s > 0 and counted:
+                next_check = counted[0] + rule.window_s
+        if active:
+            g.value = float(reason.get("count", 0))
+        self._step(g, t, active, g.value, reason)
+        self._set_cond_timer(g, next_check)
+
+    def _due_group_only(self, g: Series, t: float) -> None:
+        if g.deadline is not None and g.deadline <= t:
+            self._lifecycle_timer(g)
+
+
+def _selected(rule: Rule, device: Device) -> bool:
+    sel = rule.select
+    return sel.matches(device.kind, device.city, device.ward, device.id, device.attributes)
+
+
+def _device_context(device: Device) -> dict[str, Any]:
+    ctx: dict[str, Any] = dict(device.attributes)
+    ctx.update(
+        id=device.id, name=device.name, kind=device.kind, city=device.city, ward=device.ward or ""
+    )
+    return ctx
+
+
+def _compare(op: str, a: float, b: float) -> bool:
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    if op == "<":
+        return a < b
+    return a <= b
+
+
+def _window_value(rule: Rule, w: deque[tuple[float, float]]) -> float | None:
+    if not w:
+        return None
+    if rule.type == "rate":
+        t0, v0 = w[0]
+        t1, v1 = w[-1]
+        # a rate needs at least half its window of data, or one early noisy pair decides it
+        if t1 - t0 < rule.window_s / 2:
+            return None
+        return (v1 - v0) / ((t1 - t0) / 3600.0)
+    fn = rule.function
+    if fn == "count":
+        return float(len(w))
+    values = [v for _, v in w]
+    if fn == "mean":
+        return sum(values) / len(values)
+    if fn == "min":
+        return min(values)
+    if fn == "max":
+        return max(values)
+    return sum(values)
+
+
+def _human(seconds: float) -> str:
+    if seconds <= 0:
+        return ""
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds)} s"

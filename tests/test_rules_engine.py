@@ -1,0 +1,514 @@
+"""Timeline tests of the pure rule engine with a driven clock: every rule type and lifecycle step.
+
+No database or broker here: the engine is pure by design (rules/engine.py), so these tests drive
+it exactly as the live service and the backtest do — readings with their times, then
+``advance(now)``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from ioc.devices import Device
+from rules.engine import Engine, OpenAlert
+from rules.language import DEFAULT_PACK, check_rules, load_rules
+from rules.schedule import LOCAL
+
+T0 = datetime(2026, 11, 20, 20, 0, tzinfo=LOCAL).timestamp()  # a night in Vị Thanh
+MIN = 60.0
+
+GAUGE = Device(
+    "vt-flood-01", "flood", "vi-thanh", "phuong-5", "Trạm Vị Thanh", 9.784, 105.47,
+    {"station": "vi-thanh", "bd1": 0.55, "bd2": 0.65, "bd3": 0.75},
+)  # fmt: skip
+RAIN = Device("vt-rain-01", "rain", "vi-thanh", "phuong-5", "Mưa", 9.79, 105.48, {})
+CABINET = Device("vt-cab-01", "cabinet", "vi-thanh", "phuong-7", "Tủ 01", 9.7775, 105.4595, {})
+DETECTOR = Device(
+    "vt-tfd-01", "traffic", "vi-thanh", "phuong-5", "Đếm xe", 9.785, 105.474,
+    {"role": "detector", "junction": "j1", "free_flow_kmh": 40},
+)  # fmt: skip
+
+
+def lamp(n: int) -> Device:
+    return Device(
+        f"vt-lamp-01-{n:03d}", "lighting", "vi-thanh", "phuong-7", f"Đèn {n}", 9.7777, 105.4594,
+        {"cabinet": "vt-cab-01", "nominal_w": 150, "min_w": 45},
+    )  # fmt: skip
+
+
+def engine(text: str, *devices: Device) -> Engine:
+    ruleset, problems = check_rules([("test.yaml", text)])
+    assert problems == []
+    return Engine(ruleset, devices or (GAUGE,))
+
+
+def steps(e: Engine) -> list[tuple[str, str, float]]:
+    """(rule, transition, minutes after T0) of everything since the last call."""
+    return [(t.rule, t.to, round((t.at - T0) / MIN, 3)) for t in e.drain()]
+
+
+BD3 = """
+rules:
+  - id: flood-bd3
+    type: threshold
+    select: {kind: flood, metric: water_level_m}
+    when: {op: ">=", threshold: device.bd3, clear: device.bd3 - 0.05}
+    for: 10m
+    keep_firing_for: 0s
+    labels: {severity: critical, domain: flood}
+    annotations:
+      summary_vi: "{device.name}: {value:.2f} m vượt BĐ III ({threshold:.2f} m)"
+      summary_en: "{device.name}: {value:.2f} m above BĐ III ({threshold:.2f} m)"
+"""
+
+
+def level(e: Engine, minute: float, value: float) -> None:
+    e.observe_telemetry("vt-flood-01", T0 + minute * MIN, [("water_level_m", value)])
+
+
+def test_pending_then_firing_after_for_then_resolved() -> None:
+    e = engine(BD3)
+    level(e, 0, 0.70)
+    level(e, 1, 0.76)
+    assert steps(e) == [("flood-bd3", "pending", 1)]
+    level(e, 5, 0.78)
+    e.advance(T0 + 10 * MIN)
+    assert steps(e) == []  # for has not elapsed: pending since minute 1, due at minute 11
+    e.advance(T0 + 11 * MIN)
+    out = e.drain()
+    assert [(t.to, t.at) for t in out] == [("firing", T0 + 11 * MIN)]
+    firing = out[0]
+    assert firing.labels["alertname"] == "flood-bd3" and firing.labels["device_id"] == GAUGE.id
+    assert firing.annotations["summary_vi"] == "Trạm Vị Thanh: 0.78 m vượt BĐ III (0.75 m)"
+    assert firing.reason["threshold"] == 0.75 and firing.reason["held_for_s"] == 600
+    level(e, 20, 0.69)  # below the clear level 0.70
+    assert steps(e) == [("flood-bd3", "resolved", 20)]
+
+
+def test_pending_cancelled_when_condition_ends_before_for() -> None:
+    e = engine(BD3)
+    level(e, 0, 0.80)
+    level(e, 4, 0.60)
+    e.advance(T0 + 60 * MIN)
+    assert steps(e) == [("flood-bd3", "pending", 0), ("flood-bd3", "cancelled", 4)]
+
+
+def test_hysteresis_keeps_one_alert_on_a_tide_hovering_at_the_level() -> None:
+    e = engine(BD3)
+    # a spring tide crossing 0.75 m back and forth every few minutes for an hour
+    for minute in range(0, 60):
+        level(e, minute, 0.75 + 0.02 * math.sin(minute))
+    level(e, 60, 0.60)
+    e.advance(T0 + 90 * MIN)
+    assert steps(e) == [
+        ("flood-bd3", "pending", 0),
+        ("flood-bd3", "firing", 10),
+        ("flood-bd3", "resolved", 60),
+    ]
+
+
+def test_without_clear_level_the_same_tide_flaps() -> None:
+    # the control for the test above: the hysteresis is what prevents the flapping
+    e = engine(BD3.replace(", clear: device.bd3 - 0.05", ""))
+    for minute in range(0, 60):
+        level(e, minute, 0.75 + 0.02 * math.sin(minute))
+    assert sum(1 for _, to, _ in steps(e) if to == "pending") > 5
+
+
+def test_keep_firing_for_bridges_a_short_dip() -> None:
+    e = engine(BD3.replace("keep_firing_for: 0s", "keep_firing_for: 15m"))
+    level(e, 0, 0.80)
+    e.advance(T0 + 10 * MIN)
+    level(e, 12, 0.60)  # dips below clear ...
+    level(e, 20, 0.80)  # ... and is back within keep_firing_for: still the same firing alert
+    level(e, 30, 0.60)
+    e.advance(T0 + 44 * MIN)
+    assert steps(e) == [("flood-bd3", "pending", 0), ("flood-bd3", "firing", 10)]
+    e.advance(T0 + 45 * MIN)
+    assert steps(e) == [("flood-bd3", "resolved", 45)]
+
+
+def test_restart_in_the_middle_of_a_pending_period() -> None:
+    e = engine(BD3)
+    level(e, 0, 0.80)
+    (pending,) = e.drain()
+    # the process dies at minute 5; a new engine resumes from the stored open alert
+    e2 = engine(BD3)
+    n = e2.restore([OpenAlert(pending.fingerprint, "flood-bd3", "pending", T0, None, None, 0.8)])
+    assert n == 1
+    level(e2, 6, 0.81)
+    assert steps(e2) == []  # not pending again: it still is
+    e2.advance(T0 + 10 * MIN)
+    assert steps(e2) == [("flood-bd3", "firing", 10)]  # fires at the original deadline
+    # and a restored firing alert is not fired again
+    e3 = engine(BD3)
+    e3.restore([OpenAlert(pending.fingerprint, "flood-bd3", "firing", T0, T0 + 600, None, 0.8)])
+    level(e3, 20, 0.82)
+    e3.advance(T0 + 40 * MIN)
+    assert steps(e3) == []
+
+
+def test_out_of_order_reading_is_ignored_by_the_state_machine() -> None:
+    e = engine(BD3)
+    level(e, 10, 0.60)
+    level(e, 5, 0.90)  # late: older than what the series already evaluated
+    assert steps(e) == [] and e.ignored_out_of_order == 1
+
+
+RATE = """
+rules:
+  - id: rising
+    type: rate
+    select: {kind: flood, metric: water_level_m}
+    window: 30m
+    when: {op: ">", threshold: 0.3, clear: 0.2}
+    labels: {severity: warning}
+    annotations: {summary_vi: "lên {value:.2f} m/h", summary_en: "rising {value:.2f} m/h"}
+"""
+
+
+def test_rate_of_change_over_a_window() -> None:
+    e = engine(RATE)
+    for minute in range(0, 31, 5):
+        level(e, minute, 0.1 + 0.004 * minute)  # 0.24 m/h: below
+    assert steps(e) == []
+    for minute in range(35, 66, 5):
+        level(e, minute, 0.22 + 0.01 * (minute - 30))  # 0.6 m/h
+    out = e.drain()
+    assert out[0].to == "pending" and out[1].to == "firing"
+    assert out[1].value is not None and out[1].value > 0.3
+    series = e.series_of(out[1].fingerprint)
+    assert series is not None and series.value == pytest.approx(0.6, abs=0.01)  # full window
+
+
+AGG = """
+rules:
+  - id: congestion
+    type: aggregate
+    select: {kind: traffic, metric: speed_kmh, attributes: {role: detector}}
+    value: {divide_by: device.free_flow_kmh}
+    function: mean
+    window: 10m
+    when: {op: "<", threshold: 0.5, clear: 0.6}
+    labels: {severity: warning}
+    annotations: {summary_vi: "{value:.0%}", summary_en: "{value:.0%}"}
+"""
+
+
+def test_window_mean_of_a_derived_ratio() -> None:
+    e = engine(AGG, DETECTOR)
+
+    def speed(minute: float, kmh: float) -> None:
+        e.observe_telemetry(DETECTOR.id, T0 + minute * MIN, [("speed_kmh", kmh)])
+
+    for minute in range(0, 10):
+        speed(minute, 36)  # 0.9 of free flow
+    speed(10, 4)  # one slow interval does not make the 10-minute mean congested
+    assert steps(e) == []
+    for minute in range(11, 22):
+        speed(minute, 12)  # 0.3
+    out = e.drain()
+    assert [t.to for t in out] == ["pending", "firing"]
+    assert out[0].annotations["summary_en"].endswith("%")
+
+
+ABSENCE = """
+rules:
+  - id: silent
+    type: absence
+    select: {kind: flood}
+    after: 30m
+    labels: {severity: critical}
+    annotations: {summary_vi: "im lặng {window}", summary_en: "silent for {window}"}
+  - id: offline
+    type: absence
+    select: {kind: lighting}
+    status: offline
+    after: 15m
+    labels: {severity: info}
+    annotations: {summary_vi: "mất kết nối", summary_en: "offline"}
+"""
+
+
+def test_absence_of_readings_and_of_online_status() -> None:
+    e = engine(ABSENCE, GAUGE, lamp(1))
+    e.advance(T0)  # the engine starts: silence is counted from here
+    level(e, 10, 0.3)
+    e.advance(T0 + 39 * MIN)
+    assert steps(e) == []
+    e.advance(T0 + 41 * MIN)
+    out = e.drain()
+    assert [(t.rule, t.to, t.at) for t in out] == [
+        ("silent", "pending", T0 + 40 * MIN),
+        ("silent", "firing", T0 + 40 * MIN),
+    ]
+    assert out[1].annotations["summary_en"] == "silent for 30 min"
+    level(e, 50, 0.3)
+    assert steps(e) == [("silent", "resolved", 50)]
+    e.observe_status(lamp(1).id, False, T0 + 60 * MIN)
+    e.advance(T0 + 74 * MIN)
+    assert steps(e) == []
+    e.advance(T0 + 76 * MIN)
+    assert steps(e)[-1] == ("offline", "firing", 75)
+    e.observe_status(lamp(1).id, True, T0 + 80 * MIN)
+    assert steps(e) == [("offline", "resolved", 80)]
+
+
+EVENTS = """
+rules:
+  - id: power-loss
+    type: event
+    select: {kind: cabinet, event: power_loss}
+    clear_event: power_restored
+    labels: {severity: critical, cabinet: "{device.id}"}
+    annotations: {summary_vi: "mất điện", summary_en: "power loss"}
+  - id: accident
+    type: event
+    select: {kind: traffic, event: accident}
+    resolve_after: 1h
+    labels: {severity: critical}
+    annotations: {summary_vi: "tai nạn", summary_en: "accident"}
+"""
+
+
+def test_events_fire_at_once_and_clear_by_event_or_expiry() -> None:
+    e = engine(EVENTS, CABINET, DETECTOR)
+    e.observe_event(CABINET.id, "power_loss", T0)
+    e.observe_event(CABINET.id, "power_loss", T0 + MIN)  # repeated: the same alert
+    e.observe_event(DETECTOR.id, "accident", T0 + 2 * MIN)
+    out = e.drain()
+    assert [(t.rule, t.to) for t in out] == [
+        ("power-loss", "pending"),
+        ("power-loss", "firing"),
+        ("accident", "pending"),
+        ("accident", "firing"),
+    ]
+    assert out[0].labels["cabinet"] == CABINET.id
+    e.observe_event(CABINET.id, "power_restored", T0 + 30 * MIN)
+    e.advance(T0 + 62 * MIN)
+    assert steps(e) == [("power-loss", "resolved", 30), ("accident", "resolved", 62)]
+
+
+GROUPS = """
+rules:
+  - id: lamp-failure
+    type: threshold
+    select: {kind: lighting, metric: power_w}
+    schedule: {sun: night}
+    when: {op: "<", threshold: device.nominal_w * 0.2}
+    requires: [{metric: dim_level_pct, op: ">=", threshold: 20}]
+    labels: {severity: warning, cabinet: "{device.cabinet}"}
+    annotations: {summary_vi: "hỏng", summary_en: "failed"}
+  - id: lamps-failing
+    type: group
+    group_by: [cabinet]
+    count: {rule: lamp-failure}
+    min_count: 3
+    window: 30m
+    labels: {severity: critical}
+    annotations: {summary_vi: "{count} đèn", summary_en: "{count} lamps on {group.cabinet}"}
+  - id: reports
+    type: group
+    group_by: [ward, category]
+    count: {event: report}
+    min_count: 3
+    window: 2h
+    labels: {severity: warning}
+    annotations: {summary_vi: "{count}", summary_en: "{count}"}
+"""
+
+
+def lamp_reading(e: Engine, n: int, minute: float, watts: float, dim: float = 100) -> None:
+    e.observe_telemetry(lamp(n).id, T0 + minute * MIN, [("dim_level_pct", dim), ("power_w", watts)])
+
+
+def test_several_lamps_of_one_cabinet_failing_at_once() -> None:
+    e = engine(GROUPS, *(lamp(n) for n in range(1, 6)))
+    lamp_reading(e, 1, 0, 2.0)
+    lamp_reading(e, 2, 1, 150.0)
+    lamp_reading(e, 3, 1, 0.0, dim=0)  # switched off, not failed: requirement not met
+    lamp_reading(e, 4, 2, 1.0)
+    assert [t.rule for t in e.drain() if t.to == "firing"] == ["lamp-failure", "lamp-failure"]
+    lamp_reading(e, 5, 3, 0.5)
+    out = [t for t in e.drain() if t.rule == "lamps-failing"]
+    assert [t.to for t in out] == ["pending", "firing"]
+    assert out[1].labels == {
+        "severity": "critical",
+        "cabinet": "vt-cab-01",
+        "alertname": "lamps-failing",
+    }
+    assert out[1].annotations["summary_en"] == "3 lamps on vt-cab-01"
+    lamp_reading(e, 1, 10, 150.0)  # one lamp repaired: 2 left
+    assert ("lamps-failing", "resolved", 10) in steps(e)
+
+
+def test_lamp_failure_only_at_night() -> None:
+    e = engine(GROUPS, lamp(1))
+    noon = datetime(2026, 11, 21, 12, 0, tzinfo=LOCAL).timestamp()
+    e.observe_telemetry(lamp(1).id, noon, [("dim_level_pct", 100), ("power_w", 0.0)])
+    assert e.drain() == []
+
+
+def test_cluster_of_citizen_reports_in_one_ward() -> None:
+    e = engine(GROUPS, GAUGE)
+    where = {"ward": "phuong-5", "city": "vi-thanh", "category": "chieu-sang"}
+    e.observe_event(None, "report", T0, where)
+    e.observe_event(None, "report", T0 + 30 * MIN, {**where, "category": "ngap-ung"})
+    e.observe_event(None, "report", T0 + 60 * MIN, where)
+    assert e.drain() == []
+    e.observe_event(None, "report", T0 + 90 * MIN, where)
+    out = e.drain()
+    assert [t.to for t in out] == ["pending", "firing"] and out[0].value == 3
+    e.advance(T0 + 121 * MIN)  # the first report leaves the 2-hour window
+    assert steps(e) == [("reports", "resolved", 120)]
+
+
+CORRELATION = """
+rules:
+  - id: heavy-rain
+    type: threshold
+    select: {kind: rain, metric: rain_24h_mm}
+    when: {op: ">", threshold: 50}
+    labels: {severity: warning}
+    annotations: {summary_vi: "mưa", summary_en: "rain"}
+  - id: high-water
+    type: threshold
+    select: {kind: flood, metric: water_level_m}
+    when: {op: ">", threshold: 0.6}
+    labels: {severity: warning}
+    annotations: {summary_vi: "nước", summary_en: "water"}
+  - id: rain-and-water
+    type: group
+    group_by: [ward]
+    all_of: [heavy-rain, high-water]
+    labels: {severity: critical}
+    annotations: {summary_vi: "{group.ward}", summary_en: "{group.ward}"}
+"""
+
+
+def test_heavy_rain_and_rising_water_in_the_same_ward() -> None:
+    e = engine(CORRELATION, GAUGE, RAIN)
+    e.observe_telemetry(RAIN.id, T0, [("rain_24h_mm", 70.0)])
+    assert [t.rule for t in e.drain()] == ["heavy-rain", "heavy-rain"]
+    level(e, 5, 0.7)
+    out = e.drain()
+    assert [(t.rule, t.to) for t in out][-2:] == [
+        ("rain-and-water", "pending"),
+        ("rain-and-water", "firing"),
+    ]
+    assert out[-1].labels["ward"] == "phuong-5"
+    e.observe_telemetry(RAIN.id, T0 + 10 * MIN, [("rain_24h_mm", 10.0)])
+    assert ("rain-and-water", "resolved", 10) in steps(e)
+
+
+ANOMALY = """
+rules:
+  - id: unusual
+    type: anomaly
+    select: {kind: flood, metric: water_level_m}
+    z: 4
+    min_samples: 5
+    labels: {severity: warning}
+    annotations: {summary_vi: "bất thường", summary_en: "unusual"}
+"""
+
+
+def test_anomaly_against_the_devices_own_history_for_that_hour() -> None:
+    e = engine(ANOMALY)
+    rng = np.random.default_rng(1)
+    days = np.arange(20)
+    times = T0 - (days + 1) * 86400.0  # 20:00 on each of the last 20 days
+    e.seed_history(GAUGE.id, "water_level_m", times, 0.40 + rng.normal(0, 0.02, 20))
+    level(e, 0, 0.43)  # ordinary for 20:00
+    assert e.drain() == []
+    level(e, 1, 0.80)  # 0.4 m above the usual 20:00 level: z ≈ 20
+    out = e.drain()
+    assert [t.to for t in out] == ["pending", "firing"] and out[0].reason["z"] > 4
+
+
+def test_reloading_rules_keeps_unchanged_state_and_resolves_changed_rules() -> None:
+    e = engine(BD3 + RATE.replace("rules:\n", ""))
+    level(e, 0, 0.80)
+    e.advance(T0 + 10 * MIN)
+    assert ("flood-bd3", "firing", 10) in steps(e)
+    same, _ = check_rules([("test.yaml", BD3)])
+    e.set_rules(same)
+    assert steps(e) == []  # unchanged rule: its firing alert goes on
+    changed, _ = check_rules([("test.yaml", BD3.replace("for: 10m", "for: 20m"))])
+    e.set_rules(changed)
+    out = e.drain()
+    assert [(t.rule, t.to, t.reason) for t in out] == [
+        ("flood-bd3", "resolved", {"rule": "changed or removed"})
+    ]
+
+
+def test_default_pack_loads_and_every_rule_is_a_known_type() -> None:
+    rs = load_rules(DEFAULT_PACK)
+    ids = {r.id for r in rs.rules}
+    for needed in (
+        "flood-bd1", "flood-bd2", "flood-bd3", "water-rising-fast", "rain-heavy",
+        "rain-very-heavy", "lamp-failure", "lamp-day-burner", "cabinet-power-loss",
+        "supply-undervoltage-l1", "supply-overvoltage-l1", "traffic-congestion",
+        "traffic-severe-congestion", "traffic-accident", "flood-gauge-silent", "device-silent",
+        "reports-cluster", "lamps-failing-on-cabinet", "rain-and-rising-water",
+    ):  # fmt: skip
+        assert needed in ids
+    assert len(rs.inhibit_rules) >= 3
+
+
+def test_problems_name_file_line_and_what_is_wrong() -> None:
+    text = """rules:
+  - id: ok-rule
+    type: threshold
+    select: {kind: flood, metric: water_level_m}
+    when: {op: ">=", threshold: 1}
+    labels: {severity: info}
+    annotations: {summary_vi: a, summary_en: b}
+  - id: Bad Id
+    type: threshold
+  - id: bad-metric
+    type: threshold
+    select: {kind: flood, metric: rain_mm}
+    when: {op: ">=", threshold: 1}
+    labels: {severity: loud}
+    annotations: {summary_vi: "{__class__}", summary_en: b}
+  - id: bad-clear
+    type: threshold
+    select: {kind: flood, metric: water_level_m}
+    when: {op: ">=", threshold: 1, clear: 2}
+    for: soon
+    labels: {severity: info}
+    annotations: {summary_vi: a, summary_en: b}
+  - id: ok-rule
+    type: absence
+    select: {kind: flood}
+    after: 10m
+    labels: {severity: info}
+    annotations: {summary_vi: a, summary_en: b}
+inhibit_rules:
+  - source_matchers: ['severity=critical']
+    target_matchers: ['x="y"']
+"""
+    _, problems = check_rules([("bad.yaml", text)])
+    got = {(p.line, p.message.split(":")[0]) for p in problems}
+    lines = sorted(p.line for p in problems)
+    assert all(p.file == "bad.yaml" for p in problems)
+    messages = "\n".join(str(p) for p in problems)
+    assert "bad.yaml:8: rule id 'Bad Id'" in messages
+    assert "bad.yaml:12: rule bad-metric: flood has no metric 'rain_mm'" in messages
+    assert "bad.yaml:14: rule bad-metric: labels.severity 'loud'" in messages
+    assert "unknown field '__class__'" in messages
+    assert "bad.yaml:19: rule bad-clear: clear level 2.0 must be at or below" in messages
+    assert "bad.yaml:20: rule bad-clear: 'for': 'soon' is not a duration" in messages
+    assert "bad.yaml:23: duplicate rule id 'ok-rule' (first at bad.yaml:2)" in messages
+    assert "bad.yaml:30: inhibit rule at line 30: source_matchers: 'severity=critical'" in messages
+    assert got and lines == sorted(lines)
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    _, problems = check_rules([("broken.yaml", "rules:\n  - id: x\n    type: [unclosed\n")])
+    assert len(problems) == 1 and problems[0].line >= 3 and "not valid YAML" in problems[0].message
