@@ -43,7 +43,9 @@ MAX_WINDOW_POINTS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One step of one alert: pending, firing, resolved, cancelled (pending that did not last)."""
+    """One step of one alert: pending, firing, resolved, cancelled (pending that did not last);
+    keep_firing (condition cleared, held by keep_firing_for) and refiring (true again meanwhile)
+    are recorded in the alert's history but change nothing else."""
 
     fingerprint: str
     rule: str
@@ -57,6 +59,7 @@ class Transition:
     reason: Mapping[str, Any]
     active_at: float
     started_at: float | None
+    keep_firing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class OpenAlert:
     started_at: float | None
     keep_firing_since: float | None
     value: float | None
+    labels: Mapping[str, str]
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
@@ -183,6 +187,10 @@ class Engine:
                         self._absence_by_device.setdefault(d.id, []).append(s)
 
     @property
+    def devices(self) -> Mapping[str, Device]:
+        return self._devices
+
+    @property
     def rules(self) -> Mapping[str, Rule]:
         return self._rules
 
@@ -256,37 +264,28 @@ class Engine:
 
     # -- state restore -----------------------------------------------------------------------
 
-    def restore(self, alerts: Iterable[OpenAlert]) -> int:
-        """Resume open alerts after a restart (pending timers and firing alerts are kept, not
-        re-fired). Alerts whose rule or device no longer exists are ignored here (the caller
-        resolves them). Returns how many were restored."""
-        wanted = {a.fingerprint: a for a in alerts}
-        restored = 0
-        # build every device series so their fingerprints can be looked up
-        for rule in self._rules.values():
-            if rule.type == "group":
+    def restore(self, alerts: Iterable[OpenAlert]) -> list[OpenAlert]:
+        """Resume open alerts after a restart: pending timers keep their deadline, firing alerts
+        are not fired again. Returns the alerts that match no current series (their rule or
+        device is gone, or the rule changed its labels) for the caller to resolve."""
+        orphans: list[OpenAlert] = []
+        for a in alerts:
+            rule = self._rules.get(a.rule)
+            s: Series | None = None
+            if rule is not None and rule.type == "group":
+                group = tuple((k, a.labels.get(k, "")) for k in rule.group_by)
+                s = self._group_series(rule, group)
+            elif rule is not None:
+                device = self._devices.get(a.labels.get("device_id", ""))
+                if device is not None and _selected(rule, device):
+                    s = self._series_for(rule, device)
+            if s is None or s.fingerprint != a.fingerprint or s.state != INACTIVE:
+                orphans.append(a)
                 continue
-            for d in self._devices.values():
-                if _selected(rule, d):
-                    self._series_for(rule, d)
-        for a in wanted.values():
-            s = self._by_fp.get(a.fingerprint)
-            if s is None:
-                continue  # group alerts: restore_group (needs the stored labels)
             self._resume(s, a)
-            restored += 1
-        return restored
-
-    def restore_group(self, a: OpenAlert, labels: Mapping[str, str]) -> bool:
-        rule = self._rules.get(a.rule)
-        if rule is None or rule.type != "group":
-            return False
-        group = tuple((k, labels.get(k, "")) for k in rule.group_by)
-        s = self._group_series(rule, group)
-        if s.fingerprint != a.fingerprint:
-            return False
-        self._resume(s, a)
-        return True
+            if s.state == FIRING and rule is not None and rule.type != "group":
+                self._source_changed(s, FIRING, a.started_at or a.active_at, quiet=True)
+        return orphans
 
     def _resume(self, s: Series, a: OpenAlert) -> None:
         s.state = a.state
@@ -611,6 +610,7 @@ class Engine:
                 if s.state == FIRING and s.keep_since is not None:
                     s.keep_since = None
                     self._schedule(s, None)
+                    self._emit(s, "refiring", t, reason)
         else:
             if s.state == PENDING:
                 s.state = INACTIVE
@@ -622,8 +622,8 @@ class Engine:
                 if rule.keep_firing_for_s > 0:
                     if s.keep_since is None:
                         s.keep_since = t
-                        s.reason = dict(s.reason, cleared=reason)
                         self._schedule(s, t + rule.keep_firing_for_s)
+                        self._emit(s, "keep_firing", t, reason)
                 else:
                     self._resolve(s, t, reason)
 
@@ -664,6 +664,7 @@ class Engine:
             reason=reason,
             active_at=s.active_at,
             started_at=s.started_at,
+            keep_firing_since=s.keep_since,
         )
         self._transitions.append(tr)
         if to in (FIRING, "resolved") and s.rule.type != "group":
@@ -683,7 +684,7 @@ class Engine:
 
     # -- groups ------------------------------------------------------------------------------
 
-    def _source_changed(self, src: Series, to: str, t: float) -> None:
+    def _source_changed(self, src: Series, to: str, t: float, *, quiet: bool = False) -> None:
         for rule in self._groups_by_source.get(src.rule.id, ()):
             group = tuple((k, src.labels.get(k, "")) for k in rule.group_by)
             g = self._group_series(rule, group)
@@ -694,7 +695,8 @@ class Engine:
             g.context.setdefault("sources", {})[src.fingerprint] = src.rule.id
             if to != FIRING:
                 g.context["sources"].pop(src.fingerprint, None)
-            self._evaluate_group(g, t)
+            if not quiet:
+                self._evaluate_group(g, t)
 
     def _evaluate_group(self, g: Series, t: float) -> None:
         self._due_group_only(g, t)

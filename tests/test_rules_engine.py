@@ -127,7 +127,13 @@ def test_keep_firing_for_bridges_a_short_dip() -> None:
     level(e, 20, 0.80)  # ... and is back within keep_firing_for: still the same firing alert
     level(e, 30, 0.60)
     e.advance(T0 + 44 * MIN)
-    assert steps(e) == [("flood-bd3", "pending", 0), ("flood-bd3", "firing", 10)]
+    assert steps(e) == [
+        ("flood-bd3", "pending", 0),
+        ("flood-bd3", "firing", 10),
+        ("flood-bd3", "keep_firing", 12),
+        ("flood-bd3", "refiring", 20),
+        ("flood-bd3", "keep_firing", 30),
+    ]
     e.advance(T0 + 45 * MIN)
     assert steps(e) == [("flood-bd3", "resolved", 45)]
 
@@ -138,15 +144,16 @@ def test_restart_in_the_middle_of_a_pending_period() -> None:
     (pending,) = e.drain()
     # the process dies at minute 5; a new engine resumes from the stored open alert
     e2 = engine(BD3)
-    n = e2.restore([OpenAlert(pending.fingerprint, "flood-bd3", "pending", T0, None, None, 0.8)])
-    assert n == 1
+    labels = pending.labels
+    fp = pending.fingerprint
+    assert e2.restore([OpenAlert(fp, "flood-bd3", "pending", T0, None, None, 0.8, labels)]) == []
     level(e2, 6, 0.81)
     assert steps(e2) == []  # not pending again: it still is
     e2.advance(T0 + 10 * MIN)
     assert steps(e2) == [("flood-bd3", "firing", 10)]  # fires at the original deadline
     # and a restored firing alert is not fired again
     e3 = engine(BD3)
-    e3.restore([OpenAlert(pending.fingerprint, "flood-bd3", "firing", T0, T0 + 600, None, 0.8)])
+    e3.restore([OpenAlert(fp, "flood-bd3", "firing", T0, T0 + 600, None, 0.8, labels)])
     level(e3, 20, 0.82)
     e3.advance(T0 + 40 * MIN)
     assert steps(e3) == []

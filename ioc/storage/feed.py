@@ -1,0 +1,154 @@
+"""The durable live feed (table ``feed_events``): what /ws pushes, with the seq clients resume from.
+
+Writers call ``append`` inside their own transaction, so a feed row exists exactly when the change
+it announces committed. ``append`` takes a transaction-level advisory lock first: feed rows then
+commit in seq order, and a reader that has seen seq N can never later find a smaller seq appear
+(no gaps to wait for). Feed writes are few (alert changes, status changes, one row per ingest
+batch for readings), so serialising them costs nothing measurable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+FEED_CHANNEL = "ioc_feed"
+_FEED_LOCK = 0x10C_FEED  # pg_advisory_xact_lock key (any constant unique to this purpose)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    type: str  # alert, device, readings, incident, kpi
+    payload: dict[str, Any]
+    city: str | None = None
+    ward: str | None = None
+    kind: str | None = None
+
+
+async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> list[int]:
+    """Insert ``events`` in order and notify listeners at commit; returns their seqs.
+
+    Must run inside a transaction (``async with conn.transaction()``) — the lock is held to commit.
+    """
+    if not events:
+        return []
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FEED_LOCK,))
+    seqs: list[int] = []
+    async with conn.cursor() as cur:
+        for e in events:
+            await cur.execute(
+                "INSERT INTO feed_events (type, city, ward, kind, payload)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING seq",
+                (e.type, e.city, e.ward, e.kind, Jsonb(e.payload)),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            seqs.append(int(row[0]))
+        await cur.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(seqs[-1])))
+    return seqs
+
+
+# -- readers (the live hub, /ws resume) and upkeep ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRow:
+    """One stored feed row; ``payload`` is the JSON text as stored (passed through, not parsed)."""
+
+    seq: int
+    time: datetime
+    type: str
+    city: str | None
+    ward: str | None
+    kind: str | None
+    payload: str
+
+
+async def head_seq(conn: psycopg.AsyncConnection) -> int:
+    """The seq of the newest committed row: every row at or below it is settled (0 if none yet).
+
+    Read under the writers' lock, so nothing is in flight and the sequence's value is exact even
+    when old rows were pruned away. ``conn`` must be in autocommit mode or idle.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FEED_LOCK,))
+        cur = await conn.execute(
+            "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('feed_events', 'seq')"
+            "::regclass), 0)"
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def oldest_seq(conn: psycopg.AsyncConnection) -> int:
+    """The smallest seq still readable: ``min(seq)``, or the next seq when the table is empty.
+
+    A reader positioned at N has lost rows to pruning when ``N + 1 < oldest_seq``. (A rolled-back
+    append leaves a hole in the sequence; a hole exactly at the boundary only costs a needless
+    resync, never a silent loss.)
+    """
+    cur = await conn.execute(
+        "SELECT coalesce((SELECT min(seq) FROM feed_events),"
+        " pg_sequence_last_value(pg_get_serial_sequence('feed_events', 'seq')::regclass) + 1, 1)"
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 1
+
+
+async def events_after(conn: psycopg.AsyncConnection, after: int, limit: int) -> list[FeedRow]:
+    """Up to ``limit`` rows with ``seq > after``, in seq order."""
+    cur = await conn.execute(
+        "SELECT seq, time, type, city, ward, kind, payload::text FROM feed_events"
+        " WHERE seq > %s ORDER BY seq LIMIT %s",
+        (after, limit),
+    )
+    return [FeedRow(*r) for r in await cur.fetchall()]
+
+
+async def backlog_page(
+    conn: psycopg.AsyncConnection, after: int, limit: int
+) -> tuple[int, list[FeedRow]]:
+    """``(oldest_seq, events_after(after, limit))`` seen in one snapshot, so a prune running
+    meanwhile cannot make rows vanish between the check and the read."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        oldest = await oldest_seq(conn)
+        rows = await events_after(conn, after, limit)
+    return oldest, rows
+
+
+PRUNE_BATCH = 10_000
+
+
+async def prune(conn: psycopg.AsyncConnection, older_than: timedelta) -> int:
+    """Delete rows older than ``older_than``; returns how many.
+
+    Cuts by seq, not by time: ``time`` is the writer's transaction start, so a late committer can
+    carry an older time than a row below it. Everything up to the newest expired seq goes, leaving
+    a contiguous tail, so ``oldest_seq`` tells readers exactly what is gone. Deleted in batches,
+    each its own transaction, so a long backlog never holds one huge lock.
+    """
+    cur = await conn.execute(
+        "SELECT max(seq) FROM feed_events WHERE time < now() - %s", (older_than,)
+    )
+    row = await cur.fetchone()
+    await conn.commit()
+    cut = row[0] if row else None
+    if cut is None:
+        return 0
+    total = 0
+    while True:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM feed_events WHERE seq IN (SELECT seq FROM feed_events"
+                " WHERE seq <= %s ORDER BY seq LIMIT %s)",
+                (cut, PRUNE_BATCH),
+            )
+        total += cur.rowcount
+        if cur.rowcount < PRUNE_BATCH:
+            return total

@@ -1,0 +1,391 @@
+"""Rules on the running service: real broker, real database, alerts over REST, restart, backtest.
+
+Time-driven steps are made deterministic by a long tick interval: the test calls
+``runtime.rules.tick(now)`` itself where it wants time to pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from ioc.alerting.backtest import run_backtest
+from ioc.app import Runtime, run_service
+from ioc.settings import Settings
+from ioc.topics import device_topic
+from rules.language import load_rules
+from tests.conftest import TOKEN, MqttPublisher, eventually
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GAUGE = "vt-flood-01"  # Vị Thanh station in the site file: BĐ I/II/III 0.55 / 0.65 / 0.75 m
+MIN = 60.0
+
+FLOOD_RULES = """
+rules:
+  - id: bd2
+    type: threshold
+    select: {kind: flood, metric: water_level_m, devices: [vt-flood-01]}
+    when: {op: ">=", threshold: device.bd2, clear: device.bd2 - 0.05}
+    for: FOR
+    labels: {severity: warning, domain: flood}
+    annotations: {summary_vi: "BĐ II {value:.2f}", summary_en: "level II {value:.2f}"}
+  - id: bd3
+    type: threshold
+    select: {kind: flood, metric: water_level_m, devices: [vt-flood-01]}
+    when: {op: ">=", threshold: device.bd3, clear: device.bd3 - 0.05}
+    for: FOR
+    labels: {severity: critical, domain: flood}
+    annotations: {summary_vi: "BĐ III {value:.2f}", summary_en: "level III {value:.2f}"}
+inhibit_rules:
+  - source_matchers: ['alertname="bd3"']
+    target_matchers: ['alertname="bd2"']
+    equal: [device_id]
+"""
+
+RATE_RULE = """
+  - id: rising
+    type: rate
+    select: {kind: flood, metric: water_level_m, devices: [vt-flood-01]}
+    window: 20m
+    when: {op: ">", threshold: 0.5, clear: 0.3}
+    for: 5m
+    labels: {severity: warning, domain: flood}
+    annotations: {summary_vi: "lên nhanh", summary_en: "rising fast"}
+"""
+
+
+def rules_dir(tmp_path: Path, text: str) -> Path:
+    d = tmp_path / "rules"
+    d.mkdir(exist_ok=True)
+    (d / "flood.yaml").write_text(text, encoding="utf-8")
+    return d
+
+
+@pytest.fixture
+def flood_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return settings.model_copy(
+        update={
+            "rules_dir": rules_dir(tmp_path, FLOOD_RULES.replace("FOR", "0s")),
+            "rules_tick_s": 3600.0,  # the tests drive time-based steps themselves
+        }
+    )
+
+
+@pytest.fixture
+async def service(flood_settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    async with run_service(flood_settings) as runtime:
+        assert runtime.ingest is not None
+        await runtime.ingest.wait_connected(20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as client:
+            yield runtime, client
+
+
+def publish_levels(
+    publisher: MqttPublisher, settings: Settings, points: list[tuple[float, float]]
+) -> None:
+    topic = device_topic(settings.mqtt_topic_prefix, "vi-thanh", "flood", GAUGE, "telemetry")
+    publisher.publish_many(
+        [
+            (topic, orjson.dumps({"ts": int(t * 1000), "metrics": {"water_level_m": v}}))
+            for t, v in points
+        ]
+    )
+
+
+async def alerts(http: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    r = await http.get("/api/v1/alerts", params=params, headers=AUTH)
+    assert r.status_code == 200, r.text
+    result: list[dict[str, Any]] = r.json()
+    return result
+
+
+async def test_reading_over_bd3_fires_and_operators_act_on_it(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, http = service
+    now = time.time()
+    publish_levels(publisher, settings, [(now - 1, 0.80)])
+    firing = await eventually(lambda: alerts(http, state="firing"))
+    by_rule = {a["rule"]: a for a in firing}
+    assert set(by_rule) == {"bd2", "bd3"}
+    bd3 = by_rule["bd3"]
+    assert bd3["severity"] == "critical" and bd3["device_id"] == GAUGE
+    assert bd3["labels"]["alertname"] == "bd3" and bd3["ward"] == "phuong-5"
+    assert bd3["annotations"]["summary_en"] == "level III 0.80"
+    assert bd3["started_at"].endswith("+07:00")
+    # BĐ III inhibits BĐ II of the same gauge (applied once the rules service ticks)
+    await runtime.rules.tick(time.time())  # type: ignore[union-attr]
+    bd2 = (await http.get(f"/api/v1/alerts/{by_rule['bd2']['id']}", headers=AUTH)).json()
+    assert bd2["suppressed_by"]["inhibited_by"] == bd3["fingerprint"]
+    assert [h["kind"] for h in bd2["history"]] == ["pending", "firing", "suppressed"]
+    # acknowledge
+    r = await http.post(
+        f"/api/v1/alerts/{bd3['id']}/ack", json={"comment": "đã báo PCTT", "by": "trực ban A"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert r.status_code == 200 and r.json()["acknowledged_by"] == "trực ban A"
+    detail = (await http.get(f"/api/v1/alerts/{bd3['id']}", headers=AUTH)).json()
+    assert detail["history"][-1]["kind"] == "acknowledged"
+    assert detail["history"][0]["reason"]["threshold"] == 0.75
+    assert detail["history"][0]["reason"]["value"] == 0.8
+    assert (await http.post("/api/v1/alerts/999999/ack", headers=AUTH)).status_code == 404
+    # filters
+    assert [a["rule"] for a in await alerts(http, state="firing", severity="critical")] == ["bd3"]
+    assert await alerts(http, state="firing", ward="phuong-1") == []
+    r = await http.get("/api/v1/alerts", params={"state": "burning"}, headers=AUTH)
+    assert r.status_code == 422 and "state" in r.json()["message"]
+    # the water goes down: both resolve, with the reason
+    publish_levels(publisher, settings, [(now, 0.50)])
+    await eventually(lambda: _no_open(http))
+    resolved = await alerts(http, state="resolved")
+    assert {a["rule"] for a in resolved} == {"bd2", "bd3"}
+
+
+async def _no_open(http: httpx.AsyncClient) -> bool:
+    return await alerts(http, state="pending,firing") == []
+
+
+async def test_resolve_by_hand_then_a_condition_still_true_raises_a_new_alert(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, http = service
+    now = time.time()
+    publish_levels(publisher, settings, [(now - 10, 0.70)])  # BĐ II only
+    (bd2,) = await eventually(lambda: alerts(http, state="firing"))
+    r = await http.post(f"/api/v1/alerts/{bd2['id']}/resolve", json={}, headers=AUTH)
+    assert r.status_code == 422 and "reason" in r.json()["message"]
+    r = await http.post(
+        f"/api/v1/alerts/{bd2['id']}/resolve", json={"reason": "gauge cleaned"}, headers=AUTH
+    )
+    assert r.status_code == 200 and r.json()["resolved_by"] == "admin"
+    assert (
+        await http.post(
+            f"/api/v1/alerts/{bd2['id']}/resolve", json={"reason": "again"}, headers=AUTH
+        )
+    ).status_code == 409
+    await runtime.rules.tick(time.time())  # type: ignore[union-attr]  # the engine learns of it
+    publish_levels(publisher, settings, [(now - 5, 0.71)])
+    (again,) = await eventually(lambda: alerts(http, state="firing"))
+    assert again["id"] != bd2["id"] and again["fingerprint"] == bd2["fingerprint"]
+
+
+async def test_silence_mutes_matching_alerts_until_expired(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, http = service
+    bad = {"matchers": [], "ends_at": "2030-01-01T00:00:00+07:00", "comment": "x"}
+    r = await http.post("/api/v1/silences", json=bad, headers=AUTH)
+    assert r.status_code == 422 and "matchers" in r.json()["message"]
+    bad["matchers"] = [{"name": "alertname", "op": "=~", "value": "bd[2"}]
+    r = await http.post("/api/v1/silences", json=bad, headers=AUTH)
+    assert r.status_code == 422 and "regular expression" in r.json()["message"]
+    body = {
+        "matchers": [{"name": "device_id", "op": "=", "value": GAUGE}],
+        "ends_at": datetime.fromtimestamp(time.time() + 3600, UTC).isoformat(),
+        "comment": "bảo trì trạm",
+    }
+    r = await http.post("/api/v1/silences", json=body, headers=AUTH)
+    assert r.status_code == 201 and r.json()["state"] == "active"
+    silence_id = r.json()["id"]
+    publish_levels(publisher, settings, [(time.time() - 1, 0.70)])
+    (bd2,) = await eventually(lambda: alerts(http, state="firing"))
+    await runtime.rules.tick(time.time())  # type: ignore[union-attr]
+    (bd2,) = await alerts(http, state="firing")
+    assert bd2["suppressed_by"] == {"silence": silence_id} and bd2["silenced"]
+    r = await http.delete(f"/api/v1/silences/{silence_id}", headers=AUTH)
+    assert r.json()["state"] == "expired"
+    await runtime.rules.tick(time.time())  # type: ignore[union-attr]
+    (bd2,) = await alerts(http, state="firing")
+    assert bd2["suppressed_by"] is None
+    kinds = [
+        h["kind"]
+        for h in (await http.get(f"/api/v1/alerts/{bd2['id']}", headers=AUTH)).json()["history"]
+    ]  # noqa: E501
+    assert kinds == ["pending", "firing", "suppressed", "unsuppressed"]
+
+
+async def test_unacknowledged_critical_alert_escalates(
+    flood_settings: Settings, publisher: MqttPublisher, settings: Settings
+) -> None:
+    s = flood_settings.model_copy(update={"alert_escalate_after_s": 60.0})
+    async with run_service(s) as runtime:
+        assert runtime.ingest is not None and runtime.rules is not None
+        await runtime.ingest.wait_connected(20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+            publish_levels(publisher, settings, [(time.time() - 1, 0.9)])
+            await eventually(lambda: alerts(http, state="firing", severity="critical"))
+            await runtime.rules.tick(time.time() + 30)
+            (a,) = await alerts(http, state="firing", severity="critical")
+            assert a["escalation_level"] == 0
+            await runtime.rules.tick(time.time() + 61)
+            (a,) = await alerts(http, state="firing", severity="critical")
+            assert a["escalation_level"] == 1
+            # an acknowledged alert does not escalate further
+            await http.post(f"/api/v1/alerts/{a['id']}/ack", headers=AUTH)
+            await runtime.rules.tick(time.time() + 200)
+            (a,) = await alerts(http, state="firing", severity="critical")
+            assert a["escalation_level"] == 1
+
+
+async def test_restart_in_the_middle_of_a_pending_period(
+    settings: Settings, tmp_path: Path, publisher: MqttPublisher
+) -> None:
+    s = settings.model_copy(
+        update={
+            "rules_dir": rules_dir(tmp_path, FLOOD_RULES.replace("FOR", "10m")),
+            "rules_tick_s": 3600.0,
+        }
+    )
+    now = time.time()
+    async with run_service(s) as runtime:
+        assert runtime.ingest is not None
+        await runtime.ingest.wait_connected(20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+            publish_levels(publisher, settings, [(now - 4 * MIN, 0.80)])
+            pending = await eventually(lambda: _two(http, "pending"))
+    # the process stops 4 minutes into the 10-minute pending period and starts again
+    async with run_service(s) as runtime:
+        assert runtime.ingest is not None and runtime.rules is not None
+        await runtime.ingest.wait_connected(20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+            assert await _two(http, "pending") == pending  # restored, not raised again
+            await runtime.rules.tick(now + 5 * MIN)
+            assert await _two(http, "pending") == pending
+            await runtime.rules.tick(now + 6.5 * MIN)  # the original deadline has passed
+            firing = await _two(http, "firing")
+            assert [a["id"] for a in firing] == [a["id"] for a in pending]
+            for a in firing:  # fired at active_at + for, not at the restart
+                assert datetime.fromisoformat(a["started_at"]).timestamp() == pytest.approx(
+                    now - 4 * MIN + 10 * MIN, abs=0.01
+                )
+    # ... and a firing alert is not fired again by the next restart
+    async with run_service(s) as runtime:
+        assert runtime.rules is not None
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+            await runtime.rules.tick(now + 7 * MIN)
+            assert [a["id"] for a in await _two(http, "firing")] == [a["id"] for a in pending]
+            everything = await alerts(http)
+            assert len(everything) == 2
+
+
+async def _two(http: httpx.AsyncClient, state: str) -> list[dict[str, Any]] | None:
+    got = sorted(await alerts(http, state=state), key=lambda a: a["rule"])
+    for a in got:
+        a.pop("updated_at", None)
+        a.pop("value", None)
+    return got if len(got) == 2 else None
+
+
+@pytest.mark.parametrize("extra", ["", RATE_RULE], ids=["threshold-fast-path", "full-replay"])
+async def test_backtest_returns_the_alerts_the_live_run_raised(
+    settings: Settings, tmp_path: Path, publisher: MqttPublisher, extra: str
+) -> None:
+    text = FLOOD_RULES.replace("FOR", "10m").replace("inhibit_rules:", extra + "inhibit_rules:")
+    s = settings.model_copy(update={"rules_dir": rules_dir(tmp_path, text), "rules_tick_s": 3600.0})
+    # three hours of a tide with a spring-tide peak, one reading a minute, in the recent past
+    import math
+
+    start = (int(time.time()) // 60) * 60 - 4 * 3600
+    points = [
+        (start + i * MIN, 0.45 + 0.38 * math.sin(i / 40.0) + 0.02 * math.sin(i * 1.7))
+        for i in range(180)
+    ]
+    async with run_service(s) as runtime:
+        assert runtime.ingest is not None and runtime.rules is not None
+        await runtime.ingest.wait_connected(20)
+        publish_levels(publisher, settings, points)
+        await eventually(lambda: _committed(runtime, len(points)))
+        await runtime.rules.tick(start + 200 * MIN)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+            live = [a for a in await alerts(http) if a["started_at"] is not None]
+            r = await http.post(
+                "/api/v1/rules/backtest",
+                json={
+                    "from": datetime.fromtimestamp(start, UTC).isoformat(),
+                    "to": datetime.fromtimestamp(start + 200 * MIN, UTC).isoformat(),
+                },
+                headers=AUTH,
+            )
+            assert r.status_code == 200, r.text
+            api_result = r.json()
+    assert len(live) >= 2  # the tide crossed BĐ II and III
+    ruleset = load_rules(s.rules_dir)  # type: ignore[arg-type]
+    result = await run_backtest(settings.database_url, ruleset, start, start + 200 * MIN)  # type: ignore[arg-type]
+    if not extra:
+        assert result.evaluated < result.readings  # the fast path reduced the stream
+
+    def key(fp: str, rule: str, a: float, s_: float | None, r: float | None) -> tuple[Any, ...]:
+        return (fp, rule, round(a, 3), round(s_ or 0, 3), round(r or 0, 3))
+
+    live_keys = sorted(
+        key(
+            a["fingerprint"], a["rule"], _ts(a["active_at"]), _ts(a["started_at"]),
+            _ts(a["resolved_at"]) if a["resolved_at"] else None,
+        )
+        for a in live
+    )  # fmt: skip
+    bt_keys = sorted(
+        key(a.fingerprint, a.rule, a.active_at, a.started_at, a.resolved_at) for a in result.alerts
+    )
+    assert bt_keys == live_keys
+    assert api_result["fired"] == len(live)
+    assert sum(sum(days.values()) for days in api_result["per_day"].values()) == len(live)
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+async def _committed(runtime: Runtime, n: int) -> bool:
+    assert runtime.ingest is not None
+    return runtime.ingest.committed >= n
+
+
+async def test_validate_endpoint_and_rule_list(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    _, http = service
+    r = await http.post(
+        "/api/v1/rules/validate",
+        content="rules:\n  - id: x\n    type: threshold\n    select: {kind: lava}\n",
+        headers={**AUTH, "Content-Type": "application/yaml"},
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert not body["valid"]
+    lava = [p for p in body["problems"] if "lava" in p["message"]]
+    assert [p["line"] for p in lava] == [4] and lava[0]["file"] == "rules.yaml"
+    good = FLOOD_RULES.replace("FOR", "1m")
+    r = await http.post(
+        "/api/v1/rules/validate", content=good, headers={**AUTH, "Content-Type": "application/yaml"}
+    )
+    assert r.json() == {"valid": True, "rules": ["bd2", "bd3"], "problems": []}
+    listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
+    assert [x["id"] for x in listing["rules"]] == ["bd2", "bd3"]
+    assert listing["rules"][0]["state"] == "inactive"
+
+
+async def test_bad_rule_file_never_replaces_a_good_rule_set(
+    service: tuple[Runtime, httpx.AsyncClient], flood_settings: Settings
+) -> None:
+    runtime, http = service
+    assert runtime.rules is not None and flood_settings.rules_dir is not None
+    path = flood_settings.rules_dir / "flood.yaml"
+    path.write_text(FLOOD_RULES.replace("FOR", "0s").replace("severity: warning", "severity: x"))
+    assert not await runtime.rules.reload_rules_if_changed()
+    listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
+    assert [x["id"] for x in listing["rules"]] == ["bd2", "bd3"]  # still in force
+    (problem,) = listing["refused_reload_problems"]
+    assert problem["file"].endswith("flood.yaml") and "severity" in problem["message"]
+    path.write_text(FLOOD_RULES.replace("FOR", "0s").replace("id: bd2", "id: level-two"))
+    assert await runtime.rules.reload_rules_if_changed()
+    listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
+    assert [x["id"] for x in listing["rules"]] == ["level-two", "bd3"]
+    assert listing["refused_reload_problems"] == []
