@@ -1,4 +1,4 @@
-"""The ``ioc`` command: demo, serve, ingest, simulate, db migrate."""
+"""The ``ioc`` command: demo, serve, ingest, simulate, rules check/backtest, db migrate."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     from simulators.runner import add_simulate_arguments
 
     add_simulate_arguments(sim)
+    rules = sub.add_parser("rules", help="rule files: check, backtest")
+    from ioc.rules_cli import add_rules_arguments, run_rules_command
+
+    add_rules_arguments(rules)
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations and report the storage flavour")
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             _require(settings, "mqtt_url")
             return _simulate(settings, args)
+        if args.command == "rules":
+            return run_rules_command(settings, args)
         if args.command == "db":
             _require(settings, "database_url")
             from ioc.storage import migrate

@@ -207,7 +207,7 @@ async def test_silence_mutes_matching_alerts_until_expired(
     kinds = [
         h["kind"]
         for h in (await http.get(f"/api/v1/alerts/{bd2['id']}", headers=AUTH)).json()["history"]
-    ]  # noqa: E501
+    ]
     assert kinds == ["pending", "firing", "suppressed", "unsuppressed"]
 
 
