@@ -7,6 +7,7 @@ dotted path into plain dictionaries, with an optional format spec for numbers.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,20 +31,47 @@ def check_template(text: str) -> None:
             raise TemplateError(f"{text!r}: unknown field {m.group(1)!r} (fields: {_ROOTS})")
 
 
+_Part = tuple[str, tuple[str, ...] | None, str | None]  # literal, field path, format spec
+
+
+@lru_cache(maxsize=4096)
+def _compile(text: str) -> tuple[_Part, ...]:
+    parts: list[_Part] = []
+    pos = 0
+    for m in _FIELD.finditer(text):
+        if m.start() > pos:
+            parts.append((text[pos : m.start()], None, None))
+        parts.append((m.group(0), tuple(m.group(1).split(".")), m.group(2)))
+        pos = m.end()
+    if pos < len(text):
+        parts.append((text[pos:], None, None))
+    return tuple(parts)
+
+
 def render(text: str, context: Mapping[str, Any]) -> str:
-    def one(m: re.Match[str]) -> str:
+    """Fill the fields from ``context`` (nested dicts); a field not found stays visible as
+    written rather than blank. Templates are parsed once and cached (rendering is on the
+    engine's hot path: every transition renders its messages)."""
+    out: list[str] = []
+    for literal, path, spec in _compile(text):
+        if path is None:
+            out.append(literal)
+            continue
         value: Any = context
-        for part in m.group(1).split("."):
-            if isinstance(value, Mapping) and part in value:
+        for part in path:
+            if type(value) is dict and part in value:
+                value = value[part]
+            elif isinstance(value, Mapping) and part in value:
                 value = value[part]
             else:
-                return m.group(0)  # unknown at run time: leave the field visible, not blank
-        spec = m.group(2)
+                value = literal
+                spec = None
+                break
         if spec and isinstance(value, int | float) and not isinstance(value, bool):
             try:
-                return format(value, spec)
+                out.append(format(value, spec))
+                continue
             except ValueError:
-                return str(value)
-        return str(value)
-
-    return _FIELD.sub(one, text)
+                pass
+        out.append(value if type(value) is str else str(value))
+    return "".join(out)
