@@ -99,6 +99,26 @@ def reduce_stream(
     return times[keep], values[keep]
 
 
+class StreamReducer:
+    """Applies the exact reduction (module doc) to each series as it arrives, so a month of
+    minute data never sits in memory whole; counts the readings it saw."""
+
+    def __init__(self, ruleset: RuleSet, devices: Iterable[Device]) -> None:
+        self.ruleset = ruleset
+        self.devices = {d.id: d for d in devices}
+        self.fast = compressible_metrics(ruleset)
+        self.readings = 0
+
+    def __call__(self, st: Stream) -> Stream:
+        self.readings += len(st.times)
+        dev = self.devices.get(st.device_id)
+        if dev is None or (dev.kind, st.metric) not in self.fast:
+            return st
+        t, v = reduce_stream(st.times, st.values, _limits(self.ruleset, dev, st.metric))
+        # copies: the reduced series must not keep the whole fetched buffer alive
+        return Stream(st.device_id, st.metric, t.copy(), v.copy())
+
+
 def replay(
     ruleset: RuleSet,
     devices: Iterable[Device],
@@ -108,30 +128,31 @@ def replay(
     start: float,
     end: float,
     progress: Callable[[int, int], None] | None = None,
+    reducer: StreamReducer | None = None,
 ) -> BacktestResult:
+    """``streams`` raw, or already passed through ``reducer`` (then give it here too, for the
+    count of readings)."""
     devs = list(devices)
     engine = Engine(ruleset, devs)
     by_id = {d.id: d for d in devs}
-    fast = compressible_metrics(ruleset)
     result = BacktestResult()
     parts_t: list[np.ndarray] = []
     parts_s: list[np.ndarray] = []
     parts_v: list[np.ndarray] = []
     keys: list[tuple[str, str]] = []
+    reduce = StreamReducer(ruleset, devs) if reducer is None else None
     for st in streams:
-        dev = by_id.get(st.device_id)
-        if dev is None:
+        if st.device_id not in by_id:
             continue
-        result.readings += len(st.times)
+        if reduce is not None:
+            st = reduce(st)
         t, v = st.times, st.values
-        if (dev.kind, st.metric) in fast:
-            limits = _limits(ruleset, dev, st.metric)
-            t, v = reduce_stream(t, v, limits)
         idx = len(keys)
         keys.append((st.device_id, st.metric))
         parts_t.append(t)
         parts_v.append(v)
         parts_s.append(np.full(len(t), idx, dtype=np.int32))
+    result.readings = (reduce or reducer).readings  # type: ignore[union-attr]
     times = np.concatenate(parts_t) if parts_t else np.zeros(0)
     series = np.concatenate(parts_s) if parts_s else np.zeros(0, dtype=np.int32)
     values = np.concatenate(parts_v) if parts_v else np.zeros(0)

@@ -7,8 +7,8 @@ dotted path into plain dictionaries, with an optional format spec for numbers.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 _FIELD = re.compile(
