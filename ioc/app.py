@@ -11,13 +11,16 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import uvicorn
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.service import IngestService
+from ioc.alerting.service import RulesService
 from ioc.api import create_app
+from ioc.live.hub import LiveHub
 from ioc.settings import DISPLAY_TIMEZONE, Settings
 from ioc.site import Site, load_site
 from ioc.storage import Flavour, migrate
@@ -39,7 +42,12 @@ class Runtime:
     site: Site
     admin_token: str
     ingest: IngestService | None = None
+    rules: RulesService | None = None  # the rule engine (ingest processes only)
+    live: LiveHub | None = None  # the /ws feed hub (HTTP processes only)
     http_port: int | None = None
+
+
+SHUTDOWN_GRACE_S = 5  # in-flight HTTP requests and /ws streams get this long to finish
 
 
 class _Server(uvicorn.Server):
@@ -81,9 +89,16 @@ async def run_service(
         runtime = Runtime(settings, conninfo, flavour, pool, site, token)
         async with contextlib.AsyncExitStack() as stack:
             if with_ingest:
+                # The rule engine runs where ingest runs, on each committed batch (before its
+                # acknowledgement); entered first so open alerts are restored before any batch,
+                # left last so the ingest drain still reaches it.
+                runtime.rules = await stack.enter_async_context(RulesService(settings, conninfo))
                 runtime.ingest = await stack.enter_async_context(
-                    IngestService(settings, conninfo, flavour)
+                    IngestService(settings, conninfo, flavour, listeners=[runtime.rules.on_batch])
                 )
+            if with_http:
+                # Started before the HTTP server, stopped after it (and before ingest closes).
+                runtime.live = await stack.enter_async_context(LiveHub(settings, conninfo, pool))
             async with asyncio.TaskGroup() as tg:
                 stop = asyncio.Event()
                 if with_maintenance:
@@ -98,6 +113,9 @@ async def run_service(
                             lifespan="off",
                             log_level="warning",
                             access_log=False,
+                            # A /ws client that stops reading keeps its socket from draining;
+                            # uvicorn would wait for it forever on shutdown.
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                         )
                     )
                     serving = tg.create_task(server.serve(), name="http-api")
@@ -110,8 +128,9 @@ async def run_service(
                 try:
                     yield runtime
                 finally:
-                    # Ordered shutdown: stop taking HTTP requests, stop upkeep; the exit stack
-                    # then drains and closes ingest; the pool closes last.
+                    # Ordered shutdown: stop taking HTTP requests (uvicorn ends /ws streams), stop
+                    # upkeep; the exit stack then stops the live hub, drains and closes ingest;
+                    # the pool closes last.
                     if server is not None:
                         server.should_exit = True
                     stop.set()
@@ -130,6 +149,7 @@ async def _maintenance_loop(runtime: Runtime, stop: asyncio.Event) -> None:
                     retention_days=s.retention_days,
                     dead_letter_limit=s.dead_letter_limit,
                     max_age_s=s.reading_max_age_s,
+                    feed_retention=timedelta(hours=s.feed_retention_hours),
                 )
             log.debug("maintenance: %s", report)
         except Exception:

@@ -20,6 +20,7 @@ from ioc.settings import DISPLAY_TIMEZONE, Settings
 
 if TYPE_CHECKING:
     from ioc.site import Site
+    from simulators.scenario import Scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="everything embedded: database, broker, simulators, API")
     demo.add_argument("--no-simulators", action="store_true", help="do not run the simulators")
     demo.add_argument(
-        "--scenario", default="normal-day", help="simulator scenario (see `ioc simulate --help`)"
+        "--scenario",
+        default="vi-thanh-spring-tide-flood",
+        help="scenario replayed first, on its time of day yesterday or today, accelerated; the "
+        "normal day then goes on in real time (scenarios: `ioc simulate --help`)",
+    )
+    demo.add_argument(
+        "--speed", type=float, default=180.0, help="acceleration of the replayed scenario"
     )
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (smoke runs)"
@@ -166,12 +173,18 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
     from ioc.app import run_service
 
+    if not args.no_simulators:
+        # The replay publishes a past evening faster than real time: rules keep time by the
+        # readings (event time), not by the wall clock.
+        settings = settings.model_copy(update={"rules_clock": "stream"})
     async with run_service(settings) as runtime, asyncio.TaskGroup() as tasks:
         url = f"http://{settings.http_host}:{runtime.http_port}"
         token = runtime.admin_token
         simulation = None
         if not args.no_simulators:
-            simulation = tasks.create_task(_demo_simulation(settings, runtime.site, args.scenario))
+            simulation = tasks.create_task(
+                _demo_simulation(settings, runtime.site, args.scenario, args.speed)
+            )
         example = next((d for d in runtime.site.devices if d.kind == "traffic"), None)
         example_id = example.id if example else "vt-flood-01"
         metric = "speed_kmh" if example else "water_level_m"
@@ -181,15 +194,19 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                 [
                     "",
                     "Hậu Giang IOC demo is running.",
+                    f"  Live page:    {url}/#token={token}",
                     f"  API:          {url}   (OpenAPI: {url}/docs)",
                     f"  Admin token:  {token}",
                     f"  Database:     {settings.database_url}",
                     f"  MQTT broker:  {settings.mqtt_url}"
                     f"   (topics {settings.mqtt_topic_prefix}/...)",
-                    f"  Simulators:   scenario {args.scenario!r}, "
-                    f"{len(runtime.site.devices)} devices, real time"
+                    f"  Simulators:   {len(runtime.site.devices)} devices; scenario "
+                    f"{args.scenario!r} replayed at {args.speed:g}x, then a normal day in "
+                    "real time. Alerts fire within about a minute:"
                     if simulation
                     else "  Simulators:   off",
+                    f"    curl -H 'Authorization: Bearer {token}' "
+                    f"'{url}/api/v1/alerts?state=firing'",
                     "  Devices report on their own interval (traffic and cabinets every minute,",
                     "  flood, rain and lamps every 5 minutes). Try:",
                     f"    curl -H 'Authorization: Bearer {token}' "
@@ -209,23 +226,42 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _demo_simulation(settings: Settings, site: Site, scenario_name: str) -> None:
-    """The simulators as the demo's field devices: the scenario at real speed, from now on."""
+async def _demo_simulation(
+    settings: Settings, site: Site, scenario_name: str, speed: float
+) -> None:
+    """The simulators as the demo's field devices: the scenario replayed at ``speed`` on its
+    time of day in the recent past (ending about now), then a normal day in real time."""
+    from simulators.clock import recent_start
     from simulators.runner import Simulation
     from simulators.scenario import load_scenario
 
+    zone = ZoneInfo(DISPLAY_TIMEZONE)
     scenario = load_scenario(scenario_name)
-    sim = Simulation(
-        site,
-        scenario,
-        mqtt=settings.mqtt,
-        speed=1.0,
-        start=datetime.now(UTC).astimezone(ZoneInfo(DISPLAY_TIMEZONE)),
-        duration=timedelta(days=365),
-        topic_prefix=settings.mqtt_topic_prefix,
-    )
-    try:
+    normal = load_scenario("normal-day")
+
+    async def run(sc: Scenario, start: datetime, pace: float, duration: timedelta) -> None:
+        sim = Simulation(
+            site,
+            sc,
+            mqtt=settings.mqtt,
+            speed=pace,
+            start=start,
+            duration=duration,
+            topic_prefix=settings.mqtt_topic_prefix,
+            final_offline=False,
+        )
         await sim.arun()
+
+    try:
+        start = recent_start(scenario.start, scenario.duration, speed, datetime.now(zone))
+        await run(scenario, start, speed, scenario.duration)
+        # catch up from the scenario's end to now (no gap that would read as silent devices),
+        # then go on in real time
+        end = start + scenario.duration
+        behind = datetime.now(zone) - end
+        if behind > timedelta(minutes=1):
+            await run(normal, end, max(speed, behind / timedelta(seconds=60)), behind)
+        await run(normal, datetime.now(zone), 1.0, timedelta(days=365))
     except Exception:
         logging.getLogger("ioc").exception("demo simulators stopped; the IOC keeps running")
 

@@ -8,6 +8,7 @@ knobs with safe defaults.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -51,7 +52,23 @@ class Settings(BaseSettings):
     site: Path | None = Field(
         None, description="site data file; unset = the packaged Hậu Giang site"
     )
-    rules_dir: Path | None = Field(None, description="directory of rule files (rules issue)")
+    rules_dir: Path | None = Field(
+        None,
+        description="directory of rule files (*.yaml); unset: the default pack shipped in the "
+        "package. Files are re-read when they change; a file with problems is refused",
+    )
+    rules_tick_s: float = Field(
+        1.0, gt=0, description="how often time-driven rule steps run (for, absence, expiry)"
+    )
+    alert_escalate_after_s: float = Field(
+        900, gt=0, description="a critical alert unacknowledged this long escalates (repeats)"
+    )
+    alert_escalate_max: int = Field(3, ge=0, description="escalation levels at most")
+    rules_clock: Literal["wall", "stream"] = Field(
+        "wall",
+        description="time for time-driven rule steps: the wall clock, or the newest reading "
+        "time seen (event time; the demo uses it for its accelerated replay of a past night)",
+    )
 
     # --- local state ---
     data_dir: Path = Field(Path(".ioc"), description="embedded servers' data and logs")
@@ -93,6 +110,18 @@ class Settings(BaseSettings):
         30.0, gt=0, description="rollup refresh, partitions, retention"
     )
     db_pool_max: int = Field(10, ge=2)
+
+    # --- live feed (/ws) ---
+    feed_buffer: int = Field(
+        10_000, ge=0, description="recent feed frames kept in memory per API process (/ws resume)"
+    )
+    ws_client_queue: int = Field(
+        1_000, ge=1, description="frames queued per /ws client before readings are coalesced"
+    )
+    ws_heartbeat_s: float = Field(15.0, gt=0, description="heartbeat frame interval on /ws")
+    feed_retention_hours: float = Field(
+        48.0, gt=0, description="live-feed rows kept in the database for resume"
+    )
 
     log_level: str = Field("INFO")
 

@@ -97,6 +97,7 @@ class RulesService:
         self.status = RulesStatus(str(rules_path(settings)), 0.0)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watermark: float | None = None  # newest reading time seen (stream clock)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,7 +194,8 @@ class RulesService:
             for device_id, t in await cur.fetchall():
                 engine.seen(device_id, float(t))
         self._hand_event_id = await store.last_event_id(conn)
-        engine.advance(now)  # arms absence timers from now for devices never heard of
+        if self._settings.rules_clock == "wall":
+            engine.advance(now)  # arms absence timers from now for devices never heard of
         log.info(
             "rules: %d in force from %s; %d open alerts restored, %d orphans resolved",
             len(engine.rules), self.status.source, len(self._open), len(orphans),
@@ -207,7 +209,15 @@ class RulesService:
         assert engine is not None
         readings: dict[str, dict[str, Any]] = {}
         feed: list[FeedEvent] = []
-        unknown = False
+        known = engine.devices
+        if time.monotonic() - self._devices_at > 1.0 and any(
+            getattr(d.record, "device_id", None) not in known
+            for d in batch
+            if isinstance(d.record, Telemetry | StatusChange | DeviceEvent)
+        ):
+            # a device registered since the last load: learn it before evaluating its reading
+            # (ingest stored it, so it exists; at most one reload a second)
+            await self.reload_devices()
         async with self._lock:
             started = time.perf_counter()
             devices = engine.devices
@@ -215,9 +225,10 @@ class RulesService:
                 rec = d.record
                 if isinstance(rec, Telemetry):
                     engine.observe_telemetry(rec.device_id, rec.time, rec.metrics)
+                    if self._watermark is None or rec.time > self._watermark:
+                        self._watermark = rec.time
                     dev = devices.get(rec.device_id)
                     if dev is None:
-                        unknown = True
                         continue
                     entry = readings.get(rec.device_id)
                     if entry is None:
@@ -246,8 +257,6 @@ class RulesService:
                         del m["t"]
                 feed.append(FeedEvent("readings", {"devices": readings}))
             await self._flush(feed)
-        if unknown and time.monotonic() - self._devices_at > 1.0:
-            await self.reload_devices()
 
     async def tick(self, now: float) -> None:
         engine = self.engine
@@ -274,7 +283,9 @@ class RulesService:
     async def _tick_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self.tick(time.time())
+                now = time.time() if self._settings.rules_clock == "wall" else self._watermark
+                if now is not None:
+                    await self.tick(now)
             except Exception:
                 log.exception("rules tick failed; next tick retries")
             with contextlib.suppress(TimeoutError):

@@ -12,7 +12,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 import ioc
-from ioc.api import dead_letters, devices, health
+from ioc.api import alerts, dead_letters, devices, health, live, rules
 
 
 def create_app(runtime: Any) -> FastAPI:
@@ -28,6 +28,9 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(dead_letters.router)
+    app.include_router(live.router)
+    app.include_router(alerts.router)
+    app.include_router(rules.router)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Periodic storage upkeep: rollups, partitions and retention (plain PostgreSQL), dead letters.
+"""Periodic storage upkeep: rollups, partitions and retention (plain PostgreSQL), dead letters,
+the live feed's retention.
 
 Under TimescaleDB the extension's own jobs do rollups (continuous aggregates), compression and
 retention; ``apply_policies`` only keeps the retention policy in line with IOC_RETENTION_DAYS.
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 import psycopg
 
+from ioc.storage import feed
 from ioc.storage.migrations import Flavour
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class MaintenanceReport:
     partitions_dropped: int = 0
     rollup_rows: int = 0
     dead_letters_pruned: int = 0
+    feed_events_pruned: int = 0
 
 
 async def run_maintenance(
@@ -36,6 +39,7 @@ async def run_maintenance(
     retention_days: int,
     dead_letter_limit: int,
     max_age_s: int,
+    feed_retention: timedelta | None = None,
 ) -> MaintenanceReport:
     created = dropped = rolled = 0
     if flavour is Flavour.PLAIN:
@@ -45,7 +49,8 @@ async def run_maintenance(
     else:
         await refresh_continuous_aggregates(conn)
     pruned = await prune_dead_letters(conn, dead_letter_limit)
-    return MaintenanceReport(created, dropped, rolled, pruned)
+    feed_pruned = await feed.prune(conn, feed_retention) if feed_retention is not None else 0
+    return MaintenanceReport(created, dropped, rolled, pruned, feed_pruned)
 
 
 async def apply_policies(

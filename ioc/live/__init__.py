@@ -1,0 +1,1 @@
+"""The live feed: one ``LiveHub`` per API process tails ``feed_events`` and streams it over /ws."""
