@@ -389,3 +389,39 @@ async def test_bad_rule_file_never_replaces_a_good_rule_set(
     listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
     assert [x["id"] for x in listing["rules"]] == ["level-two", "bd3"]
     assert listing["refused_reload_problems"] == []
+
+
+async def test_reading_over_bd3_reaches_a_websocket_client_as_a_firing_alert(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, _ = service
+    from tests.test_live import Client
+
+    client = await Client.open(runtime, types="alert,readings", city="vi-thanh", kind="flood")
+    try:
+        await eventually(lambda: _has(client, "hello"))
+        now = time.time()
+        publish_levels(publisher, settings, [(now - 1, 0.81)])
+
+        async def firing() -> list[dict[str, Any]]:
+            return [
+                f for f in client.of("alert")
+                if f["data"]["rule"] == "bd3" and f["data"]["state"] == "firing"
+            ]  # fmt: skip
+
+        (frame,) = await eventually(firing)
+        assert frame["data"]["device_id"] == GAUGE and frame["data"]["value"] == 0.81
+        assert frame["data"]["annotations"]["summary_vi"] == "BĐ III 0.81"
+        # the batch's readings came too, as a readings frame committed with the alert
+        (reading,) = [f for f in client.of("readings") if GAUGE in f["data"]["devices"]]
+        assert reading["seq"] > 0
+        metric = reading["data"]["devices"][GAUGE]["metrics"]["water_level_m"]
+        assert metric["value"] == 0.81
+        seqs = [f["seq"] for f in client.data()]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    finally:
+        await client.close()
+
+
+async def _has(client: Any, kind: str) -> bool:
+    return bool(client.of(kind))
