@@ -425,3 +425,28 @@ async def test_reading_over_bd3_reaches_a_websocket_client_as_a_firing_alert(
 
 async def _has(client: Any, kind: str) -> bool:
     return bool(client.of(kind))
+
+
+async def test_an_alert_that_fires_and_resolves_within_one_batch_is_reported_both_ways(
+    db: Any,
+) -> None:
+    from ioc.alerting import store
+    from rules.engine import Transition
+
+    labels = {"alertname": "flash", "device_id": "x"}
+    t0 = time.time()
+
+    def tr(to: str, at: float, started: float | None) -> Transition:
+        return Transition(
+            "fp-flash", "flash", to, at, labels, {"summary_en": "flash"}, "critical", None, 9.0,
+            {"value": 9.0}, t0, started,
+        )  # fmt: skip
+
+    async with db.transaction():
+        rows = await store.apply_transitions(
+            db, [tr("pending", t0, None), tr("firing", t0, t0), tr("resolved", t0 + 1, t0)]
+        )
+    assert [r["state"] for r in rows] == ["firing", "resolved"]  # pending folded into firing
+    assert rows[0]["id"] == rows[1]["id"]
+    history = await store.history(db, rows[0]["id"])
+    assert [h["kind"] for h in history] == ["pending", "firing", "resolved"]  # all recorded

@@ -78,9 +78,12 @@ def _reason(tr: Transition) -> dict[str, Any]:
 async def apply_transitions(
     conn: psycopg.AsyncConnection, transitions: Sequence[Transition]
 ) -> list[dict[str, Any]]:
-    """Persist transitions in order; returns the changed alert rows. Call inside a transaction;
-    the caller appends the feed events (``feed_event(row)``) in the same one."""
-    changed: dict[int, dict[str, Any]] = {}
+    """Persist transitions in order; returns the alert row after each one that moved an alert,
+    in order (an alert can move twice in one batch: a flash flood fires and resolves between two
+    commits — the wall screen must see both). A ``pending`` immediately followed by ``firing`` of
+    the same alert (a rule without ``for``) is reported once, as firing. Call inside a
+    transaction; the caller appends the feed events (``feed_event(row)``) in the same one."""
+    out: list[tuple[str, dict[str, Any]]] = []
     async with conn.cursor(row_factory=dict_row) as cur:
         for tr in transitions:
             row = await _apply(cur, tr)
@@ -90,8 +93,11 @@ async def apply_transitions(
                 "INSERT INTO alert_events (alert_id, time, kind, reason) VALUES (%s, %s, %s, %s)",
                 (row["id"], _ts(tr.at), tr.to, Jsonb(_reason(tr))),
             )
-            changed[row["id"]] = row
-    return list(changed.values())
+            if out and tr.to == "firing" and out[-1][0] == "pending":
+                if out[-1][1]["id"] == row["id"]:
+                    out.pop()
+            out.append((tr.to, row))
+    return [row for _, row in out]
 
 
 async def _apply(cur: psycopg.AsyncCursor[dict[str, Any]], tr: Transition) -> dict[str, Any] | None:
