@@ -179,6 +179,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--linger-ms", type=float, default=None, help="IOC_INGEST_LINGER_MS")
     args = ap.parse_args()
     admin = os.environ.get("IOC_BENCH_DATABASE_URL")
     if not admin:
@@ -207,6 +208,8 @@ def main() -> int:
             "IOC_HTTP_PORT": str(port), "IOC_RULES_DIR": str(rules), "IOC_DATA_DIR": str(work),
             "IOC_MQTT_TOPIC_PREFIX": prefix, "IOC_LOG_LEVEL": "WARNING",
         }  # fmt: skip
+        if args.linger_ms is not None:
+            env["IOC_INGEST_LINGER_MS"] = str(args.linger_ms)
         service = subprocess.Popen([str(Path(sys.executable).with_name("ioc")), "serve"], env=env)
         base = f"http://127.0.0.1:{port}"
         try:
@@ -247,6 +250,7 @@ def main() -> int:
     report = {
         "time": datetime.now(UTC).isoformat(),
         "rate": args.rate,
+        "linger_ms": args.linger_ms,
         "phases": results,
     }
     print(json.dumps(report, indent=2))

@@ -116,6 +116,10 @@ async def run_service(
                             # A /ws client that stops reading keeps its socket from draining;
                             # uvicorn would wait for it forever on shutdown.
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                            # Wall screens sit on the control room's LAN: compressing every
+                            # frame once per client cost more CPU than the whole fan-out
+                            # (bench_live, py-spy) for bandwidth nobody is short of.
+                            ws_per_message_deflate=False,
                         )
                     )
                     serving = tg.create_task(server.serve(), name="http-api")

@@ -93,7 +93,10 @@ class Settings(BaseSettings):
     )
     ingest_batch_max: int = Field(5_000, ge=1, description="messages per database transaction")
     ingest_linger_ms: float = Field(
-        20.0, ge=0, description="how long a batch waits to fill before it is written"
+        5.0,
+        ge=0,
+        description="how long a batch waits to fill before it is written (alert latency: "
+        "publish → alert frame p99 67 ms at 5 ms, 114 ms at 20 ms; benchmarks/bench_live.py)",
     )
     max_payload_bytes: int = Field(16_384, ge=256, description="larger payloads are dead-lettered")
     reading_max_age_s: int = Field(

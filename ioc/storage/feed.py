@@ -38,18 +38,33 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
     if not events:
         return []
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FEED_LOCK,))
-    seqs: list[int] = []
     async with conn.cursor() as cur:
-        for e in events:
-            await cur.execute(
-                "INSERT INTO feed_events (type, city, ward, kind, payload)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING seq",
-                (e.type, e.city, e.ward, e.kind, Jsonb(e.payload)),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            seqs.append(int(row[0]))
-        await cur.execute("SELECT pg_notify(%s, %s)", (FEED_CHANNEL, str(seqs[-1])))
+        # seqs drawn first and given out in the events' order (an INSERT … SELECT does not
+        # promise to call nextval in any order), then one INSERT for the whole batch with the
+        # notification in the same statement: this runs once per ingest batch
+        await cur.execute(
+            "SELECT nextval(pg_get_serial_sequence('feed_events', 'seq'))"
+            " FROM generate_series(1, %s)",
+            (len(events),),
+        )
+        seqs = sorted(int(r[0]) for r in await cur.fetchall())
+        await cur.execute(
+            """WITH ins AS (
+                   INSERT INTO feed_events (seq, type, city, ward, kind, payload)
+                   SELECT * FROM unnest(
+                       %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[])
+                   RETURNING seq)
+               SELECT pg_notify(%s, max(seq)::text) FROM ins""",
+            (
+                seqs,
+                [e.type for e in events],
+                [e.city for e in events],
+                [e.ward for e in events],
+                [e.kind for e in events],
+                [Jsonb(e.payload) for e in events],
+                FEED_CHANNEL,
+            ),
+        )
     return seqs
 
 
