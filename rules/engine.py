@@ -25,14 +25,12 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from ioc.devices import Device
 from rules.language import Rule, RuleSet
-from rules.schedule import LOCAL
 from rules.template import render
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
@@ -104,7 +102,7 @@ class Series:
     deadline: float | None = None
     token: int = 0
     cond_deadline: float | None = None
-    cond_token: int = 0
+    cond_queued: float | None = None  # time of this series' one condition entry in the heap
     # anomaly: per local hour of day — count, mean, M2 (Welford)
     hist: np.ndarray | None = None
     members: dict[str, float] = field(default_factory=dict)  # group: fingerprint → started_at
@@ -115,7 +113,9 @@ class Engine:
     def __init__(self, ruleset: RuleSet, devices: Iterable[Device]) -> None:
         self._devices: dict[str, Device] = {}
         self._transitions: list[Transition] = []
-        self._heap: list[tuple[float, int, int, Series, int]] = []
+        self._heap: list[
+            tuple[float, int, int, Series, float]
+        ] = []  # (due, order, kind, series, token)
         self._counter = itertools.count()
         self._series: dict[tuple[str, str], Series] = {}  # (rule id, device id | group key)
         self._by_fp: dict[str, Series] = {}
@@ -423,8 +423,14 @@ class Engine:
             _, _, which, s, token = heapq.heappop(heap)
             if which == 0 and token == s.token and s.deadline is not None:
                 self._lifecycle_timer(s)
-            elif which == 1 and token == s.cond_token and s.cond_deadline is not None:
-                self._condition_timer(s)
+            elif which == 1 and token == s.cond_queued:
+                s.cond_queued = None
+                if s.cond_deadline is None:
+                    continue
+                if s.cond_deadline > now:  # moved later meanwhile (a reading came): requeue
+                    self._queue_condition(s, s.cond_deadline)
+                else:
+                    self._condition_timer(s)
 
     def drain(self) -> list[Transition]:
         out, self._transitions = self._transitions, []
@@ -514,7 +520,7 @@ class Engine:
 
     def _anomaly(self, s: Series, t: float, raw: float, reason: dict[str, Any]) -> float:
         assert s.hist is not None
-        hour = datetime.fromtimestamp(t, LOCAL).hour
+        hour = int((t + 7 * 3600) // 3600) % 24  # local hour (Asia/Ho_Chi_Minh, UTC+7)
         n, mean, m2 = s.hist[hour]
         z = 0.0
         if n >= s.rule.min_samples:
@@ -677,10 +683,16 @@ class Engine:
             heapq.heappush(self._heap, (deadline, next(self._counter), 0, s, s.token))
 
     def _set_cond_timer(self, s: Series, deadline: float | None) -> None:
-        s.cond_token += 1
+        """Condition timers move on every reading (absence: last seen + after). The heap keeps
+        one entry per series, at or before its deadline, and requeues it when it comes due
+        early — not one entry per reading, which would grow with the message rate."""
         s.cond_deadline = deadline
-        if deadline is not None:
-            heapq.heappush(self._heap, (deadline, next(self._counter), 1, s, s.cond_token))
+        if deadline is not None and (s.cond_queued is None or deadline < s.cond_queued):
+            self._queue_condition(s, deadline)
+
+    def _queue_condition(self, s: Series, at: float) -> None:
+        s.cond_queued = at
+        heapq.heappush(self._heap, (at, next(self._counter), 1, s, at))
 
     # -- groups ------------------------------------------------------------------------------
 

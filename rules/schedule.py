@@ -31,13 +31,15 @@ class Schedule:
     sun: str | None = None  # "night" or "day" at the device
 
     def active(self, t: float, lat: float, lon: float) -> bool:
-        local = datetime.fromtimestamp(t, LOCAL)
-        if self.months and local.month not in self.months:
-            return False
-        if self.weekdays and local.isoweekday() not in self.weekdays:
-            return False
+        # hot path (every reading of a scheduled rule): integer arithmetic where it suffices
+        if self.months or self.weekdays:
+            local = datetime.fromtimestamp(t, LOCAL)
+            if self.months and local.month not in self.months:
+                return False
+            if self.weekdays and local.isoweekday() not in self.weekdays:
+                return False
         if self.windows:
-            minute = local.hour * 60 + local.minute
+            minute = int((t + _OFFSET_S) // 60) % 1440
             if not any(_in_window(minute, a, b) for a, b in self.windows):
                 return False
         if self.sun is not None:
@@ -53,8 +55,12 @@ def _in_window(minute: int, start: int, end: int) -> bool:
     return minute >= start or minute < end  # wraps midnight, e.g. 18:00-06:00
 
 
+_OFFSET_S = 7 * 3600  # Asia/Ho_Chi_Minh has no daylight saving
+
+
 @lru_cache(maxsize=4096)
-def _sun_times(day: date, lat: float, lon: float) -> tuple[float, float]:
+def _sun_times(local_day: int, lat: float, lon: float) -> tuple[float, float]:
+    day = date.fromordinal(date(1970, 1, 1).toordinal() + local_day)
     obs = Observer(latitude=lat, longitude=lon)
     return (
         sunrise(obs, day, tzinfo=LOCAL).timestamp(),
@@ -64,8 +70,7 @@ def _sun_times(day: date, lat: float, lon: float) -> tuple[float, float]:
 
 def is_night(t: float, lat: float, lon: float) -> bool:
     # Positions are rounded to ~1 km so the cache serves a whole street of lamps.
-    day = datetime.fromtimestamp(t, LOCAL).date()
-    rise, set_ = _sun_times(day, round(lat, 2), round(lon, 2))
+    rise, set_ = _sun_times(int((t + _OFFSET_S) // 86400), round(lat, 2), round(lon, 2))
     return t < rise or t >= set_
 
 
