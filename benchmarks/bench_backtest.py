@@ -33,6 +33,8 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from ioc.devices import Device  # noqa: E402
 from ioc.storage import devices as store  # noqa: E402
 from ioc.storage import migrate  # noqa: E402
@@ -185,10 +187,7 @@ def main() -> int:
         "backtest_output": out.stdout.strip().splitlines()[:6],
     }
     print(json.dumps(result, indent=2, ensure_ascii=False))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (ROOT / "benchmarks" / "results" / f"backtest-{stamp}.json").write_text(
-        json.dumps(result, indent=2, ensure_ascii=False)
-    )
+    print(f"written {save('backtest', result)}")
     return 0
 
 

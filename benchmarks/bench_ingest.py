@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -43,6 +42,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from ingest.service import IngestService  # noqa: E402
 from ioc.devices import Device  # noqa: E402
@@ -428,10 +429,7 @@ def main() -> int:
         "latency_rate_msg_s": args.rate,
         **{f"latency_{k}": v for k, v in lat.items()},
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"ingest-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = save("ingest", result)
     for k, v in result.items():
         print(f"{k:32} {v:,.3f}" if isinstance(v, float) else f"{k:32} {v}")
     print(f"written {path}")

@@ -42,6 +42,8 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from ioc.embedded import EmbeddedMosquitto  # noqa: E402
 from ioc.settings import MqttAddress  # noqa: E402
 from ioc.site import load_site  # noqa: E402
@@ -254,10 +256,7 @@ def main() -> int:
         "phases": results,
     }
     print(json.dumps(report, indent=2))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (out / f"live-{stamp}.json").write_text(json.dumps(report, indent=2))
+    print(f"written {save('live', report)}")
     return 0
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from ioc.devices import Device  # noqa: E402
 from rules.engine import Engine  # noqa: E402
 from rules.language import check_rules  # noqa: E402
@@ -203,10 +205,7 @@ def main() -> int:
         messages = make_messages(devices, args.messages, rng, excursion)
         result[phase] = run_phase(ruleset, devices, messages)
     print(json.dumps(result, indent=2))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (out / f"rules-{stamp}.json").write_text(json.dumps(result, indent=2))
+    print(f"written {save('rules', result)}")
     return 0
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ioc.devices import Device
-from rules.language import Rule, RuleSet
+from rules.language import Rule, RuleSet, compare
 from rules.template import render
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
@@ -513,7 +513,7 @@ class Engine:
             for req in rule.requires:
                 other = latest.get(req.metric)
                 bound = req.threshold.resolve(s.device.attributes)
-                if other is None or bound is None or not _compare(req.op, other, bound):
+                if other is None or bound is None or not compare(req.op, other, bound):
                     return False
                 reason[req.metric] = other
         return True
@@ -756,16 +756,6 @@ def _device_context(device: Device) -> dict[str, Any]:
         id=device.id, name=device.name, kind=device.kind, city=device.city, ward=device.ward or ""
     )
     return ctx
-
-
-def _compare(op: str, a: float, b: float) -> bool:
-    if op == ">":
-        return a > b
-    if op == ">=":
-        return a >= b
-    if op == "<":
-        return a < b
-    return a <= b
 
 
 def _window_value(rule: Rule, w: deque[tuple[float, float]]) -> float | None:

@@ -50,6 +50,17 @@ class RuleErrors(ValueError):
         self.problems = problems
 
 
+def compare(op: str, a: float, b: float) -> bool:
+    """``a op b`` for the four operators of the language (OPS)."""
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    if op == "<":
+        return a < b
+    return a <= b
+
+
 @dataclass(frozen=True, slots=True)
 class Expr:
     """A number, or a device attribute optionally scaled/offset by a constant."""
@@ -112,14 +123,7 @@ class Condition:
     clear: Expr | None = None  # hysteresis: once active, stays active until this is crossed
 
     def test(self, value: float, limit: float) -> bool:
-        op = self.op
-        if op == ">":
-            return value > limit
-        if op == ">=":
-            return value >= limit
-        if op == "<":
-            return value < limit
-        return value <= limit
+        return compare(self.op, value, limit)
 
 
 @dataclass(frozen=True, slots=True)

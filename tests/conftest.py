@@ -8,10 +8,12 @@ migrated template, and its own MQTT topic prefix and client ids.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -200,3 +202,18 @@ async def eventually(check, *, timeout: float = 30.0, interval: float = 0.05):  
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
+    """The whole service (ingest, rules, API) on ``settings``, connected to the broker, and an
+    HTTP client for its API: ``(runtime, http)``."""
+    import httpx
+
+    from ioc.app import run_service
+
+    async with run_service(settings) as runtime:
+        if runtime.ingest is not None:
+            await runtime.ingest.wait_connected(20)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
+            yield runtime, http

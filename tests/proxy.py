@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ioc.settings import Settings
+
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -57,3 +61,15 @@ class TcpProxy:
             self._writers.discard(dst)
             with contextlib.suppress(Exception):
                 dst.transport.abort()
+
+
+async def database_behind_proxy(settings: Settings) -> tuple[TcpProxy, Settings]:
+    """A started proxy in front of the settings' database, and settings that go through it."""
+    url = settings.database_url or ""
+    real = conninfo_to_dict(url)
+    proxy = TcpProxy(str(real.get("host") or "127.0.0.1"), int(real.get("port") or 5432))
+    await proxy.start()
+    proxied = settings.model_copy(
+        update={"database_url": make_conninfo(url, host="127.0.0.1", port=proxy.port)}
+    )
+    return proxy, proxied

@@ -21,7 +21,7 @@ from ioc.app import Runtime, run_service
 from ioc.settings import Settings
 from ioc.topics import device_topic
 from rules.language import load_rules
-from tests.conftest import TOKEN, MqttPublisher, eventually
+from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GAUGE = "vt-flood-01"  # Vị Thanh station in the site file: BĐ I/II/III 0.55 / 0.65 / 0.75 m
@@ -80,11 +80,8 @@ def flood_settings(settings: Settings, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def service(flood_settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    async with run_service(flood_settings) as runtime:
-        assert runtime.ingest is not None
-        await runtime.ingest.wait_connected(20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as client:
-            yield runtime, client
+    async with running_service(flood_settings) as pair:
+        yield pair
 
 
 def publish_levels(
@@ -215,23 +212,21 @@ async def test_unacknowledged_critical_alert_escalates(
     flood_settings: Settings, publisher: MqttPublisher, settings: Settings
 ) -> None:
     s = flood_settings.model_copy(update={"alert_escalate_after_s": 60.0})
-    async with run_service(s) as runtime:
-        assert runtime.ingest is not None and runtime.rules is not None
-        await runtime.ingest.wait_connected(20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
-            publish_levels(publisher, settings, [(time.time() - 1, 0.9)])
-            await eventually(lambda: alerts(http, state="firing", severity="critical"))
-            await runtime.rules.tick(time.time() + 30)
-            (a,) = await alerts(http, state="firing", severity="critical")
-            assert a["escalation_level"] == 0
-            await runtime.rules.tick(time.time() + 61)
-            (a,) = await alerts(http, state="firing", severity="critical")
-            assert a["escalation_level"] == 1
-            # an acknowledged alert does not escalate further
-            await http.post(f"/api/v1/alerts/{a['id']}/ack", headers=AUTH)
-            await runtime.rules.tick(time.time() + 200)
-            (a,) = await alerts(http, state="firing", severity="critical")
-            assert a["escalation_level"] == 1
+    async with running_service(s) as (runtime, http):
+        assert runtime.rules is not None
+        publish_levels(publisher, settings, [(time.time() - 1, 0.9)])
+        await eventually(lambda: alerts(http, state="firing", severity="critical"))
+        await runtime.rules.tick(time.time() + 30)
+        (a,) = await alerts(http, state="firing", severity="critical")
+        assert a["escalation_level"] == 0
+        await runtime.rules.tick(time.time() + 61)
+        (a,) = await alerts(http, state="firing", severity="critical")
+        assert a["escalation_level"] == 1
+        # an acknowledged alert does not escalate further
+        await http.post(f"/api/v1/alerts/{a['id']}/ack", headers=AUTH)
+        await runtime.rules.tick(time.time() + 200)
+        (a,) = await alerts(http, state="firing", severity="critical")
+        assert a["escalation_level"] == 1
 
 
 async def test_restart_in_the_middle_of_a_pending_period(
@@ -244,35 +239,29 @@ async def test_restart_in_the_middle_of_a_pending_period(
         }
     )
     now = time.time()
-    async with run_service(s) as runtime:
-        assert runtime.ingest is not None
-        await runtime.ingest.wait_connected(20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
-            publish_levels(publisher, settings, [(now - 4 * MIN, 0.80)])
-            pending = await eventually(lambda: _two(http, "pending"))
+    async with running_service(s) as (runtime, http):
+        publish_levels(publisher, settings, [(now - 4 * MIN, 0.80)])
+        pending = await eventually(lambda: _two(http, "pending"))
     # the process stops 4 minutes into the 10-minute pending period and starts again
-    async with run_service(s) as runtime:
-        assert runtime.ingest is not None and runtime.rules is not None
-        await runtime.ingest.wait_connected(20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
-            assert await _two(http, "pending") == pending  # restored, not raised again
-            await runtime.rules.tick(now + 5 * MIN)
-            assert await _two(http, "pending") == pending
-            await runtime.rules.tick(now + 6.5 * MIN)  # the original deadline has passed
-            firing = await _two(http, "firing")
-            assert [a["id"] for a in firing] == [a["id"] for a in pending]
-            for a in firing:  # fired at active_at + for, not at the restart
-                assert datetime.fromisoformat(a["started_at"]).timestamp() == pytest.approx(
-                    now - 4 * MIN + 10 * MIN, abs=0.01
-                )
-    # ... and a firing alert is not fired again by the next restart
-    async with run_service(s) as runtime:
+    async with running_service(s) as (runtime, http):
         assert runtime.rules is not None
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as http:
-            await runtime.rules.tick(now + 7 * MIN)
-            assert [a["id"] for a in await _two(http, "firing")] == [a["id"] for a in pending]
-            everything = await alerts(http)
-            assert len(everything) == 2
+        assert await _two(http, "pending") == pending  # restored, not raised again
+        await runtime.rules.tick(now + 5 * MIN)
+        assert await _two(http, "pending") == pending
+        await runtime.rules.tick(now + 6.5 * MIN)  # the original deadline has passed
+        firing = await _two(http, "firing")
+        assert [a["id"] for a in firing] == [a["id"] for a in pending]
+        for a in firing:  # fired at active_at + for, not at the restart
+            assert datetime.fromisoformat(a["started_at"]).timestamp() == pytest.approx(
+                now - 4 * MIN + 10 * MIN, abs=0.01
+            )
+    # ... and a firing alert is not fired again by the next restart
+    async with running_service(s) as (runtime, http):
+        assert runtime.rules is not None
+        await runtime.rules.tick(now + 7 * MIN)
+        assert [a["id"] for a in await _two(http, "firing")] == [a["id"] for a in pending]
+        everything = await alerts(http)
+        assert len(everything) == 2
 
 
 async def _two(http: httpx.AsyncClient, state: str) -> list[dict[str, Any]] | None:

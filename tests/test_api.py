@@ -10,10 +10,10 @@ import httpx
 import orjson
 import pytest
 
-from ioc.app import Runtime, run_service
+from ioc.app import Runtime
 from ioc.settings import Settings
 from ioc.topics import device_topic
-from tests.conftest import TOKEN, MqttPublisher, eventually
+from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NEW_DEVICE = {
@@ -30,11 +30,8 @@ NEW_DEVICE = {
 
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    async with run_service(settings) as runtime:
-        assert runtime.ingest is not None
-        await runtime.ingest.wait_connected(20)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{runtime.http_port}") as client:
-            yield runtime, client
+    async with running_service(settings) as pair:
+        yield pair
 
 
 async def test_auth_is_required_except_health(service: tuple[Runtime, httpx.AsyncClient]) -> None:

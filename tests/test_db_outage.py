@@ -9,13 +9,12 @@ import httpx
 import orjson
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ioc.app import run_service
 from ioc.settings import Settings
 from ioc.topics import device_topic
 from tests.conftest import TOKEN, MqttPublisher, eventually
-from tests.proxy import TcpProxy
+from tests.proxy import database_behind_proxy
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -25,16 +24,7 @@ pytestmark = pytest.mark.slow
 async def test_database_outage_loses_nothing(
     settings: Settings, db: psycopg.AsyncConnection, publisher: MqttPublisher
 ) -> None:
-    real = conninfo_to_dict(settings.database_url or "")
-    proxy = TcpProxy(str(real.get("host") or "127.0.0.1"), int(real.get("port") or 5432))
-    await proxy.start()
-    proxied = settings.model_copy(
-        update={
-            "database_url": make_conninfo(
-                settings.database_url or "", host="127.0.0.1", port=proxy.port
-            )
-        }
-    )
+    proxy, proxied = await database_behind_proxy(settings)
     try:
         async with run_service(proxied) as runtime:
             assert runtime.ingest is not None

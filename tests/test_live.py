@@ -14,7 +14,6 @@ import httpx
 import orjson
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -26,7 +25,7 @@ from ioc.storage import Flavour, feed
 from ioc.storage.feed import FeedEvent
 from ioc.storage.maintenance import run_maintenance
 from tests.conftest import TOKEN, eventually
-from tests.proxy import TcpProxy
+from tests.proxy import database_behind_proxy
 
 CONTROL = {"hello", "heartbeat", "resync"}
 
@@ -547,16 +546,7 @@ async def test_two_hubs_on_one_database_serve_the_same_frames(
 async def test_the_hub_rereads_after_losing_the_database(
     settings: Settings, db: psycopg.AsyncConnection
 ) -> None:
-    real = conninfo_to_dict(settings.database_url or "")
-    proxy = TcpProxy(str(real.get("host") or "127.0.0.1"), int(real.get("port") or 5432))
-    await proxy.start()
-    proxied = settings.model_copy(
-        update={
-            "database_url": make_conninfo(
-                settings.database_url or "", host="127.0.0.1", port=proxy.port
-            )
-        }
-    )
+    proxy, proxied = await database_behind_proxy(settings)
     try:
         async with run_service(proxied, with_ingest=False, with_maintenance=False) as runtime:
             hub = hub_of(runtime)

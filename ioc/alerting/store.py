@@ -251,25 +251,16 @@ async def list_alerts(
 async def acknowledge(
     conn: psycopg.AsyncConnection, alert_id: int, who: str, comment: str, at: datetime
 ) -> dict[str, Any] | None:
-    """Record who acknowledged; idempotent for an alert already acknowledged (first ack kept)."""
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""UPDATE alerts a SET acknowledged_at = %s, acknowledged_by = %s, ack_comment = %s,
-                   updated_at = now()
-                WHERE id = %s AND state <> 'resolved' AND acknowledged_at IS NULL
-                RETURNING {_COLUMNS}""",
-            (at, who, comment, alert_id),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return None
-        await cur.execute(
-            "INSERT INTO alert_events (alert_id, time, kind, actor, reason)"
-            " VALUES (%s, %s, 'acknowledged', %s, %s)",
-            (alert_id, at, who, Jsonb({"comment": comment})),
-        )
-        await append(conn, [feed_event(row)])
-        return row
+    """Record who acknowledged; None when the alert is resolved or already acknowledged (the
+    first acknowledgement stands)."""
+    return await _operator_action(
+        conn,
+        """acknowledged_at = %(at)s, acknowledged_by = %(who)s, ack_comment = %(note)s""",
+        "AND acknowledged_at IS NULL",
+        {"id": alert_id, "at": at, "who": who, "note": comment},
+        "acknowledged",
+        {"comment": comment},
+    )
 
 
 async def resolve_by_hand(
@@ -277,20 +268,41 @@ async def resolve_by_hand(
 ) -> dict[str, Any] | None:
     """An operator closes an alert; the engine learns of it (``hand_resolved_since``) and starts
     that series afresh, so a condition still true raises a new alert after its ``for``."""
+    return await _operator_action(
+        conn,
+        """state = 'resolved', resolved_at = %(at)s, resolved_by = %(who)s,
+           resolve_reason = %(note)s, keep_firing_since = NULL""",
+        "",
+        {"id": alert_id, "at": at, "who": who, "note": reason},
+        "resolved_by_hand",
+        {"reason": reason},
+    )
+
+
+async def _operator_action(
+    conn: psycopg.AsyncConnection,
+    assignments: str,
+    condition: str,
+    params: dict[str, Any],
+    kind: str,
+    reason: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Change an open alert, record who did what in its history and tell the live feed — one
+    transaction. ``assignments`` and ``condition`` are constant SQL of this module."""
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""UPDATE alerts a SET state = 'resolved', resolved_at = %s, resolved_by = %s,
-                   resolve_reason = %s, keep_firing_since = NULL, updated_at = now()
-                WHERE id = %s AND state <> 'resolved' RETURNING {_COLUMNS}""",
-            (at, who, reason, alert_id),
+            f"""UPDATE alerts a SET {assignments}, updated_at = now()
+                WHERE id = %(id)s AND state <> 'resolved' {condition}
+                RETURNING {_COLUMNS}""",
+            params,
         )
         row = await cur.fetchone()
         if row is None:
             return None
         await cur.execute(
             "INSERT INTO alert_events (alert_id, time, kind, actor, reason)"
-            " VALUES (%s, %s, 'resolved_by_hand', %s, %s)",
-            (alert_id, at, who, Jsonb({"reason": reason})),
+            " VALUES (%s, %s, %s, %s, %s)",
+            (params["id"], params["at"], kind, params["who"], Jsonb(reason)),
         )
         await append(conn, [feed_event(row)])
         return row
