@@ -5,10 +5,12 @@
 Phases (all against an embedded Mosquitto configured like production, and PostgreSQL from
 IOC_BENCH_DATABASE_URL — a role that may CREATE DATABASE — or an embedded server):
   1. backlog drain: N QoS 1 messages (flood and lighting telemetry from --devices devices) are
-     queued for three persistent sessions, then drained by
+     queued for four persistent sessions, then drained by
        a. mosquitto_sub (the broker's delivery rate to a C client),
        b. a paho-mqtt client that only counts (Python's receive ceiling),
-       c. `ioc ingest` in its own process (decode, COPY, commit, then PUBACK),
+       c. `ioc ingest` in its own process (decode, COPY, commit, then PUBACK), rules off
+          (IOC_RULES_IN_INGEST=false: they run as `ioc rules run`),
+       d. the same with the default rule pack evaluated in the ingest process (as `ioc serve`),
      each rate measured first-to-last message (for ingest: first to last row committed);
   2. PostgreSQL's COPY rate for the same rows (the database's own ceiling);
   3. publish→commit latency p50/p99 at a steady --rate msg/s (ingest in this process, publisher
@@ -228,7 +230,9 @@ def count_rows(url: str) -> int:  # only at the edges of a measurement: it scans
         return int(row[0]) if row else 0
 
 
-def drain_ingest(url: str, client_id: str, n_rows: int, mqtt_url: str) -> dict[str, float]:
+def drain_ingest(
+    url: str, client_id: str, n_rows: int, mqtt_url: str, *, rules: bool
+) -> dict[str, float]:
     """Run `ioc ingest` on its own process; time first to last row committed.
 
     Progress is watched through the two marker devices that publish the first and the last
@@ -243,6 +247,9 @@ def drain_ingest(url: str, client_id: str, n_rows: int, mqtt_url: str) -> dict[s
         "IOC_MQTT_CLIENT_ID": client_id,
         "IOC_LOG_LEVEL": "WARNING",
         "IOC_MAINTENANCE_INTERVAL_S": "3600",
+        # false: ingest only stores (rules then run as `ioc rules run`); true: the default pack
+        # is evaluated in this process on every batch, as `ioc serve` does
+        "IOC_RULES_IN_INGEST": "true" if rules else "false",
     }
     proc = subprocess.Popen([sys.executable, "-m", "ioc", "ingest"], cwd=ROOT, env=env)
     probe = "SELECT 1 FROM readings WHERE device_id = %s AND metric = 'water_level_m' LIMIT 1"
@@ -373,30 +380,40 @@ def main() -> int:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         url = make_conninfo(server_url, dbname=name)
-        migrate(url)
         devices = make_devices(args.devices)
+        # a second database for the drain with rules in the ingest process
+        url_rules = make_conninfo(server_url, dbname=name + "_rules")
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name + "_rules")))
 
-        async def register() -> None:
-            async with await psycopg.AsyncConnection.connect(url) as conn:
+        async def register(target: str) -> None:
+            async with await psycopg.AsyncConnection.connect(target) as conn:
                 await store.sync_site_devices(conn, devices)
                 await conn.commit()
 
-        asyncio.run(register())
+        for target in (url, url_rules):
+            migrate(target)
+            asyncio.run(register(target))
         items = payloads(devices, args.messages, time.time() - 3 * 86400)
         n_rows = sum(len(orjson.loads(b)["metrics"]) for _, b in items)
-        ids = {k: f"bench-{k}-{uuid.uuid4().hex[:6]}" for k in ("sub", "paho", "ingest")}
+        ids = {
+            k: f"bench-{k}-{uuid.uuid4().hex[:6]}"
+            for k in ("sub", "paho", "ingest", "ingest-rules")
+        }
         for cid in ids.values():
             create_session(addr, cid)
         # The ingest session must exist with the service's own subscriptions; create_session's
         # filter covers the same telemetry topics, and ingest re-subscribes on connect.
         pub_rate = publish_backlog(addr, items)
         print(
-            f"backlog of {len(items)} messages ({n_rows} rows) queued 3x;"
+            f"backlog of {len(items)} messages ({n_rows} rows) queued {len(ids)}x;"
             f" publish {pub_rate:,.0f} msg/s"
         )
         sub_rate = drain_mosquitto_sub(addr, ids["sub"], len(items))
         paho_rate, paho_cpu = drain_paho_counter(addr, ids["paho"], len(items))
-        ing = drain_ingest(url, ids["ingest"], n_rows, broker.url)
+        ing = drain_ingest(url, ids["ingest"], n_rows, broker.url, rules=False)
+        ing_r = drain_ingest(url_rules, ids["ingest-rules"], n_rows, broker.url, rules=True)
+        ingest_rules_msgs = ing_r["rows_per_s"] * len(items) / n_rows
         ingest_msgs = ing["rows_per_s"] * len(items) / n_rows
         cp = copy_rate(url, items, devices)
         settings = Settings(
@@ -426,6 +443,10 @@ def main() -> int:
         "ingest_vs_paho": ingest_msgs / paho_rate,
         "ingest_vs_mosquitto_sub": ingest_msgs / sub_rate,
         "ingest_vs_copy": ing["rows_per_s"] / cp,
+        "ingest_with_rules_msg_s": ingest_rules_msgs,
+        "ingest_with_rules_vs_paho": ingest_rules_msgs / paho_rate,
+        "ingest_with_rules_cpu_cores": ing_r["cpu_s"] / ing_r["elapsed_s"],
+        "ingest_with_rules_peak_rss_mb": ing_r["rss_bytes"] / 2**20,
         "latency_rate_msg_s": args.rate,
         **{f"latency_{k}": v for k, v in lat.items()},
     }

@@ -66,8 +66,13 @@ class IngestService:
         flavour: Flavour,
         *,
         listeners: Sequence[CommitListener] = (),
+        store: bool = True,
+        client_id: str | None = None,
     ) -> None:
+        """``store=False`` makes a consumer that only hands batches to its listeners (the rules
+        worker: its own MQTT session, nothing written by ingest), acknowledging after them."""
         self._settings = settings
+        self._store = store
         self._conninfo = conninfo
         self._listeners = list(listeners)
         self._writer = BatchWriter(conninfo, flavour)
@@ -84,7 +89,7 @@ class IngestService:
             filters = [f"$share/{settings.mqtt_shared_group}/{f}" for f in filters]
         self._subscriber = MqttSubscriber(
             settings.mqtt,
-            client_id=settings.mqtt_client_id,
+            client_id=client_id or settings.mqtt_client_id,
             topic_filters=filters,
             on_message=self._on_message,
             receive_maximum=settings.ingest_queue_capacity,
@@ -168,7 +173,8 @@ class IngestService:
             instruments.QUEUE_DEPTH.set(len(self._handoff))
             batch = await self._recheck_unknown_devices(batch)
             try:
-                await self._commit(batch)
+                if self._store:
+                    await self._commit(batch)
             except _Abandoned:
                 return  # shutting down while the database is away: the broker keeps them
             for listener in self._listeners:

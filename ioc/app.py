@@ -89,12 +89,17 @@ async def run_service(
         runtime = Runtime(settings, conninfo, flavour, pool, site, token)
         async with contextlib.AsyncExitStack() as stack:
             if with_ingest:
-                # The rule engine runs where ingest runs, on each committed batch (before its
-                # acknowledgement); entered first so open alerts are restored before any batch,
-                # left last so the ingest drain still reaches it.
-                runtime.rules = await stack.enter_async_context(RulesService(settings, conninfo))
+                listeners = []
+                if settings.rules_in_ingest:
+                    # The rule engine runs where ingest runs, on each committed batch (before
+                    # its acknowledgement); entered first so open alerts are restored before any
+                    # batch, left last so the ingest drain still reaches it.
+                    runtime.rules = await stack.enter_async_context(
+                        RulesService(settings, conninfo)
+                    )
+                    listeners.append(runtime.rules.on_batch)
                 runtime.ingest = await stack.enter_async_context(
-                    IngestService(settings, conninfo, flavour, listeners=[runtime.rules.on_batch])
+                    IngestService(settings, conninfo, flavour, listeners=listeners)
                 )
             if with_http:
                 # Started before the HTTP server, stopped after it (and before ingest closes).
@@ -161,3 +166,30 @@ async def _maintenance_loop(runtime: Runtime, stop: asyncio.Event) -> None:
             log.warning("storage maintenance failed; retrying next round", exc_info=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), s.maintenance_interval_s)
+
+
+RULES_CLIENT_SUFFIX = "-rules"
+
+
+@contextlib.asynccontextmanager
+async def run_rules_worker(settings: Settings) -> AsyncIterator[RulesService]:
+    """The rule engine as its own process (``ioc rules run``, with ``IOC_RULES_IN_INGEST=false``
+    on the ingest workers): a persistent MQTT session of its own (client id + ``-rules``) whose
+    batches go through the engine and are acknowledged after the alerts are stored; readings are
+    stored by ingest, not here. One such worker per deployment: it must see every device."""
+    if settings.database_url is None:
+        raise RuntimeError("IOC_DATABASE_URL is unset")
+    conninfo = settings.database_url
+    flavour = await asyncio.to_thread(migrate, conninfo)
+    async with RulesService(settings, conninfo) as rules:
+        consumer = IngestService(
+            settings.model_copy(update={"mqtt_shared_group": None}),
+            conninfo,
+            flavour,
+            listeners=[rules.on_batch],
+            store=False,
+            client_id=settings.mqtt_client_id + RULES_CLIENT_SUFFIX,
+        )
+        async with consumer:
+            await consumer.wait_connected(30)
+            yield rules

@@ -103,7 +103,7 @@ def _require(settings: Settings, *names: str) -> None:
         raise _ConfigMissing(f"set {', '.join(missing)} (or use `ioc demo` for embedded services)")
 
 
-async def _wait_for_stop_signal(duration: float | None) -> None:
+async def wait_for_stop_signal(duration: float | None) -> None:
     """Return on SIGINT/SIGTERM (or after ``duration``), so every block unwinds in order."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -131,7 +131,7 @@ async def _serve(settings: Settings, *, with_http: bool, duration: float | None 
             logging.getLogger("ioc").info(
                 "API on http://%s:%d", settings.http_host, runtime.http_port
             )
-        await _wait_for_stop_signal(duration)
+        await wait_for_stop_signal(duration)
     return 0
 
 
@@ -220,7 +220,7 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
-        await _wait_for_stop_signal(args.duration)
+        await wait_for_stop_signal(args.duration)
         if simulation is not None:
             simulation.cancel()
     return 0

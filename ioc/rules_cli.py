@@ -26,6 +26,10 @@ def add_rules_arguments(parser: argparse.ArgumentParser) -> None:
     bt.add_argument("--to", dest="end", required=True, type=_when, help="end (ISO 8601)")
     bt.add_argument("--rule", action="append", help="only this rule id (repeatable)")
     bt.add_argument("--alerts", action="store_true", help="list every alert, not only counts")
+    sub.add_parser(
+        "run",
+        help="the rule engine as its own worker (with IOC_RULES_IN_INGEST=false on ingest)",
+    )
 
 
 def _when(text: str) -> datetime:
@@ -38,6 +42,11 @@ def _when(text: str) -> datetime:
 
 
 def run_rules_command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.rules_command == "run":
+        if settings.database_url is None or settings.mqtt_url is None:
+            print("ioc: IOC_DATABASE_URL and IOC_MQTT_URL are needed", file=sys.stderr)
+            return 2
+        return asyncio.run(_run_worker(settings))
     try:
         ruleset = load_rules(args.path if args.rules_command == "check" else args.rule_file)
     except RuleErrors as exc:
@@ -112,3 +121,12 @@ class _ProgressBar:
     def done(self) -> None:
         if self.tty:
             sys.stderr.write("\n")
+
+
+async def _run_worker(settings: Settings) -> int:
+    from ioc.app import run_rules_worker
+    from ioc.cli import wait_for_stop_signal
+
+    async with run_rules_worker(settings):
+        await wait_for_stop_signal(None)
+    return 0

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         900, gt=0, description="a critical alert unacknowledged this long escalates (repeats)"
     )
     alert_escalate_max: int = Field(3, ge=0, description="escalation levels at most")
+    rules_in_ingest: bool = Field(
+        True,
+        description="evaluate rules in the ingest process (ioc serve, ioc ingest); false: "
+        "ingest only stores, and `ioc rules run` evaluates from its own MQTT session",
+    )
     rules_clock: Literal["wall", "stream"] = Field(
         "wall",
         description="time for time-driven rule steps: the wall clock, or the newest reading "

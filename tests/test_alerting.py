@@ -439,3 +439,25 @@ async def test_an_alert_that_fires_and_resolves_within_one_batch_is_reported_bot
     assert rows[0]["id"] == rows[1]["id"]
     history = await store.history(db, rows[0]["id"])
     assert [h["kind"] for h in history] == ["pending", "firing", "resolved"]  # all recorded
+
+
+async def test_rules_as_their_own_worker_beside_an_ingest_that_only_stores(
+    flood_settings: Settings, publisher: MqttPublisher, settings: Settings, db: Any
+) -> None:
+    from ioc.app import run_rules_worker
+
+    split = flood_settings.model_copy(update={"rules_in_ingest": False})
+    async with running_service(split) as (runtime, http), run_rules_worker(split) as rules:
+        assert runtime.rules is None  # this ingest only stores
+        publish_levels(publisher, settings, [(time.time() - 1, 0.80)])
+        firing = await eventually(lambda: alerts(http, state="firing"))
+        assert {a["rule"] for a in firing} == {"bd2", "bd3"}
+
+        async def stored() -> bool:
+            cur = await db.execute("SELECT count(*) FROM readings WHERE device_id = %s", (GAUGE,))
+            return await cur.fetchone() == (1,)  # stored once, by ingest
+
+        await eventually(stored)
+        listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
+        assert [r["firing"] for r in listing["rules"]] == [1, 1]
+        assert rules.engine is not None and len(rules.engine.open_series()) == 2
