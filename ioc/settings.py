@@ -159,6 +159,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _rules_see_whole_streams(self) -> Settings:
+        # A shared subscription gives each worker part of every device's readings; rules in
+        # each worker would judge half a tide. One `ioc rules run` must see everything.
+        if self.mqtt_shared_group and self.rules_in_ingest:
+            raise ValueError(
+                "IOC_MQTT_SHARED_GROUP splits each device's readings between workers, so rules "
+                "cannot run inside them: set IOC_RULES_IN_INGEST=false and run one "
+                "`ioc rules run`"
+            )
+        return self
+
     @property
     def mqtt(self) -> MqttAddress:
         if self.mqtt_url is None:

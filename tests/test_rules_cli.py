@@ -66,3 +66,13 @@ async def test_backtest_command_counts_alerts_per_day(
     out = capsys.readouterr().out
     assert "1,800 readings" in out and "2 alerts fired" in out
     assert "  bd3: 2" in out and out.count("above BĐ III") == 2
+
+
+def test_rules_inside_workers_of_a_shared_subscription_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from ioc.settings import Settings
+
+    with pytest.raises(ValidationError, match="IOC_RULES_IN_INGEST=false"):
+        Settings(mqtt_shared_group="ioc")
+    assert Settings(mqtt_shared_group="ioc", rules_in_ingest=False).mqtt_shared_group == "ioc"
