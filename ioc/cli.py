@@ -55,6 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations and report the storage flavour")
+    tok = sub.add_parser("tokens", help="API tokens: create, list, revoke")
+    tok_sub = tok.add_subparsers(dest="tokens_command", required=True)
+    create = tok_sub.add_parser("create", help="issue a token (printed once; stored hashed)")
+    create.add_argument(
+        "--role", required=True, help="admin, operator, viewer, open311 or agency:{code}"
+    )
+    create.add_argument("--name", required=True, help="who holds it (person, system, app)")
+    tok_sub.add_parser("list", help="tokens with role, name, created, revoked")
+    revoke = tok_sub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id", type=int)
     args = parser.parse_args(argv)
 
     try:
@@ -87,9 +97,44 @@ def main(argv: list[str] | None = None) -> int:
             assert settings.database_url is not None
             print(f"storage flavour: {migrate(settings.database_url)}")
             return 0
+        if args.command == "tokens":
+            _require(settings, "database_url")
+            return asyncio.run(_tokens(settings, args))
     except _ConfigMissing as exc:
         print(f"ioc: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    import psycopg
+
+    from ioc.storage import migrate
+    from ioc.storage import tokens as token_store
+
+    assert settings.database_url is not None
+    await asyncio.to_thread(migrate, settings.database_url)
+    async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
+        if args.tokens_command == "create":
+            try:
+                token_store.check_role(args.role)
+            except ValueError as exc:
+                print(f"ioc: {exc}", file=sys.stderr)
+                return 2
+            record, secret = await token_store.create(conn, name=args.name, role=args.role)
+            await conn.commit()
+            print(f"token {record.id} ({record.role}, {record.name}) — shown once, keep it:")
+            print(secret)
+        elif args.tokens_command == "list":
+            for t in await token_store.list_all(conn):
+                state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+                print(f"{t.id:>5}  {t.role:<28} {t.name:<30} {t.created_at:%Y-%m-%d}  {state}")
+        else:
+            if not await token_store.revoke(conn, args.id):
+                print(f"ioc: no active token {args.id}", file=sys.stderr)
+                return 1
+            await conn.commit()
+            print(f"token {args.id} revoked")
     return 0
 
 

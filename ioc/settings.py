@@ -131,6 +131,44 @@ class Settings(BaseSettings):
         48.0, gt=0, description="live-feed rows kept in the database for resume"
     )
 
+    # --- incidents and dispatch ---
+    routing: Path | None = Field(
+        None,
+        description="routing file (categories, agency per category and ward, deadlines, "
+        "working calendar); unset = the packaged ioc/site_data/routing.yaml",
+    )
+    incident_join_radius_m: float | None = Field(
+        None, gt=0, description="a report this close to an open incident of its category joins "
+        "it (unset: the routing file's join.radius_m)"
+    )
+    incident_join_window_h: float | None = Field(
+        None, gt=0, description="…if that incident opened less than this long ago (unset: the "
+        "routing file's join.window_h)"
+    )
+    incident_tick_s: float = Field(
+        5.0, gt=0, description="how often the incident worker routes new reports and alerts "
+        "and checks deadlines (it also wakes on NOTIFY)"
+    )
+    agency_webhooks: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='agency webhooks as JSON: {"urban-works": {"url": "https://…", '
+        '"secret": "…"}}; HMAC-SHA256 signs each delivery with the secret',
+    )
+    dispatch_max_attempts: int = Field(
+        12, ge=1, description="webhook attempts before a delivery is marked failed"
+    )
+    dispatch_backoff_base_s: float = Field(
+        2.0, gt=0, description="first retry delay; doubles each attempt, with full jitter"
+    )
+    dispatch_backoff_max_s: float = Field(600.0, gt=0, description="longest retry delay")
+    dispatch_timeout_s: float = Field(10.0, gt=0, description="webhook request timeout")
+    dispatch_mqtt_prefix: str = Field(
+        "ioc/dispatch", description="agency dispatch topics: {prefix}/{agency}, QoS 1"
+    )
+    open311_max_description: int = Field(
+        4000, ge=1, le=4000, description="longest Open311 description accepted"
+    )
+
     log_level: str = Field("INFO")
 
     @field_validator("mqtt_url")
@@ -179,3 +217,6 @@ class Settings(BaseSettings):
 
     def site_path(self) -> Path:
         return self.site or Path(__file__).with_name("site_data") / "hau-giang.yaml"
+
+    def routing_path(self) -> Path:
+        return self.routing or Path(__file__).with_name("site_data") / "routing.yaml"

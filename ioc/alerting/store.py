@@ -155,7 +155,7 @@ async def open_alerts(conn: psycopg.AsyncConnection) -> list[OpenAlert]:
         await cur.execute(
             """SELECT fingerprint, rule, state, active_at, started_at, keep_firing_since, value,
                       labels
-               FROM alerts WHERE state <> 'resolved'"""
+               FROM alerts WHERE state <> 'resolved' AND rule NOT LIKE 'ioc.%'"""
         )
         rows = await cur.fetchall()
     return [
@@ -329,3 +329,56 @@ async def last_event_id(conn: psycopg.AsyncConnection) -> int:
         await cur.execute("SELECT COALESCE(max(id), 0) FROM alert_events")
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+INTERNAL_PREFIX = "ioc."  # rules of alerts the IOC raises itself; the engine never restores them
+
+
+async def raise_internal(
+    conn: psycopg.AsyncConnection,
+    *,
+    rule: str,
+    fingerprint: str,
+    severity: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    at: datetime,
+) -> dict[str, Any] | None:
+    """Fire an alert the IOC raises itself (an overdue incident): same table, history and
+    semantics as rule alerts, but no rule file behind it. None if it is already open."""
+    if not rule.startswith(INTERNAL_PREFIX):
+        raise ValueError(f"internal alert rules start with {INTERNAL_PREFIX!r}")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""INSERT INTO alerts AS a (fingerprint, rule, state, severity, labels, annotations,
+                   active_at, started_at)
+                VALUES (%s, %s, 'firing', %s, %s, %s, %s, %s)
+                ON CONFLICT (fingerprint) WHERE state <> 'resolved' DO NOTHING
+                RETURNING {_COLUMNS}""",
+            (fingerprint, rule, severity, Jsonb(dict(labels)), Jsonb(dict(annotations)), at, at),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await cur.execute(
+                "INSERT INTO alert_events (alert_id, time, kind, reason) VALUES (%s, %s, %s, %s)",
+                (row["id"], at, "firing", Jsonb(dict(labels))),
+            )
+    return row
+
+
+async def resolve_internal(
+    conn: psycopg.AsyncConnection, fingerprint: str, at: datetime
+) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""UPDATE alerts a SET state = 'resolved', resolved_at = %s, updated_at = now()
+                WHERE fingerprint = %s AND state <> 'resolved' RETURNING {_COLUMNS}""",
+            (at, fingerprint),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await cur.execute(
+                "INSERT INTO alert_events (alert_id, time, kind, reason) VALUES (%s, %s, %s, %s)",
+                (row["id"], at, "resolved", Jsonb({})),
+            )
+    return row

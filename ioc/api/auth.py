@@ -1,28 +1,118 @@
-"""Bearer-token authentication. Only the bootstrap admin token exists so far (IOC_ADMIN_TOKEN);
-agency and device tokens come with the dispatch and security issues."""
+"""Bearer-token authentication and roles.
+
+Two kinds of token: the bootstrap admin token (``IOC_ADMIN_TOKEN``, compared in constant time)
+and tokens issued with ``ioc tokens create`` / stored hashed in ``api_tokens``
+(:mod:`ioc.storage.tokens`). Roles:
+
+- ``admin`` — everything; ``operator`` — watch and act (ack, dispatch, close);
+- ``viewer`` — read only; ``agency:{code}`` — only that agency's incidents, through the agency API;
+- ``open311`` — a citizen-facing application posting service requests (its Open311 api_key).
+
+Route dependencies: :func:`require_admin`, :func:`require_operator`, :func:`require_viewer`,
+:func:`require_agency`; each answers 401 without a valid token and 403 for a wrong role.
+"""
 
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
 
+from ioc.storage import tokens as token_store
 
-def require_admin(request: Request) -> str:
-    """FastAPI dependency: the caller's identity, or 401."""
-    expected: str = request.app.state.runtime.admin_token
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: ``name`` goes into audit trails (acknowledged_by, incident events)."""
+
+    name: str
+    role: str
+
+    @property
+    def agency(self) -> str | None:
+        """The agency code of an ``agency:{code}`` token, else None."""
+        kind, _, code = self.role.partition(":")
+        return code if kind == "agency" and code else None
+
+    @property
+    def actor(self) -> str:
+        """How the caller appears in histories: ``admin`` or ``{role}/{name}``."""
+        return (
+            "admin" if self.name == "admin" and self.role == "admin" else f"{self.role}/{self.name}"
+        )
+
+
+_OPERATORS = frozenset({"admin", "operator"})
+_VIEWERS = frozenset({"admin", "operator", "viewer"})
+
+
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+    return token.strip()
+
+
+async def identify(request: Request, token: str) -> Caller | None:
+    """The caller a token belongs to, or None for an unknown or revoked token."""
+    runtime = request.app.state.runtime
+    expected: str = runtime.admin_token
+    if hmac.compare_digest(token.encode(), expected.encode()):
+        return Caller("admin", "admin")
+    async with runtime.pool.connection() as conn:
+        found = await token_store.lookup(conn, token)
+    return Caller(found.name, found.role) if found is not None else None
+
+
+async def authenticate(request: Request) -> Caller:
+    """FastAPI dependency: any valid token, or 401."""
+    caller = await identify(request, bearer_token(request))
+    if caller is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "invalid bearer token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    return "admin"
+    request.state.caller = caller
+    return caller
+
+
+def _forbidden(caller: Caller, needed: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_403_FORBIDDEN, f"role {caller.role!r} may not do this: needs {needed}"
+    )
+
+
+async def require_admin(request: Request) -> str:
+    """Admin only; returns the actor name (kept as ``str`` for the routes written before roles)."""
+    caller = await authenticate(request)
+    if caller.role != "admin":
+        raise _forbidden(caller, "admin")
+    return caller.actor
+
+
+async def require_operator(request: Request) -> Caller:
+    caller = await authenticate(request)
+    if caller.role not in _OPERATORS:
+        raise _forbidden(caller, "operator or admin")
+    return caller
+
+
+async def require_viewer(request: Request) -> Caller:
+    caller = await authenticate(request)
+    if caller.role not in _VIEWERS:
+        raise _forbidden(caller, "viewer, operator or admin")
+    return caller
+
+
+async def require_agency(request: Request) -> Caller:
+    caller = await authenticate(request)
+    if caller.agency is None:
+        raise _forbidden(caller, "an agency:{code} token")
+    return caller

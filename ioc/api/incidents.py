@@ -1,0 +1,428 @@
+"""/api/v1/incidents (operators), /api/v1/agency/incidents (each agency, its own only),
+/api/v1/agencies.
+
+Each action is one lifecycle step (ioc/incidents/lifecycle.py) recorded with who, when and the
+note; a step that does not apply answers 409 naming the current status, a step the caller's
+role may not take answers 403. An agency token asking for another agency's incident gets 404:
+it must not learn that the incident exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+from ioc.api.auth import Caller, require_agency, require_operator, require_viewer
+from ioc.incidents import store
+from ioc.incidents.lifecycle import Actor, StepError
+from ioc.incidents.store import Context, IncidentNotFound, Who
+
+router = APIRouter(prefix="/api/v1", tags=["incidents"])
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class IncidentOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    category: str
+    severity: str
+    status: str
+    title: str
+    agency_id: str | None
+    opened_at: str
+    deadline_at: str | None
+    overdue: bool
+
+
+class OpenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    category: str = Field(description="a category code (GET /open311/v2/services.json)")
+    severity: Severity = "warning"
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field("", max_length=4000)
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    city: str | None = None
+    ward: str | None = None
+    agency: str | None = Field(None, description="override the routing table's agency")
+    alert_id: int | None = Field(None, description="the alert this incident is about")
+    note: str | None = None
+    dispatch: bool = Field(True, description="dispatch to the agency at once")
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=4000)
+    version: int | None = Field(None, description="the version you saw; 409 if it changed")
+
+
+class RequiredNoteIn(NoteIn):
+    note: str = Field(min_length=1, max_length=4000)
+
+
+class DispatchIn(NoteIn):
+    agency: str | None = Field(None, description="another agency than the routing table's")
+
+
+class StatusIn(NoteIn):
+    status: Literal["accepted", "in_progress", "resolved", "closed"]
+
+
+class RateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(None, max_length=4000)
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    into: int = Field(description="the incident that stays")
+    note: str = Field(min_length=1, max_length=4000)
+
+
+class SplitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    report_ids: list[int] = Field(min_length=1)
+    note: str = Field(min_length=1, max_length=4000)
+
+
+class AgencyWorkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=4000)
+    photo_url: HttpUrl | None = None
+
+
+_STATUS_STEP = {
+    "accepted": "accept",
+    "in_progress": "progress",
+    "resolved": "resolve",
+    "closed": "close",
+}
+
+
+def _ctx(request: Request) -> Context:
+    rt = request.app.state.runtime
+    return Context(rt.routing, rt.site, rt.settings)
+
+
+def _operator(caller: Caller) -> Who:
+    return Who(Actor.OPERATOR, caller.actor)
+
+
+@asynccontextmanager
+async def _change(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction for one change, with the store's errors turned into HTTP answers."""
+    try:
+        async with request.app.state.runtime.pool.connection() as conn, conn.transaction():
+            yield conn
+    except IncidentNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except StepError as exc:
+        code = status.HTTP_403_FORBIDDEN if exc.forbidden else status.HTTP_409_CONFLICT
+        raise HTTPException(code, str(exc)) from None
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc.args[0])) from None
+
+
+async def _detail(conn: psycopg.AsyncConnection, row: dict[str, Any]) -> dict[str, Any]:
+    out = store.incident_json(row)
+    out["history"] = await store.history(conn, row["id"])
+    out["reports"] = await store.reports_of(conn, row["id"])
+    return out
+
+
+# --------------------------------------------------------------------------- operators ---
+
+
+@router.get("/incidents", response_model=list[IncidentOut])
+async def list_incidents(
+    request: Request,
+    _: Annotated[Caller, Depends(require_viewer)],
+    status_: Annotated[str | None, Query(alias="status", description="comma list")] = None,
+    agency: str | None = None,
+    category: str | None = None,
+    city: str | None = None,
+    ward: str | None = None,
+    overdue: bool | None = None,
+    open: bool = Query(False, description="only open incidents"),
+    limit: int = Query(200, ge=1, le=1000),
+    before_id: int | None = Query(None, description="page: incidents with a smaller id"),
+) -> list[dict[str, Any]]:
+    statuses = [s for s in (status_ or "").split(",") if s]
+    async with request.app.state.runtime.pool.connection() as conn:
+        rows = await store.list_incidents(
+            conn, status=statuses, agency=agency, category=category, city=city, ward=ward,
+            overdue=overdue, open_only=open, limit=limit, before_id=before_id,
+        )  # fmt: skip
+    return [store.incident_json(r) for r in rows]
+
+
+@router.get("/incidents/{incident_id}", response_model=IncidentOut)
+async def get_incident(
+    incident_id: int, request: Request, _: Annotated[Caller, Depends(require_viewer)]
+) -> dict[str, Any]:
+    async with request.app.state.runtime.pool.connection() as conn:
+        row = await store.get(conn, incident_id)
+        if row is None:
+            raise HTTPException(404, f"no incident {incident_id}")
+        return await _detail(conn, row)
+
+
+@router.post("/incidents", response_model=IncidentOut, status_code=201)
+async def open_incident(
+    body: OpenIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    if body.agency is not None and body.agency not in ctx.site.agencies_by_id:
+        raise HTTPException(422, f"agency: unknown agency {body.agency!r}")
+    async with _change(request) as conn:
+        row = await store.open_incident(
+            conn, ctx, category=body.category, severity=body.severity, title=body.title,
+            description=body.description, city=body.city, ward=body.ward, lat=body.lat,
+            lon=body.lon, agency_id=body.agency, source_alert_id=body.alert_id,
+            who=_operator(caller), note=body.note, dispatch=body.dispatch,
+        )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/dispatch", response_model=IncidentOut)
+async def dispatch(
+    incident_id: int,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+    body: DispatchIn | None = None,
+) -> dict[str, Any]:
+    """Dispatch a new or rejected incident; with ``agency``, to that agency instead (an incident
+    already with an agency is reassigned: the old one is told it is withdrawn)."""
+    body = body or DispatchIn()
+    ctx = _ctx(request)
+    async with _change(request) as conn:
+        row = await store.get(conn, incident_id)
+        if row is None:
+            raise IncidentNotFound(f"no incident {incident_id}")
+        who = _operator(caller)
+        if body.agency is not None and row["status"] in ("dispatched", "accepted", "in_progress"):
+            row = await store.reassign(conn, ctx, incident_id, body.agency, who, body.note or "")
+        else:
+            if body.agency is not None and body.agency not in ctx.site.agencies_by_id:
+                raise StepError(f"unknown agency {body.agency!r}")
+            row = await store.take_step(
+                conn, ctx, incident_id, "dispatch", who, note=body.note, agency_id=body.agency,
+                expected_version=body.version,
+            )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/status", response_model=IncidentOut)
+async def update_status(
+    incident_id: int,
+    body: StatusIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+) -> dict[str, Any]:
+    async with _change(request) as conn:
+        row = await store.take_step(
+            conn, _ctx(request), incident_id, _STATUS_STEP[body.status], _operator(caller),
+            note=body.note, expected_version=body.version,
+        )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/close", response_model=IncidentOut)
+async def close(
+    incident_id: int,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+    body: NoteIn | None = None,
+) -> dict[str, Any]:
+    body = body or NoteIn()
+    async with _change(request) as conn:
+        row = await store.take_step(
+            conn, _ctx(request), incident_id, "close", _operator(caller), note=body.note,
+            expected_version=body.version,
+        )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/reopen", response_model=IncidentOut)
+async def reopen(
+    incident_id: int,
+    body: RequiredNoteIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+) -> dict[str, Any]:
+    async with _change(request) as conn:
+        row = await store.take_step(
+            conn, _ctx(request), incident_id, "reopen", _operator(caller), note=body.note,
+            expected_version=body.version,
+        )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/rate", response_model=IncidentOut)
+async def rate(
+    incident_id: int,
+    body: RateIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+) -> dict[str, Any]:
+    """Record the citizen's rating taken by phone or at the counter (citizens using the app rate
+    through Open311's feedback extension)."""
+    async with _change(request) as conn:
+        row = await store.rate_incident(
+            conn, incident_id, rating=body.rating, comment=body.comment,
+            actor=f"{caller.actor} (for the citizen)",
+        )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/merge", response_model=IncidentOut)
+async def merge(
+    incident_id: int,
+    body: MergeIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+) -> dict[str, Any]:
+    """Merge this incident into ``into`` (the same problem); returns the one that stays."""
+    async with _change(request) as conn:
+        row = await store.merge(
+            conn, _ctx(request), incident_id, body.into, _operator(caller), body.note
+        )
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/split", response_model=IncidentOut, status_code=201)
+async def split(
+    incident_id: int,
+    body: SplitIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+) -> dict[str, Any]:
+    """Move the named reports into a new incident; returns the new one."""
+    async with _change(request) as conn:
+        row = await store.split(
+            conn, _ctx(request), incident_id, body.report_ids, _operator(caller), body.note
+        )
+        return await _detail(conn, row)
+
+
+# ---------------------------------------------------------------------------- agencies ---
+
+
+def _agency(caller: Caller) -> Who:
+    return Who(Actor.AGENCY, caller.actor, agency=caller.agency)
+
+
+@router.get("/agency/incidents", response_model=list[IncidentOut], tags=["agency"])
+async def agency_incidents(
+    request: Request,
+    caller: Annotated[Caller, Depends(require_agency)],
+    status_: Annotated[str | None, Query(alias="status", description="comma list")] = None,
+    open: bool = Query(True, description="only open incidents (default)"),
+    limit: int = Query(200, ge=1, le=1000),
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    statuses = [s for s in (status_ or "").split(",") if s]
+    async with request.app.state.runtime.pool.connection() as conn:
+        rows = await store.list_incidents(
+            conn, status=statuses, agency=caller.agency, open_only=open, limit=limit,
+            before_id=before_id,
+        )  # fmt: skip
+    return [store.incident_json(r) for r in rows]
+
+
+@router.get("/agency/incidents/{incident_id}", response_model=IncidentOut, tags=["agency"])
+async def agency_incident(
+    incident_id: int, request: Request, caller: Annotated[Caller, Depends(require_agency)]
+) -> dict[str, Any]:
+    async with request.app.state.runtime.pool.connection() as conn:
+        row = await store.get(conn, incident_id)
+        if row is None or row["agency_id"] != caller.agency:
+            raise HTTPException(404, f"no incident {incident_id}")
+        return await _detail(conn, row)
+
+
+async def _agency_step(
+    request: Request, caller: Caller, incident_id: int, step: str, body: AgencyWorkIn
+) -> dict[str, Any]:
+    data = {"photo_url": str(body.photo_url)} if body.photo_url else None
+    async with _change(request) as conn:
+        row = await store.take_step(
+            conn, _ctx(request), incident_id, step, _agency(caller), note=body.note, data=data
+        )
+        return await _detail(conn, row)
+
+
+@router.post("/agency/incidents/{incident_id}/accept", response_model=IncidentOut, tags=["agency"])
+async def agency_accept(
+    incident_id: int,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_agency)],
+    body: AgencyWorkIn | None = None,
+) -> dict[str, Any]:
+    return await _agency_step(request, caller, incident_id, "accept", body or AgencyWorkIn())
+
+
+@router.post("/agency/incidents/{incident_id}/reject", response_model=IncidentOut, tags=["agency"])
+async def agency_reject(
+    incident_id: int,
+    body: AgencyWorkIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_agency)],
+) -> dict[str, Any]:
+    """Send the incident back to the IOC (not ours, wrong place) — ``note`` says why."""
+    return await _agency_step(request, caller, incident_id, "reject", body)
+
+
+@router.post(
+    "/agency/incidents/{incident_id}/progress", response_model=IncidentOut, tags=["agency"]
+)
+async def agency_progress(
+    incident_id: int,
+    body: AgencyWorkIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_agency)],
+) -> dict[str, Any]:
+    return await _agency_step(request, caller, incident_id, "progress", body)
+
+
+@router.post("/agency/incidents/{incident_id}/resolve", response_model=IncidentOut, tags=["agency"])
+async def agency_resolve(
+    incident_id: int,
+    body: AgencyWorkIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_agency)],
+) -> dict[str, Any]:
+    return await _agency_step(request, caller, incident_id, "resolve", body)
+
+
+@router.get("/agencies", tags=["agency"])
+async def agencies(
+    request: Request, _: Annotated[Caller, Depends(require_viewer)]
+) -> list[dict[str, Any]]:
+    """The agencies of the site file and the categories the routing table gives each."""
+    rt = request.app.state.runtime
+    out = []
+    for a in rt.site.agencies:
+        out.append(
+            {
+                "id": a.id, "name_vi": a.name_vi, "name_en": a.name_en,
+                "domains": list(a.domains), "city": a.city, "ward": a.ward,
+                "categories": [c.code for c in rt.routing.categories if c.agency == a.id],
+                "webhook": a.id in rt.settings.agency_webhooks,
+            }
+        )  # fmt: skip
+    return out

@@ -1,0 +1,120 @@
+"""The incident lifecycle as data: which step moves which status to which, and who may take it.
+
+
+    new          → dispatched (dispatch)       | closed (close: a duplicate, no real problem)
+    dispatched   → accepted (accept)           | rejected (reject, with why) | resolved
+    accepted     → in_progress (progress note) | rejected | resolved
+    in_progress  → in_progress (progress note) | resolved (resolve, with what was done)
+    rejected     → dispatched (dispatch again, possibly to another agency)
+    resolved     → closed (close, or the citizen's rating) | dispatched (reopen)
+    closed       → dispatched (reopen)
+
+Pure: no database. :mod:`ioc.incidents.store` applies a step and records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    NEW = "new"
+    DISPATCHED = "dispatched"
+    ACCEPTED = "accepted"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    REJECTED = "rejected"
+
+
+OPEN = frozenset(
+    {Status.NEW, Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS, Status.REJECTED}
+)
+# Statuses an agency can still act on.
+AGENCY_ACTIVE = frozenset({Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS})
+
+
+class Actor(StrEnum):
+    SYSTEM = "system"  # the incident worker (routing, auto-dispatch, overdue)
+    OPERATOR = "operator"  # IOC operators and admins
+    AGENCY = "agency"  # the responsible agency, through its scoped API
+    CITIZEN = "citizen"  # the reporter, through the Open311 feedback extension
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    name: str
+    sources: frozenset[Status]
+    target: Status | None  # None: the status stays (a progress note)
+    actors: frozenset[Actor]
+    needs_note: bool = False
+
+
+def _step(
+    name: str,
+    sources: set[Status],
+    target: Status | None,
+    actors: set[Actor],
+    needs_note: bool = False,
+) -> Step:
+    return Step(name, frozenset(sources), target, frozenset(actors), needs_note)
+
+
+_OPS = {Actor.OPERATOR, Actor.SYSTEM}
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in (
+        _step("dispatch", {Status.NEW, Status.REJECTED}, Status.DISPATCHED, _OPS),
+        _step("accept", {Status.DISPATCHED}, Status.ACCEPTED, {Actor.AGENCY, Actor.OPERATOR}),
+        _step(
+            "reject", {Status.DISPATCHED, Status.ACCEPTED}, Status.REJECTED, {Actor.AGENCY}, True
+        ),
+        _step(
+            "progress",
+            {Status.ACCEPTED, Status.IN_PROGRESS},
+            Status.IN_PROGRESS,
+            {Actor.AGENCY, Actor.OPERATOR},
+            True,
+        ),
+        _step(
+            "resolve",
+            {Status.DISPATCHED, Status.ACCEPTED, Status.IN_PROGRESS},
+            Status.RESOLVED,
+            {Actor.AGENCY, Actor.OPERATOR},
+            True,
+        ),
+        # Operators close a resolved incident, or a new one that is no real problem
+        # (a duplicate, a prank); a citizen's rating closes a resolved one.
+        _step(
+            "close", {Status.NEW, Status.RESOLVED}, Status.CLOSED, {Actor.OPERATOR, Actor.CITIZEN}
+        ),
+        _step(
+            "reopen", {Status.RESOLVED, Status.CLOSED}, Status.DISPATCHED, {Actor.OPERATOR}, True
+        ),
+    )
+}
+
+
+class StepError(ValueError):
+    """A step that does not apply: the message says why (shown to the caller as 409/403)."""
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden
+
+
+def check(step_name: str, current: Status | str, actor: Actor, note: str | None) -> Step:
+    """The step if ``actor`` may take it from ``current``; :class:`StepError` otherwise."""
+    step = STEPS.get(step_name)
+    if step is None:
+        raise StepError(f"unknown step {step_name!r}: one of {', '.join(STEPS)}")
+    if actor not in step.actors:
+        raise StepError(f"{actor.value} may not {step_name} an incident", forbidden=True)
+    status = Status(current)
+    if status not in step.sources:
+        allowed = ", ".join(sorted(s.value for s in step.sources))
+        raise StepError(f"cannot {step_name} an incident that is {status.value} (only {allowed})")
+    if step.needs_note and not (note and note.strip()):
+        raise StepError(f"{step_name} needs a note saying why or what was done")
+    return step

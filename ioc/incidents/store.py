@@ -1,0 +1,661 @@
+"""Incidents in PostgreSQL: open, join, step through the lifecycle, merge, split, rate.
+
+Every change is one transaction holding the incident row (``FOR UPDATE``), its history row
+(``incident_events``: who, when, from → to, note), the live-feed frame and, when an agency must
+hear of it, its outbox rows (:func:`ioc.dispatch.outbox.enqueue`) — so an agency is told exactly
+when the change committed, and a crash in between loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ioc.alerting import store as alert_store
+from ioc.incidents.lifecycle import OPEN, Actor, Status, StepError, check
+from ioc.routing import Routing
+from ioc.settings import DISPLAY_TIMEZONE, Settings
+from ioc.site import Site
+from ioc.storage.feed import FeedEvent, append
+
+_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
+
+
+async def _enqueue(conn: psycopg.AsyncConnection, ctx: Context, **kwargs: Any) -> None:
+    # imported here: the dispatch package sits above storage and is loaded only once an
+    # incident must actually tell an agency something
+    from ioc.dispatch import outbox
+
+    await outbox.enqueue(conn, settings=ctx.settings, **kwargs)
+COLUMNS = """i.id, i.category, i.severity, i.status, i.title, i.description, i.city, i.ward,
+    i.lat, i.lon, i.agency_id, i.opened_at, i.deadline_at, i.paused_since, i.dispatched_at,
+    i.accepted_at, i.resolved_at, i.closed_at, i.overdue_at, i.rating, i.rating_comment,
+    i.merged_into, i.source_alert_id, i.version, i.updated_at"""
+OPEN_SQL = "i.status NOT IN ('resolved', 'closed') AND i.merged_into IS NULL"
+OVERDUE_RULE = "ioc.incident-overdue"  # an alert the IOC raises itself (not from a rule file)
+EARTH_RADIUS_M = 6_371_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What incident changes need besides the connection: routing data, site, settings."""
+
+    routing: Routing
+    site: Site
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """The actor of a change: its kind (for the lifecycle's permissions) and its name."""
+
+    kind: Actor
+    name: str
+    agency: str | None = None  # set for agency tokens: they may only touch their incidents
+
+
+SYSTEM = Who(Actor.SYSTEM, "system")
+
+
+class IncidentNotFound(LookupError):
+    pass
+
+
+def _iso(v: Any) -> Any:
+    return v.astimezone(_ZONE).isoformat() if isinstance(v, datetime) else v
+
+
+def incident_json(row: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """The incident as the API, the feed and agencies see it (times RFC 3339 in +07:00)."""
+    now = now or datetime.now(UTC)
+    out = {k: _iso(v) for k, v in row.items()}
+    deadline = row.get("deadline_at")
+    is_open = row["status"] not in ("resolved", "closed") and row.get("merged_into") is None
+    out["open"] = is_open
+    out["overdue"] = bool(is_open and deadline is not None and now > deadline)
+    out["seconds_left"] = (
+        round((deadline - now).total_seconds()) if is_open and deadline is not None else None
+    )
+    return out
+
+
+def feed_event(row: Mapping[str, Any]) -> FeedEvent:
+    return FeedEvent("incident", incident_json(row), city=row["city"], ward=row["ward"], kind=None)
+
+
+async def record_event(
+    cur: psycopg.AsyncCursor[dict[str, Any]],
+    incident_id: int,
+    kind: str,
+    who: Who,
+    *,
+    at: datetime,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    note: str | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> None:
+    await cur.execute(
+        """INSERT INTO incident_events (incident_id, time, kind, actor, from_status, to_status,
+               note, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+        (incident_id, at, kind, who.name, from_status, to_status, note, Jsonb(dict(data or {}))),
+    )
+
+
+async def _fetch(
+    cur: psycopg.AsyncCursor[dict[str, Any]], incident_id: int, *, lock: bool
+) -> dict[str, Any]:
+    await cur.execute(
+        f"SELECT {COLUMNS} FROM incidents i WHERE i.id = %s{' FOR UPDATE' if lock else ''}",
+        (incident_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise IncidentNotFound(f"no incident {incident_id}")
+    return row
+
+
+async def _announce(
+    conn: psycopg.AsyncConnection,
+    ctx: Context,
+    row: Mapping[str, Any],
+    kind: str | None,
+    *,
+    agency: str | None = None,
+) -> None:
+    """Feed frame always; outbox rows for the agency when ``kind`` says it must hear of it."""
+    await append(conn, [feed_event(row)])
+    target = agency or row["agency_id"]
+    if kind is not None and target:
+        await _enqueue(
+            conn, ctx,
+            incident_id=row["id"],
+            agency_id=target,
+            kind=kind,
+            payload=await dispatch_payload(conn, row),
+        )
+
+
+async def dispatch_payload(conn: psycopg.AsyncConnection, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What an agency receives: the incident, its reports (without the reporters' personal
+    data) and the alerts behind it."""
+    doc = incident_json(row)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, source, service_code, lat, lon, address, description, media_url,
+                      reported_at FROM reports WHERE incident_id = %s ORDER BY id""",
+            (row["id"],),
+        )
+        doc["reports"] = [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+        await cur.execute(
+            """SELECT a.id, a.rule, a.severity, a.device_id, a.state, a.value,
+                      a.annotations FROM alerts a
+               WHERE a.id = %s OR a.id IN (SELECT alert_id FROM incident_alerts
+                                           WHERE incident_id = %s) ORDER BY a.id""",
+            (row["source_alert_id"], row["id"]),
+        )
+        doc["alerts"] = await cur.fetchall()
+    return doc
+
+
+async def open_incident(
+    conn: psycopg.AsyncConnection,
+    ctx: Context,
+    *,
+    category: str,
+    severity: str,
+    title: str,
+    who: Who,
+    description: str = "",
+    city: str | None = None,
+    ward: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    agency_id: str | None = None,
+    source_alert_id: int | None = None,
+    at: datetime | None = None,
+    note: str | None = None,
+    dispatch: bool = True,
+) -> dict[str, Any]:
+    """Open an incident with its routing (agency, deadline) and, unless ``dispatch`` is false or
+    no agency is known, dispatch it at once. Call inside a transaction."""
+    at = at or datetime.now(UTC)
+    ctx.routing.category(category)  # KeyError names an unknown category
+    if ward is None and lat is not None and lon is not None:
+        found = ctx.site.ward_of(lat, lon)
+        if found is not None:
+            ward, city = found.id, city or found.city
+    agency = agency_id or ctx.routing.agency_for(category, city, ward, ctx.site)
+    deadline = ctx.routing.deadline(category, severity, at)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""INSERT INTO incidents AS i (category, severity, status, title, description, city,
+                   ward, lat, lon, agency_id, opened_at, deadline_at, source_alert_id)
+                VALUES (%s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                RETURNING {COLUMNS}""",
+            (category, severity, title, description, city, ward, lat, lon, agency, at, deadline,
+             source_alert_id),
+        )  # fmt: skip
+        row = await cur.fetchone()
+        assert row is not None
+        await record_event(
+            cur, row["id"], "opened", who, at=at, to_status="new", note=note,
+            data={"agency": agency, "deadline": _iso(deadline),
+                  "deadline_rule": str(ctx.routing.deadline_rule(category, severity))},
+        )  # fmt: skip
+    if dispatch and agency:
+        return await take_step(conn, ctx, row["id"], "dispatch", who, note=None, at=at)
+    await _announce(conn, ctx, row, None)
+    return row
+
+
+async def take_step(
+    conn: psycopg.AsyncConnection,
+    ctx: Context,
+    incident_id: int,
+    step_name: str,
+    who: Who,
+    *,
+    note: str | None,
+    at: datetime | None = None,
+    data: Mapping[str, Any] | None = None,
+    agency_id: str | None = None,
+    expected_version: int | None = None,
+) -> dict[str, Any]:
+    """Apply a lifecycle step (:mod:`ioc.incidents.lifecycle`) and record it; raises
+    :class:`StepError` (not allowed now / not permitted) or :class:`IncidentNotFound` (also for
+    an agency asking about another agency's incident: it must not learn that it exists)."""
+    at = at or datetime.now(UTC)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        row = await _fetch(cur, incident_id, lock=True)
+        if who.agency is not None and row["agency_id"] != who.agency:
+            raise IncidentNotFound(f"no incident {incident_id}")
+        if row["merged_into"] is not None:
+            raise StepError(f"incident {incident_id} was merged into {row['merged_into']}")
+        if expected_version is not None and row["version"] != expected_version:
+            raise StepError(
+                f"incident {incident_id} changed meanwhile (version {row['version']}, "
+                f"you had {expected_version}): reload it"
+            )
+        step = check(step_name, row["status"], who.kind, note)
+        target = step.target or Status(row["status"])
+        sets = ["status = %(to)s", "version = version + 1", "updated_at = now()"]
+        params: dict[str, Any] = {"id": incident_id, "to": target.value, "at": at}
+        if agency_id is not None:
+            sets.append("agency_id = %(agency)s")
+            params["agency"] = agency_id
+        stamp = {
+            Status.DISPATCHED: "dispatched_at",
+            Status.ACCEPTED: "accepted_at",
+            Status.RESOLVED: "resolved_at",
+            Status.CLOSED: "closed_at",
+        }.get(target)
+        if stamp is not None:
+            sets.append(f"{stamp} = %(at)s")
+        if step.name == "reopen":
+            sets += ["resolved_at = NULL", "closed_at = NULL", "accepted_at = NULL"]
+        sets += _clock_changes(ctx, row, target, at, params)
+        await cur.execute(
+            f"UPDATE incidents i SET {', '.join(sets)} WHERE id = %(id)s RETURNING {COLUMNS}",
+            params,
+        )
+        new = await cur.fetchone()
+        assert new is not None
+        await record_event(
+            cur, incident_id, step.name, who, at=at, from_status=row["status"],
+            to_status=target.value, note=note, data=data,
+        )  # fmt: skip
+    if target in (Status.RESOLVED, Status.CLOSED):
+        await _resolve_overdue_alert(conn, new, at)
+    kind = {
+        "dispatch": "incident.dispatched",
+        "reopen": "incident.reopened",
+        "close": "incident.closed",
+    }.get(step.name)
+    # The agency's own steps need no message back to it; a dispatch goes to the (new) agency.
+    await _announce(conn, ctx, new, kind if who.kind is not Actor.AGENCY else None)
+    return new
+
+
+def _clock_changes(
+    ctx: Context, row: Mapping[str, Any], target: Status, at: datetime, params: dict[str, Any]
+) -> list[str]:
+    """Stop the deadline clock on entering a paused status; on leaving it, move the deadline
+    later by the time spent there (working time for working-time deadlines)."""
+    paused = ctx.routing.pause_in_status
+    if target.value in paused and row["paused_since"] is None:
+        params["paused_since"] = at
+        return ["paused_since = %(paused_since)s"]
+    if target.value not in paused and row["paused_since"] is not None and row["deadline_at"]:
+        rule = ctx.routing.deadline_rule(row["category"], row["severity"])
+        if rule.unit == "hours":
+            shift = at - row["paused_since"]
+            params["deadline"] = row["deadline_at"] + shift
+        else:
+            cal = ctx.routing.calendar
+            shift = cal.working_time_between(row["paused_since"], at)
+            params["deadline"] = cal.add_working_time(
+                row["deadline_at"], shift / timedelta(hours=1)
+            )
+        return ["paused_since = NULL", "deadline_at = %(deadline)s"]
+    return []
+
+
+async def reassign(
+    conn: psycopg.AsyncConnection, ctx: Context, incident_id: int, agency_id: str, who: Who,
+    note: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Give the incident to another agency; if it was with an agency, dispatch it anew there
+    and tell the old one it is withdrawn."""
+    if agency_id not in ctx.site.agencies_by_id:
+        raise StepError(f"unknown agency {agency_id!r}")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        row = await _fetch(cur, incident_id, lock=True)
+        if row["status"] not in OPEN or row["merged_into"] is not None:
+            raise StepError(f"incident {incident_id} is {row['status']}; reopen it first")
+        old = row["agency_id"]
+        await cur.execute(
+            f"""UPDATE incidents i SET agency_id = %s, version = version + 1, updated_at = now(),
+                   status = CASE WHEN status = 'new' THEN status ELSE 'dispatched' END,
+                   dispatched_at = CASE WHEN status = 'new' THEN dispatched_at ELSE now() END,
+                   accepted_at = NULL
+                WHERE id = %s RETURNING {COLUMNS}""",
+            (agency_id, incident_id),
+        )
+        new = await cur.fetchone()
+        assert new is not None
+        await record_event(
+            cur, incident_id, "reassigned", who, at=datetime.now(UTC),
+            from_status=row["status"], to_status=new["status"], note=note,
+            data={"from": old, "to": agency_id},
+        )  # fmt: skip
+    if old and old != agency_id and row["status"] != Status.NEW:
+        await _enqueue(
+            conn, ctx, incident_id=incident_id, agency_id=old, kind="incident.withdrawn",
+            payload=incident_json(new),
+        )  # fmt: skip
+    await _announce(conn, ctx, new, "incident.dispatched" if new["status"] != "new" else None)
+    return new
+
+
+async def rate_incident(
+    conn: psycopg.AsyncConnection,
+    incident_id: int,
+    *,
+    rating: int,
+    comment: str | None,
+    actor: str,
+    ctx: Context | None = None,
+) -> dict[str, Any]:
+    """A citizen's rating (1–5) of a resolved or closed incident; a resolved one closes. When
+    several reports of one incident are rated, the incident keeps the latest rating."""
+    if not 1 <= rating <= 5:
+        raise StepError("rating must be 1 to 5")
+    at = datetime.now(UTC)
+    who = Who(Actor.CITIZEN, actor)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        row = await _fetch(cur, incident_id, lock=True)
+        if row["status"] not in (Status.RESOLVED, Status.CLOSED):
+            raise StepError(f"incident {incident_id} is {row['status']}: rate it once resolved")
+        await cur.execute(
+            f"""UPDATE incidents i SET rating = %s, rating_comment = %s, status = 'closed',
+                   closed_at = COALESCE(closed_at, %s), version = version + 1, updated_at = now()
+                WHERE id = %s RETURNING {COLUMNS}""",
+            (rating, comment, at, incident_id),
+        )
+        new = await cur.fetchone()
+        assert new is not None
+        await record_event(
+            cur, incident_id, "rated", who, at=at, from_status=row["status"],
+            to_status="closed", note=comment, data={"rating": rating},
+        )  # fmt: skip
+    await append(conn, [feed_event(new)])
+    return new
+
+
+async def join_report(
+    conn: psycopg.AsyncConnection, incident_id: int, report_id: int, who: Who, distance_m: float
+) -> None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "UPDATE reports SET incident_id = %s, routed_at = now() WHERE id = %s",
+            (incident_id, report_id),
+        )
+        await cur.execute(
+            "UPDATE incidents SET updated_at = now(), version = version + 1 WHERE id = %s",
+            (incident_id,),
+        )
+        await record_event(
+            cur, incident_id, "report_joined", who, at=datetime.now(UTC),
+            data={"report": report_id, "distance_m": round(distance_m, 1)},
+        )  # fmt: skip
+
+
+def distance_sql(lat: str, lon: str) -> str:
+    """Great-circle distance in metres between incident ``i`` and the point ``(lat, lon)``
+    (SQL parameter names); haversine, exact enough at city scale."""
+    return (
+        f"{EARTH_RADIUS_M} * 2 * asin(sqrt(power(sin(radians(%({lat})s - i.lat) / 2), 2)"
+        f" + cos(radians(i.lat)) * cos(radians(%({lat})s))"
+        f" * power(sin(radians(%({lon})s - i.lon) / 2), 2)))"
+    )
+
+
+async def nearest_open(
+    conn: psycopg.AsyncConnection,
+    *,
+    category: str,
+    lat: float,
+    lon: float,
+    radius_m: float,
+    since: datetime,
+) -> tuple[int, float] | None:
+    """The nearest open incident of ``category`` opened after ``since`` within ``radius_m``."""
+    dist = distance_sql("lat", "lon")
+    async with conn.cursor() as cur:
+        await cur.execute(
+            f"""SELECT i.id, {dist} AS d FROM incidents i
+                WHERE {OPEN_SQL} AND i.category = %(cat)s AND i.opened_at >= %(since)s
+                  AND i.lat IS NOT NULL AND {dist} <= %(r)s
+                ORDER BY d LIMIT 1""",
+            {"lat": lat, "lon": lon, "cat": category, "since": since, "r": radius_m},
+        )
+        row = await cur.fetchone()
+    return (int(row[0]), float(row[1])) if row else None
+
+
+async def merge(
+    conn: psycopg.AsyncConnection, ctx: Context, source_id: int, into_id: int, who: Who, note: str
+) -> dict[str, Any]:
+    """Fold ``source`` into ``into`` (the same problem opened twice): its reports and alerts move
+    over, it closes as merged, and its agency is told the work is withdrawn if it differs."""
+    if source_id == into_id:
+        raise StepError("an incident cannot be merged into itself")
+    at = datetime.now(UTC)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        # lock both in id order: two operators merging the same pair the other way round must
+        # not deadlock
+        rows = {i: await _fetch(cur, i, lock=True) for i in sorted((source_id, into_id))}
+        src, dst = rows[source_id], rows[into_id]
+        for r in (src, dst):
+            if r["merged_into"] is not None or r["status"] not in OPEN:
+                raise StepError(f"incident {r['id']} is {r['status']}: only open ones merge")
+        await cur.execute("UPDATE reports SET incident_id = %s WHERE incident_id = %s",
+                          (into_id, source_id))  # fmt: skip
+        await cur.execute(
+            """INSERT INTO incident_alerts (alert_id, incident_id)
+               SELECT alert_id, %s FROM incident_alerts WHERE incident_id = %s
+               UNION SELECT %s::bigint, %s WHERE %s::bigint IS NOT NULL
+               ON CONFLICT (alert_id) DO UPDATE SET incident_id = EXCLUDED.incident_id""",
+            (into_id, source_id, src["source_alert_id"], into_id, src["source_alert_id"]),
+        )
+        await cur.execute(
+            f"""UPDATE incidents i SET merged_into = %s, status = 'closed', closed_at = %s,
+                   version = version + 1, updated_at = now() WHERE id = %s RETURNING {COLUMNS}""",
+            (into_id, at, source_id),
+        )
+        closed = await cur.fetchone()
+        await cur.execute(
+            f"""UPDATE incidents i SET version = version + 1, updated_at = now(),
+                   severity = CASE WHEN %s = 'critical' THEN 'critical' ELSE severity END
+                WHERE id = %s RETURNING {COLUMNS}""",
+            (src["severity"], into_id),
+        )
+        merged = await cur.fetchone()
+        assert closed is not None and merged is not None
+        await record_event(cur, source_id, "merged", who, at=at, from_status=src["status"],
+                      to_status="closed", note=note, data={"into": into_id})  # fmt: skip
+        await record_event(cur, into_id, "merged", who, at=at, note=note, data={"from": source_id})
+    if src["agency_id"] and src["status"] != Status.NEW and src["agency_id"] != dst["agency_id"]:
+        await _enqueue(
+            conn, ctx, incident_id=source_id, agency_id=src["agency_id"], kind="incident.withdrawn",
+            payload=incident_json(closed),
+        )  # fmt: skip
+    await append(conn, [feed_event(closed), feed_event(merged)])
+    return merged
+
+
+async def split(
+    conn: psycopg.AsyncConnection,
+    ctx: Context,
+    incident_id: int,
+    report_ids: Sequence[int],
+    who: Who,
+    note: str,
+) -> dict[str, Any]:
+    """Move some reports of an incident into a new incident (they were a different problem);
+    the new one is routed and dispatched like any other."""
+    if not report_ids:
+        raise StepError("name the reports to split off (report_ids)")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        src = await _fetch(cur, incident_id, lock=True)
+        await cur.execute(
+            """SELECT id, service_code, lat, lon, city, ward, description FROM reports
+               WHERE incident_id = %s AND id = ANY(%s) ORDER BY id""",
+            (incident_id, list(report_ids)),
+        )
+        moving = await cur.fetchall()
+        missing = sorted(set(report_ids) - {r["id"] for r in moving})
+        if missing:
+            raise StepError(f"reports {missing} are not part of incident {incident_id}")
+        await cur.execute("SELECT count(*) AS n FROM reports WHERE incident_id = %s",
+                          (incident_id,))  # fmt: skip
+        total = await cur.fetchone()
+        if total and total["n"] == len(moving) and src["source_alert_id"] is None:
+            raise StepError("that would leave the incident with nothing; close it instead")
+    first = moving[0]
+    new = await open_incident(
+        conn, ctx, category=first["service_code"], severity=src["severity"],
+        title=_report_title(ctx, first["service_code"], first["ward"]),
+        description=first["description"], city=first["city"], ward=first["ward"],
+        lat=first["lat"], lon=first["lon"], who=who, note=f"split from #{incident_id}: {note}",
+    )  # fmt: skip
+    async with conn.cursor() as cur:
+        await cur.execute("UPDATE reports SET incident_id = %s WHERE id = ANY(%s)",
+                          (new["id"], [r["id"] for r in moving]))  # fmt: skip
+        await record_event(
+            cur, incident_id, "split", who, at=datetime.now(UTC), note=note,  # type: ignore[arg-type]
+            data={"reports": [r["id"] for r in moving], "to": new["id"]},
+        )  # fmt: skip
+    return new
+
+
+def _report_title(ctx: Context, category: str, ward: str | None) -> str:
+    name = ctx.routing.category(category).name_vi
+    if ward:
+        try:
+            return f"{name} – {ctx.site.ward(ward).name}"
+        except KeyError:
+            pass
+    return name
+
+
+report_title = _report_title
+
+
+async def get(conn: psycopg.AsyncConnection, incident_id: int) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        try:
+            return await _fetch(cur, incident_id, lock=False)
+        except IncidentNotFound:
+            return None
+
+
+async def history(conn: psycopg.AsyncConnection, incident_id: int) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT time, kind, actor, from_status, to_status, note, data FROM incident_events
+               WHERE incident_id = %s ORDER BY time, id""",
+            (incident_id,),
+        )
+        return [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+
+
+async def list_incidents(
+    conn: psycopg.AsyncConnection,
+    *,
+    status: Sequence[str] = (),
+    agency: str | None = None,
+    category: str | None = None,
+    city: str | None = None,
+    ward: str | None = None,
+    overdue: bool | None = None,
+    open_only: bool = False,
+    limit: int = 200,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit}
+    if status:
+        where.append("i.status = ANY(%(status)s)")
+        params["status"] = list(status)
+    for name, value in (("agency_id", agency), ("category", category), ("city", city),
+                        ("ward", ward)):  # fmt: skip
+        if value is not None:
+            where.append(f"i.{name} = %({name})s")
+            params[name] = value
+    if open_only or overdue:
+        where.append(OPEN_SQL)
+    if overdue is True:
+        where.append("i.deadline_at < now()")
+    elif overdue is False:
+        where.append("(i.deadline_at IS NULL OR i.deadline_at >= now())")
+    if before_id is not None:
+        where.append("i.id < %(before)s")
+        params["before"] = before_id
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT {COLUMNS} FROM incidents i WHERE {" AND ".join(where)}
+                ORDER BY i.id DESC LIMIT %(limit)s""",
+            params,
+        )
+        return await cur.fetchall()
+
+
+async def reports_of(conn: psycopg.AsyncConnection, incident_id: int) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, source, external_id, service_code, lat, lon, address, description,
+                      media_url, reported_at, rating, rating_comment
+               FROM reports WHERE incident_id = %s ORDER BY id""",
+            (incident_id,),
+        )
+        return [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+
+
+async def mark_overdue(
+    conn: psycopg.AsyncConnection, ctx: Context, now: datetime
+) -> list[dict[str, Any]]:
+    """Open incidents past their deadline not yet marked: mark them, record it, raise an
+    ``ioc.incident-overdue`` alert for each and push both to the feed."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""UPDATE incidents i SET overdue_at = %(now)s, updated_at = now()
+                WHERE {OPEN_SQL} AND i.overdue_at IS NULL AND i.paused_since IS NULL
+                  AND i.deadline_at < %(now)s
+                RETURNING {COLUMNS}""",
+            {"now": now},
+        )
+        rows = await cur.fetchall()
+        for row in rows:
+            await record_event(cur, row["id"], "overdue", SYSTEM, at=now,
+                          data={"deadline": _iso(row["deadline_at"])})  # fmt: skip
+    events = [feed_event(r) for r in rows]
+    for row in rows:
+        alert = await alert_store.raise_internal(
+            conn,
+            rule=OVERDUE_RULE,
+            fingerprint=f"{OVERDUE_RULE}:{row['id']}",
+            severity="critical" if row["severity"] == "critical" else "warning",
+            labels={
+                "alertname": OVERDUE_RULE, "incident": str(row["id"]),
+                "category": row["category"], "agency": row["agency_id"] or "",
+                "city": row["city"] or "", "ward": row["ward"] or "", "domain": "incidents",
+            },
+            annotations={
+                "summary_vi": f"Sự vụ #{row['id']} quá hạn xử lý ({row['title']})",
+                "summary_en": f"Incident #{row['id']} is past its deadline ({row['title']})",
+            },
+            at=now,
+        )  # fmt: skip
+        if alert is not None:
+            events.append(alert_store.feed_event(alert))
+    await append(conn, events)
+    return rows
+
+
+async def _resolve_overdue_alert(
+    conn: psycopg.AsyncConnection, row: Mapping[str, Any], at: datetime
+) -> None:
+    if row["overdue_at"] is None:
+        return
+    alert = await alert_store.resolve_internal(conn, f"{OVERDUE_RULE}:{row['id']}", at)
+    if alert is not None:
+        await append(conn, [alert_store.feed_event(alert)])

@@ -1,0 +1,270 @@
+"""The incident worker: turns new citizen reports and firing alerts into incidents, and watches
+deadlines.
+
+One pass (:meth:`IncidentWorker.run_once`) does three things, each in short transactions:
+
+1. **Reports** not yet routed (``reports.routed_at IS NULL``): join the nearest open incident of
+   the same category within the join radius and window, else open (and dispatch) a new one.
+2. **Firing alerts** that the routing file says open incidents (``alert_incidents``), not
+   silenced or inhibited: link to an open incident of the same category on the same device or
+   nearby, else open one.
+3. **Deadlines**: open incidents past their deadline are marked overdue and raise an
+   ``ioc.incident-overdue`` alert.
+
+Rows are claimed with ``FOR UPDATE SKIP LOCKED`` and alerts open at most one incident (unique
+index), so several API processes may each run a worker. It wakes on ``NOTIFY ioc_reports``
+(new report) and ``ioc_feed`` (an alert changed), at most every ``_DEBOUNCE_S``, and at least
+every ``IOC_INCIDENT_TICK_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from ioc.incidents import store
+from ioc.incidents.store import SYSTEM, Context
+
+log = logging.getLogger(__name__)
+
+_DEBOUNCE_S = 0.2
+_BATCH = 100
+_SEVERITIES = {"critical": "critical", "warning": "warning"}  # anything else opens as info
+
+
+@dataclass
+class PassResult:
+    reports_joined: int = 0
+    incidents_opened: int = 0
+    alerts_linked: int = 0
+    overdue: int = 0
+    opened_ids: list[int] = field(default_factory=list)
+
+
+class IncidentWorker:
+    def __init__(self, ctx: Context, conninfo: str, pool: AsyncConnectionPool) -> None:
+        self.ctx = ctx
+        self._conninfo = conninfo
+        self._pool = pool
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        # Firing alerts already judged "opens no incident"; pruned to the currently firing set
+        # each pass, so it is bounded by the number of firing alerts.
+        self._declined: set[int] = set()
+
+    @property
+    def join_radius_m(self) -> float:
+        return self.ctx.settings.incident_join_radius_m or self.ctx.routing.join_radius_m
+
+    @property
+    def join_window(self) -> timedelta:
+        hours = self.ctx.settings.incident_join_window_h or self.ctx.routing.join_window_h
+        return timedelta(hours=hours)
+
+    async def __aenter__(self) -> IncidentWorker:
+        self._task = asyncio.create_task(self._run(), name="incident-worker")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        listener = asyncio.create_task(self._listen(), name="incident-listen")
+        try:
+            while True:
+                try:
+                    await self.run_once(datetime.now(UTC))
+                except Exception:
+                    # database down: the next pass retries; nothing is lost (rows stay unrouted)
+                    log.warning("incident pass failed; retrying", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.ctx.settings.incident_tick_s)
+                self._wake.clear()
+                await asyncio.sleep(_DEBOUNCE_S)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as conn:
+                    await conn.execute("LISTEN ioc_reports")
+                    await conn.execute("LISTEN ioc_feed")
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error:
+                log.debug("incident listener lost its connection; reconnecting", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def run_once(self, now: datetime) -> PassResult:
+        result = PassResult()
+        await self._route_reports(now, result)
+        await self._open_from_alerts(now, result)
+        async with self._pool.connection() as conn, conn.transaction():
+            result.overdue = len(await store.mark_overdue(conn, self.ctx, now))
+        return result
+
+    async def _route_reports(self, now: datetime, result: PassResult) -> None:
+        while True:
+            async with self._pool.connection() as conn, conn.transaction():
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(
+                        """SELECT id, service_code, city, ward, lat, lon, description, source
+                           FROM reports WHERE routed_at IS NULL ORDER BY id
+                           LIMIT %s FOR UPDATE SKIP LOCKED""",
+                        (_BATCH,),
+                    )
+                    reports = await cur.fetchall()
+                for report in reports:
+                    await self._route_report(conn, report, now, result)
+            if len(reports) < _BATCH:
+                return
+
+    async def _route_report(
+        self, conn: psycopg.AsyncConnection, report: dict[str, Any], now: datetime,
+        result: PassResult,
+    ) -> None:  # fmt: skip
+        category = report["service_code"]
+        if category not in self.ctx.routing.by_code:
+            category = "khac"  # validated at intake; a category removed since goes to "other"
+        if report["lat"] is not None and report["lon"] is not None:
+            near = await store.nearest_open(
+                conn, category=category, lat=report["lat"], lon=report["lon"],
+                radius_m=self.join_radius_m, since=now - self.join_window,
+            )  # fmt: skip
+            if near is not None:
+                await store.join_report(conn, near[0], report["id"], SYSTEM, near[1])
+                result.reports_joined += 1
+                return
+        # The report is linked before the incident is opened, so the dispatch the opening
+        # writes to the outbox already carries it.
+        row = await store.open_incident(
+            conn, self.ctx, category=category, severity="warning",
+            title=store.report_title(self.ctx, category, report["ward"]),
+            description=report["description"], city=report["city"], ward=report["ward"],
+            lat=report["lat"], lon=report["lon"], who=SYSTEM, at=now, dispatch=False,
+            note=f"report #{report['id']} ({report['source']})",
+        )  # fmt: skip
+        await conn.execute(
+            "UPDATE reports SET incident_id = %s, routed_at = now() WHERE id = %s",
+            (row["id"], report["id"]),
+        )
+        if row["agency_id"]:
+            await store.take_step(conn, self.ctx, row["id"], "dispatch", SYSTEM, note=None, at=now)
+        result.incidents_opened += 1
+        result.opened_ids.append(row["id"])
+
+    async def _open_from_alerts(self, now: datetime, result: PassResult) -> None:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """SELECT a.id FROM alerts a
+                   WHERE a.state = 'firing' AND a.suppressed_by IS NULL
+                     AND a.rule NOT LIKE 'ioc.%'
+                     AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.source_alert_id = a.id)
+                     AND NOT EXISTS (SELECT 1 FROM incident_alerts x WHERE x.alert_id = a.id)
+                   ORDER BY a.id"""
+            )
+            candidates = [r["id"] for r in await cur.fetchall()]
+        self._declined &= set(candidates)
+        for alert_id in candidates:
+            if alert_id in self._declined:
+                continue
+            async with self._pool.connection() as conn, conn.transaction():
+                outcome = await self._open_from_alert(conn, alert_id, now, result)
+            if outcome == "declined":
+                self._declined.add(alert_id)
+
+    async def _open_from_alert(
+        self, conn: psycopg.AsyncConnection, alert_id: int, now: datetime, result: PassResult
+    ) -> str:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """SELECT a.id, a.rule, a.severity, a.labels, a.annotations, a.device_id,
+                          a.state, d.lat, d.lon, d.city, d.ward
+                   FROM alerts a LEFT JOIN devices d ON d.id = a.device_id
+                   WHERE a.id = %s AND a.state = 'firing' AND a.suppressed_by IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.source_alert_id = a.id)
+                     AND NOT EXISTS (SELECT 1 FROM incident_alerts x WHERE x.alert_id = a.id)
+                   FOR UPDATE OF a SKIP LOCKED""",
+                (alert_id,),
+            )
+            alert = await cur.fetchone()
+        if alert is None:
+            return "gone"  # taken by another worker, resolved or silenced meanwhile
+        labels = {str(k): str(v) for k, v in (alert["labels"] or {}).items()}
+        labels.setdefault("alertname", alert["rule"])
+        category = self.ctx.routing.category_for_alert(labels)
+        if category is None:
+            return "declined"
+        city = alert["city"] or labels.get("city") or None
+        ward = alert["ward"] or labels.get("ward") or None
+        existing = await self._same_problem(conn, category, alert, now)
+        if existing is not None:
+            await conn.execute(
+                "INSERT INTO incident_alerts (alert_id, incident_id) VALUES (%s, %s)",
+                (alert_id, existing),
+            )
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await store.record_event(
+                    cur, existing, "alert_linked", SYSTEM, at=now,
+                    data={"alert": alert_id, "rule": alert["rule"]},
+                )  # fmt: skip
+            result.alerts_linked += 1
+            return "linked"
+        annotations = alert["annotations"] or {}
+        agency = labels.get("agency")
+        row = await store.open_incident(
+            conn, self.ctx, category=category,
+            severity=_SEVERITIES.get(alert["severity"], "info"),
+            title=str(annotations.get("summary_vi") or annotations.get("summary") or alert["rule"]),
+            description=str(annotations.get("description_vi") or ""),
+            city=city, ward=ward, lat=alert["lat"], lon=alert["lon"],
+            agency_id=agency if agency in self.ctx.site.agencies_by_id else None,
+            source_alert_id=alert_id, who=SYSTEM, at=now,
+            note=f"alert #{alert_id} {alert['rule']}",
+        )  # fmt: skip
+        result.incidents_opened += 1
+        result.opened_ids.append(row["id"])
+        return "opened"
+
+    async def _same_problem(
+        self, conn: psycopg.AsyncConnection, category: str, alert: dict[str, Any], now: datetime
+    ) -> int | None:
+        """An open incident this alert is another sign of: one opened by an alert of the same
+        device, or one of the same category nearby (a flooded street reported by citizens
+        before the gauge fired)."""
+        async with conn.cursor() as cur:
+            await cur.execute(
+                f"""SELECT i.id FROM incidents i JOIN alerts a ON a.id = i.source_alert_id
+                    WHERE {store.OPEN_SQL} AND i.category = %s AND a.device_id = %s
+                    ORDER BY i.id DESC LIMIT 1""",
+                (category, alert["device_id"]),
+            )
+            row = await cur.fetchone()
+        if row is not None:
+            return int(row[0])
+        if alert["lat"] is None or alert["lon"] is None:
+            return None
+        near = await store.nearest_open(
+            conn, category=category, lat=alert["lat"], lon=alert["lon"],
+            radius_m=self.join_radius_m, since=now - self.join_window,
+        )  # fmt: skip
+        return near[0] if near else None

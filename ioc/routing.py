@@ -1,0 +1,393 @@
+"""Routing data: which agency handles which category where, by when, and what opens an incident.
+
+Loaded from one YAML file (``ioc/site_data/routing.yaml``, or ``IOC_ROUTING``); every problem is
+reported as ``file: where: message`` and a bad file is refused whole. Deadlines are counted
+either in calendar hours (emergencies) or in the working calendar of state bodies
+(:class:`WorkingCalendar`), in Asia/Ho_Chi_Minh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from ioc.site import Site
+from rules.matchers import Matcher, MatcherError, all_match, parse_matcher
+
+WARD_COMMITTEE = "ward-committee"  # agency placeholder: the People's Committee of the ward
+SEVERITIES = ("info", "warning", "critical")
+
+
+class RoutingError(ValueError):
+    def __init__(self, path: Path | str, where: str, message: str) -> None:
+        super().__init__(
+            f"{Path(path).name}: {where}: {message}" if where else f"{path}: {message}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """An Open311 service: what citizens can report, and who answers for it."""
+
+    code: str
+    name_vi: str
+    name_en: str
+    group: str
+    description_vi: str
+    description_en: str
+    keywords: tuple[str, ...]
+    agency: str
+    alert_domains: tuple[str, ...]
+    public: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """``amount`` calendar hours (``unit == "hours"``) or working hours (``"working_hours"``)."""
+
+    unit: str
+    amount: float
+
+    def __str__(self) -> str:
+        return f"{self.amount:g} {self.unit.replace('_', ' ')}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingCalendar:
+    """Working time of state bodies: weekdays × daily periods, minus holidays, local time."""
+
+    tz: ZoneInfo
+    weekdays: frozenset[int]  # ISO, 1 = Monday
+    periods: tuple[tuple[time, time], ...]
+    holidays: frozenset[date]
+
+    @property
+    def hours_per_day(self) -> float:
+        return sum(_seconds(b) - _seconds(a) for a, b in self.periods) / 3600.0
+
+    def is_working_day(self, d: date) -> bool:
+        return d.isoweekday() in self.weekdays and d not in self.holidays
+
+    def add_working_time(self, start: datetime, hours: float) -> datetime:
+        """The instant ``hours`` of working time after ``start`` (which may lie outside it)."""
+        remaining = timedelta(hours=hours)
+        local = start.astimezone(self.tz)
+        day = local.date()
+        # A calendar can have no working day at all only by a broken file (checked at load);
+        # the bound stops a runaway loop anyway: ten years of days.
+        for _ in range(3660):
+            if self.is_working_day(day):
+                for a, b in self.periods:
+                    begin = datetime.combine(day, a, self.tz)
+                    end = datetime.combine(day, b, self.tz)
+                    begin = max(begin, local)
+                    if begin >= end:
+                        continue
+                    if begin + remaining <= end:
+                        return begin + remaining
+                    remaining -= end - begin
+            day += timedelta(days=1)
+            local = datetime.combine(day, time(0), self.tz)
+        raise ValueError("the working calendar has no working time in ten years")
+
+    def working_time_between(self, a: datetime, b: datetime) -> timedelta:
+        """Working time in ``[a, b)`` (zero when b <= a)."""
+        total = timedelta(0)
+        if b <= a:
+            return total
+        day = a.astimezone(self.tz).date()
+        last = b.astimezone(self.tz).date()
+        while day <= last:
+            if self.is_working_day(day):
+                for p, q in self.periods:
+                    lo = max(datetime.combine(day, p, self.tz), a)
+                    hi = min(datetime.combine(day, q, self.tz), b)
+                    if hi > lo:
+                        total += hi - lo
+            day += timedelta(days=1)
+        return total
+
+
+def _seconds(t: time) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An exception to a category's agency for a city and/or ward."""
+
+    category: str
+    agency: str
+    city: str | None = None
+    ward: str | None = None
+
+    def applies(self, category: str, city: str | None, ward: str | None) -> bool:
+        return (
+            self.category == category
+            and (self.city is None or self.city == city)
+            and (self.ward is None or self.ward == ward)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AlertIncidentRule:
+    matchers: tuple[Matcher, ...]
+    category: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    categories: tuple[Category, ...]
+    routes: tuple[Route, ...]
+    deadlines: Mapping[str, Mapping[str, Deadline]]  # category → severity → deadline
+    default_deadline: Deadline
+    calendar: WorkingCalendar
+    pause_in_status: frozenset[str]
+    alert_incidents: tuple[AlertIncidentRule, ...]
+    join_radius_m: float
+    join_window_h: float
+    by_code: Mapping[str, Category] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_code", {c.code: c for c in self.categories})
+
+    def category(self, code: str) -> Category:
+        try:
+            return self.by_code[code]
+        except KeyError:
+            raise KeyError(f"unknown category {code!r}") from None
+
+    def public_categories(self) -> tuple[Category, ...]:
+        return tuple(c for c in self.categories if c.public)
+
+    def agency_for(self, code: str, city: str | None, ward: str | None, site: Site) -> str:
+        """The responsible agency id; ``ward-committee`` resolves to the ward's committee, or to
+        the IOC duty desk when the place is unknown (a human then routes it by hand)."""
+        agency = self.category(code).agency
+        for route in self.routes:
+            if route.applies(code, city, ward):
+                agency = route.agency
+                break
+        if agency == WARD_COMMITTEE:
+            committee = next((a.id for a in site.agencies if ward and a.ward == ward), None)
+            return committee or "ioc"
+        return agency
+
+    def deadline_rule(self, code: str, severity: str) -> Deadline:
+        return self.deadlines.get(code, {}).get(severity) or self.deadlines.get(code, {}).get(
+            "warning", self.default_deadline
+        )
+
+    def deadline(self, code: str, severity: str, start: datetime) -> datetime:
+        rule = self.deadline_rule(code, severity)
+        if rule.unit == "hours":
+            return start + timedelta(hours=rule.amount)
+        return self.calendar.add_working_time(start, working_hours(rule, self.calendar))
+
+    def category_for_alert(self, labels: Mapping[str, str]) -> str | None:
+        """The category of an incident a firing alert opens, or None if it opens none."""
+        for rule in self.alert_incidents:
+            if all_match(rule.matchers, labels):
+                if rule.category:
+                    return rule.category
+                domain = labels.get("domain", "")
+                return next((c.code for c in self.categories if domain in c.alert_domains), "khac")
+        return None
+
+    def category_for_domain(self, domain: str) -> str:
+        return next((c.code for c in self.categories if domain in c.alert_domains), "khac")
+
+
+def load_routing(path: Path | str, site: Site | None = None) -> Routing:
+    """Parse and check a routing file; agencies are checked against ``site`` when given."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RoutingError(path, "", f"cannot read: {exc}") from None
+    return _Parser(path, site).routing(raw)
+
+
+class _Parser:
+    def __init__(self, path: Path, site: Site | None) -> None:
+        self.path = path
+        self.site = site
+
+    def fail(self, where: str, message: str) -> NoReturn:
+        raise RoutingError(self.path, where, message)
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping, got {type(value).__name__}")
+        return value
+
+    def text(self, d: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+        v = d.get(key, default)
+        if not isinstance(v, str) or not v.strip():
+            self.fail(f"{where}.{key}", "missing or not a non-empty string")
+        return v
+
+    def agency(self, value: str, where: str) -> str:
+        if (
+            value != WARD_COMMITTEE
+            and self.site is not None
+            and value not in self.site.agencies_by_id
+        ):
+            self.fail(where, f"unknown agency {value!r} (not in the site file's agencies)")
+        return value
+
+    def routing(self, raw: Any) -> Routing:
+        top = self.mapping(raw, "")
+        if top.get("version") != 1:
+            self.fail("version", "must be 1")
+        categories = self.categories(top.get("categories"))
+        codes = {c.code for c in categories}
+        routes = []
+        for i, item in enumerate(top.get("routes") or []):
+            where = f"routes[{i}]"
+            d = self.mapping(item, where)
+            code = self.text(d, "category", where)
+            if code not in codes:
+                self.fail(f"{where}.category", f"unknown category {code!r}")
+            routes.append(
+                Route(
+                    code,
+                    self.agency(self.text(d, "agency", where), f"{where}.agency"),
+                    d.get("city"),
+                    d.get("ward"),
+                )
+            )
+        deadlines_raw = self.mapping(top.get("deadlines") or {}, "deadlines")
+        default = self.deadline(
+            deadlines_raw.get("default", {"working_days": 5}), "deadlines.default"
+        )
+        deadlines: dict[str, dict[str, Deadline]] = {}
+        for code, per_sev in deadlines_raw.items():
+            if code == "default":
+                continue
+            if code not in codes:
+                self.fail(f"deadlines.{code}", f"unknown category {code!r}")
+            sev_map = self.mapping(per_sev, f"deadlines.{code}")
+            for sev, spec in sev_map.items():
+                if sev not in SEVERITIES:
+                    self.fail(f"deadlines.{code}.{sev}", f"severity must be one of {SEVERITIES}")
+                deadlines.setdefault(code, {})[sev] = self.deadline(spec, f"deadlines.{code}.{sev}")
+        calendar = self.calendar(self.mapping(top.get("calendar") or {}, "calendar"))
+        clock = self.mapping(top.get("clock") or {}, "clock")
+        pause = clock.get("pause_in_status") or []
+        allowed = {"new", "dispatched", "accepted", "in_progress", "rejected"}
+        for s in pause:
+            if s not in allowed:
+                self.fail("clock.pause_in_status", f"{s!r} is not an open status {sorted(allowed)}")
+        alert_rules = []
+        for i, item in enumerate(top.get("alert_incidents") or []):
+            where = f"alert_incidents[{i}]"
+            d = self.mapping(item, where)
+            try:
+                matchers = tuple(parse_matcher(m) for m in d.get("matchers") or [])
+            except MatcherError as exc:
+                self.fail(f"{where}.matchers", str(exc))
+            cat = d.get("category")
+            if cat is not None and cat not in codes:
+                self.fail(f"{where}.category", f"unknown category {cat!r}")
+            alert_rules.append(AlertIncidentRule(matchers, cat))
+        join = self.mapping(top.get("join") or {}, "join")
+        radius = join.get("radius_m", 200)
+        window = join.get("window_h", 24)
+        for key, v in (("radius_m", radius), ("window_h", window)):
+            if not isinstance(v, int | float) or v <= 0:
+                self.fail(f"join.{key}", "must be a positive number")
+        return Routing(
+            categories=categories,
+            routes=tuple(routes),
+            deadlines=deadlines,
+            default_deadline=default,
+            calendar=calendar,
+            pause_in_status=frozenset(pause),
+            alert_incidents=tuple(alert_rules),
+            join_radius_m=float(radius),
+            join_window_h=float(window),
+        )
+
+    def categories(self, raw: Any) -> tuple[Category, ...]:
+        if not isinstance(raw, list) or not raw:
+            self.fail("categories", "must be a non-empty list")
+        out: list[Category] = []
+        for i, item in enumerate(raw):
+            where = f"categories[{i}]"
+            d = self.mapping(item, where)
+            code = self.text(d, "code", where)
+            if any(c.code == code for c in out):
+                self.fail(f"{where}.code", f"duplicate category {code!r}")
+            out.append(
+                Category(
+                    code=code,
+                    name_vi=self.text(d, "name_vi", where),
+                    name_en=self.text(d, "name_en", where),
+                    group=self.text(d, "group", where),
+                    description_vi=str(d.get("description_vi", "")),
+                    description_en=str(d.get("description_en", "")),
+                    keywords=tuple(str(k) for k in d.get("keywords") or ()),
+                    agency=self.agency(self.text(d, "agency", where), f"{where}.agency"),
+                    alert_domains=tuple(str(k) for k in d.get("alert_domains") or ()),
+                    public=bool(d.get("public", True)),
+                )
+            )
+        return tuple(out)
+
+    def deadline(self, raw: Any, where: str) -> Deadline:
+        d = self.mapping(raw, where)
+        if len(d) != 1:
+            self.fail(where, "give exactly one of hours, working_hours, working_days")
+        ((unit, amount),) = d.items()
+        if not isinstance(amount, int | float) or not math.isfinite(amount) or amount <= 0:
+            self.fail(f"{where}.{unit}", "must be a positive number")
+        if unit == "hours":
+            return Deadline("hours", float(amount))
+        if unit == "working_hours":
+            return Deadline("working_hours", float(amount))
+        if unit == "working_days":
+            return Deadline("working_days", float(amount))
+        self.fail(where, f"unknown unit {unit!r}: hours, working_hours or working_days")
+
+    def calendar(self, d: dict[str, Any]) -> WorkingCalendar:
+        try:
+            tz = ZoneInfo(str(d.get("timezone", "Asia/Ho_Chi_Minh")))
+        except Exception:
+            self.fail("calendar.timezone", f"unknown time zone {d.get('timezone')!r}")
+        weekdays = d.get("weekdays", [1, 2, 3, 4, 5])
+        if not weekdays or any(not isinstance(w, int) or not 1 <= w <= 7 for w in weekdays):
+            self.fail("calendar.weekdays", "ISO weekdays 1 (Monday) … 7, at least one")
+        periods: list[tuple[time, time]] = []
+        for i, pair in enumerate(d.get("hours", [["07:00", "11:30"], ["13:00", "17:00"]])):
+            where = f"calendar.hours[{i}]"
+            try:
+                a, b = (time.fromisoformat(str(x)) for x in pair)
+            except (TypeError, ValueError):
+                self.fail(where, 'expected ["HH:MM", "HH:MM"]')
+            if b <= a or (periods and a < periods[-1][1]):
+                self.fail(where, "periods must be increasing and not overlap")
+            periods.append((a, b))
+        if not periods:
+            self.fail("calendar.hours", "at least one working period")
+        holidays: set[date] = set()
+        for i, h in enumerate(d.get("holidays") or []):
+            if not isinstance(h, date):
+                try:
+                    h = date.fromisoformat(str(h))
+                except ValueError:
+                    self.fail(f"calendar.holidays[{i}]", f"{h!r} is not a date YYYY-MM-DD")
+            holidays.add(h)
+        return WorkingCalendar(tz, frozenset(weekdays), tuple(periods), frozenset(holidays))
+
+
+def working_hours(rule: Deadline, calendar: WorkingCalendar) -> float:
+    """Working hours a working-time deadline stands for (days × the calendar's day length)."""
+    return rule.amount * calendar.hours_per_day if rule.unit == "working_days" else rule.amount

@@ -1,0 +1,467 @@
+"""Incidents: routing data, deadline arithmetic in Asia/Ho_Chi_Minh, the lifecycle, and the
+incident worker against the real database (reports and alerts → incidents → outbox), plus the
+operator and agency APIs end to end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ioc.incidents import store
+from ioc.incidents.lifecycle import Actor, StepError, check
+from ioc.incidents.store import SYSTEM, Context, Who
+from ioc.incidents.worker import IncidentWorker
+from ioc.routing import RoutingError, load_routing
+from ioc.settings import Settings
+from ioc.site import Site, load_site
+from ioc.storage import devices as device_store
+from ioc.storage import tokens
+from ioc.storage.database import open_pool
+from tests.conftest import TOKEN, running_service
+
+HCM = ZoneInfo("Asia/Ho_Chi_Minh")
+ROUTING = Path(__file__).parents[1] / "ioc" / "site_data" / "routing.yaml"
+
+
+@pytest.fixture(scope="module")
+def site() -> Site:
+    return load_site(Path(__file__).parents[1] / "ioc" / "site_data" / "hau-giang.yaml")
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=HCM)  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------ routing data ---
+
+
+def test_working_day_deadline_skips_evening_weekend_and_lunch(site: Site) -> None:
+    routing = load_routing(ROUTING, site)
+    # Friday 27/11/2026 16:00 + 3 working days (24 working hours): 1 h on Friday, 8 h Monday,
+    # 8 h Tuesday, 7 h Wednesday → Wednesday 2/12 16:00.
+    assert routing.deadline("chieu-sang", "warning", local(2026, 11, 27, 16, 0)) == local(
+        2026, 12, 2, 16, 0
+    )
+    # Opened at 11:00 with 1 working hour: 30 min before lunch, 30 min after → 13:30.
+    cal = routing.calendar
+    assert cal.add_working_time(local(2026, 11, 26, 11, 0), 1) == local(2026, 11, 26, 13, 30)
+    # Opened at night: the clock starts at 07:00 next working day.
+    assert cal.add_working_time(local(2026, 11, 26, 22, 0), 2) == local(2026, 11, 27, 9, 0)
+    # Instant given in UTC is read in local time (00:30 UTC = 07:30 +07:00).
+    assert cal.add_working_time(datetime(2026, 11, 26, 0, 30, tzinfo=UTC), 1) == local(
+        2026, 11, 26, 8, 30
+    )
+
+
+def test_deadlines_skip_public_holidays_and_calendar_hours_do_not(site: Site) -> None:
+    routing = load_routing(ROUTING, site)
+    cal = routing.calendar
+    # 29/04/2026 (Wed) 16:00 + 2 working hours: 30/04 and 01/05 are holidays, 02–03/05 a weekend.
+    assert cal.add_working_time(local(2026, 4, 29, 16, 0), 2) == local(2026, 5, 4, 8, 0)
+    # A BĐ III flood: 4 calendar hours, through the night and the holiday alike.
+    assert routing.deadline("ngap-nuoc", "critical", local(2026, 4, 29, 22, 0)) == local(
+        2026, 4, 30, 2, 0
+    )
+    # Working time between two instants is the inverse of adding it.
+    start = local(2026, 11, 27, 16, 0)
+    end = cal.add_working_time(start, 13.5)
+    assert cal.working_time_between(start, end) == timedelta(hours=13.5)
+
+
+def test_severity_without_its_own_deadline_falls_back(site: Site) -> None:
+    routing = load_routing(ROUTING, site)
+    # rac-thai has only `warning`; critical uses it, an unlisted category uses the default.
+    assert str(routing.deadline_rule("rac-thai", "critical")) == "2 working days"
+    assert str(routing.deadline_rule("trat-tu", "info")) == "3 working days"
+
+
+def test_agency_for_category_ward_and_overrides(site: Site) -> None:
+    routing = load_routing(ROUTING, site)
+    assert routing.agency_for("chieu-sang", "vi-thanh", "phuong-5", site) == "urban-works"
+    assert routing.agency_for("ngap-nuoc", "nga-bay", "lai-hieu", site) == "pctt"
+    # ward-committee: the People's Committee of the ward; unknown place → the IOC duty desk
+    assert routing.agency_for("trat-tu", "vi-thanh", "phuong-5", site) == "ubnd-phuong-5"
+    assert routing.agency_for("trat-tu", None, None, site) == "ioc"
+
+
+def test_which_alerts_open_incidents(site: Site) -> None:
+    routing = load_routing(ROUTING, site)
+    assert routing.category_for_alert({"severity": "critical", "domain": "flood"}) == "ngap-nuoc"
+    assert (
+        routing.category_for_alert(
+            {"severity": "warning", "alertname": "lamp-failure", "domain": "lighting"}
+        )
+        == "chieu-sang"
+    )
+    assert routing.category_for_alert({"severity": "warning", "alertname": "flood-bd1"}) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("routes:\n  - {category: nope, agency: pctt}\n", "routes[0].category: unknown category"),
+        ("routes:\n  - {category: khac, agency: nobody}\n", "routes[0].agency: unknown agency"),
+        ("deadlines:\n  khac: {warning: {weeks: 2}}\n", "deadlines.khac.warning: unknown unit"),
+        ("deadlines:\n  khac: {urgent: {hours: 2}}\n", "deadlines.khac.urgent: severity"),
+        ("clock:\n  pause_in_status: [closed]\n", "clock.pause_in_status"),
+    ],
+)
+def test_bad_routing_file_names_the_place(
+    site: Site, tmp_path: Path, change: str, message: str
+) -> None:
+    text = ROUTING.read_text(encoding="utf-8")
+    key = change.split(":", 1)[0]
+    # replace the whole top-level section `key` with the broken one
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}:"))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i][:1].isalpha()), len(lines)
+    )
+    bad = tmp_path / "routing.yaml"
+    bad.write_text("".join(lines[:start]) + change + "".join(lines[end:]), encoding="utf-8")
+    with pytest.raises(RoutingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_routing(bad, site)
+
+
+# --------------------------------------------------------------------------- lifecycle ---
+
+
+def test_lifecycle_steps_and_permissions() -> None:
+    assert check("dispatch", "new", Actor.SYSTEM, None).target == "dispatched"
+    assert check("accept", "dispatched", Actor.AGENCY, None).target == "accepted"
+    with pytest.raises(StepError, match="cannot resolve an incident that is new"):
+        check("resolve", "new", Actor.AGENCY, "done")
+    with pytest.raises(StepError, match="needs a note") as err:
+        check("reject", "dispatched", Actor.AGENCY, " ")
+    assert not err.value.forbidden
+    with pytest.raises(StepError, match="agency may not dispatch") as err:
+        check("dispatch", "new", Actor.AGENCY, None)
+    assert err.value.forbidden
+    with pytest.raises(StepError, match="operator may not reject"):
+        check("reject", "dispatched", Actor.OPERATOR, "not ours")
+    assert check("reopen", "closed", Actor.OPERATOR, "still dark").target == "dispatched"
+
+
+# -------------------------------------------------------------- worker on the real DB ---
+
+
+class Desk:
+    """The incident worker on a test database with a driven clock, plus helpers to seed it."""
+
+    def __init__(self, ctx: Context, worker: IncidentWorker, db: psycopg.AsyncConnection) -> None:
+        self.ctx, self.worker, self.db = ctx, worker, db
+
+    async def report(
+        self, lat: float, lon: float, category: str = "chieu-sang", *, at: datetime
+    ) -> int:
+        ward = self.ctx.site.ward_of(lat, lon)
+        row = await (
+            await self.db.execute(
+                """INSERT INTO reports (dedupe_key, token, source, service_code, city, ward, lat,
+                       lon, description, reported_at) VALUES (%s, %s, 'app', %s, %s, %s, %s, %s,
+                       'Đèn đường không sáng', %s) RETURNING id""",
+                (uuid.uuid4().hex, uuid.uuid4().hex, category,
+                 ward.city if ward else None, ward.id if ward else None, lat, lon, at),
+            )  # fmt: skip
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def alert(self, device_id: str, rule: str, labels: dict[str, str], at: datetime) -> int:
+        labels = {"alertname": rule, **labels}
+        row = await (
+            await self.db.execute(
+                """INSERT INTO alerts (fingerprint, rule, state, severity, labels, annotations,
+                       device_id, active_at, started_at)
+                   VALUES (%s, %s, 'firing', %s, %s, %s, %s, %s, %s) RETURNING id""",
+                (uuid.uuid4().hex, rule, labels.get("severity", "warning"), Jsonb(labels),
+                 Jsonb({"summary_vi": f"{rule} tại {device_id}"}), device_id, at, at),
+            )  # fmt: skip
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def incident(self, incident_id: int) -> dict[str, Any]:
+        async with self.db.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT * FROM incidents WHERE id = %s", (incident_id,))
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def scalar(self, sql: str, *params: Any) -> Any:
+        row = await (await self.db.execute(sql, params)).fetchone()
+        assert row is not None
+        return row[0]
+
+
+@pytest.fixture
+async def desk(
+    settings: Settings, database_url: str, db: psycopg.AsyncConnection, site: Site
+) -> AsyncIterator[Desk]:
+    await device_store.sync_site_devices(db, site.devices)
+    pool = await open_pool(database_url, max_size=4)
+    try:
+        ctx = Context(load_routing(settings.routing_path(), site), site, settings)
+        yield Desk(ctx, IncidentWorker(ctx, database_url, pool), db)
+    finally:
+        await pool.close()
+
+
+# A lamp position in Vị Thanh's Phường V and a point ~90 m away, one ~1.5 km away.
+NEAR_A = (9.7845, 105.4700)
+NEAR_B = (9.7853, 105.4700)
+FAR = (9.7980, 105.4700)
+
+
+async def test_reports_open_join_and_dispatch(desk: Desk) -> None:
+    now = local(2026, 11, 27, 16, 0)
+    first = await desk.report(*NEAR_A, at=now)
+    result = await desk.worker.run_once(now)
+    assert result.incidents_opened == 1
+    (incident_id,) = result.opened_ids
+    inc = await desk.incident(incident_id)
+    assert inc["status"] == "dispatched"
+    assert inc["agency_id"] == "urban-works"
+    assert inc["deadline_at"] == local(2026, 12, 2, 16, 0)  # 3 working days, see above
+    assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", first) == incident_id
+    # the dispatch went to the outbox in the same transaction, with the report in it
+    payload = await desk.scalar(
+        "SELECT payload FROM outbox WHERE incident_id = %s AND channel = 'mqtt'", incident_id
+    )
+    assert [r["id"] for r in payload["reports"]] == [first]
+
+    # a second report 90 m away an hour later joins; one 1.5 km away opens its own
+    second = await desk.report(*NEAR_B, at=now + timedelta(hours=1))
+    third = await desk.report(*FAR, at=now + timedelta(hours=1))
+    result = await desk.worker.run_once(now + timedelta(hours=1))
+    assert (result.reports_joined, result.incidents_opened) == (1, 1)
+    assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", second) == incident_id
+    assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", third) != incident_id
+    # ... and after the join window a report at the same spot opens a new one
+    late = await desk.report(*NEAR_A, at=now + timedelta(hours=30))
+    await desk.worker.run_once(now + timedelta(hours=30))
+    assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", late) != incident_id
+    kinds = [h["kind"] for h in await store.history(desk.db, incident_id)]
+    assert kinds == ["opened", "dispatch", "report_joined"]
+
+
+async def test_same_report_category_elsewhere_is_its_own_incident(desk: Desk) -> None:
+    now = local(2026, 11, 27, 9, 0)
+    await desk.report(*NEAR_A, category="chieu-sang", at=now)
+    await desk.report(*NEAR_B, category="rac-thai", at=now)
+    result = await desk.worker.run_once(now)
+    assert result.incidents_opened == 2
+    agencies = {(await desk.incident(i))["agency_id"] for i in result.opened_ids}
+    assert agencies == {"urban-works", "environment"}
+
+
+async def test_firing_alert_opens_one_incident_and_links_repeats(desk: Desk) -> None:
+    now = local(2026, 10, 27, 16, 50)
+    bd3 = await desk.alert(
+        "vt-flood-01", "flood-bd3",
+        {"severity": "critical", "domain": "flood", "agency": "pctt"}, now,
+    )  # fmt: skip
+    bd1 = await desk.alert("vt-flood-01", "flood-bd1", {"severity": "info", "domain": "flood"}, now)
+    result = await desk.worker.run_once(now)
+    assert result.incidents_opened == 1  # BĐ I opens none (routing.yaml alert_incidents)
+    inc = await desk.incident(result.opened_ids[0])
+    assert (inc["category"], inc["severity"], inc["agency_id"]) == ("ngap-nuoc", "critical", "pctt")
+    assert inc["source_alert_id"] == bd3
+    assert inc["deadline_at"] == now + timedelta(hours=4)
+    # running again changes nothing: the alert has its incident, BĐ I stays declined
+    again = await desk.worker.run_once(now + timedelta(minutes=1))
+    assert (again.incidents_opened, again.alerts_linked) == (0, 0)
+    # another critical alert on the same gauge is the same problem: linked, not a new incident
+    rising = await desk.alert(
+        "vt-flood-01", "rain-and-rising-water", {"severity": "critical", "domain": "flood"}, now
+    )
+    linked = await desk.worker.run_once(now + timedelta(minutes=2))
+    assert (linked.incidents_opened, linked.alerts_linked) == (0, 1)
+    assert await desk.scalar(
+        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", rising
+    ) == inc["id"]
+    assert await desk.scalar("SELECT count(*) FROM incidents") == 1
+    del bd1
+
+
+async def test_silenced_alert_opens_nothing(desk: Desk) -> None:
+    now = local(2026, 10, 27, 16, 50)
+    alert = await desk.alert("vt-flood-01", "flood-bd3", {"severity": "critical"}, now)
+    await desk.db.execute(
+        "UPDATE alerts SET suppressed_by = %s WHERE id = %s", (Jsonb({"silence": 1}), alert)
+    )
+    assert (await desk.worker.run_once(now)).incidents_opened == 0
+
+
+async def test_overdue_raises_an_alert_that_resolution_clears(desk: Desk) -> None:
+    now = local(2026, 10, 27, 16, 50)
+    await desk.alert("vt-flood-01", "flood-bd3", {"severity": "critical", "domain": "flood"}, now)
+    (incident_id,) = (await desk.worker.run_once(now)).opened_ids
+    assert (await desk.worker.run_once(now + timedelta(hours=3, minutes=59))).overdue == 0
+    late = now + timedelta(hours=4, minutes=1)
+    assert (await desk.worker.run_once(late)).overdue == 1
+    assert (await desk.worker.run_once(late + timedelta(minutes=1))).overdue == 0  # once
+    fp = f"{store.OVERDUE_RULE}:{incident_id}"
+    assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "firing"
+    frames = await desk.scalar(
+        "SELECT array_agg(type ORDER BY seq) FROM feed_events WHERE payload->>'id' = %s",
+        str(incident_id),
+    )
+    assert "incident" in frames
+    agency = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
+    async with desk.db.transaction():
+        await store.take_step(desk.db, desk.ctx, incident_id, "resolve", agency, note="nước rút")
+    assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "resolved"
+
+
+async def test_clock_pauses_only_where_the_rules_say(
+    desk: Desk, tmp_path: Path, site: Site
+) -> None:
+    text = ROUTING.read_text(encoding="utf-8").replace(
+        "  pause_in_status: []", "  pause_in_status: [rejected]"
+    )
+    path = tmp_path / "routing.yaml"
+    path.write_text(text, encoding="utf-8")
+    ctx = Context(load_routing(path, site), site, desk.ctx.settings)
+    t0 = local(2026, 10, 27, 10, 0)
+    await desk.alert("vt-flood-01", "flood-bd3", {"severity": "critical", "domain": "flood"}, t0)
+    worker = IncidentWorker(ctx, desk.worker._conninfo, desk.worker._pool)
+    (incident_id,) = (await worker.run_once(t0)).opened_ids
+    agency = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
+    async with desk.db.transaction():
+        await store.take_step(desk.db, ctx, incident_id, "reject", agency, note="không phải",
+                              at=t0 + timedelta(hours=1))  # fmt: skip
+    # paused: 10 hours later it is not overdue although its 4 h have passed
+    assert (await worker.run_once(t0 + timedelta(hours=11))).overdue == 0
+    async with desk.db.transaction():
+        row = await store.take_step(desk.db, ctx, incident_id, "dispatch", SYSTEM, note=None,
+                                    at=t0 + timedelta(hours=3))  # fmt: skip
+    # 2 h spent rejected (calendar-hour deadline): due at 16:00 instead of 14:00
+    assert row["deadline_at"] == t0 + timedelta(hours=6)
+    assert row["paused_since"] is None
+
+
+async def test_merge_and_split_move_reports(desk: Desk) -> None:
+    now = local(2026, 11, 27, 9, 0)
+    a = await desk.report(*NEAR_A, at=now)
+    b = await desk.report(*FAR, at=now)
+    first, second = (await desk.worker.run_once(now)).opened_ids
+    async with desk.db.transaction():
+        kept = await store.merge(desk.db, desk.ctx, second, first, SYSTEM, "cùng một tuyến đèn")
+    assert kept["id"] == first
+    gone = await desk.incident(second)
+    assert (gone["status"], gone["merged_into"]) == ("closed", first)
+    assert await desk.scalar(
+        "SELECT array_agg(id ORDER BY id) FROM reports WHERE incident_id = %s", first
+    ) == [a, b]
+    with pytest.raises(StepError, match="merged into"):
+        async with desk.db.transaction():
+            await store.take_step(desk.db, desk.ctx, second, "dispatch", SYSTEM, note=None)
+    async with desk.db.transaction():
+        new = await store.split(desk.db, desk.ctx, first, [b], SYSTEM, "hai sự cố khác nhau")
+    assert new["id"] not in (first, second)
+    assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", b) == new["id"]
+    assert new["status"] == "dispatched"
+
+
+# ------------------------------------------------------------------- HTTP end to end ---
+
+
+async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConnection) -> None:
+    async with running_service(settings) as (runtime, http):
+        _, works = await tokens.create(db, name="urban-works-system", role="agency:urban-works")
+        _, police = await tokens.create(db, name="police-system", role="agency:traffic-police")
+        _, viewer = await tokens.create(db, name="wall", role="viewer")
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+
+        r = await http.post(
+            "/api/v1/incidents",
+            json={"category": "chieu-sang", "title": "Đèn tắt cả tuyến", "lat": NEAR_A[0],
+                  "lon": NEAR_A[1]},
+            headers=admin,
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        inc = r.json()
+        assert (inc["status"], inc["agency_id"], inc["ward"]) == (
+            "dispatched", "urban-works", "phuong-5"
+        )  # fmt: skip
+        iid = inc["id"]
+
+        # a viewer reads but cannot act; an unknown token is 401
+        assert (await http.get(f"/api/v1/incidents/{iid}", headers=_h(viewer))).status_code == 200
+        r = await http.post(f"/api/v1/incidents/{iid}/close", headers=_h(viewer))
+        assert r.status_code == 403
+        assert (await http.get("/api/v1/incidents", headers=_h("nope"))).status_code == 401
+
+        # agency isolation: police see nothing of it and cannot act on it
+        assert (await http.get("/api/v1/agency/incidents", headers=_h(police))).json() == []
+        r = await http.post(f"/api/v1/agency/incidents/{iid}/accept", headers=_h(police))
+        assert r.status_code == 404
+        assert (await http.get("/api/v1/incidents", headers=_h(police))).status_code == 403
+
+        # the responsible agency works it through
+        mine = (await http.get("/api/v1/agency/incidents", headers=_h(works))).json()
+        assert [i["id"] for i in mine] == [iid]
+        r = await http.post(f"/api/v1/agency/incidents/{iid}/accept", headers=_h(works))
+        assert r.json()["status"] == "accepted"
+        r = await http.post(f"/api/v1/agency/incidents/{iid}/resolve", headers=_h(works),
+                            json={"note": ""})  # fmt: skip
+        assert r.status_code == 409 and "needs a note" in r.json()["message"]
+        r = await http.post(
+            f"/api/v1/agency/incidents/{iid}/resolve", headers=_h(works),
+            json={"note": "Đã thay bóng", "photo_url": "https://example.org/p.jpg"},
+        )  # fmt: skip
+        assert r.json()["status"] == "resolved"
+        r = await http.post(f"/api/v1/incidents/{iid}/rate", headers=admin, json={"rating": 5})
+        body = r.json()
+        assert (body["status"], body["rating"]) == ("closed", 5)
+        kinds = [(h["kind"], h["actor"]) for h in body["history"]]
+        assert kinds == [
+            ("opened", "admin"), ("dispatch", "admin"),
+            ("accept", "agency:urban-works/urban-works-system"),
+            ("resolve", "agency:urban-works/urban-works-system"),
+            ("rated", "admin (for the citizen)"),
+        ]  # fmt: skip
+        assert body["history"][3]["data"] == {"photo_url": "https://example.org/p.jpg"}
+
+        # a step that does not apply names the status; a bad category names the field
+        r = await http.post(f"/api/v1/incidents/{iid}/status", headers=admin,
+                            json={"status": "accepted"})  # fmt: skip
+        assert r.status_code == 409 and "closed" in r.json()["message"]
+        r = await http.post("/api/v1/incidents", headers=admin,
+                            json={"category": "x", "title": "t"})  # fmt: skip
+        assert r.status_code == 422 and "unknown category 'x'" in r.json()["message"]
+
+        # reassignment tells the old agency its work is withdrawn
+        r = await http.post("/api/v1/incidents", headers=admin,
+                            json={"category": "giao-thong", "title": "Kẹt xe"})  # fmt: skip
+        other = r.json()["id"]
+        r = await http.post(f"/api/v1/incidents/{other}/dispatch", headers=admin,
+                            json={"agency": "urban-works", "note": "đèn tín hiệu hỏng"})  # fmt: skip
+        assert r.json()["agency_id"] == "urban-works"
+        kinds = await (
+            await db.execute(
+                "SELECT array_agg(kind || '→' || agency_id ORDER BY id) FROM outbox"
+                " WHERE incident_id = %s AND channel = 'mqtt'",
+                (other,),
+            )
+        ).fetchone()
+        assert kinds is not None
+        assert kinds[0] == [
+            "incident.dispatched→traffic-police", "incident.withdrawn→traffic-police",
+            "incident.dispatched→urban-works",
+        ]  # fmt: skip
+        assert runtime.incidents is not None
+
+
+def _h(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
