@@ -5,12 +5,13 @@ metric) and the device events. Everything runs through ``Engine`` exactly as liv
 ``advance(t)`` at each reading time.
 
 Speed: when every rule reading a metric is a plain threshold rule (no window, schedule,
-requirement or anomaly state) and the rule set has no absence rule, each series is first reduced
-with numpy to the readings where its class changes (below clear / between / above threshold, for
-every such rule at once). That is exact for those rules: a run of readings of one class moves
-the state machine no further than its first reading does, and ``for`` timers run at their own
-deadlines, not at readings. The reported alert times are identical; an alert's ``value`` is the
-value at its change point.
+requirement or anomaly state), no rule requires the metric and the rule set has no absence or
+group rule, each series is first reduced with numpy to the readings where its class changes
+(below clear / between / above threshold, for every such rule at once). That is exact for those
+rules: a run of readings of one class moves the state machine no further than its first reading
+does (a clear level on the wrong side of its threshold is clamped, ``Condition.levels``), and
+``for`` timers run at their own deadlines, not at readings. The reported alert times are
+identical; an alert's ``value`` is the value at its change point.
 """
 
 from __future__ import annotations
@@ -70,10 +71,14 @@ def compressible_metrics(ruleset: RuleSet) -> set[tuple[str, str]]:
     for r in rules:
         if r.select.kind and r.select.metric:
             by_metric[(r.select.kind, r.select.metric)].append(r)
+    # a metric another rule requires is read at every one of its readings (the latest value
+    # when that rule evaluates), whatever its own rules' classes: never reduced
+    required = {(r.select.kind, q.metric) for r in rules for q in r.requires}
     return {
         key
         for key, rs in by_metric.items()
-        if all(r.type == "threshold" and not r.requires and r.schedule is None for r in rs)
+        if key not in required
+        and all(r.type == "threshold" and not r.requires and r.schedule is None for r in rs)
     }
 
 
@@ -209,13 +214,10 @@ def _limits(ruleset: RuleSet, device: Device, metric: str) -> list[tuple[str, fl
             device.kind, device.city, device.ward, device.id, device.attributes
         ):
             continue
-        threshold = r.condition.threshold.resolve(device.attributes)
+        threshold, c = r.condition.levels(device.attributes)  # clamped as the engine does
         if threshold is None:
             continue
-        clear = threshold
-        if r.condition.clear is not None:
-            c = r.condition.clear.resolve(device.attributes)
-            clear = threshold if c is None else c
+        clear = threshold if c is None else c
         divisor = 1.0
         if r.divide_by is not None:
             div = r.divide_by.resolve(device.attributes)

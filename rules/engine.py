@@ -122,6 +122,7 @@ class Engine:
         self._latest: dict[str, dict[str, float]] = {}
         self._now = -math.inf
         self.ignored_out_of_order = 0
+        self._groups_by_source: dict[str, list[Rule]] = {}  # source rule id → group rules
         self.set_rules(ruleset)
         self.set_devices(devices)
 
@@ -132,32 +133,67 @@ class Engine:
         were removed or changed resolve (reason ``rule changed``), then start afresh."""
         self._ruleset = ruleset
         self._rules: dict[str, Rule] = {r.id: r for r in ruleset.rules if r.enabled}
-        for (rid, key), s in list(self._series.items()):
-            new = self._rules.get(rid)
+        # Tear down quietly: a source alert resolving here must not evaluate its groups through
+        # the old rules (that would bring back a group series holding an old group rule);
+        # memberships are rebuilt below from the series that remain.
+        self._groups_by_source = {}
+        for key, s in list(self._series.items()):
+            new = self._rules.get(key[0])
             if new is None or new != s.rule:
-                if s.state != INACTIVE:
-                    self._leave(s, max(self._now, s.last_t), {"rule": "changed or removed"})
-                del self._series[(rid, key)]
-                self._by_fp.pop(s.fingerprint, None)
+                self._drop(key, s, {"rule": "changed or removed"})
+            else:
+                s.rule = new  # equal (file and line do not count): hold the rule now in force
         self._index()
+        self._rebuild_groups()
 
     def set_devices(self, devices: Iterable[Device]) -> None:
         self._devices = {d.id: d for d in devices}
         # series of devices whose record changed are rebuilt lazily; absence series eagerly
-        for (rid, key), s in list(self._series.items()):
-            d = self._devices.get(key) if s.device is not None else None
-            if s.device is not None and d != s.device:
-                if s.state != INACTIVE:
-                    self._leave(s, max(self._now, s.last_t), {"device": "changed or removed"})
-                del self._series[(rid, key)]
-                self._by_fp.pop(s.fingerprint, None)
+        for key, s in list(self._series.items()):
+            if s.device is not None and self._devices.get(key[1]) != s.device:
+                self._drop(key, s, {"device": "changed or removed"})
         self._index()
+        self._rebuild_groups()
+
+    def _drop(self, key: tuple[str, str], s: Series, reason: dict[str, Any]) -> None:
+        """Remove a series for good: its open alert ends, and its timers with it — an inactive
+        series too (an armed absence timer would otherwise raise an alert of a rule or device
+        no longer there; ``advance`` also skips heap entries of series that are gone)."""
+        self._leave(s, max(self._now, s.last_t), reason)
+        del self._series[key]
+        if self._by_fp.get(s.fingerprint) is s:
+            del self._by_fp[s.fingerprint]
+
+    def _rebuild_groups(self) -> None:
+        """Group memberships from the firing source alerts, after rules or devices changed: a
+        new or changed group rule counts the alerts already firing, and a group whose members
+        changed is evaluated again. Groups over events keep their events (not rebuildable)."""
+        members: dict[Series, dict[str, float]] = {}
+        sources: dict[Series, dict[str, str]] = {}
+        latest: dict[Series, float] = {}
+        for s in list(self._series.values()):
+            if s.rule.type == "group" or s.state != FIRING:
+                continue
+            for rule in self._groups_by_source.get(s.rule.id, ()):
+                g = self._group_series(rule, tuple((k, s.labels.get(k, "")) for k in rule.group_by))
+                started = s.started_at if s.started_at is not None else s.active_at
+                members.setdefault(g, {})[s.fingerprint] = started
+                sources.setdefault(g, {})[s.fingerprint] = s.rule.id
+                latest[g] = max(latest.get(g, -math.inf), s.last_t)
+        for g in [g for g in self._series.values() if g.rule.type == "group"]:
+            if g.rule.count_event or members.get(g, {}) == g.members:
+                continue
+            g.members = members.get(g, {})
+            g.context["sources"] = sources.get(g, {})
+            t = max(self._now, g.last_t, latest.get(g, -math.inf))
+            if t > -math.inf:
+                self._evaluate_group(g, t)
 
     def _index(self) -> None:
         self._telemetry_rules: dict[tuple[str, str], list[Rule]] = {}
         self._absence_rules: list[Rule] = []
         self._event_rules: dict[str, list[Rule]] = {}
-        self._groups_by_source: dict[str, list[Rule]] = {}
+        self._groups_by_source = {}
         self._event_groups: dict[str, list[Rule]] = {}
         for r in self._rules.values():
             sel = r.select
@@ -214,9 +250,7 @@ class Engine:
         fp = fingerprint(labels)
         s = Series(rule, labels, fp, device, {"device": ctx, "labels": labels})
         if rule.condition is not None:
-            s.threshold = rule.condition.threshold.resolve(device.attributes)
-            if rule.condition.clear is not None:
-                s.clear = rule.condition.clear.resolve(device.attributes)
+            s.threshold, s.clear = rule.condition.levels(device.attributes)
         if rule.divide_by is not None:
             s.divisor = rule.divide_by.resolve(device.attributes)
         if rule.type in ("rate", "aggregate"):
@@ -232,6 +266,10 @@ class Engine:
     def _group_series(self, rule: Rule, group: tuple[tuple[str, str], ...]) -> Series:
         key = (rule.id, "\x1f".join(f"{k}={v}" for k, v in group))
         s = self._series.get(key)
+        if s is not None and s.rule is not rule:
+            # a group series of another version of this rule: it must not judge by old terms
+            self._drop(key, s, {"rule": "changed or removed"})
+            s = None
         if s is None:
             glabels = dict(group)
             ctx = {"labels": glabels, "group": glabels}
@@ -269,6 +307,7 @@ class Engine:
         are not fired again. Returns the alerts that match no current series (their rule or
         device is gone, or the rule changed its labels) for the caller to resolve."""
         orphans: list[OpenAlert] = []
+        groups: list[Series] = []
         for a in alerts:
             rule = self._rules.get(a.rule)
             s: Series | None = None
@@ -285,7 +324,19 @@ class Engine:
             self._resume(s, a)
             if s.state == FIRING and rule is not None and rule.type != "group":
                 self._source_changed(s, FIRING, a.started_at or a.active_at, quiet=True)
+            if s.rule.type == "group":
+                groups.append(s)
+        for g in groups:  # after every source is back, so their memberships are known
+            self._recheck_restored_group(g)
         return orphans
+
+    def _recheck_restored_group(self, g: Series) -> None:
+        """Schedule a restored group's next evaluation, as a live engine would have it: a
+        group over alerts is evaluated at its last known time from its restored members (that
+        evaluation then times its window); the events a group over events counted are not
+        stored, so it is evaluated once all of them have surely left its window."""
+        t0 = max(g.last_t, g.started_at if g.started_at is not None else -math.inf)
+        self._set_cond_timer(g, t0 + g.rule.window_s if g.rule.count_event else t0)
 
     def _resume(self, s: Series, a: OpenAlert) -> None:
         s.state = a.state
@@ -298,6 +349,10 @@ class Engine:
             self._schedule(s, a.active_at + s.rule.for_s)
         elif a.keep_firing_since is not None:
             self._schedule(s, a.keep_firing_since + s.rule.keep_firing_for_s)
+        if s.rule.type == "event" and s.rule.resolve_after_s > 0:
+            # the event expires resolve_after after the last one known (later repeats before
+            # the restart are not stored; a repeat after it pushes the expiry on as usual)
+            self._set_cond_timer(s, s.last_t + s.rule.resolve_after_s)
 
     def preload(self, device_id: str, metric: str, samples: Sequence[tuple[float, float]]) -> None:
         """Fill window buffers (rate, aggregate) from stored readings without evaluating."""
@@ -367,9 +422,12 @@ class Engine:
                 if online:
                     self._set_cond_timer(s, None)
                     self._step(s, t, False, None, {"status": "online"})
-                elif s.cond_deadline is None and s.state == INACTIVE:
+                elif s.cond_deadline is None and (s.state == INACTIVE or s.keep_since is not None):
+                    # offline again, and not already active for it: inactive, or firing only
+                    # by keep_firing_for since it came online (it refires if this lasts)
                     self._set_cond_timer(s, t + rule.after_s)
-            elif online:
+            elif online and rule.select.metric is None:
+                # a sign of life, yet no reading: it counts only for rules on any reading
                 self._heard(s, t)
 
     def observe_event(
@@ -421,6 +479,8 @@ class Engine:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, which, s, token = heapq.heappop(heap)
+            if self._by_fp.get(s.fingerprint) is not s:
+                continue  # its rule or device is gone
             if which == 0 and token == s.token and s.deadline is not None:
                 self._lifecycle_timer(s)
             elif which == 1 and token == s.cond_queued:
@@ -446,11 +506,23 @@ class Engine:
         """An alert was resolved by hand: its series starts again from inactive (if the
         condition still holds, the next evaluation raises it anew)."""
         s = self._by_fp.get(fp)
-        if s is not None:
-            s.state = INACTIVE
-            s.keep_since = None
-            s.started_at = None
-            self._schedule(s, None)
+        if s is None:
+            return
+        was, kept = s.state, s.keep_since
+        s.state = INACTIVE
+        s.keep_since = None
+        s.started_at = None
+        self._schedule(s, None)
+        t = max(self._now, s.last_t)
+        if t == -math.inf:
+            return
+        if was == FIRING and s.rule.type != "group":
+            self._source_changed(s, "resolved", t)  # its groups no longer count it
+        if s.rule.type == "absence" and s.cond_deadline is None:
+            # its timer went off when it fired; a device still silent (or still offline: active
+            # and not kept firing after coming back) alerts again after another ``after``
+            if s.rule.status is None or (was != INACTIVE and kept is None):
+                self._set_cond_timer(s, t + s.rule.after_s)
 
     # -- evaluation --------------------------------------------------------------------------
 
@@ -568,6 +640,7 @@ class Engine:
         at = s.deadline
         assert at is not None
         self._schedule(s, None)
+        s.last_t = max(s.last_t, at)  # a later reading older than this step must not undo it
         if s.state == PENDING:
             s.state = FIRING
             s.started_at = at
@@ -711,8 +784,11 @@ class Engine:
                 self._evaluate_group(g, t)
 
     def _evaluate_group(self, g: Series, t: float) -> None:
+        # a source's reading may be older than the group's last step (sources are separate
+        # series, each in order on its own): a group moves forward in time only
+        t = max(t, g.last_t)
         self._due_group_only(g, t)
-        g.last_t = max(g.last_t, t)
+        g.last_t = t
         rule = g.rule
         reason: dict[str, Any] = {}
         next_check: float | None = None

@@ -125,6 +125,17 @@ class Condition:
     def test(self, value: float, limit: float) -> bool:
         return compare(self.op, value, limit)
 
+    def levels(self, attributes: Mapping[str, Any]) -> tuple[float | None, float | None]:
+        """Threshold and clear level for one device. A clear level on the wrong side of the
+        threshold (constants are refused at validation, device attributes can still do it)
+        would end the alert on the reading after it starts, again and again: it is clamped to
+        the threshold, i.e. no hysteresis. The engine and the backtest reduction both use it."""
+        threshold = self.threshold.resolve(attributes)
+        clear = self.clear.resolve(attributes) if self.clear is not None else None
+        if threshold is not None and clear is not None:
+            clear = min(clear, threshold) if ">" in self.op else max(clear, threshold)
+        return threshold, clear
+
 
 @dataclass(frozen=True, slots=True)
 class Requirement:
@@ -142,8 +153,10 @@ class Rule:
     select: Selector
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
-    file: str
-    line: int
+    # where the rule was read: not part of what it means, so a rule that only moved in its
+    # file (a rule inserted above it) is unchanged on reload and keeps its alerts
+    file: str = field(compare=False)
+    line: int = field(compare=False)
     condition: Condition | None = None
     for_s: float = 0.0
     keep_firing_for_s: float = 0.0

@@ -15,6 +15,10 @@ _FIELD = re.compile(
     r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?::([0-9.,+ <>^#%a-zA-Z-]*))?\}"
 )
 _ROOTS = ("device", "value", "threshold", "clear", "labels", "metric", "count", "window", "group")
+# Largest width or precision a format spec may ask for: a message is a line on a screen, and
+# ``{value:99999999}`` would build a string of 100 MB on every transition.
+MAX_SPEC_NUMBER = 40
+_NUMBER = re.compile(r"\d+")
 
 
 class TemplateError(ValueError):
@@ -29,6 +33,13 @@ def check_template(text: str) -> None:
         root = m.group(1).split(".")[0]
         if root not in _ROOTS:
             raise TemplateError(f"{text!r}: unknown field {m.group(1)!r} (fields: {_ROOTS})")
+        if not _spec_ok(m.group(2)):
+            raise TemplateError(f"{text!r}: format width or precision above {MAX_SPEC_NUMBER}")
+
+
+def _spec_ok(spec: str | None) -> bool:
+    """Every number in the spec (fill digit, width, precision) within MAX_SPEC_NUMBER."""
+    return not spec or all(len(n) <= 3 and int(n) <= MAX_SPEC_NUMBER for n in _NUMBER.findall(spec))
 
 
 _Part = tuple[str, tuple[str, ...] | None, str | None]  # literal, field path, format spec
@@ -41,7 +52,10 @@ def _compile(text: str) -> tuple[_Part, ...]:
     for m in _FIELD.finditer(text):
         if m.start() > pos:
             parts.append((text[pos : m.start()], None, None))
-        parts.append((m.group(0), tuple(m.group(1).split(".")), m.group(2)))
+        # an oversized spec is refused at validation; should one get here all the same, the
+        # value is shown plainly rather than padded to millions of characters
+        spec = m.group(2) if _spec_ok(m.group(2)) else None
+        parts.append((m.group(0), tuple(m.group(1).split(".")), spec))
         pos = m.end()
     if pos < len(text):
         parts.append((text[pos:], None, None))

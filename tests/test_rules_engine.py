@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ioc.devices import Device
+from rules.backtest import BacktestResult, Stream, replay
 from rules.engine import Engine, OpenAlert
-from rules.language import DEFAULT_PACK, check_rules, load_rules
+from rules.language import DEFAULT_PACK, RuleSet, check_rules, load_rules
 from rules.schedule import LOCAL
+from rules.template import render
 
 T0 = datetime(2026, 11, 20, 20, 0, tzinfo=LOCAL).timestamp()  # a night in Vị Thanh
 MIN = 60.0
@@ -519,3 +522,309 @@ inhibit_rules:
 def test_yaml_syntax_error_has_a_line() -> None:
     _, problems = check_rules([("broken.yaml", "rules:\n  - id: x\n    type: [unclosed\n")])
     assert len(problems) == 1 and problems[0].line >= 3 and "not valid YAML" in problems[0].message
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+def test_a_removed_rule_or_device_leaves_no_timer_behind() -> None:
+    # an absence series armed while inactive, then its rule (or its device) goes away: the
+    # timer it left in the engine's heap must not raise an alert of a rule no longer in force
+    e = engine(ABSENCE, GAUGE, lamp(1))
+    e.advance(T0)  # "silent" is armed for minute 30
+    others, _ = check_rules([("test.yaml", BD3)])
+    e.set_rules(others)
+    e.advance(T0 + 60 * MIN)
+    assert steps(e) == []
+    e2 = engine(ABSENCE, GAUGE, lamp(1))
+    e2.advance(T0)
+    e2.set_devices([lamp(1)])  # the gauge is removed
+    e2.advance(T0 + 60 * MIN)
+    assert steps(e2) == []
+
+
+def fail_lamps(e: Engine, *ns: int, minute: float = 0) -> None:
+    for n in ns:
+        lamp_reading(e, n, minute, 1.0)
+
+
+GROUPS_ANYTIME = GROUPS.replace("    schedule: {sun: night}\n", "")
+
+
+def test_a_changed_group_rule_counts_the_alerts_already_firing() -> None:
+    e = engine(GROUPS_ANYTIME, *(lamp(n) for n in range(1, 4)))
+    fail_lamps(e, 1, 2, 3)
+    assert ("lamps-failing", "firing", 0) in steps(e)
+    e.advance(T0 + 5 * MIN)
+    text = GROUPS_ANYTIME.replace("min_count: 3\n    window: 30m", "min_count: 2\n    window: 30m")
+    changed, _ = check_rules([("test.yaml", text)])
+    e.set_rules(changed)
+    # the old group alert ends with its rule; the new rule sees the three lamps still failing
+    assert steps(e) == [
+        ("lamps-failing", "resolved", 5),
+        ("lamps-failing", "pending", 5),
+        ("lamps-failing", "firing", 5),
+    ]
+
+
+def test_a_group_rule_changed_with_its_source_rule_uses_the_new_group_rule() -> None:
+    e = engine(GROUPS_ANYTIME, *(lamp(n) for n in range(1, 4)))
+    fail_lamps(e, 1, 2, 3)
+    e.advance(T0 + 5 * MIN)
+    e.drain()
+    text = GROUPS_ANYTIME.replace("min_count: 3\n    window: 30m", "min_count: 2\n    window: 30m")
+    text = text.replace('summary_en: "failed"', 'summary_en: "lamp failed"')
+    changed, _ = check_rules([("test.yaml", text)])
+    e.set_rules(changed)
+    assert all(to in ("resolved", "cancelled") for _, to, _ in steps(e))
+    fail_lamps(e, 1, 2, minute=6)
+    assert ("lamps-failing", "firing", 6) in steps(e)  # two are enough for the new rule
+
+
+OTHER = """
+  - id: flood-bd2
+    type: threshold
+    select: {kind: flood, metric: water_level_m}
+    when: {op: ">=", threshold: device.bd2}
+    labels: {severity: warning}
+    annotations: {summary_vi: "BĐ II", summary_en: "BĐ II"}
+"""
+
+
+def test_a_rule_inserted_above_another_leaves_its_alerts_firing() -> None:
+    e = engine(BD3)
+    level(e, 0, 0.80)
+    e.advance(T0 + 10 * MIN)
+    assert ("flood-bd3", "firing", 10) in steps(e)
+    moved, _ = check_rules([("test.yaml", BD3.replace("rules:\n", "rules:" + OTHER))])
+    assert moved.by_id()["flood-bd3"].line != e.rules["flood-bd3"].line
+    e.set_rules(moved)
+    assert steps(e) == []  # flood-bd3 did not change: it only moved down the file
+    assert e.rules["flood-bd3"].line == moved.by_id()["flood-bd3"].line
+    (s,) = [s for s in e.open_series() if s.rule.id == "flood-bd3"]
+    assert s.rule is moved.by_id()["flood-bd3"]  # its series holds the rule now in force
+
+
+def test_a_late_reading_does_not_move_an_alert_back_before_its_timer() -> None:
+    e = engine(BD3.replace("keep_firing_for: 0s", "keep_firing_for: 15m"))
+    level(e, 0, 0.80)
+    e.advance(T0 + 10 * MIN)
+    level(e, 12, 0.60)
+    e.advance(T0 + 30 * MIN)
+    assert steps(e)[-2:] == [("flood-bd3", "keep_firing", 12), ("flood-bd3", "resolved", 27)]
+    level(e, 20, 0.80)  # older than the resolution at minute 27
+    assert steps(e) == [] and e.ignored_out_of_order == 1
+
+
+def test_resolving_a_source_by_hand_updates_its_group() -> None:
+    e = engine(GROUPS_ANYTIME, *(lamp(n) for n in range(1, 4)))
+    fail_lamps(e, 1, 2, 3)
+    firing = {t.device_id: t.fingerprint for t in e.drain() if t.rule == "lamp-failure"}
+    e.advance(T0 + 5 * MIN)
+    e.forget(firing[lamp(1).id])
+    assert steps(e) == [("lamps-failing", "resolved", 5)]  # two lamps left of three
+
+
+def test_resolving_an_absence_by_hand_counts_the_silence_afresh() -> None:
+    e = engine(ABSENCE, GAUGE)
+    e.advance(T0)
+    e.advance(T0 + 31 * MIN)
+    out = e.drain()
+    assert [t.to for t in out] == ["pending", "firing"]
+    e.forget(out[0].fingerprint)
+    e.advance(T0 + 60 * MIN)
+    assert steps(e) == []
+    e.advance(T0 + 62 * MIN)  # still silent 30 minutes after the hand resolution
+    assert steps(e) == [("silent", "pending", 61), ("silent", "firing", 61)]
+
+
+def test_restored_event_alert_still_expires() -> None:
+    e = engine(EVENTS, CABINET, DETECTOR)
+    e.observe_event(DETECTOR.id, "accident", T0)
+    pending, _ = e.drain()
+    e2 = engine(EVENTS, CABINET, DETECTOR)
+    a = OpenAlert(pending.fingerprint, "accident", "firing", T0, T0, None, None, pending.labels)
+    assert e2.restore([a]) == []
+    e2.advance(T0 + 59 * MIN)
+    assert steps(e2) == []
+    e2.advance(T0 + 61 * MIN)
+    assert steps(e2) == [("accident", "resolved", 60)]
+
+
+def test_restored_windowed_group_is_evaluated_again_when_its_window_moves() -> None:
+    e = engine(GROUPS_ANYTIME, *(lamp(n) for n in range(1, 4)))
+    for n, minute in ((1, 0), (2, 1), (3, 3)):
+        lamp_reading(e, n, minute, 1.0)
+    opened = {}
+    for t in e.drain():
+        if t.to == "firing":
+            opened[t.fingerprint] = OpenAlert(
+                t.fingerprint, t.rule, "firing", t.active_at, t.started_at, None, t.value, t.labels
+            )
+    assert len(opened) == 4
+    # the reference: the same engine without a restart drops lamp 1 from the window at 30
+    e.advance(T0 + 31 * MIN)
+    assert steps(e) == [("lamps-failing", "resolved", 30)]
+    e2 = engine(GROUPS_ANYTIME, *(lamp(n) for n in range(1, 4)))
+    assert e2.restore(opened.values()) == []
+    e2.advance(T0 + 31 * MIN)
+    assert steps(e2) == [("lamps-failing", "resolved", 30)]
+
+
+def test_restored_group_over_events_resolves_once_its_events_have_left_the_window() -> None:
+    e = engine(GROUPS, GAUGE)
+    where = {"ward": "phuong-5", "city": "vi-thanh", "category": "chieu-sang"}
+    for minute in (0, 30, 60):
+        e.observe_event(None, "report", T0 + minute * MIN, where)
+    _, firing = e.drain()
+    a = OpenAlert(
+        firing.fingerprint, "reports", "firing", firing.active_at, firing.at, None, 3, firing.labels
+    )
+    e2 = engine(GROUPS, GAUGE)
+    assert e2.restore([a]) == []
+    # the reports themselves are not stored: by 60 + 2 h every one it counted has left
+    e2.advance(T0 + 179 * MIN)
+    assert steps(e2) == []
+    e2.advance(T0 + 181 * MIN)
+    assert steps(e2) == [("reports", "resolved", 180)]
+
+
+SILENT_GAUGE = """
+rules:
+  - id: no-level
+    type: absence
+    select: {kind: flood, metric: water_level_m}
+    after: 30m
+    labels: {severity: warning}
+    annotations: {summary_vi: "không có mực nước", summary_en: "no water level"}
+  - id: offline
+    type: absence
+    select: {kind: lighting}
+    status: offline
+    after: 15m
+    keep_firing_for: 10m
+    labels: {severity: info}
+    annotations: {summary_vi: "mất kết nối", summary_en: "offline"}
+"""
+
+
+def test_an_online_status_is_no_reading_for_a_metric_absence_rule() -> None:
+    e = engine(SILENT_GAUGE, GAUGE)
+    e.advance(T0)
+    for minute in (10, 20, 30):
+        e.observe_status(GAUGE.id, True, T0 + minute * MIN)  # alive, yet no water level
+    e.advance(T0 + 31 * MIN)
+    assert steps(e) == [("no-level", "pending", 30), ("no-level", "firing", 30)]
+
+
+def test_offline_again_while_kept_firing_is_timed_again() -> None:
+    e = engine(SILENT_GAUGE, lamp(1))
+    e.observe_status(lamp(1).id, False, T0)
+    e.advance(T0 + 15 * MIN)
+    e.observe_status(lamp(1).id, True, T0 + 20 * MIN)  # kept firing until minute 30
+    e.observe_status(lamp(1).id, False, T0 + 22 * MIN)  # and offline again
+    e.advance(T0 + 60 * MIN)
+    assert steps(e) == [
+        ("offline", "pending", 15),
+        ("offline", "firing", 15),
+        ("offline", "keep_firing", 20),
+        ("offline", "resolved", 30),
+        ("offline", "pending", 37),
+        ("offline", "firing", 37),
+    ]
+
+
+def test_a_group_is_never_evaluated_back_in_time() -> None:
+    e = engine(CORRELATION, GAUGE, RAIN)
+    e.observe_telemetry(RAIN.id, T0 + 10 * MIN, [("rain_24h_mm", 70.0)])
+    level(e, 5, 0.7)  # the gauge's own reading is not late for its series, but the group was
+    # last evaluated at minute 10
+    out = steps(e)
+    assert ("rain-and-water", "pending", 10) in out and ("rain-and-water", "firing", 10) in out
+
+
+def test_template_width_is_bounded() -> None:
+    text = BD3.replace("{value:.2f} m above", "{value:99999999} m above")
+    _, problems = check_rules([("big.yaml", text)])
+    assert [str(p) for p in problems] == [
+        "big.yaml:12: rule flood-bd3: annotation 'summary_en': '{device.name}: {value:99999999} "
+        "m above BĐ III ({threshold:.2f} m)': format width or precision above 40"
+    ]
+    assert render("{value:.99999999f}", {"value": 1.5}) == "1.5"  # never formatted huge
+
+
+def live_alerts(
+    ruleset: RuleSet, devices: list[Device], streams: list[Stream], end: float
+) -> list[tuple[str, float, float, float | None]]:
+    """The alerts that fired, driving the engine as the live service does: one message per
+    device and time with all its metrics, then ``advance``."""
+    e = Engine(ruleset, devices)
+    messages: dict[tuple[float, str], list[tuple[str, float]]] = {}
+    for st in streams:
+        for t, v in zip(st.times.tolist(), st.values.tolist(), strict=True):
+            messages.setdefault((t, st.device_id), []).append((st.metric, v))
+    e.advance(T0)
+    for (t, device_id), metrics in sorted(messages.items()):
+        e.observe_telemetry(device_id, t, metrics)
+        e.advance(t)
+    e.advance(end)
+    alerts: list[list[Any]] = []
+    opened: dict[str, list[Any]] = {}
+    for tr in e.drain():
+        if tr.to == "pending":
+            opened[tr.fingerprint] = [tr.rule, tr.active_at, None, None]
+            alerts.append(opened[tr.fingerprint])
+        elif tr.to == "firing":
+            opened[tr.fingerprint][2] = tr.at
+        elif tr.to in ("resolved", "cancelled"):
+            opened.pop(tr.fingerprint)[3] = tr.at
+    return sorted((a[0], a[1], a[2], a[3]) for a in alerts if a[2] is not None)
+
+
+def backtest_equals_live(text: str, devices: list[Device], streams: list[Stream]) -> BacktestResult:
+    ruleset, problems = check_rules([("test.yaml", text)])
+    assert problems == []
+    end = T0 + 120 * MIN
+    result = replay(ruleset, devices, streams, start=T0, end=end)
+    got = sorted((a.rule, a.active_at, a.started_at, a.resolved_at) for a in result.alerts)
+    assert got == live_alerts(ruleset, devices, streams, end)
+    return result
+
+
+def minutes(device: Device, metric: str, values: list[float]) -> Stream:
+    times = T0 + MIN * np.arange(len(values), dtype=float)
+    return Stream(device.id, metric, times, np.array(values, dtype=float))
+
+
+def test_backtest_never_reduces_a_metric_another_rule_requires() -> None:
+    text = """
+rules:
+  - id: lamp-failure
+    type: threshold
+    select: {kind: lighting, metric: power_w}
+    when: {op: "<", threshold: 30}
+    requires: [{metric: dim_level_pct, op: ">=", threshold: 20}]
+    labels: {severity: warning}
+    annotations: {summary_vi: "hỏng", summary_en: "failed"}
+  - id: lamp-switched-off
+    type: threshold
+    select: {kind: lighting, metric: dim_level_pct}
+    when: {op: "<", threshold: 5}
+    labels: {severity: info}
+    annotations: {summary_vi: "tắt", summary_en: "off"}
+"""
+    # a failed lamp, dimmed below the requirement for 20 minutes: for the second rule 100 % and
+    # 10 % are one class, yet the first rule must see the 10 %
+    dim = [100.0] * 20 + [10.0] * 20 + [100.0] * 20
+    streams = [minutes(lamp(1), "dim_level_pct", dim), minutes(lamp(1), "power_w", [0.0] * 60)]
+    result = backtest_equals_live(text, [lamp(1)], streams)
+    assert len(result.alerts) == 2  # resolved at minute 20, fired again at 40
+
+
+def test_backtest_equals_live_with_a_clear_level_on_the_wrong_side() -> None:
+    # clear above the threshold of a ">=" rule: refused as constants, possible with attributes
+    text = BD3.replace("clear: device.bd3 - 0.05", "clear: device.bd3 + 0.05")
+    values = [0.77] * 30 + [0.5] * 10 + [0.79, 0.81, 0.77, 0.74, 0.5]
+    result = backtest_equals_live(text, [GAUGE], [minutes(GAUGE, "water_level_m", values)])
+    assert result.evaluated < result.readings  # the reduction did run
+    assert [(a.rule, a.started_at) for a in result.alerts] == [("flood-bd3", T0 + 10 * MIN)]
