@@ -461,3 +461,40 @@ async def test_rules_as_their_own_worker_beside_an_ingest_that_only_stores(
         listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
         assert [r["firing"] for r in listing["rules"]] == [1, 1]
         assert rules.engine is not None and len(rules.engine.open_series()) == 2
+
+
+async def test_compacted_backlog_leaves_every_alert_in_its_true_state(db: Any) -> None:
+    """Past its bound the database-outage backlog is compacted; stored alerts must still end in
+    the state the full sequence would have left them in."""
+    from ioc.alerting import store
+    from ioc.alerting.service import compact_backlog
+    from rules.engine import Transition
+
+    def tr(fp: str, to: str, at: float, active: float, started: float | None) -> Transition:
+        return Transition(fp, f"rule-{fp}", to, at, {"alertname": fp}, {}, "warning", None,
+                          1.0, {}, active, started)  # fmt: skip
+
+    seq = [
+        tr("a", "pending", 1, 1, None), tr("a", "firing", 2, 1, 2),
+        tr("b", "pending", 2, 2, None), tr("a", "resolved", 3, 1, 2),
+        tr("c", "firing", 3, 3, 3), tr("b", "cancelled", 4, 2, None),
+        tr("a", "pending", 5, 5, None), tr("c", "keep_firing", 5, 3, 3),
+        tr("a", "firing", 6, 5, 6), tr("c", "resolved", 7, 3, 3),
+        tr("d", "pending", 7, 7, None),
+    ]  # fmt: skip
+    compact = compact_backlog(seq)
+    assert len(compact) < len(seq)
+
+    async def final(transitions: list[Transition]) -> set[tuple[str, str]]:
+        await db.execute("TRUNCATE alerts CASCADE")
+        async with db.transaction():
+            await store.apply_transitions(db, transitions)
+        rows = await (await db.execute("SELECT fingerprint, state FROM alerts")).fetchall()
+        open_ = {(fp, st) for fp, st in rows if st != "resolved"}
+        return open_ | {(fp, "resolved") for fp, st in rows if st == "resolved"} - {
+            (fp, "resolved") for fp, _ in open_
+        }
+
+    assert await final(compact) == await final(seq) == {
+        ("a", "firing"), ("b", "resolved"), ("c", "resolved"), ("d", "pending"),
+    }  # fmt: skip

@@ -12,8 +12,11 @@
   deadlines, firing alerts are not fired again); rate/aggregate windows are refilled from stored
   readings; anomaly rules get their per-hour history from stored readings.
 
-If the database is away, transitions wait in a bounded backlog (oldest dropped past
-``_MAX_BACKLOG``, counted) and are stored once it is back.
+If the database is away, transitions wait in a bounded backlog and are stored once it is back.
+Past ``_MAX_BACKLOG`` the backlog is compacted (:func:`compact_backlog`: per alert only the
+first, the last and the last row-opening transition stay, so every stored alert still ends in
+its true state; the history in between is lost and counted); only if that is not enough are the
+oldest dropped (counted).
 """
 
 from __future__ import annotations
@@ -280,6 +283,13 @@ class RulesService:
             await self.reload_devices()
         await self.reload_rules_if_changed()
 
+    def _clock_now(self) -> float:
+        """Now for suppression: the wall clock, or in stream mode the newest reading time (a
+        replay of last week must meet last week's silences and maintenance windows)."""
+        if self._settings.rules_clock == "stream" and self._watermark is not None:
+            return self._watermark
+        return time.time()
+
     async def _tick_loop(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -297,6 +307,10 @@ class RulesService:
         engine = self.engine
         assert engine is not None
         self._backlog.extend(engine.drain())
+        if len(self._backlog) > _MAX_BACKLOG:
+            kept = compact_backlog(self._backlog)
+            LOST.inc(len(self._backlog) - len(kept))
+            self._backlog = deque(kept)
         while len(self._backlog) > _MAX_BACKLOG:
             self._backlog.popleft()
             LOST.inc()
@@ -309,7 +323,7 @@ class RulesService:
                 rows = await store.apply_transitions(conn, transitions)
                 events = [store.feed_event(r) for r in rows]
                 self._track(rows)
-                events.extend(await self._apply_suppression(conn, now or time.time()))
+                events.extend(await self._apply_suppression(conn, now or self._clock_now()))
                 await append(conn, events + feed)
         except psycopg.Error as exc:
             log.warning("storing %d alert transitions failed (%s); kept", len(transitions), exc)
@@ -512,3 +526,23 @@ def _device_frame(dev: Device, data: dict[str, Any], t: float, kind: str = "devi
     payload.update(data)
     payload["time"] = store.iso_time(t)
     return FeedEvent(kind, payload, city=dev.city, ward=dev.ward, kind=dev.kind)
+
+
+def _opens_row(tr: Transition) -> bool:
+    return tr.to == "pending" or (tr.to == "firing" and tr.started_at == tr.active_at)
+
+
+def compact_backlog(transitions: Sequence[Transition]) -> list[Transition]:
+    """The transitions that keep stored alerts right when the backlog is too long: per alert
+    (fingerprint) the first, the last and the last one that opens a row, in their order."""
+    keep: set[int] = set()
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    last_open: dict[str, int] = {}
+    for i, tr in enumerate(transitions):
+        first.setdefault(tr.fingerprint, i)
+        last[tr.fingerprint] = i
+        if _opens_row(tr):
+            last_open[tr.fingerprint] = i
+    keep.update(first.values(), last.values(), last_open.values())
+    return [tr for i, tr in enumerate(transitions) if i in keep]
