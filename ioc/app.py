@@ -20,7 +20,10 @@ from psycopg_pool import AsyncConnectionPool
 from ingest.service import IngestService
 from ioc.alerting.service import RulesService
 from ioc.api import create_app
+from ioc.incidents.store import Context as IncidentContext
+from ioc.incidents.worker import IncidentWorker
 from ioc.live.hub import LiveHub
+from ioc.routing import Routing, load_routing
 from ioc.settings import DISPLAY_TIMEZONE, Settings
 from ioc.site import Site, load_site
 from ioc.storage import Flavour, migrate
@@ -40,10 +43,12 @@ class Runtime:
     flavour: Flavour
     pool: AsyncConnectionPool
     site: Site
+    routing: Routing
     admin_token: str
     ingest: IngestService | None = None
     rules: RulesService | None = None  # the rule engine (ingest processes only)
     live: LiveHub | None = None  # the /ws feed hub (HTTP processes only)
+    incidents: IncidentWorker | None = None  # reports/alerts → incidents (HTTP processes)
     http_port: int | None = None
 
 
@@ -75,6 +80,7 @@ async def run_service(
     conninfo = settings.database_url
     flavour = await asyncio.to_thread(migrate, conninfo)
     site = load_site(settings.site_path())
+    routing = load_routing(settings.routing_path(), site)
     token = (
         settings.admin_token.get_secret_value()
         if settings.admin_token
@@ -86,7 +92,7 @@ async def run_service(
             n = await device_store.sync_site_devices(conn, site.devices)
             await apply_policies(conn, flavour, settings.retention_days, settings.reading_max_age_s)
         log.info("site %s: %d devices; storage flavour %s", settings.site_path().name, n, flavour)
-        runtime = Runtime(settings, conninfo, flavour, pool, site, token)
+        runtime = Runtime(settings, conninfo, flavour, pool, site, routing, token)
         async with contextlib.AsyncExitStack() as stack:
             if with_ingest:
                 listeners = []
@@ -104,6 +110,11 @@ async def run_service(
             if with_http:
                 # Started before the HTTP server, stopped after it (and before ingest closes).
                 runtime.live = await stack.enter_async_context(LiveHub(settings, conninfo, pool))
+                # Incidents from reports and alerts; safe to run in several API processes
+                # (rows are claimed with SKIP LOCKED).
+                runtime.incidents = await stack.enter_async_context(
+                    IncidentWorker(IncidentContext(routing, site, settings), conninfo, pool)
+                )
             async with asyncio.TaskGroup() as tg:
                 stop = asyncio.Event()
                 if with_maintenance:

@@ -37,8 +37,8 @@ def site() -> Site:
     return load_site(Path(__file__).parents[1] / "ioc" / "site_data" / "hau-giang.yaml")
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=HCM)  # type: ignore[misc]
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=HCM)
 
 
 # ------------------------------------------------------------------------ routing data ---
@@ -171,7 +171,7 @@ class Desk:
                        'Đèn đường không sáng', %s) RETURNING id""",
                 (uuid.uuid4().hex, uuid.uuid4().hex, category,
                  ward.city if ward else None, ward.id if ward else None, lat, lon, at),
-            )  # fmt: skip
+            )
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -185,7 +185,7 @@ class Desk:
                    VALUES (%s, %s, 'firing', %s, %s, %s, %s, %s, %s) RETURNING id""",
                 (uuid.uuid4().hex, rule, labels.get("severity", "warning"), Jsonb(labels),
                  Jsonb({"summary_vi": f"{rule} tại {device_id}"}), device_id, at, at),
-            )  # fmt: skip
+            )
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -445,18 +445,20 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         r = await http.post("/api/v1/incidents", headers=admin,
                             json={"category": "giao-thong", "title": "Kẹt xe"})  # fmt: skip
         other = r.json()["id"]
-        r = await http.post(f"/api/v1/incidents/{other}/dispatch", headers=admin,
-                            json={"agency": "urban-works", "note": "đèn tín hiệu hỏng"})  # fmt: skip
+        r = await http.post(
+            f"/api/v1/incidents/{other}/dispatch", headers=admin,
+            json={"agency": "urban-works", "note": "đèn tín hiệu hỏng"},
+        )  # fmt: skip
         assert r.json()["agency_id"] == "urban-works"
-        kinds = await (
+        sent = await (
             await db.execute(
                 "SELECT array_agg(kind || '→' || agency_id ORDER BY id) FROM outbox"
                 " WHERE incident_id = %s AND channel = 'mqtt'",
                 (other,),
             )
         ).fetchone()
-        assert kinds is not None
-        assert kinds[0] == [
+        assert sent is not None
+        assert sent[0] == [
             "incident.dispatched→traffic-police", "incident.withdrawn→traffic-police",
             "incident.dispatched→urban-works",
         ]  # fmt: skip

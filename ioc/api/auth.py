@@ -18,6 +18,7 @@ import hmac
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
+from starlette.requests import HTTPConnection
 
 from ioc.storage import tokens as token_store
 
@@ -44,7 +45,7 @@ class Caller:
 
 
 _OPERATORS = frozenset({"admin", "operator"})
-_VIEWERS = frozenset({"admin", "operator", "viewer"})
+VIEWERS = frozenset({"admin", "operator", "viewer"})
 
 
 def bearer_token(request: Request) -> str:
@@ -59,9 +60,10 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def identify(request: Request, token: str) -> Caller | None:
-    """The caller a token belongs to, or None for an unknown or revoked token."""
-    runtime = request.app.state.runtime
+async def identify(connection: HTTPConnection, token: str) -> Caller | None:
+    """The caller a token belongs to, or None for an unknown or revoked token (``connection``:
+    the HTTP request or the websocket)."""
+    runtime = connection.app.state.runtime
     expected: str = runtime.admin_token
     if hmac.compare_digest(token.encode(), expected.encode()):
         return Caller("admin", "admin")
@@ -106,7 +108,7 @@ async def require_operator(request: Request) -> Caller:
 
 async def require_viewer(request: Request) -> Caller:
     caller = await authenticate(request)
-    if caller.role not in _VIEWERS:
+    if caller.role not in VIEWERS:
         raise _forbidden(caller, "viewer, operator or admin")
     return caller
 

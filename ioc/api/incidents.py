@@ -134,7 +134,7 @@ async def _change(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
         code = status.HTTP_403_FORBIDDEN if exc.forbidden else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from None
     except KeyError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc.args[0])) from None
+        raise HTTPException(422, str(exc.args[0])) from None
 
 
 async def _detail(conn: psycopg.AsyncConnection, row: dict[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from importlib import resources
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse
 
+from ioc.api.auth import VIEWERS, identify
 from ioc.live import instruments
 from ioc.live.frames import FeedFilter
-from ioc.live.session import CLOSE_BAD_REQUEST, CLOSE_UNAUTHORIZED, RESYNC_GRACE_S, stream
+from ioc.live.session import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHORIZED,
+    RESYNC_GRACE_S,
+    stream,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["live"])
@@ -75,11 +81,16 @@ async def live_feed(ws: WebSocket) -> None:
     hub = runtime.live
     await ws.accept()
     token = _token(ws)
-    if token is None or not hmac.compare_digest(token.encode(), runtime.admin_token.encode()):
+    caller = await identify(ws, token) if token is not None else None
+    if caller is None:
         await ws.close(
             CLOSE_UNAUTHORIZED,
             "missing bearer token" if token is None else "invalid bearer token",
         )
+        return
+    if caller.role not in VIEWERS:
+        # agency and Open311 tokens see their own work through their APIs, not the whole city
+        await ws.close(CLOSE_FORBIDDEN, f"role {caller.role!r} may not watch the live feed")
         return
     try:
         flt, since = _params(ws)

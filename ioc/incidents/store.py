@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ioc.alerting import store as alert_store
+from ioc.dispatch import outbox
 from ioc.incidents.lifecycle import OPEN, Actor, Status, StepError, check
 from ioc.routing import Routing
 from ioc.settings import DISPLAY_TIMEZONE, Settings
@@ -29,10 +30,6 @@ _ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 async def _enqueue(conn: psycopg.AsyncConnection, ctx: Context, **kwargs: Any) -> None:
-    # imported here: the dispatch package sits above storage and is loaded only once an
-    # incident must actually tell an agency something
-    from ioc.dispatch import outbox
-
     await outbox.enqueue(conn, settings=ctx.settings, **kwargs)
 COLUMNS = """i.id, i.category, i.severity, i.status, i.title, i.description, i.city, i.ward,
     i.lat, i.lon, i.agency_id, i.opened_at, i.deadline_at, i.paused_since, i.dispatched_at,

@@ -26,6 +26,7 @@ from ioc.live.hub import LiveHub, Subscriber
 # WebSocket close codes (4000-4999 are the application's): they mirror HTTP statuses.
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4429
 CLOSE_GOING_AWAY = 1001
 
