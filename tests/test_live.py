@@ -493,6 +493,28 @@ async def test_auth_is_required_by_query_token_or_header(service: Runtime) -> No
         assert conn.close_reason is not None and "since" in conn.close_reason
 
 
+async def test_issued_tokens_by_role(service: Runtime) -> None:
+    """Viewer and operator tokens watch the feed; agency tokens do not (they see their own
+    incidents through the agency API); a revoked token is refused."""
+    from ioc.storage import tokens
+
+    async with service.pool.connection() as conn:
+        viewer_rec, viewer = await tokens.create(conn, name="wall 1", role="viewer")
+        _, agency = await tokens.create(conn, name="pctt", role="agency:pctt")
+    async with connect(ws_url(service, token=viewer)) as conn:
+        assert orjson.loads(await conn.recv())["type"] == "hello"
+    async with connect(ws_url(service, token=agency)) as conn:
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()
+        assert conn.close_code == live_session.CLOSE_FORBIDDEN
+    async with service.pool.connection() as conn:
+        assert await tokens.revoke(conn, viewer_rec.id)
+    async with connect(ws_url(service, token=viewer)) as conn:
+        with pytest.raises(ConnectionClosed):
+            await conn.recv()
+        assert conn.close_code == live_session.CLOSE_UNAUTHORIZED
+
+
 async def test_heartbeats_carry_the_position(
     settings: Settings, db: psycopg.AsyncConnection
 ) -> None:
