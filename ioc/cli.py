@@ -19,6 +19,7 @@ from pydantic import SecretStr, ValidationError
 from ioc.settings import DISPLAY_TIMEZONE, Settings
 
 if TYPE_CHECKING:
+    from ioc.app import Runtime
     from ioc.site import Site
     from simulators.scenario import Scenario
 
@@ -230,6 +231,7 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
             simulation = tasks.create_task(
                 _demo_simulation(settings, runtime.site, args.scenario, args.speed)
             )
+            agencies = tasks.create_task(_demo_agencies(settings, runtime, url))
         example = next((d for d in runtime.site.devices if d.kind == "traffic"), None)
         example_id = example.id if example else "vt-flood-01"
         metric = "speed_kmh" if example else "water_level_m"
@@ -268,7 +270,33 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
         await wait_for_stop_signal(args.duration)
         if simulation is not None:
             simulation.cancel()
+            agencies.cancel()
     return 0
+
+
+async def _demo_agencies(settings: Settings, runtime: Runtime, url: str) -> None:
+    """Every agency of the site as a simulated outside system: it hears of its incidents on
+    its dispatch topic and works them through the agency API with its own token; reporters
+    rate the fixes through Open311. Tokens are issued here, as an administrator would."""
+    from ioc.storage import tokens
+    from simulators.agencies import AgencyDesk
+
+    try:
+        async with runtime.pool.connection() as conn:
+            issued = {
+                a.id: (await tokens.create(conn, name=f"demo {a.id}", role=f"agency:{a.id}"))[1]
+                for a in runtime.site.agencies
+            }
+            _, citizen_app = await tokens.create(conn, name="demo citizen app", role="open311")
+        mqtt_address = settings.mqtt
+        await AgencyDesk(
+            mqtt_host=mqtt_address.host, mqtt_port=mqtt_address.port,
+            mqtt_username=mqtt_address.username, mqtt_password=mqtt_address.password,
+            api_url=url, tokens=issued, citizen_key=citizen_app,
+            dispatch_prefix=settings.dispatch_mqtt_prefix,
+        ).run()  # fmt: skip
+    except Exception:
+        logging.getLogger("ioc").exception("demo agencies stopped; the IOC keeps running")
 
 
 async def _demo_simulation(
