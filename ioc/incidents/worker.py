@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
+from prometheus_client import Counter
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,6 +36,13 @@ from ioc.incidents import store
 from ioc.incidents.store import SYSTEM, Context
 
 log = logging.getLogger(__name__)
+
+SIGNS = Counter(
+    "ioc_incident_signs_total",
+    "Reports and alerts the incident worker handled, by source and outcome",
+    ["source", "outcome"],  # report|alert × opened|joined
+)
+OVERDUE = Counter("ioc_incidents_overdue_total", "Incidents that went past their deadline")
 
 _DEBOUNCE_S = 0.2
 _BATCH = 100
@@ -120,6 +128,7 @@ class IncidentWorker:
         await self._open_from_alerts(now, result)
         async with self._pool.connection() as conn, conn.transaction():
             result.overdue = len(await store.mark_overdue(conn, self.ctx, now))
+        OVERDUE.inc(result.overdue)
         return result
 
     async def _route_reports(self, now: datetime, result: PassResult) -> None:
@@ -153,6 +162,7 @@ class IncidentWorker:
             if near is not None:
                 await store.join_report(conn, near[0], report["id"], SYSTEM, near[1])
                 result.reports_joined += 1
+                SIGNS.labels("report", "joined").inc()
                 return
         # The report is linked before the incident is opened, so the dispatch the opening
         # writes to the outbox already carries it.
@@ -171,6 +181,7 @@ class IncidentWorker:
             await store.take_step(conn, self.ctx, row["id"], "dispatch", SYSTEM, note=None, at=now)
         result.incidents_opened += 1
         result.opened_ids.append(row["id"])
+        SIGNS.labels("report", "opened").inc()
 
     async def _open_from_alerts(self, now: datetime, result: PassResult) -> None:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -228,6 +239,7 @@ class IncidentWorker:
                     data={"alert": alert_id, "rule": alert["rule"]},
                 )  # fmt: skip
             result.alerts_linked += 1
+            SIGNS.labels("alert", "joined").inc()
             return "linked"
         annotations = alert["annotations"] or {}
         agency = labels.get("agency")
@@ -243,6 +255,7 @@ class IncidentWorker:
         )  # fmt: skip
         result.incidents_opened += 1
         result.opened_ids.append(row["id"])
+        SIGNS.labels("alert", "opened").inc()
         return "opened"
 
     async def _same_problem(
