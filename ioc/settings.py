@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     dispatch_mqtt_prefix: str = Field(
         "ioc/dispatch", description="agency dispatch topics: {prefix}/{agency}, QoS 1"
     )
+    kpi_interval_s: float = Field(
+        60.0, gt=0, description="how often the programme KPIs are recomputed and, when they "
+        "changed, pushed on the live feed"
+    )
     open311_max_description: int = Field(
         4000, ge=1, le=4000, description="longest Open311 description accepted"
     )

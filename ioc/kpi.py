@@ -1,0 +1,401 @@
+"""The programme's KPIs over ``incidents``: on-time rate, satisfaction, time to accept and to
+resolve, open and overdue counts — grouped by agency, category, ward and/or local period.
+
+Definitions (docs/kpis.md repeats them; every figure below is computed exactly so):
+
+- An incident counts once: rows merged into another (``merged_into`` set) are left out.
+- **finished** — status ``resolved`` or ``closed``; its *finish time* is ``resolved_at``, or
+  ``closed_at`` when it was closed without a resolution time.
+- **on-time rate** = on-time ÷ finished-with-deadline, over incidents *finished in the period*
+  (finish time in ``[from, to)``) that have a ``deadline_at``; on time = finish time ≤
+  ``deadline_at`` (the deadline as it stands, i.e. moved by paused clocks). Target ≥ 95 %.
+- **satisfaction** = ratings ≥ 4 ÷ ratings, over incidents finished in the period that carry a
+  citizen's rating (1–5). Target ≥ 80 %.
+- **time to accept** = ``accepted_at − dispatched_at`` over incidents *accepted in the period*;
+  **time to resolve** = ``resolved_at − opened_at`` over incidents *resolved in the period*;
+  median and 90th percentile (``percentile_cont``, linear interpolation), in seconds.
+- **opened** = incidents whose ``opened_at`` is in the period.
+- **open** = incidents open at the period's *as-of* instant (its end, or ``now`` if the period
+  has not ended): opened at or before it and not finished by then. **overdue** = those of them
+  whose ``deadline_at`` is before the as-of instant.
+- **Periods** are local calendar days, ISO weeks (Monday) or months in Asia/Ho_Chi_Minh, cut
+  at local midnight (+07:00), clipped to ``[from, to)``.
+
+Every value is a query parameter; the only SQL assembled from pieces are the group-by columns,
+which come from the fixed table :data:`DIMENSIONS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from ioc.settings import DISPLAY_TIMEZONE
+from ioc.storage.feed import FeedEvent, append
+
+log = logging.getLogger(__name__)
+
+ON_TIME_TARGET: Final = 0.95  # the provincial programme 2021–2025
+SATISFACTION_TARGET: Final = 0.80
+
+Period = Literal["day", "week", "month"]
+PERIODS: Final = ("day", "week", "month")
+# group_by name → (SQL expression over `i`, output columns). Constant SQL, never user text.
+DIMENSIONS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
+    "agency": ("i.agency_id", ("agency",)),
+    "category": ("i.category", ("category",)),
+    "ward": ("i.city, i.ward", ("city", "ward")),
+}
+GROUPS: Final = (*DIMENSIONS, "period")
+MAX_BUCKETS: Final = 1000  # periods in one answer: a day grouping over ~3 years
+
+_ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
+
+
+class KpiError(ValueError):
+    """A request the KPIs cannot answer; ``field`` names the parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class KpiRow:
+    """The figures of one group (or of everything, when no group is asked for)."""
+
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    agency: str | None
+    category: str | None
+    city: str | None
+    ward: str | None
+    opened: int
+    finished: int
+    finished_with_deadline: int
+    on_time: int
+    rated: int
+    satisfied: int
+    accepted: int
+    accept_median_s: float | None
+    accept_p90_s: float | None
+    resolved: int
+    resolve_median_s: float | None
+    resolve_p90_s: float | None
+    open: int
+    overdue: int
+
+    @property
+    def on_time_rate(self) -> float | None:
+        return self.on_time / self.finished_with_deadline if self.finished_with_deadline else None
+
+    @property
+    def satisfaction(self) -> float | None:
+        return self.satisfied / self.rated if self.rated else None
+
+    @property
+    def on_time_met(self) -> bool | None:
+        """Whether the ≥ 95 % target is met; None when nothing with a deadline finished."""
+        rate = self.on_time_rate
+        return None if rate is None else rate >= ON_TIME_TARGET
+
+    @property
+    def satisfaction_met(self) -> bool | None:
+        rate = self.satisfaction
+        return None if rate is None else rate >= SATISFACTION_TARGET
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready: times RFC 3339 in +07:00, rates as fractions, targets met or not."""
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            out[k] = v.astimezone(_ZONE).isoformat() if isinstance(v, datetime) else v
+        out.update(
+            on_time_rate=self.on_time_rate,
+            on_time_met=self.on_time_met,
+            satisfaction=self.satisfaction,
+            satisfaction_met=self.satisfaction_met,
+        )
+        return out
+
+
+def local_midnight(day: datetime) -> datetime:
+    """The start of ``day``'s local (Asia/Ho_Chi_Minh) calendar day, as an aware datetime."""
+    local = day.astimezone(_ZONE)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_range(month: str) -> tuple[datetime, datetime]:
+    """``"2026-11"`` → [2026-11-01 00:00+07:00, 2026-12-01 00:00+07:00)."""
+    try:
+        year, mon = (int(p) for p in month.split("-"))
+        start = datetime(year, mon, 1, tzinfo=_ZONE)
+    except ValueError:
+        raise KpiError("month", f"{month!r} is not a month like 2026-11") from None
+    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=_ZONE)
+    return start, end
+
+
+def parse_group_by(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"agency,period"`` → ("agency", "period"); each name once, each one of :data:`GROUPS`."""
+    if value is None:
+        return ()
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for p in (p.strip() for p in parts):
+        if not p:
+            continue
+        if p not in GROUPS:
+            raise KpiError("group_by", f"{p!r} is not one of {list(GROUPS)}")
+        if p not in out:
+            out.append(p)
+    return tuple(out)
+
+
+async def compute(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    group_by: Sequence[str] = (),
+    period: Period = "month",
+) -> list[KpiRow]:
+    """The KPI rows for ``[start, end)``: one per group (ordered by period, then the groups),
+    or one row for everything when ``group_by`` is empty. Groups with nothing in them are left
+    out, except that the whole-range row always exists."""
+    if start.tzinfo is None or end.tzinfo is None or now.tzinfo is None:
+        raise KpiError("from", "times need an offset (e.g. +07:00)")
+    if end <= start:
+        raise KpiError("to", "must be after from")
+    if period not in PERIODS:
+        raise KpiError("period", f"{period!r} is not one of {list(PERIODS)}")
+    groups = parse_group_by(group_by)
+    by_period = "period" in groups
+    dims = [d for d in groups if d != "period"]
+    if by_period and _bucket_estimate(start, end, period) > MAX_BUCKETS:
+        raise KpiError("period", f"more than {MAX_BUCKETS} {period}s between from and to")
+
+    dim_sql = [DIMENSIONS[d][0] for d in dims]
+    dim_cols = [c for d in dims for c in DIMENSIONS[d][1]]
+    select_dims = "".join(f", {e}" for e in dim_sql)
+    group_dims = "".join(f", {e}" for e in dim_sql)
+    # One bucket for the whole range, or one per local day/week/month clipped to the range.
+    # Local buckets: truncate the local wall time, step in local wall time (so months and DST-
+    # free +07:00 days are exact), and turn each boundary back into an instant.
+    buckets = (
+        """SELECT greatest(g AT TIME ZONE %(tz)s, %(start)s::timestamptz) AS b_start,
+                  least((g + %(step)s::interval) AT TIME ZONE %(tz)s, %(end)s::timestamptz)
+                      AS b_end
+           FROM generate_series(date_trunc(%(unit)s, %(start)s::timestamptz AT TIME ZONE %(tz)s),
+                                %(end)s::timestamptz AT TIME ZONE %(tz)s
+                                    - interval '1 microsecond',
+                                %(step)s::interval) AS g"""
+        if by_period
+        else "SELECT %(start)s::timestamptz AS b_start, %(end)s::timestamptz AS b_end"
+    )
+    sql = f"""
+        WITH b AS ({buckets}),
+        bk AS (SELECT b_start, b_end, least(b_end, %(now)s::timestamptz) AS as_of FROM b),
+        i AS (
+            SELECT *, CASE WHEN status IN ('resolved', 'closed')
+                           THEN coalesce(resolved_at, closed_at) END AS finished_at
+            FROM incidents WHERE merged_into IS NULL)
+        SELECT bk.b_start, bk.b_end, bk.as_of{select_dims},
+            count(*) FILTER (WHERE i.opened_at >= bk.b_start AND i.opened_at < bk.b_end)
+                AS opened,
+            count(*) FILTER (WHERE {_FINISHED_IN}) AS finished,
+            count(*) FILTER (WHERE {_FINISHED_IN} AND i.deadline_at IS NOT NULL)
+                AS finished_with_deadline,
+            count(*) FILTER (WHERE {_FINISHED_IN} AND i.finished_at <= i.deadline_at) AS on_time,
+            count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating IS NOT NULL) AS rated,
+            count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating >= 4) AS satisfied,
+            count(*) FILTER (WHERE {_ACCEPTED_IN}) AS accepted,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY {_ACCEPT_S}) FILTER (WHERE {_ACCEPTED_IN})
+                AS accept_median_s,
+            percentile_cont(0.9) WITHIN GROUP (ORDER BY {_ACCEPT_S}) FILTER (WHERE {_ACCEPTED_IN})
+                AS accept_p90_s,
+            count(*) FILTER (WHERE {_RESOLVED_IN}) AS resolved,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY {_RESOLVE_S}) FILTER (WHERE {_RESOLVED_IN})
+                AS resolve_median_s,
+            percentile_cont(0.9) WITHIN GROUP (ORDER BY {_RESOLVE_S}) FILTER (WHERE {_RESOLVED_IN})
+                AS resolve_p90_s,
+            count(*) FILTER (WHERE {_OPEN_AT}) AS open,
+            count(*) FILTER (WHERE {_OPEN_AT} AND i.deadline_at < bk.as_of) AS overdue
+        FROM bk {"JOIN" if dims else "LEFT JOIN"} i
+          -- only incidents that can count in the bucket: opened before its end and not
+          -- finished (nor accepted) before its start
+          ON i.opened_at < bk.b_end
+         AND (i.finished_at IS NULL OR i.finished_at >= bk.b_start OR i.accepted_at >= bk.b_start
+              OR i.resolved_at >= bk.b_start)
+        GROUP BY bk.b_start, bk.b_end, bk.as_of{group_dims}
+        ORDER BY bk.b_start{group_dims}
+    """
+    params = {
+        "tz": DISPLAY_TIMEZONE,
+        "start": start,
+        "end": end,
+        "now": now,
+        "unit": period,
+        "step": f"1 {period}",
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        rows = await cur.fetchall()
+    out = []
+    for r in rows:
+        keys: dict[str, Any] = {c: None for c in ("agency", "category", "city", "ward")}
+        values = [r[k] for k in r if k not in _FIGURES and k not in ("b_start", "b_end", "as_of")]
+        keys.update(zip(dim_cols, values, strict=True))
+        out.append(
+            KpiRow(
+                period_start=r["b_start"], period_end=r["b_end"], as_of=r["as_of"],
+                **keys, **{k: r[k] for k in _FIGURES},
+            )
+        )  # fmt: skip
+    return out
+
+
+_FIGURES: Final = (
+    "opened", "finished", "finished_with_deadline", "on_time", "rated", "satisfied", "accepted",
+    "accept_median_s", "accept_p90_s", "resolved", "resolve_median_s", "resolve_p90_s", "open",
+    "overdue",
+)  # fmt: skip
+_FINISHED_IN: Final = "i.finished_at >= bk.b_start AND i.finished_at < bk.b_end"
+_ACCEPTED_IN: Final = (
+    "i.accepted_at >= bk.b_start AND i.accepted_at < bk.b_end AND i.dispatched_at IS NOT NULL"
+)
+_RESOLVED_IN: Final = "i.resolved_at >= bk.b_start AND i.resolved_at < bk.b_end"
+_ACCEPT_S: Final = "extract(epoch FROM i.accepted_at - i.dispatched_at)::float8"
+_RESOLVE_S: Final = "extract(epoch FROM i.resolved_at - i.opened_at)::float8"
+_OPEN_AT: Final = "i.opened_at <= bk.as_of AND (i.finished_at IS NULL OR i.finished_at > bk.as_of)"
+
+
+def _bucket_estimate(start: datetime, end: datetime, period: str) -> float:
+    days = (end - start) / timedelta(days=1)
+    return days / {"day": 1, "week": 7, "month": 28}[period] + 1
+
+
+# -- the live feed -----------------------------------------------------------------------------
+
+
+def current_month(now: datetime) -> tuple[datetime, datetime]:
+    local = now.astimezone(_ZONE)
+    return month_range(f"{local.year}-{local.month:02d}")
+
+
+async def kpi_snapshot(conn: psycopg.AsyncConnection[Any], now: datetime) -> dict[str, Any]:
+    """The ``kpi`` frame's payload: this local month so far, in total and per agency."""
+    start, end = current_month(now)
+    total = (await compute(conn, start=start, end=end, now=now))[0]
+    by_agency = await compute(conn, start=start, end=end, now=now, group_by=("agency",))
+    return {
+        "period": "month",
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "as_of": now.astimezone(_ZONE).isoformat(),
+        "targets": {"on_time": ON_TIME_TARGET, "satisfaction": SATISFACTION_TARGET},
+        "total": total.as_json(),
+        "by_agency": [r.as_json() for r in by_agency],
+    }
+
+
+def _figures_digest(payload: Mapping[str, Any]) -> str:
+    """What changed, ignoring the clock: the figures without ``as_of`` fields."""
+
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "as_of"}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+
+    return hashlib.sha256(orjson.dumps(strip(payload), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def publish_kpis(
+    conn: psycopg.AsyncConnection[Any], now: datetime, *, unless_digest: str | None = None
+) -> tuple[int | None, str]:
+    """Append a ``kpi`` frame (this month's figures) to the live feed; returns (seq, digest).
+
+    With ``unless_digest`` (the digest of the last frame published) nothing is appended when the
+    figures are the same — only ``as_of`` would differ — and the seq is None.
+    """
+    async with conn.transaction():
+        payload = await kpi_snapshot(conn, now)
+        digest = _figures_digest(payload)
+        if digest == unless_digest:
+            return None, digest
+        seqs = await append(conn, [FeedEvent("kpi", payload)])
+    return seqs[0], digest
+
+
+class KpiPublisher:
+    """Pushes the month's KPIs on the live feed every ``interval_s`` (default 60 s) when they
+    changed. An async context manager owning one named task; leaving it cancels the task.
+
+    ``async with KpiPublisher(settings, pool): ...`` — a failing round (database down) is logged
+    and retried on the next tick; it never stops the service.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        pool: AsyncConnectionPool,
+        *,
+        interval_s: float = 60.0,
+        clock: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.interval_s = interval_s
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._digest: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0  # frames appended (tests, metrics)
+
+    async def __aenter__(self) -> KpiPublisher:
+        self._task = asyncio.create_task(self._run(), name="kpi-publisher")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def publish_once(self) -> int | None:
+        """One round: the seq of the frame appended, or None when nothing changed."""
+        async with self.pool.connection() as conn:
+            seq, self._digest = await publish_kpis(conn, self._clock(), unless_digest=self._digest)
+        if seq is not None:
+            self.published += 1
+        return seq
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.publish_once()
+            except Exception:
+                log.warning("KPI publication failed; retrying in %.0f s", self.interval_s,
+                            exc_info=True)  # fmt: skip
+            await asyncio.sleep(self.interval_s)
