@@ -20,8 +20,10 @@ from psycopg_pool import AsyncConnectionPool
 from ingest.service import IngestService
 from ioc.alerting.service import RulesService
 from ioc.api import create_app
+from ioc.dispatch import DispatchWorker  # agency dispatch delivery (docs/dispatch.md)
 from ioc.incidents.store import Context as IncidentContext
 from ioc.incidents.worker import IncidentWorker
+from ioc.kpi import KpiPublisher
 from ioc.live.hub import LiveHub
 from ioc.routing import Routing, load_routing
 from ioc.settings import DISPLAY_TIMEZONE, Settings
@@ -49,6 +51,8 @@ class Runtime:
     rules: RulesService | None = None  # the rule engine (ingest processes only)
     live: LiveHub | None = None  # the /ws feed hub (HTTP processes only)
     incidents: IncidentWorker | None = None  # reports/alerts → incidents (HTTP processes)
+    kpis: KpiPublisher | None = None  # programme KPIs on the live feed (HTTP processes)
+    dispatch: DispatchWorker | None = None  # outbox → agency webhooks and MQTT (with_dispatch)
     http_port: int | None = None
 
 
@@ -73,6 +77,7 @@ async def run_service(
     with_http: bool = True,
     with_ingest: bool = True,
     with_maintenance: bool = True,
+    with_dispatch: bool | None = None,  # default: where HTTP runs
 ) -> AsyncIterator[Runtime]:
     """Migrate, load the site, then run ingest, upkeep and the API until the block exits."""
     if settings.database_url is None:
@@ -114,6 +119,15 @@ async def run_service(
                 # (rows are claimed with SKIP LOCKED).
                 runtime.incidents = await stack.enter_async_context(
                     IncidentWorker(IncidentContext(routing, site, settings), conninfo, pool)
+                )
+                runtime.kpis = await stack.enter_async_context(
+                    KpiPublisher(settings, pool, interval_s=settings.kpi_interval_s)
+                )
+            if with_http if with_dispatch is None else with_dispatch:
+                # Dispatch delivery (outbox → agencies); safe in several processes (SKIP LOCKED).
+                # Left first: in-flight attempts finish or are released before the rest stops.
+                runtime.dispatch = await stack.enter_async_context(
+                    DispatchWorker(settings, conninfo)
                 )
             async with asyncio.TaskGroup() as tg:
                 stop = asyncio.Event()
