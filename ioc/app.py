@@ -184,6 +184,7 @@ async def _maintenance_loop(runtime: Runtime, stop: asyncio.Event) -> None:
                     dead_letter_limit=s.dead_letter_limit,
                     max_age_s=s.reading_max_age_s,
                     feed_retention=timedelta(hours=s.feed_retention_hours),
+                    delivered_retention=timedelta(days=s.delivered_retention_days),
                 )
             log.debug("maintenance: %s", report)
         except Exception:

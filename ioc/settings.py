@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     dispatch_mqtt_prefix: str = Field(
         "ioc/dispatch", description="agency dispatch topics: {prefix}/{agency}, QoS 1"
     )
+    delivered_retention_days: float = Field(
+        90.0, gt=0, description="delivered outbox rows and their attempt logs kept this long"
+    )
     kpi_interval_s: float = Field(
         60.0, gt=0, description="how often the programme KPIs are recomputed and, when they "
         "changed, pushed on the live feed"

@@ -189,3 +189,24 @@ async def test_timescaledb_flavour(server_url: str) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+async def test_only_old_delivered_dispatches_are_pruned(db: psycopg.AsyncConnection) -> None:
+    from datetime import timedelta
+
+    from ioc.storage.maintenance import prune_delivered
+
+    for key, state, age_days in (
+        ("old-delivered", "delivered", 100), ("new-delivered", "delivered", 10),
+        ("old-failed", "failed", 100), ("old-pending", "pending", 100),
+    ):  # fmt: skip
+        await db.execute(
+            """INSERT INTO outbox (idempotency_key, agency_id, channel, target, kind, payload,
+                   state, created_at, delivered_at)
+               VALUES (%s, 'pctt', 'mqtt', 'ioc/dispatch/pctt', 'incident.dispatched', '{}',
+                       %s, now() - %s, CASE WHEN %s = 'delivered' THEN now() - %s END)""",
+            (key, state, timedelta(days=age_days), state, timedelta(days=age_days)),
+        )
+    assert await prune_delivered(db, timedelta(days=90)) == 1
+    rows = await (await db.execute("SELECT idempotency_key FROM outbox ORDER BY 1")).fetchall()
+    assert [r[0] for r in rows] == ["new-delivered", "old-failed", "old-pending"]

@@ -30,6 +30,7 @@ class MaintenanceReport:
     rollup_rows: int = 0
     dead_letters_pruned: int = 0
     feed_events_pruned: int = 0
+    deliveries_pruned: int = 0
 
 
 async def run_maintenance(
@@ -40,6 +41,7 @@ async def run_maintenance(
     dead_letter_limit: int,
     max_age_s: int,
     feed_retention: timedelta | None = None,
+    delivered_retention: timedelta | None = None,
 ) -> MaintenanceReport:
     created = dropped = rolled = 0
     if flavour is Flavour.PLAIN:
@@ -50,7 +52,21 @@ async def run_maintenance(
         await refresh_continuous_aggregates(conn)
     pruned = await prune_dead_letters(conn, dead_letter_limit)
     feed_pruned = await feed.prune(conn, feed_retention) if feed_retention is not None else 0
-    return MaintenanceReport(created, dropped, rolled, pruned, feed_pruned)
+    delivered = (
+        await prune_delivered(conn, delivered_retention) if delivered_retention is not None else 0
+    )
+    return MaintenanceReport(created, dropped, rolled, pruned, feed_pruned, delivered)
+
+
+async def prune_delivered(conn: psycopg.AsyncConnection, older_than: timedelta) -> int:
+    """Delivered outbox rows (and their attempt logs) older than ``older_than``; pending and
+    failed rows stay whatever their age — they are work not yet done."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < now() - %s",
+            (older_than,),
+        )
+    return cur.rowcount
 
 
 async def apply_policies(
