@@ -261,6 +261,12 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                     f"    curl -H 'Authorization: Bearer {token}' "
                     f"'{url}/api/v1/devices/{example_id}/readings?metric={metric}"
                     f"&from={today}T00:00:00%2B07:00&bucket=5m'",
+                    "  Citizens' reports and alerts open incidents, dispatched to the simulated",
+                    "  agencies, who accept and resolve them within minutes; citizens rate them:",
+                    f"    curl -H 'Authorization: Bearer {token}' "
+                    f"'{url}/api/v1/incidents?open=true'",
+                    f"    curl -H 'Authorization: Bearer {token}' '{url}/api/v1/kpis'",
+                    f"    curl '{url}/open311/v2/requests.json'",
                     "  Stop with Ctrl+C.",
                     "",
                 ]
