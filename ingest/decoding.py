@@ -5,24 +5,52 @@ allocations it does not need (one ``orjson.loads``, one tuple of metrics) and ra
 ``DecodeError`` naming the problem for anything it cannot accept. A message is accepted whole or
 refused whole: a reading set with one bad value is dead-lettered rather than half stored, so a
 dead letter always stands for the complete message.
+
+Citizen reports (``{prefix}/{city}/reports/{channel}``) are decoded here too, against a
+:class:`ReportVocabulary` (site wards, report categories); they are recognised only after a
+topic failed the device scheme, so the telemetry path does not change for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from ingest.errors import DecodeError, Reason
-from ingest.records import DeadLetter, DeviceEvent, Record, StatusChange, Telemetry
+from ingest.records import (
+    CitizenReport,
+    DeadLetter,
+    DeviceEvent,
+    Record,
+    StatusChange,
+    Telemetry,
+)
 from ioc.catalogue import EVENT_TYPES, METRICS
-from ioc.topics import Channel, TopicError, parse_device_topic
+from ioc.site import Site
+from ioc.topics import REPORTS, Channel, TopicError, parse_device_topic, parse_report_topic
 
 # device id -> (kind, city); replaced wholesale (never mutated) when the registry changes, so the
 # network thread can read it without a lock.
 DeviceIndex = Mapping[str, tuple[str, str]]
+
+# Longest report id and media URL kept; anything longer is not an id or a link but a mistake.
+REPORT_ID_MAX = 128
+MEDIA_URL_MAX = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class ReportVocabulary:
+    """What citizen reports are checked against: the site (cities, ward outlines), the category
+    codes citizens may use (the routing file's public categories) and the description limit."""
+
+    site: Site
+    categories: frozenset[str]
+    max_description: int
+
 
 _STATUS_WORDS = {"online": True, "offline": False}
 # name -> (minimum, maximum) per kind: the hot loop's view of the catalogue.
@@ -41,8 +69,12 @@ class Decoder:
         max_payload_bytes: int,
         max_age_s: float,
         max_future_s: float,
+        reports: ReportVocabulary | None = None,
     ) -> None:
+        """``reports=None``: citizen-report topics are refused (``bad_topic``)."""
         self.topic_prefix = topic_prefix
+        self._root_levels = topic_prefix.count("/") + 1
+        self.reports = reports
         self.devices = devices
         self.max_payload_bytes = max_payload_bytes
         self.max_age_s = max_age_s
@@ -69,7 +101,9 @@ class Decoder:
         try:
             where = parse_device_topic(self.topic_prefix, topic)
         except TopicError as exc:
-            raise DecodeError(topic, Reason.BAD_TOPIC, str(exc)) from None
+            # Reports are looked for only once the device scheme failed, so telemetry pays
+            # nothing for them.
+            return self._report_or_refuse(topic, payload, received_at, exc)
         known = self.devices.get(where.device_id)
         if known is None:
             raise DecodeError(
@@ -211,3 +245,122 @@ class Decoder:
             )
         data = {k: v for k, v in doc.items() if k not in ("ts", "type")}
         return DeviceEvent(device_id, t, etype, orjson.dumps(data))
+
+    # -- citizen reports ---------------------------------------------------------------------
+
+    def _report_or_refuse(
+        self, topic: str, payload: bytes, received_at: float, device_error: TopicError
+    ) -> CitizenReport:
+        levels = topic.split("/")
+        if len(levels) != self._root_levels + 3 or levels[self._root_levels + 1] != REPORTS:
+            raise DecodeError(topic, Reason.BAD_TOPIC, str(device_error))
+        if self.reports is None:
+            raise DecodeError(topic, Reason.BAD_TOPIC, "citizen reports are not taken in here")
+        return self._report(topic, payload, received_at, self.reports)
+
+    def _report(
+        self, topic: str, payload: bytes, received_at: float, vocab: ReportVocabulary
+    ) -> CitizenReport:
+        try:
+            where = parse_report_topic(self.topic_prefix, topic)
+        except TopicError as exc:
+            raise DecodeError(topic, Reason.BAD_TOPIC, str(exc)) from None
+        if where.city not in vocab.site.cities_by_id:
+            raise DecodeError(
+                topic,
+                Reason.BAD_TOPIC,
+                f"unknown city {where.city[:40]!r} (one of {sorted(vocab.site.cities_by_id)})",
+            )
+        doc = self._object(topic, payload)
+        t = self._time(topic, doc, received_at)
+        external_id = _text(topic, doc, "id", REPORT_ID_MAX)
+        category = doc.get("category")
+        if not isinstance(category, str):
+            raise DecodeError(
+                topic,
+                Reason.INVALID_PAYLOAD if category is None else Reason.WRONG_TYPE,
+                "field 'category' must be a category code (a string)",
+            )
+        if category not in vocab.categories:
+            raise DecodeError(
+                topic,
+                Reason.UNKNOWN_CATEGORY,
+                f"category {category[:64]!r} is not one of {sorted(vocab.categories)}",
+            )
+        lat = _coordinate(topic, doc, "lat")
+        lon = _coordinate(topic, doc, "lon")
+        ward = vocab.site.ward_of(lat, lon)
+        if ward is None:
+            raise DecodeError(
+                topic,
+                Reason.OUTSIDE_SITE,
+                f"position lat={lat}, lon={lon} is in no ward of the site",
+            )
+        if ward.city != where.city:
+            raise DecodeError(
+                topic,
+                Reason.CITY_MISMATCH,
+                f"position lat={lat}, lon={lon} is in {ward.city}/{ward.id},"
+                f" topic says {where.city}",
+            )
+        description = _text(topic, doc, "description", vocab.max_description)
+        media_url = doc.get("media_url")
+        if media_url is not None:
+            if not isinstance(media_url, str):
+                raise DecodeError(topic, Reason.WRONG_TYPE, "media_url must be a URL or null")
+            if not media_url.startswith(("https://", "http://")):
+                raise DecodeError(
+                    topic,
+                    Reason.INVALID_PAYLOAD,
+                    f"media_url {media_url[:64]!r} is not an http(s) URL",
+                )
+            if len(media_url) > MEDIA_URL_MAX:
+                raise DecodeError(
+                    topic,
+                    Reason.TOO_LONG,
+                    f"media_url is {len(media_url)} characters, limit {MEDIA_URL_MAX}",
+                )
+        return CitizenReport(
+            where.city,
+            where.channel,
+            external_id,
+            t,
+            category,
+            float(lat),
+            float(lon),
+            ward.id,
+            description,
+            media_url,
+        )
+
+
+def _text(topic: str, doc: dict[str, Any], name: str, limit: int) -> str:
+    """A required, non-blank string field of at most ``limit`` characters (stripped)."""
+    value = doc.get(name)
+    if value is None:
+        raise DecodeError(topic, Reason.INVALID_PAYLOAD, f"field {name!r} is missing")
+    if not isinstance(value, str):
+        raise DecodeError(
+            topic, Reason.WRONG_TYPE, f"{name} must be a string, got {type(value).__name__}"
+        )
+    value = value.strip()
+    if not value:
+        raise DecodeError(topic, Reason.INVALID_PAYLOAD, f"field {name!r} is empty")
+    if len(value) > limit:
+        raise DecodeError(
+            topic, Reason.TOO_LONG, f"{name} is {len(value)} characters, limit {limit}"
+        )
+    return value
+
+
+def _coordinate(topic: str, doc: dict[str, Any], name: str) -> float:
+    value = doc.get(name)
+    if value is None:
+        raise DecodeError(topic, Reason.INVALID_PAYLOAD, f"field {name!r} is missing")
+    if type(value) is int:
+        return float(value)
+    if type(value) is not float:  # exact types: bool is an int subclass and is refused
+        raise DecodeError(
+            topic, Reason.WRONG_TYPE, f"{name} must be a number, got {type(value).__name__}"
+        )
+    return value

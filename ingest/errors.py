@@ -19,6 +19,11 @@ class Reason(StrEnum):
     TIMESTAMP_OUT_OF_BOUNDS = "timestamp_out_of_bounds"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     INVALID_STATUS = "invalid_status"
+    # Citizen reports (hg/{city}/reports/{channel}).
+    UNKNOWN_CATEGORY = "unknown_category"
+    OUTSIDE_SITE = "outside_site"
+    CITY_MISMATCH = "city_mismatch"
+    TOO_LONG = "too_long"
     # Decoded fine but refused by the database (e.g. its device was deleted in between).
     STORAGE_REJECTED = "storage_rejected"
 

@@ -10,6 +10,9 @@ READINGS_DUPLICATE = Counter(
     "ioc_ingest_readings_duplicate",
     "readings skipped as already stored (same device, metric, time)",
 )
+REPORTS_STORED = Counter(
+    "ioc_ingest_reports_stored", "citizen reports committed (repeats of a stored one excluded)"
+)
 DEAD_LETTERS = Counter("ioc_ingest_dead_letters", "messages dead-lettered", ["reason"])
 BATCH_MESSAGES = Histogram(
     "ioc_ingest_batch_messages",

@@ -34,6 +34,23 @@ class DeviceEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CitizenReport:
+    """A citizen report relayed on ``{prefix}/{city}/reports/{channel}``; ``ward`` and ``city``
+    come from the position (the site's ward outlines), checked against the topic's city."""
+
+    city: str
+    channel: str
+    external_id: str
+    time: float
+    category: str
+    lat: float
+    lon: float
+    ward: str
+    description: str
+    media_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     topic: str
     payload: bytes
@@ -42,4 +59,4 @@ class DeadLetter:
     received_at: float
 
 
-Record = Telemetry | StatusChange | DeviceEvent | DeadLetter
+Record = Telemetry | StatusChange | DeviceEvent | CitizenReport | DeadLetter

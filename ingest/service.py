@@ -19,14 +19,16 @@ from types import TracebackType
 import psycopg
 
 from ingest import instruments
-from ingest.decoding import Decoder, DeviceIndex
+from ingest.decoding import Decoder, DeviceIndex, ReportVocabulary
 from ingest.errors import Reason
 from ingest.handoff import Delivery, Handoff
 from ingest.records import DeadLetter
 from ingest.subscriber import MqttSubscriber
 from ingest.writer import BatchWriter, WriteResult, is_data_error
 from ioc.backoff import Backoff
+from ioc.routing import load_routing
 from ioc.settings import Settings
+from ioc.site import load_site
 from ioc.storage import devices as device_store
 from ioc.storage.migrations import Flavour
 from ioc.topics import subscriptions
@@ -56,6 +58,17 @@ class IngestHealth:
     database_error: str | None
 
 
+def report_vocabulary(settings: Settings) -> ReportVocabulary:
+    """Citizen reports are checked against the site's ward outlines and the categories the
+    routing file offers to citizens (its public ones), read once at start like the registry."""
+    routing = load_routing(settings.routing_path())
+    return ReportVocabulary(
+        site=load_site(settings.site_path()),
+        categories=frozenset(c.code for c in routing.public_categories()),
+        max_description=settings.open311_max_description,
+    )
+
+
 class IngestService:
     """Async context manager owning the subscriber thread and the writer and registry tasks."""
 
@@ -68,10 +81,15 @@ class IngestService:
         listeners: Sequence[CommitListener] = (),
         store: bool = True,
         client_id: str | None = None,
+        reports: ReportVocabulary | None = None,
     ) -> None:
         """``store=False`` makes a consumer that only hands batches to its listeners (the rules
-        worker: its own MQTT session, nothing written by ingest), acknowledging after them."""
+        worker: its own MQTT session, nothing written by ingest), acknowledging after them; it
+        does not subscribe to citizen reports. ``reports``: what reports are checked against
+        (default: the site and routing files named by ``settings``)."""
         self._settings = settings
+        if store and reports is None:
+            reports = report_vocabulary(settings)
         self._store = store
         self._conninfo = conninfo
         self._listeners = list(listeners)
@@ -82,8 +100,9 @@ class IngestService:
             max_payload_bytes=settings.max_payload_bytes,
             max_age_s=settings.reading_max_age_s,
             max_future_s=settings.reading_max_future_s,
+            reports=reports if store else None,
         )
-        filters = subscriptions(settings.mqtt_topic_prefix)
+        filters = subscriptions(settings.mqtt_topic_prefix, reports=store)
         if settings.mqtt_shared_group:
             # MQTT v5 shared subscription: the broker spreads messages over the group's workers.
             filters = [f"$share/{settings.mqtt_shared_group}/{f}" for f in filters]
@@ -226,6 +245,8 @@ class IngestService:
             instruments.MESSAGES_RECEIVED.inc(len(batch))
             instruments.READINGS_STORED.inc(result.stored)
             instruments.READINGS_DUPLICATE.inc(result.readings - result.stored)
+            if result.reports:
+                instruments.REPORTS_STORED.inc(result.reports)
             for d in batch:
                 if type(d.record) is DeadLetter:
                     instruments.DEAD_LETTERS.labels(d.record.reason.value).inc()

@@ -19,7 +19,8 @@ import psycopg
 
 from ingest.errors import Reason
 from ingest.handoff import Delivery
-from ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ioc.storage import reports as report_store
 from ioc.storage.migrations import Flavour
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class WriteResult:
     readings: int = 0
     stored: int = 0
     dead_letters: int = 0
+    reports: int = 0  # new citizen reports (a repeat of a stored one is not counted)
 
 
 class BatchWriter:
@@ -105,6 +107,7 @@ class BatchWriter:
         statuses: list[tuple[str, bool, datetime]] = []
         events: list[tuple[datetime, str, str, bytes]] = []
         letters: list[DeadLetter] = []
+        reports: list[CitizenReport] = []
         t_min = float("inf")
         t_max = float("-inf")
         n = 0
@@ -126,6 +129,8 @@ class BatchWriter:
                 events.append((_ts(rec.time), rec.device_id, rec.type, rec.data_json))
             elif type(rec) is DeadLetter:
                 letters.append(rec)
+            elif type(rec) is CitizenReport:
+                reports.append(rec)
         if n:
             if self._flavour is Flavour.PLAIN:
                 await self._ensure_partitions(conn, t_min, t_max)
@@ -179,6 +184,11 @@ class BatchWriter:
                     " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT DO NOTHING",
                     [(t, d, k, j.decode()) for t, d, k, j in events],
                 )
+        if reports:
+            # Same transaction as the readings: acknowledged after this COMMIT like them.
+            result.reports += await report_store.insert_many(
+                conn, [_new_report(r) for r in reports]
+            )
         if letters:
             async with conn.cursor() as cur:
                 await cur.executemany(
@@ -212,6 +222,22 @@ class BatchWriter:
             "SELECT ioc_ensure_readings_partitions(%s, %s)", (_ts(t_min), _ts(t_max))
         )
         self._created_days.update(days)
+
+
+def _new_report(r: CitizenReport) -> report_store.NewReport:
+    return report_store.NewReport(
+        dedupe_key=report_store.mqtt_dedupe_key(r.city, r.channel, r.external_id),
+        source=r.channel,
+        external_id=r.external_id,
+        service_code=r.category,
+        description=r.description,
+        reported_at=_ts(r.time),
+        city=r.city,
+        ward=r.ward,
+        lat=r.lat,
+        lon=r.lon,
+        media_url=r.media_url,
+    )
 
 
 def is_data_error(exc: psycopg.Error) -> bool:

@@ -1,7 +1,8 @@
 """The MQTT topic scheme of contract v1, shared by ingest (parsing) and simulators (formatting).
 
 ``{prefix}/{city}/{kind}/{device_id}/{telemetry|event|status}`` and
-``{prefix}/{city}/reports/{channel}``; the prefix is ``hg`` in production and unique per test.
+``{prefix}/{city}/reports/{app|hotline|zalo}``; the prefix is ``hg`` in production and unique per
+test.
 """
 
 from __future__ import annotations
@@ -24,11 +25,20 @@ class DeviceTopic:
     channel: Channel
 
 
+@dataclass(frozen=True, slots=True)
+class ReportTopic:
+    city: str
+    channel: str  # where the citizen report came in: one of REPORT_CHANNELS
+
+
 class TopicError(ValueError):
     """A topic outside the scheme; the message names what is wrong."""
 
 
 _CHANNELS = {c.value: c for c in Channel}
+REPORTS = "reports"  # the third topic level of citizen reports
+# Where citizen reports are relayed from (contract v1; also the reports' ``source``).
+REPORT_CHANNELS = frozenset({"app", "hotline", "zalo"})
 
 
 def device_topic(prefix: str, city: str, kind: str, device_id: str, channel: Channel | str) -> str:
@@ -39,9 +49,15 @@ def report_topic(prefix: str, city: str, channel: str) -> str:
     return f"{prefix}/{city}/reports/{channel}"
 
 
-def subscriptions(prefix: str) -> list[str]:
-    """Filters the ingest service subscribes to (one per channel keeps stray topics out)."""
-    return [f"{prefix}/+/+/+/{c.value}" for c in Channel]
+def subscriptions(prefix: str, *, reports: bool = True) -> list[str]:
+    """Filters the ingest service subscribes to (one per channel keeps stray topics out).
+
+    The report filter has one level fewer than the device filters, so no topic matches both.
+    """
+    filters = [f"{prefix}/+/+/+/{c.value}" for c in Channel]
+    if reports:
+        filters.append(f"{prefix}/+/{REPORTS}/+")
+    return filters
 
 
 def parse_device_topic(prefix: str, topic: str) -> DeviceTopic:
@@ -62,3 +78,24 @@ def parse_device_topic(prefix: str, topic: str) -> DeviceTopic:
     if ch is None:
         raise TopicError(f"topic {topic!r}: unknown channel {channel!r}")
     return DeviceTopic(city, kind, device_id, ch)
+
+
+def parse_report_topic(prefix: str, topic: str) -> ReportTopic:
+    """``{prefix}/{city}/reports/{channel}``; the city is checked against the site by the caller."""
+    parts = topic.split("/")
+    root = prefix.split("/")
+    n = len(root)
+    if parts[:n] != root:
+        raise TopicError(f"topic {topic!r} does not start with {prefix!r}")
+    rest = parts[n:]
+    if len(rest) != 3 or rest[1] != REPORTS:
+        raise TopicError(f"topic {topic!r} is not {prefix}/{{city}}/{REPORTS}/{{channel}}")
+    city, _, channel = rest
+    if not city:
+        raise TopicError(f"topic {topic!r} has an empty level")
+    if channel not in REPORT_CHANNELS:
+        raise TopicError(
+            f"topic {topic!r}: unknown report channel {channel[:40]!r}"
+            f" (one of {', '.join(sorted(REPORT_CHANNELS))})"
+        )
+    return ReportTopic(city, channel)

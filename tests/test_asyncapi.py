@@ -8,6 +8,7 @@ hold them together: topics (``ioc.topics``), metric names, units and ranges and 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,13 +19,14 @@ import orjson
 import pytest
 import yaml
 
-from ingest.decoding import Decoder
+from ingest.decoding import MEDIA_URL_MAX, REPORT_ID_MAX, Decoder, ReportVocabulary
 from ingest.errors import DecodeError, Reason
-from ingest.records import DeviceEvent, StatusChange, Telemetry
+from ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
+from ingest.service import report_vocabulary
 from ioc.catalogue import EVENT_TYPES, METRICS
 from ioc.devices import DEVICE_ID
 from ioc.settings import Settings
-from ioc.topics import Channel, device_topic, parse_device_topic, report_topic
+from ioc.topics import REPORT_CHANNELS, Channel, device_topic, parse_device_topic, report_topic
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
 PREFIX = "hg"  # the production prefix of contract v1 (IOC_MQTT_TOPIC_PREFIX's default)
@@ -151,6 +153,11 @@ def received_at_for(payload: Any) -> float:
     return ts / 1000.0 + 30.0
 
 
+@functools.cache
+def _report_vocabulary() -> ReportVocabulary:
+    return report_vocabulary(Settings())  # the packaged site and routing files, defaults
+
+
 def decoder(devices: dict[str, tuple[str, str]]) -> Decoder:
     return Decoder(
         topic_prefix=PREFIX,
@@ -158,6 +165,7 @@ def decoder(devices: dict[str, tuple[str, str]]) -> Decoder:
         max_payload_bytes=_DEFAULTS["max_payload_bytes"],
         max_age_s=_DEFAULTS["reading_max_age_s"],
         max_future_s=_DEFAULTS["reading_max_future_s"],
+        reports=_report_vocabulary(),
     )
 
 
@@ -350,11 +358,19 @@ def test_examples_are_accepted_by_the_decoder(doc: dict[str, Any]) -> None:
     checked = 0
     for cid, _, message, example in examples(doc):
         topic = example_topic(example)
-        if "/reports/" in topic:
-            continue  # no intake yet (later release)
         payload = example["payload"]
-        where = parse_device_topic(PREFIX, topic)
         rec = dec.decode(topic, payload_bytes(message, payload), received_at_for(payload))
+        if "/reports/" in topic:
+            assert isinstance(rec, CitizenReport), cid
+            assert (rec.external_id, rec.category, rec.description, rec.media_url) == (
+                payload["id"],
+                payload["category"],
+                payload["description"],
+                payload["media_url"],
+            )
+            checked += 1
+            continue
+        where = parse_device_topic(PREFIX, topic)
         if where.channel is Channel.TELEMETRY:
             assert isinstance(rec, Telemetry), cid
             assert dict(rec.metrics) == {k: float(v) for k, v in payload["metrics"].items()}
@@ -441,3 +457,77 @@ def test_schema_and_decoder_refuse_alike(
             topic, orjson.dumps(payload), received_at_for(example["payload"])
         )
     assert err.value.reason is reason
+
+
+# -- citizen reports -------------------------------------------------------------------------------
+
+
+def _report_channel(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    [(cid, channel)] = [(k, c) for k, c in doc["channels"].items() if "/reports/" in c["address"]]
+    return cid, channel
+
+
+def test_report_schema_is_what_the_decoder_checks(doc: dict[str, Any]) -> None:
+    _, channel = _report_channel(doc)
+    assert set(resolve(doc, channel["parameters"]["channel"])["enum"]) == REPORT_CHANNELS
+    [(_, message)] = channel_messages(doc, channel)
+    schema = resolve(doc, message["payload"])
+    props = {k: resolve(doc, v) for k, v in schema["properties"].items()}
+    categories = props["category"]["enum"]
+    assert set(categories) == _report_vocabulary().categories
+    for code in categories:
+        assert f"`{code}`" in props["category"]["description"], code
+    assert props["description"]["maxLength"] == _DEFAULTS["open311_max_description"]
+    assert props["id"]["maxLength"] == REPORT_ID_MAX
+    assert props["media_url"]["maxLength"] == MEDIA_URL_MAX
+    assert set(schema["required"]) == {"id", "ts", "category", "lat", "lon", "description"}
+
+
+def _report_example(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    _, channel = _report_channel(doc)
+    [(pointer, message)] = channel_messages(doc, channel)
+    return pointer, message["examples"][0]
+
+
+_BAD_REPORTS = [
+    ("missing id", {"id": ...}, Reason.INVALID_PAYLOAD),
+    ("empty id", {"id": ""}, Reason.INVALID_PAYLOAD),
+    ("id too long", {"id": "x" * 129}, Reason.TOO_LONG),
+    ("unknown category", {"category": "ufo"}, Reason.UNKNOWN_CATEGORY),
+    ("device category", {"category": "thiet-bi"}, Reason.UNKNOWN_CATEGORY),
+    ("lat as text", {"lat": "9.78"}, Reason.WRONG_TYPE),
+    ("missing lon", {"lon": ...}, Reason.INVALID_PAYLOAD),
+    ("missing description", {"description": ...}, Reason.INVALID_PAYLOAD),
+    ("blank description", {"description": "  "}, Reason.INVALID_PAYLOAD),
+    ("description too long", {"description": "x" * 4001}, Reason.TOO_LONG),
+    ("media_url not http", {"media_url": "ftp://x.vn/a.jpg"}, Reason.INVALID_PAYLOAD),
+    ("ts without offset", {"ts": "2026-11-28T19:20:00"}, Reason.WRONG_TYPE),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"), [c[1:] for c in _BAD_REPORTS], ids=[c[0] for c in _BAD_REPORTS]
+)
+def test_report_schema_and_decoder_refuse_alike(
+    doc: dict[str, Any], change: dict[str, Any], reason: Reason
+) -> None:
+    pointer, example = _report_example(doc)
+    payload = {**example["payload"], **change}
+    payload = {k: v for k, v in payload.items() if v is not ...}
+    assert not _validator(doc, f"{pointer}/payload").is_valid(payload)
+    with pytest.raises(DecodeError) as err:
+        decoder({}).decode(
+            example_topic(example), orjson.dumps(payload), received_at_for(example["payload"])
+        )
+    assert err.value.reason is reason
+
+
+def test_report_position_must_be_in_the_topics_city(doc: dict[str, Any]) -> None:
+    """What no schema can say: the place decides the ward, and the topic's city must agree."""
+    _, example = _report_example(doc)
+    topic = example_topic(example).replace("/vi-thanh/", "/nga-bay/")
+    with pytest.raises(DecodeError) as err:
+        decoder({}).decode(
+            topic, orjson.dumps(example["payload"]), received_at_for(example["payload"])
+        )
+    assert err.value.reason is Reason.CITY_MISMATCH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import orjson
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from ingest.decoding import Decoder
 from ingest.errors import DecodeError, Reason
-from ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
 
 NOW = time.time()
 T = "hg/vi-thanh/flood/vt-flood-01/telemetry"
@@ -150,3 +151,112 @@ def test_random_json_never_escapes(topic: str, body: dict[str, object]) -> None:
         decoder().decode(topic, orjson.dumps(body), NOW)
     except DecodeError as exc:
         assert exc.reason in set(Reason) and exc.detail
+
+
+# -- citizen reports -------------------------------------------------------------------------------
+
+R = "hg/vi-thanh/reports/app"
+
+
+@functools.cache
+def report_decoder() -> Decoder:
+    from ingest.service import report_vocabulary
+    from ioc.settings import Settings
+
+    d = decoder()
+    d.reports = report_vocabulary(Settings(open311_max_description=50))
+    return d
+
+
+def report(**over: object) -> bytes:
+    base: dict[str, object] = {
+        "id": "app-000123",
+        "ts": "2026-11-28T19:20:00+07:00",
+        "category": "chieu-sang",
+        "lat": 9.784,
+        "lon": 105.470,
+        "description": "Đèn đường không sáng.",
+        "media_url": None,
+    }
+    base.update(over)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+REPORT_NOW = 1_795_868_400.0 + 60  # a minute after the report's ts
+
+
+def test_report_decodes_with_its_ward() -> None:
+    rec = report_decoder().decode(R, report(media_url="https://x.vn/a.jpg"), REPORT_NOW)
+    assert rec == CitizenReport(
+        "vi-thanh", "app", "app-000123", 1_795_868_400.0, "chieu-sang", 9.784, 105.47,
+        "phuong-5", "Đèn đường không sáng.", "https://x.vn/a.jpg",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason", "names"),
+    [
+        ("hg/vi-thanh/reports/fax", report(), Reason.BAD_TOPIC, "fax"),
+        ("hg/hue/reports/app", report(), Reason.BAD_TOPIC, "hue"),
+        ("hg/vi-thanh/reports", report(), Reason.BAD_TOPIC, "{channel}"),
+        (R, report(category="ufo"), Reason.UNKNOWN_CATEGORY, "ufo"),
+        (R, report(category="thiet-bi"), Reason.UNKNOWN_CATEGORY, "thiet-bi"),  # not public
+        (R, report(category=...), Reason.INVALID_PAYLOAD, "category"),
+        (R, report(description=...), Reason.INVALID_PAYLOAD, "description"),
+        (R, report(description="   "), Reason.INVALID_PAYLOAD, "description"),
+        (R, report(description=42), Reason.WRONG_TYPE, "description"),
+        (R, report(description="x" * 51), Reason.TOO_LONG, "description is 51 characters"),
+        (R, report(id=...), Reason.INVALID_PAYLOAD, "'id'"),
+        (R, report(id="x" * 200), Reason.TOO_LONG, "id"),
+        (R, report(lat=...), Reason.INVALID_PAYLOAD, "lat"),
+        (R, report(lon="105.47"), Reason.WRONG_TYPE, "lon"),
+        (R, report(lat=True), Reason.WRONG_TYPE, "lat"),
+        (R, report(lat=10.5, lon=106.0), Reason.OUTSIDE_SITE, "no ward"),
+        ("hg/nga-bay/reports/app", report(), Reason.CITY_MISMATCH, "nga-bay"),
+        (R, report(ts=...), Reason.MISSING_TIMESTAMP, "ts"),
+        (R, report(ts="tomorrow"), Reason.WRONG_TYPE, "tomorrow"),
+        (R, report(ts="2026-11-28T19:20:00"), Reason.WRONG_TYPE, "offset"),
+        (R, report(ts="2026-10-01T19:20:00+07:00"), Reason.TIMESTAMP_OUT_OF_BOUNDS, "window"),
+        (R, report(media_url="ftp://x/a.jpg"), Reason.INVALID_PAYLOAD, "media_url"),
+        (R, report(media_url=5), Reason.WRONG_TYPE, "media_url"),
+        (R, b"[]", Reason.INVALID_PAYLOAD, "object"),
+    ],
+)
+def test_each_report_reason_names_the_problem(
+    topic: str, payload: bytes, reason: Reason, names: str
+) -> None:
+    with pytest.raises(DecodeError) as err:
+        report_decoder().decode(topic, payload, REPORT_NOW)
+    assert err.value.reason is reason
+    assert names in err.value.detail
+
+
+def test_reports_refused_where_the_intake_is_off() -> None:
+    with pytest.raises(DecodeError) as err:
+        decoder().decode(R, report(), REPORT_NOW)
+    assert err.value.reason is Reason.BAD_TOPIC
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    channel=st.sampled_from(["app", "hotline", "zalo", "x", ""]),
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "id": json_values,
+            "ts": json_values | st.just("2026-11-28T19:20:00+07:00"),
+            "category": json_values | st.sampled_from(["chieu-sang", "khac"]),
+            "lat": json_values | st.floats(9.7, 9.9),
+            "lon": json_values | st.floats(105.4, 105.9),
+            "description": json_values,
+            "media_url": json_values,
+        },
+    ),
+)
+def test_random_reports_never_escape(channel: str, body: dict[str, object]) -> None:
+    try:
+        rec = report_decoder().decode(f"hg/vi-thanh/reports/{channel}", orjson.dumps(body), NOW)
+    except DecodeError as exc:
+        assert exc.reason in set(Reason) and exc.detail
+    else:
+        assert isinstance(rec, CitizenReport)

@@ -10,12 +10,16 @@ import psycopg
 import pytest
 
 from ingest.errors import Reason
+from ingest.handoff import Delivery
+from ingest.records import CitizenReport, Telemetry
 from ingest.service import IngestService
+from ingest.writer import BatchWriter
 from ioc.devices import Device
 from ioc.settings import Settings
 from ioc.storage import Flavour
 from ioc.storage import devices as store
-from ioc.topics import device_topic
+from ioc.storage import reports as report_store
+from ioc.topics import device_topic, report_topic
 from tests.conftest import FLOOD, LAMP, MqttPublisher, eventually
 
 
@@ -188,3 +192,136 @@ def test_partition_days_are_utc(when: str) -> None:
     # Guard for the writer's day arithmetic: UTC day index of a +07:00 midnight is the day before.
     t = datetime.fromisoformat(when).timestamp()
     assert datetime.fromtimestamp((t // 86400) * 86400, UTC).date().isoformat() == "2025-12-31"
+
+
+# -- citizen reports -------------------------------------------------------------------------------
+
+
+def citizen_report(t: float, **over: object) -> bytes:
+    base: dict[str, object] = {
+        "id": "app-000123",
+        "ts": int(t * 1000),
+        "category": "chieu-sang",
+        "lat": 9.784,
+        "lon": 105.47,
+        "description": "Đèn đường trước số 12 không sáng.",
+        "media_url": None,
+    }
+    base.update(over)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+async def test_reports_commit_with_readings_once_each_and_wake_the_router(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    await _register(db, FLOOD)
+    p = settings.mqtt_topic_prefix
+    now = time.time() - 60
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url or "", autocommit=True
+    ) as listener:
+        await listener.execute(f"LISTEN {report_store.CHANNEL}")
+        async with IngestService(settings, settings.database_url or "", flavour) as svc:
+            await svc.wait_connected(20)
+            reading = (
+                device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry"),
+                telemetry(now, 1, water_level_m=0.5),
+            )
+            app = (report_topic(p, "vi-thanh", "app"), citizen_report(now))
+            # The same id on another channel is another report; on the same channel, a repeat.
+            hotline = (report_topic(p, "vi-thanh", "hotline"), citizen_report(now))
+            publisher.publish_many([reading, app, hotline, app])
+            await eventually(lambda: _committed(svc, 4))
+            notified = [n async for n in listener.notifies(timeout=5, stop_after=1)]
+    assert notified and notified[0].channel == report_store.CHANNEL
+    assert await count(db, "SELECT count(*) FROM readings") == 1
+    cur = await db.execute(
+        "SELECT source, external_id, dedupe_key, service_code, city, ward, lat, lon,"
+        " description, extract(epoch from reported_at), routed_at FROM reports ORDER BY source"
+    )
+    rows = await cur.fetchall()
+    assert [r[:8] for r in rows] == [
+        ("app", "app-000123", "mqtt:vi-thanh:app:app-000123", "chieu-sang", "vi-thanh",
+         "phuong-5", 9.784, 105.47),
+        ("hotline", "app-000123", "mqtt:vi-thanh:hotline:app-000123", "chieu-sang", "vi-thanh",
+         "phuong-5", 9.784, 105.47),
+    ]  # fmt: skip
+    assert rows[0][8] == "Đèn đường trước số 12 không sáng."
+    assert float(rows[0][9]) == pytest.approx(int(now * 1000) / 1000)
+    assert rows[0][10] is None  # left for the incident router
+    assert await count(db, "SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_one_batch_writes_readings_and_reports_in_one_transaction(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    """The writer's unit of work is the batch: a batch whose readings the database refuses
+    stores none of its reports either (then the service isolates the culprit)."""
+    await _register(db, FLOOD)
+    now = time.time()
+    report = CitizenReport(
+        "vi-thanh", "app", "app-1", now, "khac", 9.784, 105.47, "phuong-5", "x", None
+    )
+    ok = Telemetry(FLOOD.id, now, 1, (("water_level_m", 0.5),))
+    orphan = Telemetry("never-registered", now, 1, (("water_level_m", 0.5),))
+    writer = BatchWriter(settings.database_url or "", flavour)
+    try:
+        with pytest.raises(psycopg.errors.IntegrityError):
+            await writer.write([_delivery(ok), _delivery(report), _delivery(orphan)])
+        await writer.close()
+        assert await count(db, "SELECT count(*) FROM reports") == 0
+        assert await count(db, "SELECT count(*) FROM readings") == 0
+        result = await writer.write_isolating_failures(
+            [_delivery(ok), _delivery(report), _delivery(report), _delivery(orphan)]
+        )
+        assert (result.reports, result.dead_letters) == (1, 1)
+        # In one batch: two new reports and a repeat of a stored one count as two.
+        other = CitizenReport(
+            "vi-thanh", "zalo", "zalo-1", now, "khac", 9.784, 105.47, "phuong-5", "y", None
+        )
+        third = CitizenReport(
+            "vi-thanh", "zalo", "zalo-2", now, "khac", 9.784, 105.47, "phuong-5", "z", None
+        )
+        result = await writer.write([_delivery(other), _delivery(report), _delivery(third)])
+        assert result.reports == 2
+    finally:
+        await writer.close()
+    assert await count(db, "SELECT count(*) FROM reports") == 3
+    assert await count(db, "SELECT count(*) FROM readings") == 1
+
+
+def _delivery(record: object) -> Delivery:
+    return Delivery(0, 1, 0, "t/x", b"{}", record)  # type: ignore[arg-type]
+
+
+async def test_bad_reports_are_dead_lettered_with_their_reason(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    p = settings.mqtt_topic_prefix
+    now = time.time()
+    app = report_topic(p, "vi-thanh", "app")
+    bad: dict[Reason, tuple[str, bytes]] = {
+        Reason.UNKNOWN_CATEGORY: (app, citizen_report(now, category="ufo")),
+        Reason.OUTSIDE_SITE: (app, citizen_report(now, lat=10.5, lon=106.0)),
+        Reason.CITY_MISMATCH: (report_topic(p, "nga-bay", "app"), citizen_report(now)),
+        Reason.TOO_LONG: (app, citizen_report(now, description="x" * 4001)),
+        Reason.INVALID_PAYLOAD: (app, citizen_report(now, description=...)),
+        Reason.WRONG_TYPE: (app, citizen_report(now, ts="hôm qua")),
+        Reason.TIMESTAMP_OUT_OF_BOUNDS: (app, citizen_report(now - 30 * 86_400)),
+        Reason.BAD_TOPIC: (report_topic(p, "vi-thanh", "fax"), citizen_report(now)),
+        Reason.MALFORMED_JSON: (app, b'{"id": '),
+    }
+    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        await svc.wait_connected(20)
+        for topic, payload in bad.values():
+            publisher.publish(topic, payload)
+        publisher.publish(app, citizen_report(now, id="app-ok"))
+        await eventually(lambda: _committed(svc, len(bad) + 1))
+    cur = await db.execute("SELECT reason, topic, payload, detail FROM dead_letters")
+    got = {r[0]: (r[1], bytes(r[2]), r[3]) for r in await cur.fetchall()}
+    assert set(got) == {r.value for r in bad}
+    for reason, (topic, payload) in bad.items():
+        assert got[reason][:2] == (topic, payload), reason
+    assert "description" in got[Reason.TOO_LONG][2] and "4001" in got[Reason.TOO_LONG][2]
+    assert "ufo" in got[Reason.UNKNOWN_CATEGORY][2]
+    assert await count(db, "SELECT count(*) FROM reports") == 1

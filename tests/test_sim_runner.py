@@ -438,7 +438,8 @@ class FakeReports:
             return []
         lamp = problems.dark_lamps[0]
         body = {"id": f"app-{int(t1.timestamp())}", "ts": t1.isoformat(), "category": "chieu-sang"}
-        return [(lamp.city, "app", {**body, "lat": lamp.lat, "lon": lamp.lon})]
+        where = {"lat": lamp.lat, "lon": lamp.lon, "description": f"Đèn {lamp.id} không sáng."}
+        return [(lamp.city, "app", {**body, **where})]
 
 
 # ------------------------------------------------------------------------- end to end
@@ -536,7 +537,12 @@ async def test_stored_readings_and_dead_letters_match_what_was_sent(
         async def caught_up() -> bool:
             readings = await scalar(db, "SELECT count(*) FROM readings")
             dead = await scalar(db, "SELECT count(*) FROM dead_letters")
-            return readings >= summary.readings_expected and dead >= expected_dead
+            reports = await scalar(db, "SELECT count(*) FROM reports")
+            return (
+                readings >= summary.readings_expected
+                and dead >= expected_dead
+                and reports >= summary.reports
+            )
 
         await eventually(caught_up, timeout=60)
         # Statuses and events committed too (they are not counted above).
@@ -563,6 +569,8 @@ async def test_stored_readings_and_dead_letters_match_what_was_sent(
     assert online == {"false": len(small.devices)}
     if models == "fake":
         assert summary.reports > 0  # dark lamps drew citizen reports
+    # Citizen reports are taken in too, each once.
+    assert await scalar(db, "SELECT count(*) FROM reports") == summary.reports
 
 
 async def _at_least(db: psycopg.AsyncConnection, query: str, n: int) -> bool:

@@ -12,7 +12,8 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 import ioc
-from ioc.api import alerts, dead_letters, devices, health, live, rules
+from ioc.api import alerts, cap, dead_letters, devices, health, incidents, kpi, live, open311, rules
+from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
 
 
 def create_app(runtime: Any) -> FastAPI:
@@ -20,9 +21,11 @@ def create_app(runtime: Any) -> FastAPI:
     app = FastAPI(
         title="Hậu Giang IOC API",
         version=ioc.__version__,
-        description="Devices, readings and dead letters of the Vị Thanh / Ngã Bảy IOC. "
-        "All /api/v1 routes need `Authorization: Bearer <token>`. Times are RFC 3339 with "
-        "offset, shown in Asia/Ho_Chi_Minh (+07:00).",
+        description="Devices, readings, alerts, incidents, agencies, KPIs and public warnings of "
+        "the Vị Thanh / Ngã Bảy IOC. /api/v1 routes need `Authorization: Bearer <token>` (roles: "
+        "admin, operator, viewer, agency:{code}, open311) except the public CAP feed and "
+        "messages under /api/v1/cap/; Open311 GeoReport v2 is at /open311/v2/ (api_key). Times "
+        "are RFC 3339 with offset, shown in Asia/Ho_Chi_Minh (+07:00).",
     )
     app.state.runtime = runtime
     app.include_router(health.router)
@@ -31,6 +34,11 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(live.router)
     app.include_router(alerts.router)
     app.include_router(rules.router)
+    app.include_router(incidents.router)
+    app.include_router(cap.router)
+    app.include_router(kpi.router)
+    app.include_router(open311.router)
+    app.include_router(dispatch_api.router)  # /api/v1/deliveries
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
