@@ -337,10 +337,26 @@ async def publish_kpis(
     async with conn.transaction():
         payload = await kpi_snapshot(conn, now)
         digest = _figures_digest(payload)
+        if unless_digest is None:
+            # a fresh process (restart, a second API process): compare with the last kpi frame
+            # anyone published, so the wall screen is not sent the same figures again; and a
+            # month with no incidents yet is no news (screens read the figures over REST first)
+            unless_digest = await _last_published_digest(conn)
+            if unless_digest is None and not payload["by_agency"]:
+                return None, digest
         if digest == unless_digest:
             return None, digest
         seqs = await append(conn, [FeedEvent("kpi", payload)])
     return seqs[0], digest
+
+
+async def _last_published_digest(conn: psycopg.AsyncConnection[Any]) -> str | None:
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT payload FROM feed_events WHERE type = 'kpi' ORDER BY seq DESC LIMIT 1"
+        )
+        row = await cur.fetchone()
+    return None if row is None else _figures_digest(row[0])
 
 
 class KpiPublisher:
