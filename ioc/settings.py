@@ -138,16 +138,22 @@ class Settings(BaseSettings):
         "working calendar); unset = the packaged ioc/site_data/routing.yaml",
     )
     incident_join_radius_m: float | None = Field(
-        None, gt=0, description="a report this close to an open incident of its category joins "
-        "it (unset: the routing file's join.radius_m)"
+        None,
+        gt=0,
+        description="a report this close to an open incident of its category joins "
+        "it (unset: the routing file's join.radius_m)",
     )
     incident_join_window_h: float | None = Field(
-        None, gt=0, description="…if that incident opened less than this long ago (unset: the "
-        "routing file's join.window_h)"
+        None,
+        gt=0,
+        description="…if that incident opened less than this long ago (unset: the "
+        "routing file's join.window_h)",
     )
     incident_tick_s: float = Field(
-        5.0, gt=0, description="how often the incident worker routes new reports and alerts "
-        "and checks deadlines (it also wakes on NOTIFY)"
+        5.0,
+        gt=0,
+        description="how often the incident worker routes new reports and alerts "
+        "and checks deadlines (it also wakes on NOTIFY)",
     )
     agency_webhooks: dict[str, dict[str, str]] = Field(
         default_factory=dict,
@@ -169,8 +175,10 @@ class Settings(BaseSettings):
         90.0, gt=0, description="delivered outbox rows and their attempt logs kept this long"
     )
     kpi_interval_s: float = Field(
-        60.0, gt=0, description="how often the programme KPIs are recomputed and, when they "
-        "changed, pushed on the live feed"
+        60.0,
+        gt=0,
+        description="how often the programme KPIs are recomputed and, when they "
+        "changed, pushed on the live feed",
     )
     open311_max_description: int = Field(
         4000, ge=1, le=4000, description="longest Open311 description accepted"

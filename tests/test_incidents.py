@@ -4,6 +4,7 @@ operator and agency APIs end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -46,8 +47,8 @@ def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> da
 
 def test_working_day_deadline_skips_evening_weekend_and_lunch(site: Site) -> None:
     routing = load_routing(ROUTING, site)
-    # Friday 27/11/2026 16:00 + 3 working days (24 working hours): 1 h on Friday, 8 h Monday,
-    # 8 h Tuesday, 7 h Wednesday → Wednesday 2/12 16:00.
+    # Friday 27/11/2026 16:00 + 3 working days (3 × 8.5 = 25.5 working hours): 1 h on Friday,
+    # 8.5 h Monday, 8.5 h Tuesday, 7.5 h Wednesday → Wednesday 2/12 16:00.
     assert routing.deadline("chieu-sang", "warning", local(2026, 11, 27, 16, 0)) == local(
         2026, 12, 2, 16, 0
     )
@@ -167,10 +168,10 @@ class Desk:
         row = await (
             await self.db.execute(
                 """INSERT INTO reports (dedupe_key, token, source, service_code, city, ward, lat,
-                       lon, description, reported_at) VALUES (%s, %s, 'app', %s, %s, %s, %s, %s,
-                       'Đèn đường không sáng', %s) RETURNING id""",
+                       lon, description, reported_at, received_at) VALUES (%s, %s, 'app', %s, %s,
+                       %s, %s, %s, 'Đèn đường không sáng', %s, %s) RETURNING id""",
                 (uuid.uuid4().hex, uuid.uuid4().hex, category,
-                 ward.city if ward else None, ward.id if ward else None, lat, lon, at),
+                 ward.city if ward else None, ward.id if ward else None, lat, lon, at, at),
             )
         ).fetchone()
         assert row is not None
@@ -371,6 +372,165 @@ async def test_merge_and_split_move_reports(desk: Desk) -> None:
     assert new["id"] not in (first, second)
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", b) == new["id"]
     assert new["status"] == "dispatched"
+
+
+async def _kinds_sent(desk: Desk, incident_id: int) -> list[tuple[str, str]]:
+    """(agency, kind) of the outbox rows of one incident, once per message (not per channel)."""
+    rows = await (
+        await desk.db.execute(
+            """SELECT DISTINCT ON (kind, agency_id, payload->>'version') agency_id, kind
+               FROM outbox WHERE incident_id = %s
+               ORDER BY kind, agency_id, payload->>'version', id""",
+            (incident_id,),
+        )
+    ).fetchall()
+    return sorted((r[0], r[1]) for r in rows)
+
+
+async def test_two_workers_routing_one_spot_open_one_incident(
+    desk: Desk, database_url: str
+) -> None:
+    now = local(2026, 11, 27, 9, 0)
+    for _ in range(12):
+        await desk.report(*NEAR_A, at=now)
+    pools = [await open_pool(database_url, max_size=4) for _ in range(2)]
+    try:
+        workers = [IncidentWorker(desk.ctx, database_url, p) for p in pools]
+        results = await asyncio.gather(*(w.run_once(now) for w in workers))
+    finally:
+        for p in pools:
+            await p.close()
+    assert sum(r.incidents_opened for r in results) == 1
+    assert sum(r.reports_joined for r in results) == 11
+    assert await desk.scalar("SELECT count(DISTINCT incident_id) FROM reports") == 1
+
+
+async def test_a_report_does_not_join_an_incident_closed_meanwhile(desk: Desk) -> None:
+    now = local(2026, 11, 27, 9, 0)
+    await desk.report(*NEAR_A, at=now)
+    (first,) = (await desk.worker.run_once(now)).opened_ids
+    late = await desk.report(*NEAR_B, at=now)
+    async with desk.db.transaction():  # an operator resolves it after the worker found it
+        await store.take_step(desk.db, desk.ctx, first, "resolve", Who(Actor.OPERATOR, "op"),
+                              note="đã thay bóng")  # fmt: skip
+        assert await store.join_report(desk.db, first, late, SYSTEM, 90.0) is None
+    # a merged incident forwards to the one that stays
+    a = await desk.report(*FAR, at=now)
+    b = await desk.report(*NEAR_A, at=now)
+    second, third = (await desk.worker.run_once(now)).opened_ids
+    async with desk.db.transaction():
+        await store.merge(desk.db, desk.ctx, third, second, SYSTEM, "cùng một việc")
+    c = await desk.report(*FAR, at=now)
+    async with desk.db.transaction():
+        assert await store.join_report(desk.db, third, c, SYSTEM, 10.0) == second
+    assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", c) == second
+    del a, b
+
+
+async def test_reopen_clears_rating_and_overdue_so_it_can_fire_again(desk: Desk) -> None:
+    now = local(2026, 10, 27, 16, 50)
+    await desk.alert("vt-flood-01", "flood-bd3", {"severity": "critical", "domain": "flood"}, now)
+    (incident_id,) = (await desk.worker.run_once(now)).opened_ids
+    late = now + timedelta(hours=5)
+    assert (await desk.worker.run_once(late)).overdue == 1
+    op = Who(Actor.OPERATOR, "op")
+    async with desk.db.transaction():
+        await store.take_step(desk.db, desk.ctx, incident_id, "resolve", op, note="nước rút",
+                              at=late)  # fmt: skip
+        await store.rate_incident(desk.db, incident_id, rating=2, comment="chậm", actor="c",
+                                  ctx=desk.ctx)  # fmt: skip
+        row = await store.take_step(desk.db, desk.ctx, incident_id, "reopen", op,
+                                    note="lại ngập", at=late)  # fmt: skip
+    assert (row["overdue_at"], row["rating"], row["rating_comment"]) == (None, None, None)
+    assert row["deadline_at"] == now + timedelta(hours=4)  # the deadline the KPI counts stays
+    assert (await desk.worker.run_once(late + timedelta(minutes=1))).overdue == 1
+    fp = f"{store.OVERDUE_RULE}:{incident_id}"
+    assert await desk.scalar(
+        "SELECT array_agg(state ORDER BY id) FROM alerts WHERE fingerprint = %s", fp
+    ) == ["resolved", "firing"]
+    # the agency heard of each turn: dispatched, resolved by the operator, closed, reopened
+    assert [k for _, k in await _kinds_sent(desk, incident_id)] == sorted(
+        ["incident.dispatched", "incident.resolved", "incident.closed", "incident.reopened"]
+    )
+
+
+async def test_merge_keeps_the_earlier_deadline_and_tells_the_agency(desk: Desk) -> None:
+    t0 = local(2026, 11, 23, 9, 0)  # Monday
+    a = await desk.report(*NEAR_A, at=t0)
+    (older,) = (await desk.worker.run_once(t0)).opened_ids
+    t1 = t0 + timedelta(days=2)
+    b = await desk.report(*FAR, at=t1)
+    (newer,) = (await desk.worker.run_once(t1)).opened_ids
+    t2 = local(2026, 11, 26, 10, 0)  # Thursday, past the older one's 3 working days
+    assert (await desk.worker.run_once(t2)).overdue == 1
+    async with desk.db.transaction():
+        kept = await store.merge(desk.db, desk.ctx, older, newer, SYSTEM, "cùng một tuyến đèn")
+    assert kept["deadline_at"] == (await desk.incident(older))["deadline_at"]
+    # the source's overdue alert is resolved; the survivor goes overdue on the next pass
+    fp = f"{store.OVERDUE_RULE}:{older}"
+    assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "resolved"
+    assert (await desk.worker.run_once(t2 + timedelta(minutes=1))).overdue == 1
+    # both were with urban works: it is still told the merged one is withdrawn
+    assert ("urban-works", "incident.withdrawn") in await _kinds_sent(desk, older)
+    del a, b
+
+
+async def test_split_dispatches_with_its_reports_and_refuses_closed_incidents(
+    desk: Desk,
+) -> None:
+    now = local(2026, 11, 27, 9, 0)
+    a = await desk.report(*NEAR_A, at=now)
+    b = await desk.report(*NEAR_B, at=now)
+    (first,) = (await desk.worker.run_once(now)).opened_ids
+    async with desk.db.transaction():
+        new = await store.split(desk.db, desk.ctx, first, [b], SYSTEM, "hai cột khác nhau")
+    payload = await desk.scalar(
+        "SELECT payload FROM outbox WHERE incident_id = %s AND kind = 'incident.dispatched'"
+        " AND channel = 'mqtt'",
+        new["id"],
+    )
+    assert [r["id"] for r in payload["reports"]] == [b]
+    async with desk.db.transaction():
+        await store.take_step(desk.db, desk.ctx, new["id"], "resolve",
+                              Who(Actor.OPERATOR, "op"), note="xong")  # fmt: skip
+    with pytest.raises(StepError, match="only open ones split"):
+        async with desk.db.transaction():
+            await store.split(desk.db, desk.ctx, new["id"], [b], SYSTEM, "thử")
+    del a
+
+
+async def test_rejected_closes_with_a_note_and_reassign_needs_another_agency(desk: Desk) -> None:
+    now = local(2026, 11, 27, 9, 0)
+    await desk.report(*NEAR_A, at=now)
+    (incident_id,) = (await desk.worker.run_once(now)).opened_ids
+    op = Who(Actor.OPERATOR, "op")
+    with pytest.raises(StepError, match="already with urban-works"):
+        async with desk.db.transaction():
+            await store.reassign(desk.db, desk.ctx, incident_id, "urban-works", op, "")
+    works = Who(Actor.AGENCY, "agency:urban-works/x", agency="urban-works")
+    async with desk.db.transaction():
+        await store.take_step(desk.db, desk.ctx, incident_id, "reject", works,
+                              note="đèn của khu công nghiệp")  # fmt: skip
+    with pytest.raises(StepError, match="needs a note"):
+        async with desk.db.transaction():
+            await store.take_step(desk.db, desk.ctx, incident_id, "close", op, note=None)
+    async with desk.db.transaction():
+        row = await store.take_step(desk.db, desk.ctx, incident_id, "close", op,
+                                    note="đã chuyển khu công nghiệp tự xử lý")  # fmt: skip
+    assert row["status"] == "closed"
+
+
+def test_a_paused_incident_is_not_overdue_and_its_countdown_stands_still() -> None:
+    deadline = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    row = {"status": "rejected", "merged_into": None, "deadline_at": deadline,
+           "paused_since": deadline - timedelta(hours=1), "overdue_at": None}  # fmt: skip
+    later = deadline + timedelta(hours=5)
+    out = store.incident_json(row, now=later)
+    assert (out["overdue"], out["seconds_left"]) == (False, 3600)
+    running = {**row, "paused_since": None}
+    assert store.incident_json(running, now=later)["overdue"] is True
+    marked = {**row, "overdue_at": deadline}  # went overdue before it paused
+    assert store.incident_json(marked, now=later)["overdue"] is True
 
 
 # ------------------------------------------------------------------- HTTP end to end ---

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from ioc.api.auth import Caller, require_agency, require_operator, require_viewer
 from ioc.incidents import store
 from ioc.incidents.lifecycle import Actor, StepError
-from ioc.incidents.store import Context, IncidentNotFound, Who
+from ioc.incidents.store import CategoryError, Context, IncidentNotFound, Who
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
 
@@ -130,11 +130,11 @@ async def _change(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
             yield conn
     except IncidentNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except CategoryError as exc:
+        raise HTTPException(422, str(exc)) from None
     except StepError as exc:
         code = status.HTTP_403_FORBIDDEN if exc.forbidden else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from None
-    except KeyError as exc:
-        raise HTTPException(422, str(exc.args[0])) from None
 
 
 async def _detail(conn: psycopg.AsyncConnection, row: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +188,13 @@ async def open_incident(
     ctx = _ctx(request)
     if body.agency is not None and body.agency not in ctx.site.agencies_by_id:
         raise HTTPException(422, f"agency: unknown agency {body.agency!r}")
+    if body.ward is not None and body.ward not in ctx.site.wards_by_id:
+        raise HTTPException(422, f"ward: unknown ward {body.ward!r}")
     async with _change(request) as conn:
+        if body.alert_id is not None:
+            found = await conn.execute("SELECT 1 FROM alerts WHERE id = %s", (body.alert_id,))
+            if await found.fetchone() is None:
+                raise HTTPException(422, f"alert_id: no alert {body.alert_id}")
         row = await store.open_incident(
             conn, ctx, category=body.category, severity=body.severity, title=body.title,
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,
@@ -215,7 +221,10 @@ async def dispatch(
             raise IncidentNotFound(f"no incident {incident_id}")
         who = _operator(caller)
         if body.agency is not None and row["status"] in ("dispatched", "accepted", "in_progress"):
-            row = await store.reassign(conn, ctx, incident_id, body.agency, who, body.note or "")
+            row = await store.reassign(
+                conn, ctx, incident_id, body.agency, who, body.note or "",
+                expected_version=body.version,
+            )  # fmt: skip
         else:
             if body.agency is not None and body.agency not in ctx.site.agencies_by_id:
                 raise StepError(f"unknown agency {body.agency!r}")
@@ -284,7 +293,7 @@ async def rate(
     async with _change(request) as conn:
         row = await store.rate_incident(
             conn, incident_id, rating=body.rating, comment=body.comment,
-            actor=f"{caller.actor} (for the citizen)",
+            actor=f"{caller.actor} (for the citizen)", ctx=_ctx(request),
         )  # fmt: skip
         return await _detail(conn, row)
 

@@ -6,6 +6,7 @@
     accepted     → in_progress (progress note) | rejected | resolved
     in_progress  → in_progress (progress note) | resolved (resolve, with what was done)
     rejected     → dispatched (dispatch again, possibly to another agency)
+                 | closed (close, with a note: no agency's job, nothing to do)
     resolved     → closed (close, or the citizen's rating) | dispatched (reopen)
     closed       → dispatched (reopen)
 
@@ -49,6 +50,7 @@ class Step:
     target: Status | None  # None: the status stays (a progress note)
     actors: frozenset[Actor]
     needs_note: bool = False
+    notes_from: frozenset[Status] = frozenset()  # a note is needed when leaving these
 
 
 def _step(
@@ -57,8 +59,11 @@ def _step(
     target: Status | None,
     actors: set[Actor],
     needs_note: bool = False,
+    notes_from: set[Status] | None = None,
 ) -> Step:
-    return Step(name, frozenset(sources), target, frozenset(actors), needs_note)
+    return Step(
+        name, frozenset(sources), target, frozenset(actors), needs_note, frozenset(notes_from or ())
+    )
 
 
 _OPS = {Actor.OPERATOR, Actor.SYSTEM}
@@ -84,10 +89,15 @@ STEPS: dict[str, Step] = {
             {Actor.AGENCY, Actor.OPERATOR},
             True,
         ),
-        # Operators close a resolved incident, or a new one that is no real problem
-        # (a duplicate, a prank); a citizen's rating closes a resolved one.
+        # Operators close a resolved incident, a new one that is no real problem (a duplicate,
+        # a prank), or a rejected one no agency should take (saying why); a citizen's rating
+        # closes a resolved one.
         _step(
-            "close", {Status.NEW, Status.RESOLVED}, Status.CLOSED, {Actor.OPERATOR, Actor.CITIZEN}
+            "close",
+            {Status.NEW, Status.RESOLVED, Status.REJECTED},
+            Status.CLOSED,
+            {Actor.OPERATOR, Actor.CITIZEN},
+            notes_from={Status.REJECTED},
         ),
         _step(
             "reopen", {Status.RESOLVED, Status.CLOSED}, Status.DISPATCHED, {Actor.OPERATOR}, True
@@ -115,6 +125,6 @@ def check(step_name: str, current: Status | str, actor: Actor, note: str | None)
     if status not in step.sources:
         allowed = ", ".join(sorted(s.value for s in step.sources))
         raise StepError(f"cannot {step_name} an incident that is {status.value} (only {allowed})")
-    if step.needs_note and not (note and note.strip()):
+    if (step.needs_note or status in step.notes_from) and not (note and note.strip()):
         raise StepError(f"{step_name} needs a note saying why or what was done")
     return step

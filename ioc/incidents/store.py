@@ -31,6 +31,8 @@ _ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 async def _enqueue(conn: psycopg.AsyncConnection, ctx: Context, **kwargs: Any) -> None:
     await outbox.enqueue(conn, settings=ctx.settings, **kwargs)
+
+
 COLUMNS = """i.id, i.category, i.severity, i.status, i.title, i.description, i.city, i.ward,
     i.lat, i.lon, i.agency_id, i.opened_at, i.deadline_at, i.paused_since, i.dispatched_at,
     i.accepted_at, i.resolved_at, i.closed_at, i.overdue_at, i.rating, i.rating_comment,
@@ -65,6 +67,10 @@ class IncidentNotFound(LookupError):
     pass
 
 
+class CategoryError(StepError):
+    """An unknown category (service code): answered 422 naming it."""
+
+
 def _iso(v: Any) -> Any:
     return v.astimezone(_ZONE).isoformat() if isinstance(v, datetime) else v
 
@@ -75,10 +81,17 @@ def incident_json(row: Mapping[str, Any], now: datetime | None = None) -> dict[s
     out = {k: _iso(v) for k, v in row.items()}
     deadline = row.get("deadline_at")
     is_open = row["status"] not in ("resolved", "closed") and row.get("merged_into") is None
+    # a paused clock stands still: the countdown is frozen where the pause began, and a paused
+    # incident only counts as overdue if it already was when it paused
+    clock = row.get("paused_since") or now
     out["open"] = is_open
-    out["overdue"] = bool(is_open and deadline is not None and now > deadline)
+    out["overdue"] = bool(
+        is_open
+        and deadline is not None
+        and (row.get("overdue_at") is not None or (clock is now and now > deadline))
+    )
     out["seconds_left"] = (
-        round((deadline - now).total_seconds()) if is_open and deadline is not None else None
+        round((deadline - clock).total_seconds()) if is_open and deadline is not None else None
     )
     return out
 
@@ -132,7 +145,8 @@ async def _announce(
     target = agency or row["agency_id"]
     if kind is not None and target:
         await _enqueue(
-            conn, ctx,
+            conn,
+            ctx,
             incident_id=row["id"],
             agency_id=target,
             kind=kind,
@@ -162,6 +176,16 @@ async def dispatch_payload(conn: psycopg.AsyncConnection, row: Mapping[str, Any]
     return doc
 
 
+async def lock_category(conn: psycopg.AsyncConnection, category: str) -> None:
+    """Serialise "join the nearest open incident, else open one" per category for the rest of
+    the transaction: two workers (API processes) routing reports or alerts of one category at
+    once would otherwise each find nothing and open the same problem twice. Taken before any
+    incident row lock and before the feed lock, always in that order."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('incident-route:' || %s))", (category,)
+    )
+
+
 async def open_incident(
     conn: psycopg.AsyncConnection,
     ctx: Context,
@@ -182,9 +206,11 @@ async def open_incident(
     dispatch: bool = True,
 ) -> dict[str, Any]:
     """Open an incident with its routing (agency, deadline) and, unless ``dispatch`` is false or
-    no agency is known, dispatch it at once. Call inside a transaction."""
+    no agency is known, dispatch it at once. Call inside a transaction. ``at`` is when the
+    problem was made known (a report's receipt): the deadline runs from it."""
     at = at or datetime.now(UTC)
-    ctx.routing.category(category)  # KeyError names an unknown category
+    if category not in ctx.routing.by_code:
+        raise CategoryError(f"category: unknown category {category!r}")
     if ward is None and lat is not None and lon is not None:
         found = ctx.site.ward_of(lat, lon)
         if found is not None:
@@ -194,11 +220,12 @@ async def open_incident(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""INSERT INTO incidents AS i (category, severity, status, title, description, city,
-                   ward, lat, lon, agency_id, opened_at, deadline_at, source_alert_id)
-                VALUES (%s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   ward, lat, lon, agency_id, opened_at, deadline_at, source_alert_id,
+                   paused_since)
+                VALUES (%s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 RETURNING {COLUMNS}""",
             (category, severity, title, description, city, ward, lat, lon, agency, at, deadline,
-             source_alert_id),
+             source_alert_id, at if Status.NEW.value in ctx.routing.pause_in_status else None),
         )  # fmt: skip
         row = await cur.fetchone()
         assert row is not None
@@ -236,11 +263,7 @@ async def take_step(
             raise IncidentNotFound(f"no incident {incident_id}")
         if row["merged_into"] is not None:
             raise StepError(f"incident {incident_id} was merged into {row['merged_into']}")
-        if expected_version is not None and row["version"] != expected_version:
-            raise StepError(
-                f"incident {incident_id} changed meanwhile (version {row['version']}, "
-                f"you had {expected_version}): reload it"
-            )
+        _check_version(row, expected_version)
         step = check(step_name, row["status"], who.kind, note)
         target = step.target or Status(row["status"])
         sets = ["status = %(to)s", "version = version + 1", "updated_at = now()"]
@@ -257,7 +280,10 @@ async def take_step(
         if stamp is not None:
             sets.append(f"{stamp} = %(at)s")
         if step.name == "reopen":
-            sets += ["resolved_at = NULL", "closed_at = NULL", "accepted_at = NULL"]
+            # the old deadline stands (the KPI counts it); overdue_at is cleared so a reopened
+            # incident past it raises a fresh overdue alert on the next pass
+            sets += ["resolved_at = NULL", "closed_at = NULL", "accepted_at = NULL",
+                     "overdue_at = NULL", "rating = NULL", "rating_comment = NULL"]  # fmt: skip
         sets += _clock_changes(ctx, row, target, at, params)
         await cur.execute(
             f"UPDATE incidents i SET {', '.join(sets)} WHERE id = %(id)s RETURNING {COLUMNS}",
@@ -269,11 +295,14 @@ async def take_step(
             cur, incident_id, step.name, who, at=at, from_status=row["status"],
             to_status=target.value, note=note, data=data,
         )  # fmt: skip
-    if target in (Status.RESOLVED, Status.CLOSED):
-        await _resolve_overdue_alert(conn, new, at)
+    if target in (Status.RESOLVED, Status.CLOSED) or (
+        row["overdue_at"] is not None and new["overdue_at"] is None  # clock resumed in time
+    ):
+        await _resolve_overdue_alert(conn, row, at)
     kind = {
         "dispatch": "incident.dispatched",
         "reopen": "incident.reopened",
+        "resolve": "incident.resolved",  # an operator resolved it for the agency
         "close": "incident.closed",
     }.get(step.name)
     # The agency's own steps need no message back to it; a dispatch goes to the (new) agency.
@@ -281,11 +310,21 @@ async def take_step(
     return new
 
 
+def _check_version(row: Mapping[str, Any], expected: int | None) -> None:
+    """Optimistic concurrency: an operator acting on a stale view is told to reload."""
+    if expected is not None and row["version"] != expected:
+        raise StepError(
+            f"incident {row['id']} changed meanwhile (version {row['version']}, "
+            f"you had {expected}): reload it"
+        )
+
+
 def _clock_changes(
     ctx: Context, row: Mapping[str, Any], target: Status, at: datetime, params: dict[str, Any]
 ) -> list[str]:
     """Stop the deadline clock on entering a paused status; on leaving it, move the deadline
-    later by the time spent there (working time for working-time deadlines)."""
+    later by the time spent there (working time for working-time deadlines) — and if that moves
+    it past now, the incident is no longer overdue."""
     paused = ctx.routing.pause_in_status
     if target.value in paused and row["paused_since"] is None:
         params["paused_since"] = at
@@ -301,13 +340,15 @@ def _clock_changes(
             params["deadline"] = cal.add_working_time(
                 row["deadline_at"], shift / timedelta(hours=1)
             )
+        if params["deadline"] > at:
+            return ["paused_since = NULL", "deadline_at = %(deadline)s", "overdue_at = NULL"]
         return ["paused_since = NULL", "deadline_at = %(deadline)s"]
     return []
 
 
 async def reassign(
     conn: psycopg.AsyncConnection, ctx: Context, incident_id: int, agency_id: str, who: Who,
-    note: str,
+    note: str, expected_version: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Give the incident to another agency; if it was with an agency, dispatch it anew there
     and tell the old one it is withdrawn."""
@@ -317,7 +358,10 @@ async def reassign(
         row = await _fetch(cur, incident_id, lock=True)
         if row["status"] not in OPEN or row["merged_into"] is not None:
             raise StepError(f"incident {incident_id} is {row['status']}; reopen it first")
+        _check_version(row, expected_version)
         old = row["agency_id"]
+        if old == agency_id:
+            raise StepError(f"incident {incident_id} is already with {agency_id}")
         await cur.execute(
             f"""UPDATE incidents i SET agency_id = %s, version = version + 1, updated_at = now(),
                    status = CASE WHEN status = 'new' THEN status ELSE 'dispatched' END,
@@ -373,14 +417,27 @@ async def rate_incident(
             cur, incident_id, "rated", who, at=at, from_status=row["status"],
             to_status="closed", note=comment, data={"rating": rating},
         )  # fmt: skip
-    await append(conn, [feed_event(new)])
+    if ctx is not None and row["status"] == Status.RESOLVED:
+        await _announce(conn, ctx, new, "incident.closed")  # the agency's case is done
+    else:
+        await append(conn, [feed_event(new)])
     return new
 
 
 async def join_report(
     conn: psycopg.AsyncConnection, incident_id: int, report_id: int, who: Who, distance_m: float
-) -> None:
+) -> int | None:
+    """Add a report to an open incident; follows a merge to the incident that stays. Returns
+    the incident joined, or None when it is no longer open (resolved or closed meanwhile by an
+    operator): the caller opens a new one."""
     async with conn.cursor(row_factory=dict_row) as cur:
+        for _ in range(10):  # merge chains are short; the bound only guards against a cycle
+            row = await _fetch(cur, incident_id, lock=True)
+            if row["merged_into"] is None:
+                break
+            incident_id = row["merged_into"]
+        if row["merged_into"] is not None or row["status"] not in OPEN:
+            return None
         await cur.execute(
             "UPDATE reports SET incident_id = %s, routed_at = now() WHERE id = %s",
             (incident_id, report_id),
@@ -393,6 +450,7 @@ async def join_report(
             cur, incident_id, "report_joined", who, at=datetime.now(UTC),
             data={"report": report_id, "distance_m": round(distance_m, 1)},
         )  # fmt: skip
+    return incident_id
 
 
 def distance_sql(lat: str, lon: str) -> str:
@@ -467,10 +525,25 @@ async def merge(
         )
         merged = await cur.fetchone()
         assert closed is not None and merged is not None
+        if src["deadline_at"] is not None and (
+            merged["deadline_at"] is None or src["deadline_at"] < merged["deadline_at"]
+        ):
+            # the problem was first known through the source: its clock is the one that counts
+            # (an overdue source makes the survivor overdue on the worker's next pass)
+            await cur.execute(
+                f"""UPDATE incidents i SET deadline_at = %s WHERE id = %s
+                    RETURNING {COLUMNS}""",
+                (src["deadline_at"], into_id),
+            )
+            merged = await cur.fetchone()
+            assert merged is not None
         await record_event(cur, source_id, "merged", who, at=at, from_status=src["status"],
                       to_status="closed", note=note, data={"into": into_id})  # fmt: skip
         await record_event(cur, into_id, "merged", who, at=at, note=note, data={"from": source_id})
-    if src["agency_id"] and src["status"] != Status.NEW and src["agency_id"] != dst["agency_id"]:
+    await _resolve_overdue_alert(conn, src, at)  # the source is closed; the survivor carries on
+    if src["agency_id"] and src["status"] != Status.NEW:
+        # even when the survivor is with the same agency: it holds the source as a job of its
+        # own and must close it there (the survivor's next message carries the moved reports)
         await _enqueue(
             conn, ctx, incident_id=source_id, agency_id=src["agency_id"], kind="incident.withdrawn",
             payload=incident_json(closed),
@@ -493,6 +566,8 @@ async def split(
         raise StepError("name the reports to split off (report_ids)")
     async with conn.cursor(row_factory=dict_row) as cur:
         src = await _fetch(cur, incident_id, lock=True)
+        if src["merged_into"] is not None or src["status"] not in OPEN:
+            raise StepError(f"incident {incident_id} is {src['status']}: only open ones split")
         await cur.execute(
             """SELECT id, service_code, lat, lon, city, ward, description FROM reports
                WHERE incident_id = %s AND id = ANY(%s) ORDER BY id""",
@@ -513,14 +588,18 @@ async def split(
         title=_report_title(ctx, first["service_code"], first["ward"]),
         description=first["description"], city=first["city"], ward=first["ward"],
         lat=first["lat"], lon=first["lon"], who=who, note=f"split from #{incident_id}: {note}",
+        dispatch=False,
     )  # fmt: skip
-    async with conn.cursor() as cur:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        # reports move before the dispatch, so the agency's message carries them
         await cur.execute("UPDATE reports SET incident_id = %s WHERE id = ANY(%s)",
                           (new["id"], [r["id"] for r in moving]))  # fmt: skip
         await record_event(
-            cur, incident_id, "split", who, at=datetime.now(UTC), note=note,  # type: ignore[arg-type]
+            cur, incident_id, "split", who, at=datetime.now(UTC), note=note,
             data={"reports": [r["id"] for r in moving], "to": new["id"]},
         )  # fmt: skip
+    if new["agency_id"]:
+        new = await take_step(conn, ctx, new["id"], "dispatch", who, note=None)
     return new
 
 
@@ -580,10 +659,15 @@ async def list_incidents(
             params[name] = value
     if open_only or overdue:
         where.append(OPEN_SQL)
+    # as incident_json: overdue once marked, or past the deadline with the clock running
+    overdue_sql = (
+        "(i.overdue_at IS NOT NULL"
+        " OR (i.paused_since IS NULL AND COALESCE(i.deadline_at < now(), false)))"
+    )
     if overdue is True:
-        where.append("i.deadline_at < now()")
+        where.append(overdue_sql)
     elif overdue is False:
-        where.append("(i.deadline_at IS NULL OR i.deadline_at >= now())")
+        where.append(f"NOT {overdue_sql}")
     if before_id is not None:
         where.append("i.id < %(before)s")
         params["before"] = before_id

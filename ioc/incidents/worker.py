@@ -1,7 +1,8 @@
 """The incident worker: turns new citizen reports and firing alerts into incidents, and watches
 deadlines.
 
-One pass (:meth:`IncidentWorker.run_once`) does three things, each in short transactions:
+One pass (:meth:`IncidentWorker.run_once`) does three things, independently (one failing stage
+does not hold up the others), each report and alert in a transaction of its own:
 
 1. **Reports** not yet routed (``reports.routed_at IS NULL``): join the nearest open incident of
    the same category within the join radius and window, else open (and dispatch) a new one.
@@ -11,8 +12,11 @@ One pass (:meth:`IncidentWorker.run_once`) does three things, each in short tran
 3. **Deadlines**: open incidents past their deadline are marked overdue and raise an
    ``ioc.incident-overdue`` alert.
 
-Rows are claimed with ``FOR UPDATE SKIP LOCKED`` and alerts open at most one incident (unique
-index), so several API processes may each run a worker. It wakes on ``NOTIFY ioc_reports``
+Rows are claimed with ``FOR UPDATE SKIP LOCKED``, "join the nearest, else open" holds a
+per-category advisory lock (:func:`store.lock_category`) and alerts open at most one incident
+(unique index), so several API processes may each run a worker without opening one problem twice.
+A report or alert whose routing fails is logged and retried on the next pass; it never blocks
+the others. It wakes on ``NOTIFY ioc_reports``
 (new report) and ``ioc_feed`` (an alert changed), at most every ``_DEBOUNCE_S``, and at least
 every ``IOC_INCIDENT_TICK_S``.
 """
@@ -124,43 +128,68 @@ class IncidentWorker:
 
     async def run_once(self, now: datetime) -> PassResult:
         result = PassResult()
-        await self._route_reports(now, result)
-        await self._open_from_alerts(now, result)
+        failures: list[BaseException] = []
+        for stage in (self._route_reports, self._open_from_alerts, self._mark_overdue):
+            try:
+                await stage(now, result)
+            except Exception as exc:  # database down: the other stages still get their try
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return result
+
+    async def _mark_overdue(self, now: datetime, result: PassResult) -> None:
         async with self._pool.connection() as conn, conn.transaction():
             result.overdue = len(await store.mark_overdue(conn, self.ctx, now))
         OVERDUE.inc(result.overdue)
-        return result
 
     async def _route_reports(self, now: datetime, result: PassResult) -> None:
+        failed: list[int] = []  # this pass only: retried on the next one
         while True:
-            async with self._pool.connection() as conn, conn.transaction():
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(
-                        """SELECT id, service_code, city, ward, lat, lon, description, source
-                           FROM reports WHERE routed_at IS NULL ORDER BY id
-                           LIMIT %s FOR UPDATE SKIP LOCKED""",
-                        (_BATCH,),
-                    )
-                    reports = await cur.fetchall()
-                for report in reports:
-                    await self._route_report(conn, report, now, result)
-            if len(reports) < _BATCH:
+            async with self._pool.connection() as conn, conn.cursor() as cur:
+                await cur.execute(
+                    """SELECT id FROM reports WHERE routed_at IS NULL AND id <> ALL(%s)
+                       ORDER BY id LIMIT %s""",
+                    (failed, _BATCH),
+                )
+                ids = [int(r[0]) for r in await cur.fetchall()]
+            for report_id in ids:
+                try:
+                    async with self._pool.connection() as conn, conn.transaction():
+                        await self._route_report(conn, report_id, now, result)
+                except psycopg.OperationalError:
+                    raise  # the database is away: end the pass, the next one retries
+                except Exception:
+                    log.exception("routing report %s failed; it stays unrouted and is retried",
+                                  report_id)  # fmt: skip
+                    failed.append(report_id)
+            if len(ids) < _BATCH:
                 return
 
     async def _route_report(
-        self, conn: psycopg.AsyncConnection, report: dict[str, Any], now: datetime,
-        result: PassResult,
-    ) -> None:  # fmt: skip
+        self, conn: psycopg.AsyncConnection, report_id: int, now: datetime, result: PassResult
+    ) -> None:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """SELECT id, service_code, city, ward, lat, lon, description, source, received_at
+                   FROM reports WHERE id = %s AND routed_at IS NULL FOR UPDATE SKIP LOCKED""",
+                (report_id,),
+            )
+            report = await cur.fetchone()
+        if report is None:
+            return  # another worker has it
         category = report["service_code"]
         if category not in self.ctx.routing.by_code:
             category = "khac"  # validated at intake; a category removed since goes to "other"
+        await store.lock_category(conn, category)
         if report["lat"] is not None and report["lon"] is not None:
             near = await store.nearest_open(
                 conn, category=category, lat=report["lat"], lon=report["lon"],
                 radius_m=self.join_radius_m, since=now - self.join_window,
             )  # fmt: skip
-            if near is not None:
-                await store.join_report(conn, near[0], report["id"], SYSTEM, near[1])
+            if near is not None and await store.join_report(
+                conn, near[0], report["id"], SYSTEM, near[1]
+            ):
                 result.reports_joined += 1
                 SIGNS.labels("report", "joined").inc()
                 return
@@ -170,7 +199,8 @@ class IncidentWorker:
             conn, self.ctx, category=category, severity="warning",
             title=store.report_title(self.ctx, category, report["ward"]),
             description=report["description"], city=report["city"], ward=report["ward"],
-            lat=report["lat"], lon=report["lon"], who=SYSTEM, at=now, dispatch=False,
+            lat=report["lat"], lon=report["lon"], who=SYSTEM, dispatch=False,
+            at=min(report["received_at"], now),  # the deadline runs from the report's receipt
             note=f"report #{report['id']} ({report['source']})",
         )  # fmt: skip
         await conn.execute(
@@ -198,8 +228,15 @@ class IncidentWorker:
         for alert_id in candidates:
             if alert_id in self._declined:
                 continue
-            async with self._pool.connection() as conn, conn.transaction():
-                outcome = await self._open_from_alert(conn, alert_id, now, result)
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    outcome = await self._open_from_alert(conn, alert_id, now, result)
+            except psycopg.OperationalError:
+                raise  # the database is away: end the pass, the next one retries
+            except Exception:
+                log.exception("opening an incident for alert %s failed; retried next pass",
+                              alert_id)  # fmt: skip
+                continue
             if outcome == "declined":
                 self._declined.add(alert_id)
 
@@ -227,8 +264,9 @@ class IncidentWorker:
             return "declined"
         city = alert["city"] or labels.get("city") or None
         ward = alert["ward"] or labels.get("ward") or None
+        await store.lock_category(conn, category)
         existing = await self._same_problem(conn, category, alert, now)
-        if existing is not None:
+        if existing is not None and await self._still_open(conn, existing):
             await conn.execute(
                 "INSERT INTO incident_alerts (alert_id, incident_id) VALUES (%s, %s)",
                 (alert_id, existing),
@@ -281,3 +319,13 @@ class IncidentWorker:
             radius_m=self.join_radius_m, since=now - self.join_window,
         )  # fmt: skip
         return near[0] if near else None
+
+    async def _still_open(self, conn: psycopg.AsyncConnection, incident_id: int) -> bool:
+        """Lock the incident and check an operator did not resolve, close or merge it since it
+        was found (operators do not take the category lock)."""
+        async with conn.cursor() as cur:
+            await cur.execute(
+                f"SELECT 1 FROM incidents i WHERE i.id = %s AND {store.OPEN_SQL} FOR UPDATE",
+                (incident_id,),
+            )
+            return await cur.fetchone() is not None
