@@ -124,9 +124,7 @@ def test_bad_routing_file_names_the_place(
     # replace the whole top-level section `key` with the broken one
     lines = text.splitlines(keepends=True)
     start = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}:"))
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i][:1].isalpha()), len(lines)
-    )
+    end = next((i for i in range(start + 1, len(lines)) if lines[i][:1].isalpha()), len(lines))
     bad = tmp_path / "routing.yaml"
     bad.write_text("".join(lines[:start]) + change + "".join(lines[end:]), encoding="utf-8")
     with pytest.raises(RoutingError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -170,8 +168,17 @@ class Desk:
                 """INSERT INTO reports (dedupe_key, token, source, service_code, city, ward, lat,
                        lon, description, reported_at, received_at) VALUES (%s, %s, 'app', %s, %s,
                        %s, %s, %s, 'Đèn đường không sáng', %s, %s) RETURNING id""",
-                (uuid.uuid4().hex, uuid.uuid4().hex, category,
-                 ward.city if ward else None, ward.id if ward else None, lat, lon, at, at),
+                (
+                    uuid.uuid4().hex,
+                    uuid.uuid4().hex,
+                    category,
+                    ward.city if ward else None,
+                    ward.id if ward else None,
+                    lat,
+                    lon,
+                    at,
+                    at,
+                ),
             )
         ).fetchone()
         assert row is not None
@@ -184,8 +191,16 @@ class Desk:
                 """INSERT INTO alerts (fingerprint, rule, state, severity, labels, annotations,
                        device_id, active_at, started_at)
                    VALUES (%s, %s, 'firing', %s, %s, %s, %s, %s, %s) RETURNING id""",
-                (uuid.uuid4().hex, rule, labels.get("severity", "warning"), Jsonb(labels),
-                 Jsonb({"summary_vi": f"{rule} tại {device_id}"}), device_id, at, at),
+                (
+                    uuid.uuid4().hex,
+                    rule,
+                    labels.get("severity", "warning"),
+                    Jsonb(labels),
+                    Jsonb({"summary_vi": f"{rule} tại {device_id}"}),
+                    device_id,
+                    at,
+                    at,
+                ),
             )
         ).fetchone()
         assert row is not None
@@ -287,9 +302,10 @@ async def test_firing_alert_opens_one_incident_and_links_repeats(desk: Desk) -> 
     )
     linked = await desk.worker.run_once(now + timedelta(minutes=2))
     assert (linked.incidents_opened, linked.alerts_linked) == (0, 1)
-    assert await desk.scalar(
-        "SELECT incident_id FROM incident_alerts WHERE alert_id = %s", rising
-    ) == inc["id"]
+    assert (
+        await desk.scalar("SELECT incident_id FROM incident_alerts WHERE alert_id = %s", rising)
+        == inc["id"]
+    )
     assert await desk.scalar("SELECT count(*) FROM incidents") == 1
     del bd1
 
@@ -605,11 +621,31 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         r = await http.post("/api/v1/incidents", headers=admin,
                             json={"category": "giao-thong", "title": "Kẹt xe"})  # fmt: skip
         other = r.json()["id"]
+        r = await http.post(f"/api/v1/agency/incidents/{other}/accept", headers=_h(police))
+        r = await http.post(
+            f"/api/v1/agency/incidents/{other}/progress", headers=_h(police),
+            json={"note": "Tổ tuần tra 3 đang tới, gọi người báo 0909 000 000"},
+        )  # fmt: skip
+        assert r.json()["status"] == "in_progress"
         r = await http.post(
             f"/api/v1/incidents/{other}/dispatch", headers=admin,
             json={"agency": "urban-works", "note": "đèn tín hiệu hỏng"},
         )  # fmt: skip
         assert r.json()["agency_id"] == "urban-works"
+        # the old agency has lost it; the new one sees how it got there, not police's notes
+        r = await http.get(f"/api/v1/agency/incidents/{other}", headers=_h(police))
+        assert r.status_code == 404
+        r = await http.post(f"/api/v1/agency/incidents/{other}/resolve", headers=_h(police),
+                            json={"note": "xong"})  # fmt: skip
+        assert r.status_code == 404
+        seen = (await http.get(f"/api/v1/agency/incidents/{other}", headers=_h(works))).json()
+        assert [h["kind"] for h in seen["history"]] == ["opened", "dispatch", "reassigned"]
+        assert "0909" not in r.text + str(seen)
+        full = (await http.get(f"/api/v1/incidents/{other}", headers=admin)).json()
+        assert "progress" in [h["kind"] for h in full["history"]]  # operators see everything
+        # ... and an agency never sees the citizen's rating of its closed work
+        done = (await http.get(f"/api/v1/agency/incidents/{iid}", headers=_h(works))).json()
+        assert "rating" not in done and "rated" not in [h["kind"] for h in done["history"]]
         sent = await (
             await db.execute(
                 "SELECT array_agg(kind || '→' || agency_id ORDER BY id) FROM outbox"

@@ -36,7 +36,8 @@ async def test_tokens_cli_round_trip(
     assert await tokens.lookup(db, secret) is None
     assert await asyncio.to_thread(main, ["tokens", "revoke", str(found.id)]) == 1
 
-    assert await asyncio.to_thread(
-        main, ["tokens", "create", "--role", "superuser", "--name", "x"]
-    ) == 2
+    assert (
+        await asyncio.to_thread(main, ["tokens", "create", "--role", "superuser", "--name", "x"])
+        == 2
+    )
     assert "unknown role 'superuser'" in capsys.readouterr().err

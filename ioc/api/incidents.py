@@ -137,11 +137,37 @@ async def _change(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
         raise HTTPException(code, str(exc)) from None
 
 
-async def _detail(conn: psycopg.AsyncConnection, row: dict[str, Any]) -> dict[str, Any]:
+async def _detail(
+    conn: psycopg.AsyncConnection, row: dict[str, Any], *, agency: str | None = None
+) -> dict[str, Any]:
+    """The incident with its history and reports; for an agency (``agency`` set) only what
+    that agency should see — see :func:`_for_agency`."""
     out = store.incident_json(row)
     out["history"] = await store.history(conn, row["id"])
     out["reports"] = await store.reports_of(conn, row["id"])
-    return out
+    return out if agency is None else _for_agency(out, agency)
+
+
+def _for_agency(doc: dict[str, Any], agency: str) -> dict[str, Any]:
+    """Another agency's steps (its notes and photos), citizens' feedback and the operators'
+    notes on reassignments are internal to the IOC; the rest of the history stays, so the
+    agency sees how the case reached it."""
+    own = f"agency:{agency}/"
+    history = []
+    for event in doc["history"]:
+        actor = str(event["actor"] or "")
+        if actor.startswith("agency:") and not actor.startswith(own):
+            continue
+        if event["kind"] == "rated":
+            continue
+        if event["kind"] == "reassigned":
+            event = {**event, "note": None}
+        history.append(event)
+    reports = [
+        {k: v for k, v in r.items() if k not in store.AGENCY_HIDDEN_FIELDS} for r in doc["reports"]
+    ]
+    out = {k: v for k, v in doc.items() if k not in store.AGENCY_HIDDEN_FIELDS}
+    return {**out, "history": history, "reports": reports}
 
 
 # --------------------------------------------------------------------------- operators ---
@@ -350,7 +376,10 @@ async def agency_incidents(
             conn, status=statuses, agency=caller.agency, open_only=open, limit=limit,
             before_id=before_id,
         )  # fmt: skip
-    return [store.incident_json(r) for r in rows]
+    return [
+        {k: v for k, v in store.incident_json(r).items() if k not in store.AGENCY_HIDDEN_FIELDS}
+        for r in rows
+    ]
 
 
 @router.get("/agency/incidents/{incident_id}", response_model=IncidentOut, tags=["agency"])
@@ -361,7 +390,7 @@ async def agency_incident(
         row = await store.get(conn, incident_id)
         if row is None or row["agency_id"] != caller.agency:
             raise HTTPException(404, f"no incident {incident_id}")
-        return await _detail(conn, row)
+        return await _detail(conn, row, agency=caller.agency)
 
 
 async def _agency_step(
@@ -372,7 +401,7 @@ async def _agency_step(
         row = await store.take_step(
             conn, _ctx(request), incident_id, step, _agency(caller), note=body.note, data=data
         )
-        return await _detail(conn, row)
+        return await _detail(conn, row, agency=caller.agency)
 
 
 @router.post("/agency/incidents/{incident_id}/accept", response_model=IncidentOut, tags=["agency"])

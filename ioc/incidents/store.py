@@ -40,6 +40,10 @@ COLUMNS = """i.id, i.category, i.severity, i.status, i.title, i.description, i.c
 OPEN_SQL = "i.status NOT IN ('resolved', 'closed') AND i.merged_into IS NULL"
 OVERDUE_RULE = "ioc.incident-overdue"  # an alert the IOC raises itself (not from a rule file)
 EARTH_RADIUS_M = 6_371_000.0
+# What an agency never sees: the citizens' ratings and comments (they go to the IOC's KPIs) and
+# the channels' own ids of the reports (they lead back to a person in the channel's system).
+AGENCY_HIDDEN_FIELDS = frozenset({"rating", "rating_comment", "external_id"})
+DISPATCH_MAX_REPORTS = 50  # reports carried in one dispatch message (reports_total counts all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +161,19 @@ async def _announce(
 async def dispatch_payload(conn: psycopg.AsyncConnection, row: Mapping[str, Any]) -> dict[str, Any]:
     """What an agency receives: the incident, its reports (without the reporters' personal
     data) and the alerts behind it."""
-    doc = incident_json(row)
+    doc = {k: v for k, v in incident_json(row).items() if k not in AGENCY_HIDDEN_FIELDS}
     async with conn.cursor(row_factory=dict_row) as cur:
+        # bounded: a flooded street can gather hundreds of reports; the message carries the
+        # first ones and the count, the agency API lists them all
         await cur.execute(
             """SELECT id, source, service_code, lat, lon, address, description, media_url,
-                      reported_at FROM reports WHERE incident_id = %s ORDER BY id""",
-            (row["id"],),
+                      reported_at, count(*) OVER () AS total
+               FROM reports WHERE incident_id = %s ORDER BY id LIMIT %s""",
+            (row["id"], DISPATCH_MAX_REPORTS),
         )
-        doc["reports"] = [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+        rows = await cur.fetchall()
+        doc["reports_total"] = rows[0]["total"] if rows else 0
+        doc["reports"] = [{k: _iso(v) for k, v in r.items() if k != "total"} for r in rows]
         await cur.execute(
             """SELECT a.id, a.rule, a.severity, a.device_id, a.state, a.value,
                       a.annotations FROM alerts a
