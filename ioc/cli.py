@@ -294,11 +294,12 @@ async def _demo_agencies(settings: Settings, runtime: Runtime, url: str) -> None
                 for a in runtime.site.agencies
             }
             _, citizen_app = await tokens.create(conn, name="demo citizen app", role="open311")
+            _, duty = await tokens.create(conn, name="demo duty operator", role="operator")
         mqtt_address = settings.mqtt
         await AgencyDesk(
             mqtt_host=mqtt_address.host, mqtt_port=mqtt_address.port,
             mqtt_username=mqtt_address.username, mqtt_password=mqtt_address.password,
-            api_url=url, tokens=issued, citizen_key=citizen_app,
+            api_url=url, tokens=issued, citizen_key=citizen_app, operator_token=duty,
             dispatch_prefix=settings.dispatch_mqtt_prefix,
         ).run()  # fmt: skip
     except Exception:

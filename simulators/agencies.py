@@ -4,7 +4,9 @@ An agency is an outside system like a field device: it hears of its work on its 
 (``ioc/dispatch/{agency}``, MQTT QoS 1 — the contract in docs/agencies.md) and answers through
 the agency API with its own ``agency:{code}`` token: accept (or, now and then, reject as not
 its business), report progress, resolve with a note. After a resolution the citizen who reported
-the problem rates it through Open311's feedback extension. Like the field-device simulators it
+the problem rates it through Open311's feedback extension; with an operator token, the IOC's
+duty operator checks each rejection and sends the case back (the agency was right to be asked).
+Like the field-device simulators it
 imports nothing of the IOC; it speaks only MQTT and HTTP.
 
 Times are compressed for the demo: ``speed`` divides every delay (the defaults are minutes, so
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _REJECT_NOTE = "Không thuộc phạm vi quản lý của đơn vị; đề nghị IOC chuyển đơn vị khác."
 _PROGRESS_NOTE = "Đã cử tổ kỹ thuật đến hiện trường."
+_REDISPATCH_NOTE = "IOC đã xác minh: đúng thẩm quyền của đơn vị, đề nghị xử lý."
+_SEEN_MAX = 10_000  # idempotency keys remembered; the oldest are forgotten first
 _RESOLVE_NOTES = {
     "chieu-sang": "Đã thay bóng đèn, kiểm tra tủ điện; đèn hoạt động bình thường.",
     "ngap-nuoc": "Đã khơi thông cống, bố trí máy bơm; nước đã rút.",
@@ -60,6 +65,7 @@ class AgencyDesk:
         api_url: str,
         tokens: Mapping[str, str],
         citizen_key: str | None = None,
+        operator_token: str | None = None,
         dispatch_prefix: str = "ioc/dispatch",
         speed: float = 1.0,
         seed: int = 7,
@@ -71,16 +77,22 @@ class AgencyDesk:
         self._api_url = api_url
         self._tokens = dict(tokens)
         self._citizen_key = citizen_key
+        self._operator_token = operator_token
         self._prefix = dispatch_prefix
         self._speed = speed
         self._rng = random.Random(seed)
         self._pace = pace
-        # bounded: a dispatch is one small dict; past the bound the newest wait in the broker
-        # (paho's on_message blocks nothing, the put is dropped and the broker redelivers on
-        # reconnect — acceptable for a simulator, logged)
+        # bounded: when full, a new dispatch is dropped and logged — paho has already
+        # acknowledged it, so the broker will not send it again and that incident waits for an
+        # operator (it goes overdue on the wall screen); acceptable for a simulator
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
-        self._seen: set[str] = set()  # idempotency keys: a redelivered dispatch is worked once
-        self.worked: dict[str, int] = {"accepted": 0, "rejected": 0, "resolved": 0, "rated": 0}
+        # idempotency keys: a redelivered dispatch is worked once (bounded, oldest forgotten)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        # incidents this desk rejected once: sent back by the IOC, they are worked (bounded too)
+        self._rejected: OrderedDict[Any, None] = OrderedDict()
+        self.worked: dict[str, int] = dict.fromkeys(
+            ("accepted", "rejected", "redispatched", "resolved", "rated"), 0
+        )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -121,11 +133,12 @@ class AgencyDesk:
         key = str(doc.get("id"))
         if key in self._seen:
             return
-        self._seen.add(key)
         try:
             self._inbox.put_nowait(doc)
         except asyncio.QueueFull:
             log.warning("agency desk: inbox full; dispatch %s not worked", key)
+            return
+        _remember(self._seen, key)
 
     def _delay(self, median_s: float) -> float:
         return self._rng.lognormvariate(0.0, 0.5) * median_s / self._speed
@@ -140,10 +153,15 @@ class AgencyDesk:
         base = f"/api/v1/agency/incidents/{iid}"
         try:
             await asyncio.sleep(self._delay(self._pace.accept_s))
-            if self._rng.random() < self._pace.reject_p and kind == "incident.dispatched":
+            first_time = iid not in self._rejected
+            if first_time and kind == "incident.dispatched" and (
+                self._rng.random() < self._pace.reject_p
+            ):
                 r = await http.post(f"{base}/reject", headers=auth, json={"note": _REJECT_NOTE})
                 if r.status_code == 200:
                     self.worked["rejected"] += 1
+                    _remember(self._rejected, iid)
+                    await self._send_back(http, iid)
                 return
             r = await http.post(f"{base}/accept", headers=auth)
             if r.status_code != 200:
@@ -161,6 +179,19 @@ class AgencyDesk:
         except httpx.HTTPError as exc:
             log.warning("agency desk: incident %s: %s", iid, exc)
 
+    async def _send_back(self, http: httpx.AsyncClient, iid: Any) -> None:
+        """The duty operator reviews a rejection and dispatches the case again."""
+        if self._operator_token is None:
+            return
+        await asyncio.sleep(self._delay(self._pace.accept_s))
+        r = await http.post(
+            f"/api/v1/incidents/{iid}/dispatch",
+            headers={"Authorization": f"Bearer {self._operator_token}"},
+            json={"note": _REDISPATCH_NOTE},
+        )
+        if r.status_code == 200:
+            self.worked["redispatched"] += 1
+
     async def _rate(self, http: httpx.AsyncClient, incident: Mapping[str, Any]) -> None:
         """The first reporter rates the fix (mostly content: 4–5 stars four times in five)."""
         reports = incident.get("reports") or []
@@ -176,3 +207,9 @@ class AgencyDesk:
             )  # fmt: skip
             if r.status_code == 200:
                 self.worked["rated"] += 1
+
+
+def _remember(keys: OrderedDict[Any, None], key: Any) -> None:
+    keys[key] = None
+    if len(keys) > _SEEN_MAX:
+        keys.popitem(last=False)

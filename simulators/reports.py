@@ -162,13 +162,15 @@ class ReportModel:
             drafts += self._window(a, b, cond, problems)
             a = b
         drafts.sort(key=lambda d: d[0])
-        drafts.sort(key=lambda d: d[0])
         out = []
         for ts, city_id, category, lat, lon, text in drafts:
             channel = self._rng.choices(CHANNELS, weights=_CHANNEL_WEIGHTS)[0]
             self._serial[channel] += 1
             payload: dict[str, object] = {
-                "id": f"{channel}-{self._serial[channel]:06d}",
+                # the report's time in the id: a second demo run on the same database files new
+                # reports (a bare serial restarts and the IOC would drop them as duplicates),
+                # while replaying one window repeats its ids, as a real channel re-sending would
+                "id": f"{channel}-{int(ts)}-{self._serial[channel]:06d}",
                 "ts": datetime.fromtimestamp(ts, LOCAL_TZ).isoformat(timespec="seconds"),
                 "category": category,
                 "lat": round(lat, 6),
