@@ -8,6 +8,7 @@ either in calendar hours (emergencies) or in the working calendar of state bodie
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import yaml
 
 from ioc.site import Site
 from rules.matchers import Matcher, MatcherError, all_match, parse_matcher
+
+log = logging.getLogger(__name__)
 
 WARD_COMMITTEE = "ward-committee"  # agency placeholder: the People's Committee of the ward
 SEVERITIES = ("info", "warning", "critical")
@@ -59,6 +62,9 @@ class Deadline:
         return f"{self.amount:g} {self.unit.replace('_', ' ')}"
 
 
+_WARNED_YEARS: set[int] = set()
+
+
 @dataclass(frozen=True, slots=True)
 class WorkingCalendar:
     """Working time of state bodies: weekdays × daily periods, minus holidays, local time."""
@@ -75,11 +81,25 @@ class WorkingCalendar:
     def is_working_day(self, d: date) -> bool:
         return d.isoweekday() in self.weekdays and d not in self.holidays
 
+    def warn_if_year_unknown(self, year: int) -> None:
+        """Tết and Hùng Kings' day move with the lunar calendar, so each year's days off must be
+        added to the file; a deadline counted in a year without any would silently run through
+        them. Logged once per year per process (the set holds one entry per calendar year)."""
+        if year in _WARNED_YEARS or any(h.year == year for h in self.holidays):
+            return
+        _WARNED_YEARS.add(year)
+        log.warning(
+            "routing calendar: no public holidays listed for %d; working-time deadlines that "
+            "year skip weekends only — add the official days off to calendar.holidays",
+            year,
+        )
+
     def add_working_time(self, start: datetime, hours: float) -> datetime:
         """The instant ``hours`` of working time after ``start`` (which may lie outside it)."""
         remaining = timedelta(hours=hours)
         local = start.astimezone(self.tz)
         day = local.date()
+        self.warn_if_year_unknown(day.year)
         # A calendar can have no working day at all only by a broken file (checked at load);
         # the bound stops a runaway loop anyway: ten years of days.
         for _ in range(3660):

@@ -78,6 +78,20 @@ def test_deadlines_skip_public_holidays_and_calendar_hours_do_not(site: Site) ->
     assert cal.working_time_between(start, end) == timedelta(hours=13.5)
 
 
+def test_a_year_without_listed_holidays_is_logged_once(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    cal = load_routing(ROUTING, site).calendar
+    with caplog.at_level("WARNING", logger="ioc.routing"):
+        cal.add_working_time(local(2026, 11, 26, 9, 0), 1)  # 2026 is listed: quiet
+        assert caplog.records == []
+        cal.add_working_time(local(2031, 3, 3, 9, 0), 1)
+        cal.add_working_time(local(2031, 3, 4, 9, 0), 1)
+    assert [r.getMessage()[:48] for r in caplog.records] == [
+        "routing calendar: no public holidays listed for 2031"[:48]
+    ]
+
+
 def test_severity_without_its_own_deadline_falls_back(site: Site) -> None:
     routing = load_routing(ROUTING, site)
     # rac-thai has only `warning`; critical uses it, an unlisted category uses the default.
