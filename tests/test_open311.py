@@ -477,6 +477,16 @@ async def test_get_requests_filters_and_status_mapping(
         assert req["status_notes"] == f"ghi chú {status}"  # the latest note
         assert req["agency_responsible"] == runtime.site.agency("urban-works").name_vi
         assert w3c_local(req["expected_datetime"]) == deadline
+    # internal notes (a rejection's reason, a reassignment) and other citizens' rating comments
+    # never become a public status note
+    incident_id = await scalar(db, "SELECT incident_id FROM reports WHERE id = %s", ids["rejected"])
+    for i, kind in enumerate(("reject", "reassigned", "rated")):
+        await db.execute(
+            "INSERT INTO incident_events (incident_id, time, kind, actor, note)"
+            " VALUES (%s, %s, %s, 'x', 'nội bộ: số ĐT người báo 0909')",
+            (incident_id, now + timedelta(minutes=i + 1), kind),
+        )
+    assert (await one("rejected"))["status_notes"] == "ghi chú rejected"
     resolved = await one("resolved")
     assert resolved["status"] == "closed" and resolved["status_notes"] == "đã bơm thoát nước"
     assert w3c_local(resolved["updated_datetime"]) == resolved_at  # when the work was done

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ioc import kpi, kpi_report
 from ioc.api.auth import require_viewer
+from ioc.settings import DISPLAY_TIMEZONE
 
 log = logging.getLogger(__name__)
+_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"], dependencies=[Depends(require_viewer)])
 
@@ -60,8 +63,8 @@ async def get_kpis(
     except kpi.KpiError as exc:
         raise HTTPException(422, str(exc)) from None
     return {
-        "from": start.isoformat(),
-        "to": end.isoformat(),
+        "from": start.astimezone(_ZONE).isoformat(),
+        "to": end.astimezone(_ZONE).isoformat(),
         "as_of": total.as_of.isoformat(),
         "group_by": list(groups),
         "period": period,

@@ -150,6 +150,12 @@ async def insert_many(conn: psycopg.AsyncConnection[Any], reports: Sequence[NewR
 # Open311's two statuses from the incident's: open until the incident is resolved or closed.
 OPEN311_STATUS_SQL = "CASE WHEN i.status IN ('resolved', 'closed') THEN 'closed' ELSE 'open' END"
 
+# Open311 status_notes are public (requests.json needs no key): only the notes meant for the
+# citizen — the agency's progress and resolution, an operator's closing or reopening word. Rejection
+# reasons, reassignment, merge and split notes are internal; rating comments are another
+# citizen's words.
+PUBLIC_NOTE_KINDS = "('progress', 'resolve', 'close', 'reopen')"
+
 _VIEW = f"""
     SELECT r.id, r.token, r.source, r.service_code, r.city, r.ward, r.lat, r.lon, r.address,
            r.description, r.media_url, r.reported_at, r.received_at, r.incident_id,
@@ -158,7 +164,8 @@ _VIEW = f"""
            i.updated_at AS incident_updated_at, i.resolved_at, i.closed_at,
            {OPEN311_STATUS_SQL} AS status,
            (SELECT e.note FROM incident_events e
-             WHERE e.incident_id = i.id AND e.note IS NOT NULL AND e.note <> ''
+             WHERE e.incident_id = i.id AND e.kind IN {PUBLIC_NOTE_KINDS}
+               AND e.note IS NOT NULL AND e.note <> ''
              ORDER BY e.time DESC, e.id DESC LIMIT 1) AS status_notes
     FROM reports r LEFT JOIN incidents i ON i.id = r.incident_id"""
 
