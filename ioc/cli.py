@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO (the demo's simulated agencies make several a second);
+    # its warnings and errors still show
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     try:
         if args.command == "demo":
             return _demo(settings, args)
