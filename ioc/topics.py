@@ -60,13 +60,17 @@ def subscriptions(prefix: str, *, reports: bool = True) -> list[str]:
     return filters
 
 
-def parse_device_topic(prefix: str, topic: str) -> DeviceTopic:
+def _levels_after(prefix: str, topic: str) -> list[str]:
+    """The topic's levels below ``prefix``; TopicError when it is not under it."""
     parts = topic.split("/")
     root = prefix.split("/")
-    n = len(root)
-    if parts[:n] != root:
+    if parts[: len(root)] != root:
         raise TopicError(f"topic {topic!r} does not start with {prefix!r}")
-    rest = parts[n:]
+    return parts[len(root) :]
+
+
+def parse_device_topic(prefix: str, topic: str) -> DeviceTopic:
+    rest = _levels_after(prefix, topic)
     if len(rest) != 4:
         raise TopicError(
             f"topic {topic!r} is not {prefix}/{{city}}/{{kind}}/{{device_id}}/{{channel}}"
@@ -82,12 +86,7 @@ def parse_device_topic(prefix: str, topic: str) -> DeviceTopic:
 
 def parse_report_topic(prefix: str, topic: str) -> ReportTopic:
     """``{prefix}/{city}/reports/{channel}``; the city is checked against the site by the caller."""
-    parts = topic.split("/")
-    root = prefix.split("/")
-    n = len(root)
-    if parts[:n] != root:
-        raise TopicError(f"topic {topic!r} does not start with {prefix!r}")
-    rest = parts[n:]
+    rest = _levels_after(prefix, topic)
     if len(rest) != 3 or rest[1] != REPORTS:
         raise TopicError(f"topic {topic!r} is not {prefix}/{{city}}/{REPORTS}/{{channel}}")
     city, _, channel = rest
