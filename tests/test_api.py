@@ -169,3 +169,72 @@ async def test_dead_letters_ready_and_metrics(
 
 async def _letters(http: httpx.AsyncClient) -> list[dict[str, object]]:
     return (await http.get("/api/v1/dead-letters", headers=AUTH)).json()
+
+
+# -- roles: every route of the OpenAPI document, with no token and with each role -----------
+
+# Open by design: the public CAP feed and messages (warnings are for everyone) and Open311,
+# whose own api_key check is tested in tests/test_open311.py.
+_PUBLIC = ("/api/v1/cap/", "/open311/")
+
+
+ROLE_TOKENS = (("operator", "operator"), ("viewer", "viewer"), ("agency", "agency:urban-works"))
+
+
+def _routes(spec: dict[str, object]) -> list[tuple[str, str]]:
+    paths = spec["paths"]
+    assert isinstance(paths, dict)
+    out = []
+    for path, methods in paths.items():
+        for method in methods:
+            concrete = path
+            for name in ("id", "alert_id", "incident_id", "device_id", "silence_id",
+                         "window_id", "delivery_id", "identifier"):  # fmt: skip
+                concrete = concrete.replace(f"{{{name}}}", "1")
+            out.append((method.upper(), concrete))
+    return out
+
+
+def _needs(method: str, path: str) -> set[str]:
+    """The roles that may call ``method path`` (the design in README "Tokens and roles")."""
+    if path.startswith("/api/v1/agency/"):
+        return {"agency"}
+    admin_only = path.startswith("/api/v1/dead-letters") or (
+        method == "POST" and path == "/api/v1/devices"
+    )
+    if admin_only or path in ("/readyz", "/metrics"):
+        return {"admin"}
+    if method == "GET":
+        return {"admin", "operator", "viewer"}
+    return {"admin", "operator"}
+
+
+async def test_every_route_checks_the_token_and_the_role(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    runtime, http = service
+    from ioc.storage import tokens
+
+    async with runtime.pool.connection() as conn:
+        issued = {
+            role: (await tokens.create(conn, name=f"t-{role}", role=full))[1]
+            for role, full in ROLE_TOKENS
+        }
+    issued["admin"] = TOKEN
+    spec = (await http.get("/openapi.json")).json()
+    routes = [
+        (m, p) for m, p in _routes(spec)
+        if (p.startswith("/api/v1/") or p in ("/readyz", "/metrics")) and not p.startswith(_PUBLIC)
+    ]  # fmt: skip
+    assert len(routes) > 40  # the whole API, not a handful
+    wrong = []
+    for method, path in routes:
+        r = await http.request(method, path)
+        if r.status_code != 401:
+            wrong.append((method, path, "no token", r.status_code))
+        for role, token in issued.items():
+            r = await http.request(method, path, headers={"Authorization": f"Bearer {token}"})
+            allowed = role in _needs(method, path)
+            if allowed == (r.status_code in (401, 403)):
+                wrong.append((method, path, role, r.status_code))
+    assert wrong == []

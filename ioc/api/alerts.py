@@ -16,10 +16,11 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ioc.alerting import store
-from ioc.api.auth import require_admin
+from ioc.api.auth import Caller, require_operator, require_viewer
 from rules.matchers import MatcherError, parse_matcher
 
-router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(require_admin)])
+# Viewers read alerts, silences and windows; operators (and admins) act on them.
+router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(require_viewer)])
 
 STATES = ("pending", "firing", "resolved")
 
@@ -55,7 +56,12 @@ class AlertDetail(AlertOut):
 
 class AckIn(BaseModel):
     comment: str = Field("", max_length=2000)
-    by: str | None = Field(None, max_length=200, description="operator name (default: token)")
+    by: str | None = Field(
+        None,
+        max_length=200,
+        description="operator name, honoured for the shared admin token only (a personal "
+        "token is its own name)",
+    )
 
 
 class ResolveIn(BaseModel):
@@ -65,6 +71,12 @@ class ResolveIn(BaseModel):
 
 def _not_found(alert_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"alert {alert_id} does not exist")
+
+
+def _actor(caller: Caller, named: str | None) -> str:
+    """Who the history records: a personal token is its own name; the shared admin token (a
+    wall console) may name the operator on shift."""
+    return named if named and caller.role == "admin" and caller.name == "admin" else caller.actor
 
 
 @router.get("/alerts", response_model=list[AlertOut])
@@ -108,10 +120,13 @@ async def get_alert(alert_id: int, request: Request) -> dict[str, Any]:
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
 async def acknowledge(
-    alert_id: int, request: Request, body: AckIn | None = None, who: str = Depends(require_admin)
+    alert_id: int,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+    body: AckIn | None = None,
 ) -> dict[str, Any]:
     body = body or AckIn()
-    actor = body.by or who
+    actor = _actor(caller, body.by)
     async with request.app.state.runtime.pool.connection() as conn:
         row = await store.acknowledge(conn, alert_id, actor, body.comment, datetime.now(UTC))
         if row is None:
@@ -126,11 +141,14 @@ async def acknowledge(
 
 @router.post("/alerts/{alert_id}/resolve", response_model=AlertOut)
 async def resolve(
-    alert_id: int, body: ResolveIn, request: Request, who: str = Depends(require_admin)
+    alert_id: int,
+    body: ResolveIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
 ) -> dict[str, Any]:
     async with request.app.state.runtime.pool.connection() as conn:
         row = await store.resolve_by_hand(
-            conn, alert_id, body.by or who, body.reason, datetime.now(UTC)
+            conn, alert_id, _actor(caller, body.by), body.reason, datetime.now(UTC)
         )
         if row is None:
             row = await store.get_alert(conn, alert_id)
@@ -193,7 +211,7 @@ _SILENCE_COLUMNS = "id, matchers, starts_at, ends_at, comment, created_by, creat
 
 @router.post("/silences", status_code=201, response_model=SilenceOut, tags=["silences"])
 async def create_silence(
-    body: SilenceIn, request: Request, who: str = Depends(require_admin)
+    body: SilenceIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
 ) -> SilenceOut:
     now = datetime.now(UTC)
     starts = body.starts_at or now
@@ -210,7 +228,7 @@ async def create_silence(
                 Jsonb([m.model_dump() for m in body.matchers]),
                 starts,
                 body.ends_at,
-                body.created_by or who,
+                _actor(caller, body.created_by),
                 body.comment,
             ),
         )
@@ -247,7 +265,12 @@ async def get_silence(silence_id: int, request: Request) -> SilenceOut:
     return _silence(row, datetime.now(UTC))
 
 
-@router.delete("/silences/{silence_id}", response_model=SilenceOut, tags=["silences"])
+@router.delete(
+    "/silences/{silence_id}",
+    response_model=SilenceOut,
+    tags=["silences"],
+    dependencies=[Depends(require_operator)],
+)
 async def expire_silence(silence_id: int, request: Request) -> SilenceOut:
     """Expire a silence now (kept for the record, as in Alertmanager)."""
     async with (
@@ -309,7 +332,7 @@ _WINDOW_COLUMNS = """id, name, matchers, weekdays, start_time,
 
 @router.post("/maintenance-windows", status_code=201, response_model=WindowOut, tags=["silences"])
 async def create_window(
-    body: WindowIn, request: Request, who: str = Depends(require_admin)
+    body: WindowIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
 ) -> dict[str, Any]:
     async with (
         request.app.state.runtime.pool.connection() as conn,
@@ -322,7 +345,7 @@ async def create_window(
             (
                 body.name, Jsonb([m.model_dump() for m in body.matchers]), body.weekdays,
                 body.start_time, timedelta(minutes=body.duration_minutes), body.valid_from,
-                body.valid_to, body.created_by or who, body.comment,
+                body.valid_to, _actor(caller, body.created_by), body.comment,
             ),
         )  # fmt: skip
         row = await cur.fetchone()
@@ -340,7 +363,12 @@ async def list_windows(request: Request) -> list[dict[str, Any]]:
         return await cur.fetchall()
 
 
-@router.delete("/maintenance-windows/{window_id}", status_code=204, tags=["silences"])
+@router.delete(
+    "/maintenance-windows/{window_id}",
+    status_code=204,
+    tags=["silences"],
+    dependencies=[Depends(require_operator)],
+)
 async def delete_window(window_id: int, request: Request) -> None:
     async with request.app.state.runtime.pool.connection() as conn:
         cur = await conn.execute("DELETE FROM maintenance_windows WHERE id = %s", (window_id,))

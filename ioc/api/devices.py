@@ -8,14 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from ioc.api.auth import require_admin
+from ioc.api.auth import require_admin, require_viewer
 from ioc.catalogue import KINDS, METRICS
 from ioc.devices import Device, DeviceError
 from ioc.storage import devices as store
 from ioc.storage.readings import QueryError, ReadingQuery, parse_bucket, query_readings
 
 router = APIRouter(
-    prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)]
+    prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_viewer)]
 )
 
 
@@ -73,7 +73,13 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(422, f"{field}: {message}")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeviceOut)
+# Viewers read devices and readings; registering a device is an administrator's job.
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DeviceOut,
+    dependencies=[Depends(require_admin)],
+)
 async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
     runtime = request.app.state.runtime
     try:
