@@ -199,7 +199,7 @@ def _needs(method: str, path: str) -> set[str]:
     """The roles that may call ``method path`` (the design in README "Tokens and roles")."""
     if path.startswith("/api/v1/agency/"):
         return {"agency"}
-    admin_only = path.startswith("/api/v1/dead-letters") or (
+    admin_only = path.startswith(("/api/v1/dead-letters", "/api/v1/audit")) or (
         method == "POST" and path == "/api/v1/devices"
     )
     if admin_only or path in ("/readyz", "/metrics"):
@@ -238,3 +238,40 @@ async def test_every_route_checks_the_token_and_the_role(
             if allowed == (r.status_code in (401, 403)):
                 wrong.append((method, path, role, r.status_code))
     assert wrong == []
+
+
+async def test_changes_and_token_changes_are_audited(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    runtime, http = service
+    from ioc.storage import tokens
+
+    async with runtime.pool.connection() as conn:
+        created, secret = await tokens.create(conn, name="Lan", role="operator")
+    lan = {"Authorization": f"Bearer {secret}", "X-Request-ID": "req-42"}
+    silence = {
+        "matchers": [{"name": "ward", "op": "=", "value": "phuong-5"}],
+        "ends_at": "2030-01-01T00:00:00+07:00",
+        "comment": "bảo trì tủ điện",
+    }
+    r = await http.post("/api/v1/silences", json=silence, headers=lan)
+    assert r.status_code == 201, r.text
+    silence_id = r.json()["id"]
+    assert (await http.delete(f"/api/v1/silences/{silence_id}", headers=lan)).status_code == 200
+    # a change that did not happen (no such alert) and a read are not audited
+    assert (await http.post("/api/v1/alerts/999999/ack", headers=lan)).status_code == 404
+    assert (await http.get("/api/v1/alerts", headers=lan)).status_code == 200
+    async with runtime.pool.connection() as conn:
+        assert await tokens.revoke(conn, created.id)
+
+    assert (await http.get("/api/v1/audit", headers=lan)).status_code == 401  # revoked
+    got = (await http.get("/api/v1/audit", headers=AUTH)).json()
+    assert [(e["actor"], e["action"], e["target"]) for e in reversed(got)] == [
+        ("command line", "token.created", f"token={created.id} role=operator name=Lan"),
+        ("operator/Lan", "POST /api/v1/silences", None),
+        ("operator/Lan", "DELETE /api/v1/silences/{silence_id}", f"silence_id={silence_id}"),
+        ("command line", "token.revoked", f"token={created.id}"),
+    ]
+    assert got[1]["request_id"] == "req-42" and got[1]["time"].endswith("+07:00")
+    mine = (await http.get("/api/v1/audit", params={"actor": "operator/Lan"}, headers=AUTH)).json()
+    assert len(mine) == 2

@@ -12,7 +12,19 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
 import ioc
-from ioc.api import alerts, cap, dead_letters, devices, health, incidents, kpi, live, open311, rules
+from ioc.api import (
+    alerts,
+    audit,
+    cap,
+    dead_letters,
+    devices,
+    health,
+    incidents,
+    kpi,
+    live,
+    open311,
+    rules,
+)
 from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
 
 
@@ -39,6 +51,8 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(kpi.router)
     app.include_router(open311.router)
     app.include_router(dispatch_api.router)  # /api/v1/deliveries
+    app.include_router(audit.router)
+    app.add_middleware(audit.AuditMiddleware)  # every successful change, by whom
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -16,6 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ioc.storage import audit
+
 ROLES = ("admin", "operator", "viewer", "open311")
 _AGENCY_ROLE = re.compile(r"^agency:[a-z0-9][a-z0-9-]*$")
 
@@ -40,18 +42,30 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create(conn: psycopg.AsyncConnection[Any], *, name: str, role: str) -> tuple[Token, str]:
-    """A new token for ``role``; returns the stored record and the secret (shown once)."""
+# Tokens are issued and revoked from the command line (`ioc tokens …`, run by an administrator
+# on the server) or by `ioc demo`; the audit log names that actor.
+COMMAND_LINE = "command line"
+
+
+async def create(
+    conn: psycopg.AsyncConnection[Any], *, name: str, role: str, actor: str = COMMAND_LINE
+) -> tuple[Token, str]:
+    """A new token for ``role``; returns the stored record and the secret (shown once). The
+    change is written to the audit log in the same transaction."""
     check_role(role)
     secret = secrets.token_urlsafe(32)
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "INSERT INTO api_tokens (token_hash, role, name) VALUES (%s, %s, %s)"
             " RETURNING id, name, role, created_at, revoked_at",
             (_digest(secret), role, name),
         )
         row = await cur.fetchone()
-    assert row is not None
+        assert row is not None
+        await audit.record(
+            conn, actor=actor, role="admin", action="token.created",
+            target=f"token={row['id']} role={role} name={name}",
+        )  # fmt: skip
     return Token(**row), secret
 
 
@@ -74,9 +88,16 @@ async def list_all(conn: psycopg.AsyncConnection[Any]) -> list[Token]:
         return [Token(**r) for r in await cur.fetchall()]
 
 
-async def revoke(conn: psycopg.AsyncConnection[Any], token_id: int) -> bool:
-    cur = await conn.execute(
-        "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
-        (token_id,),
-    )
+async def revoke(
+    conn: psycopg.AsyncConnection[Any], token_id: int, *, actor: str = COMMAND_LINE
+) -> bool:
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
+            (token_id,),
+        )
+        if cur.rowcount == 1:
+            await audit.record(
+                conn, actor=actor, role="admin", action="token.revoked", target=f"token={token_id}"
+            )
     return cur.rowcount == 1
