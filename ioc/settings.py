@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
+    http_max_body: int = Field(
+        1_048_576, ge=1024, description="largest HTTP request body accepted (bytes); larger: 413"
+    )
+    http_rate_per_s: float = Field(
+        50.0, gt=0, description="requests per second allowed per token (or per client address "
+        "without one), per API process; over it: 429 with Retry-After"
+    )
+    http_rate_burst: int = Field(
+        200, ge=1, description="requests a token may make at once before the rate applies"
+    )
     admin_token: SecretStr | None = Field(
         None, description="bootstrap admin bearer token; `ioc demo` generates one when unset"
     )

@@ -21,6 +21,7 @@ from ioc.api import (
     health,
     incidents,
     kpi,
+    limits,
     live,
     open311,
     rules,
@@ -53,6 +54,13 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(dispatch_api.router)  # /api/v1/deliveries
     app.include_router(audit.router)
     app.add_middleware(audit.AuditMiddleware)  # every successful change, by whom
+    settings = runtime.settings
+    # Added last, so it runs first: a refused request costs no auth lookup and no audit row.
+    app.add_middleware(
+        limits.LimitsMiddleware,
+        max_body=settings.http_max_body,
+        limiter=limits.RateLimiter(settings.http_rate_per_s, settings.http_rate_burst),
+    )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
