@@ -70,8 +70,11 @@ class Decoder:
         max_age_s: float,
         max_future_s: float,
         reports: ReportVocabulary | None = None,
+        device_rate: tuple[float, int] | None = None,
     ) -> None:
-        """``reports=None``: citizen-report topics are refused (``bad_topic``)."""
+        """``reports=None``: citizen-report topics are refused (``bad_topic``).
+        ``device_rate=(per_s, burst)``: a token bucket per device, on the messages' receive
+        times (no clock read here); None: no limit."""
         self.topic_prefix = topic_prefix
         self._root_levels = topic_prefix.count("/") + 1
         self.reports = reports
@@ -79,6 +82,10 @@ class Decoder:
         self.max_payload_bytes = max_payload_bytes
         self.max_age_s = max_age_s
         self.max_future_s = max_future_s
+        self._device_rate = device_rate
+        # device id → (allowance left, when): one entry per registered device that published,
+        # so bounded by the registry (unknown devices are refused before this)
+        self._allowance: dict[str, tuple[float, float]] = {}
 
     def decode_or_dead_letter(self, topic: str, payload: bytes, received_at: float) -> Record:
         """Never raises: anything unacceptable becomes a ``DeadLetter`` (intake must go on)."""
@@ -117,11 +124,26 @@ class Decoder:
                 f"device {where.device_id!r} is registered as {city}/{kind}, "
                 f"topic says {where.city}/{where.kind}",
             )
+        if self._device_rate is not None:
+            self._admit(topic, where.device_id, received_at)
         if where.channel is Channel.TELEMETRY:
             return self._telemetry(topic, where.device_id, kind, payload, received_at)
         if where.channel is Channel.STATUS:
             return self._status(topic, where.device_id, payload, received_at)
         return self._event(topic, where.device_id, kind, payload, received_at)
+
+    def _admit(self, topic: str, device_id: str, at: float) -> None:
+        assert self._device_rate is not None
+        rate, burst = self._device_rate
+        left, since = self._allowance.get(device_id, (float(burst), at))
+        left = min(float(burst), left + max(0.0, at - since) * rate)
+        if left < 1.0:
+            self._allowance[device_id] = (left, at)
+            raise DecodeError(
+                topic, Reason.RATE_LIMITED,
+                f"device {device_id!r} is over {rate:g} messages/s (burst {burst})",
+            )  # fmt: skip
+        self._allowance[device_id] = (left - 1.0, at)
 
     def _object(self, topic: str, payload: bytes) -> dict[str, Any]:
         try:

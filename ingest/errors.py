@@ -24,6 +24,8 @@ class Reason(StrEnum):
     OUTSIDE_SITE = "outside_site"
     CITY_MISMATCH = "city_mismatch"
     TOO_LONG = "too_long"
+    # One device publishing faster than IOC_INGEST_DEVICE_RATE_PER_S beyond its burst.
+    RATE_LIMITED = "rate_limited"
     # Decoded fine but refused by the database (e.g. its device was deleted in between).
     STORAGE_REJECTED = "storage_rejected"
 

@@ -101,6 +101,7 @@ class IngestService:
             max_age_s=settings.reading_max_age_s,
             max_future_s=settings.reading_max_future_s,
             reports=reports if store else None,
+            device_rate=(settings.ingest_device_rate_per_s, settings.ingest_device_burst),
         )
         filters = subscriptions(settings.mqtt_topic_prefix, reports=store)
         if settings.mqtt_shared_group:

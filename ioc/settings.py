@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         "publish → alert frame p99 67 ms at 5 ms, 114 ms at 20 ms; benchmarks/bench_live.py)",
     )
     max_payload_bytes: int = Field(16_384, ge=256, description="larger payloads are dead-lettered")
+    ingest_device_rate_per_s: float = Field(
+        20.0, gt=0, description="messages per second one device may publish, sustained, per "
+        "ingest process; beyond it (and its burst) messages are dead-lettered `rate_limited`"
+    )
+    ingest_device_burst: int = Field(
+        5_000, ge=1, description="messages one device may publish at once (a buffer emptied "
+        "after an outage) before its rate applies"
+    )
     reading_max_age_s: int = Field(
         7 * 24 * 3600, ge=60, description="older timestamps are dead-lettered as absurd"
     )

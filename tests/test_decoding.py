@@ -260,3 +260,22 @@ def test_random_reports_never_escape(channel: str, body: dict[str, object]) -> N
         assert exc.reason in set(Reason) and exc.detail
     else:
         assert isinstance(rec, CitizenReport)
+
+
+def test_a_device_over_its_rate_is_dead_lettered_and_others_go_on() -> None:
+    d = Decoder(
+        topic_prefix="hg",
+        devices={"vt-flood-01": ("flood", "vi-thanh"), "vt-flood-02": ("flood", "vi-thanh")},
+        max_payload_bytes=1024, max_age_s=7 * 86400, max_future_s=300,
+        device_rate=(2.0, 3),  # 2 messages/s after a burst of 3
+    )  # fmt: skip
+    other = "hg/vi-thanh/flood/vt-flood-02/telemetry"
+    burst = [d.decode_or_dead_letter(T, doc(), NOW) for _ in range(4)]
+    assert [type(r) for r in burst] == [Telemetry, Telemetry, Telemetry, DeadLetter]
+    refused = burst[-1]
+    assert isinstance(refused, DeadLetter) and refused.reason is Reason.RATE_LIMITED
+    assert "'vt-flood-01' is over 2 messages/s (burst 3)" in refused.detail
+    assert isinstance(d.decode_or_dead_letter(other, doc(), NOW), Telemetry)  # its own allowance
+    # half a second later the device has earned one more message, not two
+    later = [d.decode_or_dead_letter(T, doc(), NOW + 0.5) for _ in range(2)]
+    assert [type(r) for r in later] == [Telemetry, DeadLetter]
