@@ -73,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"ioc: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request at INFO (the demo's simulated agencies make several a second);
-    # its warnings and errors still show
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    from ioc.logs import configure
+
+    configure(settings.log_level, settings.log_format)
     try:
         if args.command == "demo":
             return _demo(settings, args)

@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO")
+    log_format: Literal["plain", "json"] = Field(
+        "plain", description="plain lines, or one JSON object per line with the request id"
+    )
 
     @field_validator("mqtt_url")
     @classmethod

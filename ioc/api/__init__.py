@@ -27,6 +27,7 @@ from ioc.api import (
     rules,
 )
 from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
+from ioc.logs import RequestIdMiddleware
 
 
 def create_app(runtime: Any) -> FastAPI:
@@ -61,6 +62,7 @@ def create_app(runtime: Any) -> FastAPI:
         max_body=settings.http_max_body,
         limiter=limits.RateLimiter(settings.http_rate_per_s, settings.http_rate_burst),
     )
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request carries its id
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ioc.api.auth import Caller, require_admin
+from ioc.logs import request_id
 from ioc.settings import DISPLAY_TIMEZONE
 from ioc.storage import audit
 
@@ -53,7 +54,6 @@ class AuditMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", scope["path"])
         params = scope.get("path_params") or {}
-        headers = dict(scope.get("headers") or [])
         try:
             runtime = scope["app"].state.runtime
             async with runtime.pool.connection() as conn:
@@ -64,7 +64,7 @@ class AuditMiddleware:
                     action=f"{scope['method']} {template}",
                     target=",".join(f"{k}={v}" for k, v in sorted(params.items())) or None,
                     status=status,
-                    request_id=(headers.get(b"x-request-id") or b"").decode()[:200] or None,
+                    request_id=request_id.get(),
                 )
         except Exception:
             log.exception("audit: could not record %s %s by %s", scope["method"], template,
