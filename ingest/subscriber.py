@@ -147,6 +147,7 @@ class MqttSubscriber:
             log.error("%s", self.last_error)
             return
         self.last_error = None
+        log.info("subscribed at QoS 1: %s", ", ".join(self._filters))
         self.connected.set()
         instruments.BROKER_CONNECTED.set(1)
 

@@ -171,7 +171,10 @@ async def wait_for_stop_signal(duration: float | None) -> None:
 async def _serve(settings: Settings, *, with_http: bool, duration: float | None = None) -> int:
     from ioc.app import run_service
 
-    async with run_service(settings, with_http=with_http) as runtime:
+    # `ioc serve` with IOC_SERVE_INGEST=false is an API/live-feed process only (scale-out:
+    # `ioc ingest` workers take the telemetry); `ioc ingest` never serves HTTP
+    with_ingest = settings.serve_ingest or not with_http
+    async with run_service(settings, with_http=with_http, with_ingest=with_ingest) as runtime:
         if runtime.http_port is not None:
             logging.getLogger("ioc").info(
                 "API on http://%s:%d", settings.http_host, runtime.http_port

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(
         7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
     )
+    serve_ingest: bool = Field(
+        True, description="`ioc serve` also runs ingest; false: API, live feed, incidents and "
+        "dispatch only, with `ioc ingest` workers taking the telemetry (scale-out)"
+    )
     mqtt_shared_group: str | None = Field(
         None, description="MQTT v5 shared-subscription group for several ingest workers"
     )
