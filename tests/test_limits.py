@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from ioc.api.limits import RateLimiter
 from ioc.settings import Settings
+from rules.language import check_rules
 from tests.conftest import TOKEN, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -54,3 +56,16 @@ async def test_a_token_over_its_rate_gets_429_with_retry_after(settings: Setting
         assert (await http.get("/api/v1/alerts")).status_code == 401
         health = [(await http.get("/healthz")).status_code for _ in range(10)]
         assert health == [200] * 10
+
+
+def test_a_rule_file_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = f"""rules:
+  - id: x
+    type: threshold
+    select: {{kind: flood, metric: water_level_m}}
+    when: !!python/object/apply:os.system ["touch {marker}"]
+"""
+    ruleset, problems = check_rules([("evil.yaml", text)])
+    assert problems and not ruleset.rules
+    assert "evil.yaml" in str(problems[0]) and not marker.exists()
