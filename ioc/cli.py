@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(settings, args)
         if args.command == "serve":
             _require(settings, "database_url", "mqtt_url", "admin_token")
+            weak = settings.weak_admin_token()
+            if weak is not None:
+                print(f"ioc serve: refusing to start: {weak}", file=sys.stderr)
+                return 2
             return asyncio.run(_serve(settings, with_http=True))
         if args.command == "ingest":
             _require(settings, "database_url", "mqtt_url")

@@ -34,6 +34,12 @@ class MqttAddress:
         self.password: str | None = unquote(parts.password) if parts.password else None
 
 
+# `ioc serve` refuses an admin token shorter than this or containing a placeholder word (the
+# default of an example file copied as is): the API faces field networks and the citizens' app.
+MIN_ADMIN_TOKEN = 16
+PLACEHOLDER_WORDS = ("change", "example", "default", "secret", "password", "xxxx")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore", frozen=True)
 
@@ -248,6 +254,17 @@ class Settings(BaseSettings):
                 "`ioc rules run`"
             )
         return self
+
+    def weak_admin_token(self) -> str | None:
+        """Why the admin token is unfit for `ioc serve` (a network-facing API), or None."""
+        if self.admin_token is None:
+            return "IOC_ADMIN_TOKEN is unset"
+        token = self.admin_token.get_secret_value()
+        if len(token) < MIN_ADMIN_TOKEN:
+            return f"IOC_ADMIN_TOKEN has {len(token)} characters; use at least {MIN_ADMIN_TOKEN}"
+        if any(word in token.lower() for word in PLACEHOLDER_WORDS):
+            return "IOC_ADMIN_TOKEN is a placeholder; generate one: openssl rand -base64 32"
+        return None
 
     @property
     def mqtt(self) -> MqttAddress:

@@ -41,3 +41,17 @@ async def test_tokens_cli_round_trip(
         == 2
     )
     assert "unknown role 'superuser'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("token", "why"),
+    [("short-token", "has 11 characters"), ("please-change-me-now", "placeholder")],
+)
+def test_serve_refuses_a_weak_admin_token(
+    token: str, why: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IOC_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("IOC_MQTT_URL", "mqtt://127.0.0.1:1")
+    monkeypatch.setenv("IOC_ADMIN_TOKEN", token)
+    assert main(["serve"]) == 2  # refused before touching the database or the broker
+    assert why in capsys.readouterr().err
