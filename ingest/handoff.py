@@ -30,6 +30,7 @@ class Delivery:
     topic: str
     payload: bytes
     record: Record
+    received_at: float = 0.0  # time.time() when paho handed it over (for the lag gauge)
 
 
 class Handoff:

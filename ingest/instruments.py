@@ -24,6 +24,11 @@ COMMIT_SECONDS = Histogram(
     "time to write and commit one batch",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LAG_SECONDS = Gauge(
+    "ioc_ingest_lag_seconds",
+    "receive → commit age of the oldest message of the last committed batch (a growing value: "
+    "ingest falls behind the broker)",
+)
 QUEUE_DEPTH = Gauge("ioc_ingest_queue_depth", "messages received but not yet committed")
 DROPPED_QOS0 = Counter(
     "ioc_ingest_dropped_qos0", "QoS 0 messages dropped because the hand-off was full"

@@ -173,9 +173,10 @@ class IngestService:
     # -- network thread ----------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
-        record = self._decoder.decode_or_dead_letter(topic, payload, time.time())
+        now = time.time()
+        record = self._decoder.decode_or_dead_letter(topic, payload, now)
         assert self._handoff is not None
-        if not self._handoff.put(Delivery(mid, qos, generation, topic, payload, record)):
+        if not self._handoff.put(Delivery(mid, qos, generation, topic, payload, record, now)):
             # Shutting down (left un-acknowledged: the broker redelivers it next session), or
             # a QoS 0 message finding the hand-off full (see handoff.py for why it is dropped).
             if qos == 0:
@@ -242,6 +243,7 @@ class IngestService:
                 continue
             self._database_error = None
             instruments.COMMIT_SECONDS.observe(time.perf_counter() - started)
+            instruments.LAG_SECONDS.set(time.time() - batch[0].received_at)
             instruments.BATCH_MESSAGES.observe(len(batch))
             instruments.MESSAGES_RECEIVED.inc(len(batch))
             instruments.READINGS_STORED.inc(result.stored)
@@ -274,6 +276,7 @@ class IngestService:
                 d.topic,
                 d.payload,
                 self._decoder.decode_or_dead_letter(d.topic, d.payload, d.record.received_at),
+                d.received_at,
             )
             if type(d.record) is DeadLetter and d.record.reason is Reason.UNKNOWN_DEVICE
             else d

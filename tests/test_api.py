@@ -163,6 +163,7 @@ async def test_dead_letters_ready_and_metrics(
     text = (await http.get("/metrics", headers=AUTH)).text
     assert 'ioc_ingest_dead_letters_total{reason="malformed_json"}' in text
     assert "ioc_ingest_commit_seconds_bucket" in text
+    assert "ioc_ingest_lag_seconds" in text
     spec = (await http.get("/openapi.json")).json()
     assert "/api/v1/devices/{device_id}/readings" in spec["paths"]
 
