@@ -7,31 +7,62 @@ knobs with safe defaults.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+
 DISPLAY_TIMEZONE = "Asia/Ho_Chi_Minh"
 
 
 class MqttAddress:
-    """A parsed ``mqtt://user:pass@host:port`` URL."""
+    """A parsed ``mqtt://user:pass@host:port`` (or ``mqtts://…``, TLS) URL, with TLS files."""
 
-    __slots__ = ("host", "password", "port", "username")
+    __slots__ = ("ca_file", "cert_file", "host", "key_file", "password", "port", "tls", "username")
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+    ) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"IOC_MQTT_URL must start with mqtt://, got {url!r}")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
+            raise ValueError(f"IOC_MQTT_URL must start with mqtt:// or mqtts://, got {url!r}")
         if not parts.hostname:
             raise ValueError(f"IOC_MQTT_URL has no host: {url!r}")
+        # TLS: an mqtts:// URL, or a CA file given (a private CA implies TLS)
+        self.tls: bool = parts.scheme in ("mqtts", "ssl") or ca_file is not None
         self.host: str = parts.hostname
-        self.port: int = parts.port or 1883
+        self.port: int = parts.port or (8883 if self.tls else 1883)
         self.username: str | None = unquote(parts.username) if parts.username else None
         self.password: str | None = unquote(parts.password) if parts.password else None
+        self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the broker's certificate and host name against ``ca_file`` (else the
+        system's CAs); presents ``cert_file``/``key_file`` when the broker asks for one."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+    def configure(self, client: mqtt.Client) -> None:
+        """Credentials and, for TLS, the SSL context on a paho client before it connects."""
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set_context(self.ssl_context())
 
 
 # `ioc serve` refuses an admin token shorter than this or containing a placeholder word (the
@@ -56,8 +87,10 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="largest HTTP request body accepted (bytes); larger: 413"
     )
     http_rate_per_s: float = Field(
-        50.0, gt=0, description="requests per second allowed per token (or per client address "
-        "without one), per API process; over it: 429 with Retry-After"
+        50.0,
+        gt=0,
+        description="requests per second allowed per token (or per client address "
+        "without one), per API process; over it: 429 with Retry-After",
     )
     http_rate_burst: int = Field(
         200, ge=1, description="requests a token may make at once before the rate applies"
@@ -101,13 +134,23 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
     )
     serve_ingest: bool = Field(
-        True, description="`ioc serve` also runs ingest; false: API, live feed, incidents and "
-        "dispatch only, with `ioc ingest` workers taking the telemetry (scale-out)"
+        True,
+        description="`ioc serve` also runs ingest; false: API, live feed, incidents and "
+        "dispatch only, with `ioc ingest` workers taking the telemetry (scale-out)",
     )
     mqtt_shared_group: str | None = Field(
         None, description="MQTT v5 shared-subscription group for several ingest workers"
     )
     mqtt_keepalive_s: int = Field(30, ge=5)
+    mqtt_ca_file: Path | None = Field(
+        None,
+        description="CA certificate (PEM) that signed the broker's: implies TLS; with "
+        "mqtts:// and no CA file the system's CAs are used",
+    )
+    mqtt_cert_file: Path | None = Field(
+        None, description="client certificate (PEM) when the broker requires one"
+    )
+    mqtt_key_file: Path | None = Field(None, description="its private key (PEM)")
 
     # --- ingest pipeline ---
     ingest_queue_capacity: int = Field(
@@ -125,12 +168,16 @@ class Settings(BaseSettings):
     )
     max_payload_bytes: int = Field(16_384, ge=256, description="larger payloads are dead-lettered")
     ingest_device_rate_per_s: float = Field(
-        20.0, gt=0, description="messages per second one device may publish, sustained, per "
-        "ingest process; beyond it (and its burst) messages are dead-lettered `rate_limited`"
+        20.0,
+        gt=0,
+        description="messages per second one device may publish, sustained, per "
+        "ingest process; beyond it (and its burst) messages are dead-lettered `rate_limited`",
     )
     ingest_device_burst: int = Field(
-        5_000, ge=1, description="messages one device may publish at once (a buffer emptied "
-        "after an outage) before its rate applies"
+        5_000,
+        ge=1,
+        description="messages one device may publish at once (a buffer emptied "
+        "after an outage) before its rate applies",
     )
     reading_max_age_s: int = Field(
         7 * 24 * 3600, ge=60, description="older timestamps are dead-lettered as absurd"
@@ -150,6 +197,10 @@ class Settings(BaseSettings):
     # --- live feed (/ws) ---
     feed_buffer: int = Field(
         10_000, ge=0, description="recent feed frames kept in memory per API process (/ws resume)"
+    )
+    feed_buffer_bytes: int = Field(
+        32 * 2**20, ge=0, description="…and at most this many bytes of them (a readings frame of "
+        "a large batch is big): the oldest go first; resume reads older frames from the database"
     )
     ws_client_queue: int = Field(
         1_000, ge=1, description="frames queued per /ws client before readings are coalesced"
@@ -270,7 +321,12 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttAddress:
         if self.mqtt_url is None:
             raise RuntimeError("no broker configured (IOC_MQTT_URL is unset)")
-        return MqttAddress(self.mqtt_url)
+        return MqttAddress(
+            self.mqtt_url,
+            ca_file=self.mqtt_ca_file,
+            cert_file=self.mqtt_cert_file,
+            key_file=self.mqtt_key_file,
+        )
 
     def site_path(self) -> Path:
         return self.site or Path(__file__).with_name("site_data") / "hau-giang.yaml"

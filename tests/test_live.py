@@ -273,15 +273,21 @@ async def _hub_at(hub: LiveHub, seq: int) -> bool:
     return hub.last_seq >= seq
 
 
-@pytest.mark.parametrize("feed_buffer", [0, 3])
+@pytest.mark.parametrize(
+    ("feed_buffer", "feed_buffer_bytes"),
+    [(0, 2**20), (3, 2**20), (10_000, 2_000)],  # none, 3 frames, ~2 kB of frames
+)
 async def test_resume_from_the_database_while_frames_keep_coming(
     settings: Settings,
     db: psycopg.AsyncConnection,
     monkeypatch: pytest.MonkeyPatch,
     feed_buffer: int,
+    feed_buffer_bytes: int,
 ) -> None:
     monkeypatch.setattr(live_session, "BACKLOG_PAGE", 4)  # many pages, many chances for a race
-    settings = settings.model_copy(update={"feed_buffer": feed_buffer})
+    settings = settings.model_copy(
+        update={"feed_buffer": feed_buffer, "feed_buffer_bytes": feed_buffer_bytes}
+    )
     async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
         hub = hub_of(runtime)
         old = await append(db, *(alert(i) for i in range(30)))
@@ -302,6 +308,8 @@ async def test_resume_from_the_database_while_frames_keep_coming(
         got = [f["seq"] for f in client.data()]
         assert got == old[5:] + new  # every frame after since, once, in order
         assert hub.backlog_reads > 0
+        assert len(hub.ring) <= feed_buffer and hub.ring_bytes <= feed_buffer_bytes
+        assert hub.ring_bytes == sum(f.size for f in hub.ring)
         await client.close()
 
 

@@ -77,6 +77,11 @@ class Frame:
         if self._text is not None:
             self._data = None
 
+    @property
+    def size(self) -> int:
+        """Bytes the frame holds once it keeps only its wire text (what the ring pays)."""
+        return len(self.text())
+
     def text(self) -> str:
         if self._text is None:
             self._text = orjson.dumps(

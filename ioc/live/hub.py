@@ -138,7 +138,12 @@ class LiveHub:
         self.settings = settings
         self._conninfo = conninfo
         self._pool = pool
-        self.ring: deque[Frame] = deque(maxlen=settings.feed_buffer)
+        # Bounded by count and by bytes: with a busy ingest one readings frame can be hundreds
+        # of kilobytes, and 10,000 of them held a gigabyte (measured: benchmarks/soak.py).
+        self.ring: deque[Frame] = deque()
+        self.ring_bytes = 0
+        self._ring_max = settings.feed_buffer
+        self._ring_max_bytes = settings.feed_buffer_bytes
         self.ring_floor = 0  # the ring holds every frame with ring_floor < seq <= last_seq
         self.last_seq = 0
         self.connected = False
@@ -272,9 +277,12 @@ class LiveHub:
     def _publish(self, frame: Frame) -> None:
         """Ring buffer, then every subscriber; no await, so subscribing is atomic against it."""
         ring = self.ring
-        if len(ring) == ring.maxlen:
-            self.ring_floor = ring[0].seq if ring else frame.seq
         ring.append(frame)
+        self.ring_bytes += frame.size
+        while ring and (len(ring) > self._ring_max or self.ring_bytes > self._ring_max_bytes):
+            old = ring.popleft()
+            self.ring_bytes -= old.size
+            self.ring_floor = old.seq
         self.last_seq = frame.seq
         views: dict[FeedFilter, Frame | None] = {}
         for sub in list(self._subscribers):
