@@ -62,8 +62,7 @@ class MqttSubscriber:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        if address.username:
-            client.username_pw_set(address.username, address.password)
+        address.configure(client)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.on_connect = self._handle_connect
         client.on_subscribe = self._handle_subscribe

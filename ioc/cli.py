@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -66,6 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     tok_sub.add_parser("list", help="tokens with role, name, created, revoked")
     revoke = tok_sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id", type=int)
+    dev = sub.add_parser("devices", help="field devices: MQTT credentials and ACL")
+    dev_sub = dev.add_subparsers(dest="devices_command", required=True)
+    prov = dev_sub.add_parser(
+        "provision",
+        help="write Mosquitto's password and ACL files and a credentials file (0600) for every "
+        "device of the site and the service accounts; re-runs keep existing passwords",
+    )
+    prov.add_argument(
+        "--passwords", type=Path, help="password file (default IOC_DATA_DIR/mosquitto/passwd)"
+    )
+    prov.add_argument("--acl", type=Path, help="ACL file (default IOC_DATA_DIR/mosquitto/acl)")
+    prov.add_argument(
+        "--credentials",
+        type=Path,
+        help="plain passwords for the field team (default IOC_DATA_DIR/mosquitto/credentials.csv)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -104,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tokens":
             _require(settings, "database_url")
             return asyncio.run(_tokens(settings, args))
+        if args.command == "devices":
+            return _provision(settings, args)
     except _ConfigMissing as exc:
         print(f"ioc: {exc}", file=sys.stderr)
         return 2
@@ -139,6 +158,39 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             await conn.commit()
             print(f"token {args.id} revoked")
+    return 0
+
+
+def _provision(settings: Settings, args: argparse.Namespace) -> int:
+    from ioc.provision import provision
+    from ioc.site import SiteError, load_site
+
+    base = settings.data_dir / "mosquitto"
+    try:
+        result = provision(
+            load_site(settings.site_path()),
+            passwords=args.passwords or base / "passwd",
+            acl=args.acl or base / "acl",
+            credentials=args.credentials or base / "credentials.csv",
+            prefix=settings.mqtt_topic_prefix,
+            dispatch_prefix=settings.dispatch_mqtt_prefix,
+        )
+    except (SiteError, ValueError, OSError) as exc:
+        print(f"ioc devices provision: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{result.accounts} MQTT accounts ({len(result.added)} new"
+        + (
+            f", {len(result.removed)} removed: {', '.join(result.removed)}"
+            if result.removed
+            else ""
+        )
+        + ")"
+    )
+    print(f"  password file: {result.passwords}")
+    print(f"  ACL file:      {result.acl}")
+    print(f"  credentials:   {result.credentials} (0600; hand to the field team, keep secret)")
+    print("  reload a running broker: kill -HUP <pid> (docker compose kill -s HUP mosquitto)")
     return 0
 
 

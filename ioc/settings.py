@@ -24,7 +24,17 @@ DISPLAY_TIMEZONE = "Asia/Ho_Chi_Minh"
 class MqttAddress:
     """A parsed ``mqtt://user:pass@host:port`` (or ``mqtts://…``, TLS) URL, with TLS files."""
 
-    __slots__ = ("ca_file", "cert_file", "host", "key_file", "password", "port", "tls", "username")
+    __slots__ = (
+        "_ssl",
+        "ca_file",
+        "cert_file",
+        "host",
+        "key_file",
+        "password",
+        "port",
+        "tls",
+        "username",
+    )
 
     def __init__(
         self,
@@ -48,6 +58,7 @@ class MqttAddress:
         self.ca_file = ca_file
         self.cert_file = cert_file
         self.key_file = key_file
+        self._ssl: ssl.SSLContext | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the broker's certificate and host name against ``ca_file`` (else the
@@ -62,7 +73,10 @@ class MqttAddress:
         if self.username:
             client.username_pw_set(self.username, self.password)
         if self.tls:
-            client.tls_set_context(self.ssl_context())
+            # one context for every client of this address (the simulators open thousands)
+            if self._ssl is None:
+                self._ssl = self.ssl_context()
+            client.tls_set_context(self._ssl)
 
 
 # `ioc serve` refuses an admin token shorter than this or containing a placeholder word (the

@@ -240,8 +240,7 @@ class _Link:
         self.will_topic = will_topic
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=pool.protocol)
         address = pool.address
-        if address.username:
-            c.username_pw_set(address.username, address.password)
+        address.configure(c)
         # No paho limits: our own bound (max_outstanding) applies instead. A paho inflight limit
         # would also make every PUBACK scan all outstanding messages (_update_inflight): O(n).
         c.max_inflight_messages_set(0)

@@ -52,8 +52,8 @@ class MqttChannel:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
         )
-        if self._address is not None and self._address.username:
-            client.username_pw_set(self._address.username, self._address.password)
+        if self._address is not None:
+            self._address.configure(client)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         client.max_queued_messages_set(MAX_QUEUED)
         client.on_connect = self._handle_connect
