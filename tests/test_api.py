@@ -200,6 +200,8 @@ def _needs(method: str, path: str) -> set[str]:
     """The roles that may call ``method path`` (the design in README "Tokens and roles")."""
     if path.startswith("/api/v1/agency/"):
         return {"agency"}
+    if path == "/api/v1/whoami":  # any valid token may ask who it is (the wall screen's sign-in)
+        return {"admin", "operator", "viewer", "agency"}
     admin_only = path.startswith(("/api/v1/dead-letters", "/api/v1/audit")) or (
         method == "POST" and path == "/api/v1/devices"
     )

@@ -631,6 +631,18 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
                             json={"category": "x", "title": "t"})  # fmt: skip
         assert r.status_code == 422 and "unknown category 'x'" in r.json()["message"]
 
+        # an alert opens one incident: asking again names the one it has
+        alert_id = (await (await db.execute(
+            """INSERT INTO alerts (fingerprint, rule, state, severity, labels, active_at)
+               VALUES ('fp-x', 'flood-bd3', 'firing', 'critical', '{}', now()) RETURNING id"""
+        )).fetchone())[0]  # type: ignore[index]  # fmt: skip
+        body = {"category": "ngap-nuoc", "title": "Ngập", "alert_id": alert_id}
+        first = await http.post("/api/v1/incidents", headers=admin, json=body)
+        assert first.status_code == 201, first.text
+        again = await http.post("/api/v1/incidents", headers=admin, json=body)
+        assert again.status_code == 409
+        assert f"already has incident {first.json()['id']}" in again.json()["message"]
+
         # reassignment tells the old agency its work is withdrawn
         r = await http.post("/api/v1/incidents", headers=admin,
                             json={"category": "giao-thong", "title": "Kẹt xe"})  # fmt: skip

@@ -25,6 +25,7 @@ from ioc.api import (
     live,
     open311,
     rules,
+    site,
 )
 from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
 from ioc.logs import RequestIdMiddleware
@@ -54,6 +55,7 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(open311.router)
     app.include_router(dispatch_api.router)  # /api/v1/deliveries
     app.include_router(audit.router)
+    app.include_router(site.router)  # /api/v1/site, /api/v1/whoami, /wall/
     app.add_middleware(audit.AuditMiddleware)  # every successful change, by whom
     settings = runtime.settings
     # Added last, so it runs first: a refused request costs no auth lookup and no audit row.

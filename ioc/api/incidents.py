@@ -132,6 +132,9 @@ async def _change(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
     except CategoryError as exc:
         raise HTTPException(422, str(exc)) from None
+    except psycopg.errors.UniqueViolation as exc:  # a race the checks above could not see
+        detail = exc.diag.message_detail or str(exc)
+        raise HTTPException(status.HTTP_409_CONFLICT, f"already exists: {detail}") from None
     except StepError as exc:
         code = status.HTTP_403_FORBIDDEN if exc.forbidden else status.HTTP_409_CONFLICT
         raise HTTPException(code, str(exc)) from None
@@ -221,6 +224,14 @@ async def open_incident(
             found = await conn.execute("SELECT 1 FROM alerts WHERE id = %s", (body.alert_id,))
             if await found.fetchone() is None:
                 raise HTTPException(422, f"alert_id: no alert {body.alert_id}")
+            taken = await conn.execute(
+                """SELECT id FROM incidents WHERE source_alert_id = %s
+                   UNION ALL SELECT incident_id FROM incident_alerts WHERE alert_id = %s""",
+                (body.alert_id, body.alert_id),
+            )
+            has = await taken.fetchone()
+            if has is not None:
+                raise HTTPException(409, f"alert {body.alert_id} already has incident {has[0]}")
         row = await store.open_incident(
             conn, ctx, category=body.category, severity=body.severity, title=body.title,
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,

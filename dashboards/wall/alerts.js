@@ -1,0 +1,62 @@
+// The alert feed: firing alerts by severity then age, filters, and the operator's actions.
+import { el } from "./dom.js";
+import { t, getLang, fmtTime } from "./i18n.js";
+
+export const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
+
+export function sortedAlerts(alerts, filter) {
+  return [...alerts.values()]
+    .filter((a) => a.state === "firing")
+    .filter((a) => !filter.city || a.city === filter.city)
+    .filter((a) => !filter.ward || a.ward === filter.ward)
+    .filter((a) => !filter.domain || a.labels?.domain === filter.domain)
+    .sort((a, b) => (SEVERITY_RANK[a.severity] ?? 3) - (SEVERITY_RANK[b.severity] ?? 3)
+      || String(a.started_at || a.active_at).localeCompare(String(b.started_at || b.active_at)));
+}
+
+// actions: {ack(a), silence(a), incident(a)} or null for those who may only watch.
+// withIncident: ids of alerts that already have an open incident (often opened automatically
+// for critical alerts), which get no second one.
+export function renderAlerts(list, rows, actions, withIncident = new Set()) {
+  if (!rows.length) { list.replaceChildren(el("li", { class: "empty" }, t("noAlerts"))); return; }
+  list.replaceChildren(...rows.map((a) => {
+    const ann = a.annotations || {};
+    const summary = (getLang() === "en" ? ann.summary_en || ann.summary_vi : ann.summary_vi || ann.summary_en) || a.rule;
+    const notes = [a.acknowledged_at && `${t("acked")}${a.acknowledged_by ? ": " + a.acknowledged_by : ""}`,
+                   a.suppressed_by && t("silenced")].filter(Boolean);
+    return el("li", { class: `alert sev-${a.severity}${a.acknowledged_at ? " acked" : ""}`, dataset: { id: a.id } },
+      el("div", { class: "alert-head" },
+        el("span", { class: `pill sev-${a.severity}` }, t(a.severity)),
+        el("span", { class: "alert-summary" }, summary),
+        el("span", { class: "time" }, fmtTime(a.started_at || a.active_at, true))),
+      el("div", { class: "dim" }, [a.device_id, a.city, a.ward, a.labels?.domain && t("domains")[a.labels.domain]]
+        .filter(Boolean).join(" · "), notes.length ? ` — ${notes.join(" · ")}` : ""),
+      actions && el("div", { class: "actions" },
+        !a.acknowledged_at && el("button", { class: "act-ack", type: "button", onclick: () => actions.ack(a) }, t("ack")),
+        !a.suppressed_by?.silence && el("button", { class: "act-silence", type: "button", onclick: () => actions.silence(a) }, t("silence")),
+        !withIncident.has(a.id) && el("button", { class: "act-incident", type: "button", onclick: () => actions.incident(a) }, t("openIncident"))));
+  }));
+}
+
+// Silence the alert's own labels (its rule on its device) for two hours.
+export function silenceBody(a, now = new Date()) {
+  const matchers = [{ name: "alertname", op: "=", value: a.labels?.alertname || a.rule }];
+  if (a.device_id) matchers.push({ name: "device_id", op: "=", value: a.device_id });
+  return { matchers, starts_at: now.toISOString(),
+           ends_at: new Date(now.getTime() + 2 * 3600 * 1000).toISOString(),
+           comment: `wall screen: ${a.rule}${a.device_id ? " @ " + a.device_id : ""}` };
+}
+
+// A short two-tone beep for new critical alerts (WebAudio: no sound file to ship).
+let audio = null; // one context for the whole shift: browsers cap how many may exist
+export function beep() {
+  try {
+    const ctx = audio ||= new AudioContext();
+    for (const [i, f] of [880, 660].entries()) {
+      const o = ctx.createOscillator(), g = ctx.createGain();
+      o.frequency.value = f; g.gain.value = 0.2;
+      o.connect(g).connect(ctx.destination);
+      o.start(ctx.currentTime + i * 0.25); o.stop(ctx.currentTime + i * 0.25 + 0.2);
+    }
+  } catch { /* autoplay refused before the first click: the flash still shows */ }
+}

@@ -1,0 +1,327 @@
+// Wiring: sign-in, state from REST + the live feed, rendering batched per animation frame.
+import { api, allDevices, readToken, ApiError } from "./api.js";
+import { Feed } from "./feed.js";
+import { WallMap } from "./map.js";
+import { sortedAlerts, renderAlerts, silenceBody, beep } from "./alerts.js";
+import * as panels from "./panels.js";
+import { el } from "./dom.js";
+import { t, getLang, setLang, fmtTime, fmtClock } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  token: readToken(), me: null, feed: null, site: null,
+  devices: new Map(),     // id -> {id, name, kind, city, ward, lat, lon, attributes, online, latest}
+  alerts: new Map(),      // id -> alert (pending/firing)
+  alertSeq: new Map(),    // id -> seq of the last frame applied (a REST reload must not undo it)
+  incidents: [], incidentsAt: 0, kpis: null, water: new Map(),
+  filter: { city: "", ward: "", domain: "" },
+  muted: localStorage.getItem("ioc.muted") === "1",
+  seenCritical: new Set(), detail: null, lastUpdate: null,
+};
+let map = null;
+
+// ---- device state: worst firing alert on it, else offline, else normal ------------------------
+function stateOf(d) {
+  let worst = null;
+  for (const a of byDevice.get(d.id) || []) {
+    if (a.severity === "critical") return "alert";
+    worst = "warning";
+  }
+  if (worst) return worst;
+  return d.online === false ? "offline" : "normal";
+}
+let byDevice = new Map();
+function indexAlerts() {
+  byDevice = new Map();
+  for (const a of state.alerts.values()) {
+    if (a.state !== "firing" || !a.device_id) continue;
+    (byDevice.get(a.device_id) || byDevice.set(a.device_id, []).get(a.device_id)).push(a);
+  }
+}
+function mapDevice(d) { if (map) map.setDevice(d.id, d.lon, d.lat, stateOf(d)); }
+
+// ---- frames --------------------------------------------------------------------------------
+export function applyFrame(f) {
+  const data = f.data || {};
+  if (f.type === "alert" && data.id != null) {
+    state.alertSeq.set(data.id, f.seq);
+    const before = state.alerts.get(data.id);
+    if (data.state === "pending" || data.state === "firing") state.alerts.set(data.id, data);
+    else state.alerts.delete(data.id);
+    indexAlerts();
+    for (const id of [data.device_id, before?.device_id]) if (id && state.devices.has(id)) mapDevice(state.devices.get(id));
+    if (data.state === "firing" && data.severity === "critical" && !state.seenCritical.has(data.id)) {
+      state.seenCritical.add(data.id);
+      flash();
+    }
+    alertsDirty = true;
+  } else if (f.type === "device" && data.device_id) {
+    const d = state.devices.get(data.device_id);
+    if (d) { d.online = data.online; mapDevice(d); }
+  } else if (f.type === "readings" && data.devices) {
+    for (const [id, dev] of Object.entries(data.devices)) {
+      const d = state.devices.get(id);
+      if (!d) continue;
+      for (const [m, p] of Object.entries(dev.metrics || {})) {
+        const old = d.latest[m];
+        if (!old || new Date(p.time) >= new Date(old.time)) d.latest[m] = p;
+        if (m === "water_level_m") pushWater(id, p);
+      }
+      if (d.online == null) { d.online = true; mapDevice(d); }
+    }
+  } else if (f.type === "incident") {
+    const i = state.incidents.findIndex((x) => x.id === data.id);
+    if (data.open === false) { if (i >= 0) state.incidents.splice(i, 1); }
+    else if (i >= 0) state.incidents[i] = data; else state.incidents.push(data);
+    state.incidentsAt = Date.now();
+    updateIncidentLayer();
+    alertsDirty = true;
+  } else if (f.type === "kpi") {
+    loadKpis();
+  }
+  state.lastUpdate = f.time || new Date().toISOString();
+  render();
+}
+function pushWater(id, p) {
+  const pts = state.water.get(id);
+  if (!pts) return;
+  pts.push({ time: p.time, value: p.value });
+  const cutoff = Date.now() - 24 * 3600 * 1000;
+  while (pts.length && new Date(pts[0].time).getTime() < cutoff) pts.shift();
+}
+
+// The flash is an overlay whose opacity animates (compositor only), not a repaint of the page.
+function flash() {
+  $("flash").getAnimations().forEach((a) => a.cancel());
+  $("flash").animate([{ opacity: 0 }, { opacity: 1 }, { opacity: 0 }], { duration: 600, iterations: 3 });
+  if (!state.muted) beep();
+}
+
+// ---- REST loads ----------------------------------------------------------------------------
+async function reloadAlerts() {
+  const from = state.feed?.lastSeq ?? 0; // frames after this seq are newer than REST's answer
+  const [firing, pending] = await Promise.all(["firing", "pending"].map((s) => api(state.token, `/api/v1/alerts?state=${s}&limit=1000`)));
+  const fresh = new Map([...pending, ...firing].map((a) => [a.id, a]));
+  for (const id of [...state.alerts.keys()]) if (!fresh.has(id) && (state.alertSeq.get(id) ?? 0) <= from) state.alerts.delete(id);
+  for (const [id, a] of fresh) if ((state.alertSeq.get(id) ?? 0) <= from) state.alerts.set(id, a);
+  for (const a of state.alerts.values()) if (a.severity === "critical") state.seenCritical.add(a.id);
+  indexAlerts();
+  for (const d of state.devices.values()) mapDevice(d);
+  render(true);
+}
+async function loadIncidents() {
+  const path = state.me.agency ? "/api/v1/agency/incidents" : "/api/v1/incidents?open=true";
+  state.incidents = (await api(state.token, path)).filter((i) => i.open !== false);
+  state.incidentsAt = Date.now();
+  updateIncidentLayer();
+  renderAll();
+}
+async function loadKpis() {
+  try { state.kpis = await api(state.token, "/api/v1/kpis"); renderAll(); } catch (e) { console.warn("kpis", e); }
+}
+async function loadWater() {
+  const to = new Date(), from = new Date(to.getTime() - 24 * 3600 * 1000);
+  const stations = [...state.devices.values()].filter((d) => d.kind === "flood").slice(0, 4);
+  await Promise.all(stations.map(async (d) => {
+    try {
+      const r = await api(state.token, `/api/v1/devices/${encodeURIComponent(d.id)}/readings?metric=water_level_m&from=${from.toISOString()}&to=${to.toISOString()}&bucket=10m`);
+      state.water.set(d.id, r.points.map((p) => ({ time: p.time, value: p.value })));
+    } catch (e) { state.water.set(d.id, []); }
+  }));
+  renderAll();
+}
+function updateIncidentLayer() {
+  if (map) map.setIncidents(state.incidents.filter((i) => i.lat != null && i.lon != null)
+    .map((i) => ({ id: i.id, lat: i.lat, lon: i.lon, overdue: i.overdue })));
+}
+
+// ---- actions (operators and admins only; the server checks again) -----------------------------
+const actions = {
+  async ack(a) { await act(() => api(state.token, `/api/v1/alerts/${a.id}/ack`, { comment: "wall screen" })); },
+  async silence(a) { await act(() => api(state.token, "/api/v1/silences", silenceBody(a))); },
+  async incident(a) {
+    const domain = a.labels?.domain || a.labels?.kind;
+    const cat = state.site.categories.find((c) => c.alert_domains.includes(domain)) || state.site.categories[0];
+    const ann = a.annotations || {};
+    await act(() => api(state.token, "/api/v1/incidents", {
+      category: cat.code, severity: a.severity === "critical" ? "critical" : "warning",
+      title: (ann.summary_vi || a.rule).slice(0, 300), alert_id: a.id, city: a.city || undefined, ward: a.ward || undefined,
+    }));
+    await loadIncidents();
+  },
+};
+// REST answers are applied at once; the feed's frame for the same change arrives soon after.
+async function act(call) {
+  try {
+    const out = await call();
+    if (out && out.fingerprint) { state.alerts.set(out.id, out); render(true); }
+  } catch (e) { showNotice(String(e.message || e)); }
+}
+function showNotice(text) { $("notice").textContent = text; setTimeout(() => { $("notice").textContent = ""; }, 8000); }
+
+// ---- rendering -------------------------------------------------------------------------------
+// Two speeds: the alert list and the banner at most once per animation frame (only when changed),
+// everything else (panels over 10,000 devices, countdowns) once a second, so 50 updates/s cost
+// one cheap pass per frame instead of a full rebuild per frame.
+let queued = false, alertsDirty = true;
+function render(alertsChanged = false) {
+  alertsDirty ||= alertsChanged;
+  if (queued) return;
+  queued = true;
+  requestAnimationFrame(() => {
+    queued = false;
+    renderStatus();
+    if (alertsDirty && state.me && !state.me.agency) renderAlertList();
+  });
+}
+function renderAlertList() {
+  alertsDirty = false;
+  const rows = sortedAlerts(state.alerts, state.filter);
+  setText($("alertCount"), `(${rows.length})`);
+  const withIncident = new Set(state.incidents.map((i) => i.source_alert_id).filter((id) => id != null));
+  renderAlerts($("alertList"), rows, state.me.can_act ? actions : null, withIncident);
+}
+function renderAll() {
+  document.documentElement.lang = getLang();
+  document.title = t("title");
+  for (const e of document.querySelectorAll("[data-t]")) setText(e, t(e.dataset.t));
+  setText($("lang"), getLang() === "vi" ? "English" : "Tiếng Việt");
+  setText($("mute"), state.muted ? t("unmute") : t("mute"));
+  renderStatus();
+  if (!state.me) return;
+  setText($("role"), `${state.me.name} · ${state.me.role}`);
+  if (state.me.agency) {
+    $("agencyList").replaceChildren(panels.incidentsPanel(state.incidents, state.incidentsAt));
+    return;
+  }
+  renderAlertList();
+  const devices = [...state.devices.values()];
+  // Stations with data first: a chart tells more than a "no data" line.
+  const water = [...state.water.entries()].sort((a, b) => (b[1].length > 0) - (a[1].length > 0));
+  swap("water", ...water.map(([id, pts]) => panels.waterChart(withLevels(state.devices.get(id)), pts)));
+  swap("rain", panels.rainPanel(devices));
+  swap("lighting", panels.lightingPanel(devices, stateOf));
+  swap("traffic", panels.trafficPanel(devices));
+  swap("incidents", panels.incidentsPanel(state.incidents, state.incidentsAt, (id) => pick("incident", id)));
+  swap("kpis", panels.kpiPanel(state.kpis));
+  renderDetail();
+}
+// BĐ I/II/III: the device's own attributes, else its station's levels from the site file.
+function withLevels(d) {
+  const lv = state.site.stations.find((st) => st.station === d.attributes?.station);
+  return lv ? { ...d, attributes: { bd1: lv.bd1, bd2: lv.bd2, bd3: lv.bd3, ...d.attributes } } : d;
+}
+// Unchanged content is left alone: replacing it anyway would repaint the panel every second,
+// which on a GPU-less wall PC is most of the page's work.
+function swap(id, ...nodes) {
+  const box = $(id), html = nodes.map((n) => n.outerHTML).join("");
+  if (box.dataset.html === html) return;
+  box.dataset.html = html;
+  box.replaceChildren(...nodes);
+}
+function setText(e, text) { if (e.textContent !== text) e.textContent = text; }
+function renderStatus() {
+  const feed = state.feed;
+  let text = "";
+  if (feed?.authFailed) text = t("badToken");
+  else if (feed && !feed.open) text = t("disconnected");
+  else if (feed?.staleFor()) text = t("stale", feed.staleFor());
+  setText($("banner"), text);
+  if ($("banner").hidden !== !text) $("banner").hidden = !text;
+  // Greyed values: nothing on the screen may look live while the feed is not.
+  document.body.classList.toggle("stale", Boolean(text) && !state.me?.agency);
+  if (map) map.setGrey(Boolean(text));
+  setText($("lastUpdate"), fmtTime(state.feed?.lastFrameTime || state.lastUpdate, true));
+  setText($("clock"), fmtClock(new Date()));
+}
+function pick(kind, id) { state.detail = { kind, id }; renderAll(); }
+function renderDetail() {
+  const box = $("detail");
+  if (!state.detail) { box.hidden = true; return; }
+  box.hidden = false;
+  let body;
+  if (state.detail.kind === "device") {
+    const d = state.devices.get(state.detail.id);
+    body = d ? panels.devicePanel(d, stateOf(d), byDevice.get(d.id) || []) : null;
+  } else {
+    const i = state.incidents.find((x) => x.id === state.detail.id);
+    body = i ? panels.incidentPanel(i) : null;
+  }
+  swap("detail", ...[el("button", { class: "close", type: "button", onclick: () => { state.detail = null; renderAll(); } }, "×"), body].filter(Boolean));
+}
+function fillFilters() {
+  const opt = (v, label) => el("option", { value: v }, label);
+  $("fCity").replaceChildren(opt("", `${t("city")}: ${t("all")}`), ...state.site.cities.map((c) => opt(c.id, c.name)));
+  $("fWard").replaceChildren(opt("", `${t("ward")}: ${t("all")}`), ...state.site.wards.features
+    .filter((w) => !state.filter.city || w.properties.city === state.filter.city).map((w) => opt(w.id, w.properties.name)));
+  $("fDomain").replaceChildren(opt("", `${t("domain")}: ${t("all")}`), ...Object.entries(t("domains")).map(([k, v]) => opt(k, v)));
+  for (const [id, k] of [["fCity", "city"], ["fWard", "ward"], ["fDomain", "domain"]]) $(id).value = state.filter[k];
+}
+
+// ---- start ---------------------------------------------------------------------------------
+async function start() {
+  $("signin").hidden = true;
+  try {
+    state.me = await api(state.token, "/api/v1/whoami");
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) { signOut(t("badToken")); return; }
+    throw e;
+  }
+  document.body.classList.toggle("can-act", state.me.can_act);
+  if (state.me.agency) {
+    // Agencies may not watch /ws: their own incidents, polled.
+    document.body.classList.add("agency");
+    await loadIncidents();
+    setInterval(() => loadIncidents().then(() => { state.lastUpdate = new Date().toISOString(); }), 15000);
+    return;
+  }
+  state.site = await api(state.token, "/api/v1/site");
+  map = new WallMap($("map"), { onPick: pick });
+  map.setSite(state.site);
+  fillFilters();
+  for (const d of await allDevices(state.token)) {
+    state.devices.set(d.id, { ...d, online: null, latest: {} });
+  }
+  for (const d of state.devices.values()) mapDevice(d);
+  state.feed = new Feed(state.token, {
+    onFrame: applyFrame, onStatus: render,
+    onReload: () => reloadAlerts().catch((e) => console.warn("alerts", e)),
+  });
+  state.feed.connect();
+  await Promise.all([loadIncidents(), loadKpis(), loadWater()]);
+}
+function signOut(message) {
+  sessionStorage.removeItem("ioc.token");
+  state.feed?.stop();
+  $("signin").hidden = false;
+  $("signinError").textContent = message || "";
+}
+
+$("lang").onclick = () => { setLang(getLang() === "vi" ? "en" : "vi"); if (state.site) fillFilters(); renderAll(); };
+$("mute").onclick = () => { state.muted = !state.muted; localStorage.setItem("ioc.muted", state.muted ? "1" : "0"); renderAll(); };
+$("signout").onclick = () => { signOut(); location.reload(); };
+$("signin").onsubmit = (ev) => {
+  ev.preventDefault();
+  const tok = $("tokenInput").value.trim();
+  if (!tok) return;
+  sessionStorage.setItem("ioc.token", tok);
+  location.reload(); // one clean start per token
+};
+for (const [id, k] of [["fCity", "city"], ["fWard", "ward"], ["fDomain", "domain"]]) {
+  $(id).onchange = () => { state.filter[k] = $(id).value; if (k === "city") { state.filter.ward = ""; fillFilters(); } renderAll(); };
+}
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.tagName === "INPUT") return;
+  if (ev.key === "Escape") { state.detail = null; renderAll(); }
+  else if (ev.key === "l") $("lang").click();
+  else if (ev.key === "m") $("mute").click();
+  else if (ev.key === "0" && map) map.fit();
+});
+setInterval(renderAll, 1000); // clock, countdowns and the stale check tick even without frames
+
+// For tests and the benchmark: the state and the frame path, not a public API.
+window.wall = { state, applyFrame, renderAll, get map() { return map; } };
+
+renderAll();
+if (state.token) start().catch((e) => { console.error(e); showNotice(String(e.message || e)); });
+else signOut();

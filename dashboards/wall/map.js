@@ -1,0 +1,233 @@
+// The map: ward outlines from /api/v1/site, devices and incidents as markers, on one canvas
+// (10,000 DOM/SVG nodes would make every update a layout pass; a canvas redraw is one loop).
+// Redraws are batched: any number of changes between two frames cost one requestAnimationFrame.
+export const STATE_COLOURS = { normal: "#3ddc84", warning: "#ffb340", alert: "#ff5d5d", offline: "#6b7785" };
+// "#rrggbb" → one little-endian RGBA pixel (ImageData's byte order), opaque.
+function rgba(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  return (0xff << 24 | (n & 0xff) << 16 | (n & 0xff00) | (n >> 16)) >>> 0;
+}
+const RANK = { normal: 0, offline: 1, warning: 2, alert: 3 };
+const CELL = 48;          // px: grid cell for clustering when zoomed out
+const CLUSTER_BELOW = 6;  // zoom (× fit) under which markers are clustered
+const DATA_MS = 100;      // the least time between two redraws caused by data (not by the user)
+
+export class WallMap {
+  constructor(canvas, { onPick }) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d");
+    this.onPick = onPick;
+    this.wards = [];          // [{id, city, ring: [[lon,lat]...]}]
+    this.devices = new Map(); // id -> {lon, lat, state}
+    this.incidents = [];      // [{id, lon, lat, overdue}]
+    this.zoom = 1; this.cx = 0; this.cy = 0; // view centre in projected units
+    this.grey = false;
+    this.queued = false;
+    this.lastDraw = 0;
+    this.dataTimer = null;
+    this.hits = [];
+    this._bind();
+    new ResizeObserver(() => this.draw()).observe(canvas);
+  }
+
+  // Equirectangular with cos(latitude) is exact enough for a province a few tens of km across.
+  setSite(site) {
+    this.wards = site.wards.features.map((f) => ({ id: f.id, city: f.properties.city, ring: f.geometry.coordinates[0] }));
+    const pts = this.wards.flatMap((w) => w.ring);
+    const lats = pts.map((p) => p[1]);
+    this.k = Math.cos(((Math.min(...lats) + Math.max(...lats)) / 2) * Math.PI / 180);
+    const xs = pts.map((p) => p[0] * this.k), ys = lats;
+    this.bounds = [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+    this.fit();
+  }
+  fit() {
+    const [x0, y0, x1, y1] = this.bounds;
+    this.cx = (x0 + x1) / 2; this.cy = (y0 + y1) / 2; this.zoom = 1;
+    this.draw();
+  }
+  scale() {
+    const [x0, y0, x1, y1] = this.bounds;
+    const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+    return Math.min(w / (x1 - x0), h / (y1 - y0)) * 0.95 * this.zoom;
+  }
+  project(lon, lat, s) {
+    return [this.canvas.clientWidth / 2 + (lon * this.k - this.cx) * s,
+            this.canvas.clientHeight / 2 - (lat - this.cy) * s];
+  }
+
+  // Devices are kept projected (x = lon·k, y = lat) and grouped by state, so a redraw is one pass
+  // of multiply-adds per device with no per-device lookups.
+  setDevice(id, lon, lat, state) {
+    const d = this.devices.get(id);
+    if (d && d.state === state) return;
+    this.devices.set(id, { lon, lat, x: lon * this.k, y: lat, state });
+    this.dataChanged();
+  }
+  setIncidents(list) { this.incidents = list; this.dataChanged(); }
+  setGrey(grey) { if (grey !== this.grey) { this.grey = grey; this.draw(); } }
+
+  // Data changes (50/s from the feed) redraw at most every DATA_MS: a marker turning red 0.1 s
+  // later is invisible on a wall, while a redraw per feed frame would take the whole frame
+  // budget. Pan and zoom still redraw on the next animation frame.
+  dataChanged() {
+    if (this.dataTimer) return;
+    const wait = Math.max(0, DATA_MS - (performance.now() - this.lastDraw));
+    this.dataTimer = setTimeout(() => { this.dataTimer = null; this.draw(); }, wait);
+  }
+
+  draw() {
+    if (this.queued) return;
+    this.queued = true;
+    requestAnimationFrame(() => { this.queued = false; this.lastDraw = performance.now(); this._draw(); });
+  }
+
+  _draw() {
+    const c = this.canvas, ctx = this.ctx, dpr = window.devicePixelRatio || 1;
+    const w = c.clientWidth, h = c.clientHeight;
+    if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
+      c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
+    }
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    if (!this.bounds) return;
+    const s = this.scale();
+    ctx.globalAlpha = this.grey ? 0.35 : 1;
+    ctx.lineWidth = 1;
+    for (const ward of this.wards) {
+      ctx.beginPath();
+      ward.ring.forEach(([lon, lat], i) => {
+        const [x, y] = this.project(lon, lat, s);
+        if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+      });
+      ctx.closePath();
+      ctx.fillStyle = ward.city === "nga-bay" ? "#15212e" : "#131d29";
+      ctx.strokeStyle = "#2d3d52";
+      ctx.fill(); ctx.stroke();
+    }
+    this.hits = [];
+    if (this.zoom < CLUSTER_BELOW) this._drawClusters(s, w, h);
+    else this._drawMarkers(s, w, h);
+    for (const inc of this.incidents) {
+      const [x, y] = this.project(inc.lon, inc.lat, s);
+      ctx.beginPath();
+      ctx.moveTo(x, y - 11); ctx.lineTo(x + 10, y + 8); ctx.lineTo(x - 10, y + 8); ctx.closePath();
+      ctx.fillStyle = inc.overdue ? "#ff5d5d" : "#c58bff";
+      ctx.strokeStyle = "#000"; ctx.fill(); ctx.stroke();
+      this.hits.push({ x, y, r: 14, kind: "incident", id: inc.id });
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  // Markers are written as pixels into one ImageData and blitted once. Measured in Chromium
+  // without a GPU (benchmarks/bench_wall.py): a few thousand arcs, sprite drawImage or fillRect
+  // calls cost 50–90 ms of rasterisation per redraw (long tasks); plain pixel writes a few ms.
+  _drawMarkers(s, w, h) {
+    const dpr = window.devicePixelRatio || 1, W = this.canvas.width, H = this.canvas.height;
+    if (!this.layer || this.layer.width !== W || this.layer.height !== H) {
+      this.layer = document.createElement("canvas");
+      this.layer.width = W; this.layer.height = H;
+      this.layerCtx = this.layer.getContext("2d");
+      this.img = this.layerCtx.createImageData(W, H);
+      this.px = new Uint32Array(this.img.data.buffer);
+    }
+    const px = this.px;
+    px.fill(0);
+    const r = Math.round(Math.max(3, Math.min(7, 2 + this.zoom / 2)) * dpr), rr = r * r + r;
+    const ox = (w / 2 - this.cx * s) * dpr, oy = (h / 2 + this.cy * s) * dpr, sd = s * dpr;
+    // Worst state last, so it is on top where markers overlap.
+    for (const state of ["normal", "offline", "warning", "alert"]) {
+      const colour = rgba(this.grey ? "#555555" : STATE_COLOURS[state]);
+      for (const d of this.devices.values()) {
+        if (d.state !== state) continue;
+        const x = Math.round(ox + d.x * sd), y = Math.round(oy - d.y * sd);
+        if (x < r || y < r || x >= W - r || y >= H - r) continue;
+        for (let dy = -r; dy <= r; dy++) {
+          const row = (y + dy) * W + x;
+          for (let dx = -r; dx <= r; dx++) if (dx * dx + dy * dy <= rr) px[row + dx] = colour;
+        }
+      }
+    }
+    this.layerCtx.putImageData(this.img, 0, 0);
+    this.ctx.drawImage(this.layer, 0, 0, w, h);
+    // Devices are hit-tested on click (see _pick), not recorded here: 10,000 objects per frame.
+    this.markerR = r / dpr;
+  }
+  _pick(px, py) {
+    const hit = this.hits.findLast((h) => (h.x - px) ** 2 + (h.y - py) ** 2 <= h.r ** 2);
+    if (hit || this.zoom < CLUSTER_BELOW) return hit;
+    const s = this.scale(), w = this.canvas.clientWidth, h = this.canvas.clientHeight;
+    const ox = w / 2 - this.cx * s, oy = h / 2 + this.cy * s, r2 = (this.markerR + 4) ** 2;
+    let best = null, bestD = r2;
+    for (const [id, d] of this.devices) {
+      const dd = (ox + d.x * s - px) ** 2 + (oy - d.y * s - py) ** 2;
+      if (dd <= bestD) { best = { kind: "device", id }; bestD = dd; }
+    }
+    return best;
+  }
+
+  // Grid clustering in screen space: one circle per cell, coloured by its worst device.
+  _drawClusters(s, w, h) {
+    const ctx = this.ctx, cells = new Map();
+    const ox = w / 2 - this.cx * s, oy = h / 2 + this.cy * s;
+    for (const [id, d] of this.devices) {
+      const x = ox + d.x * s, y = oy - d.y * s;
+      if (x < 0 || y < 0 || x > w || y > h) continue;
+      const key = Math.floor(x / CELL) * 100000 + Math.floor(y / CELL);
+      let cl = cells.get(key);
+      if (!cl) cells.set(key, cl = { x: 0, y: 0, n: 0, worst: "normal", id });
+      cl.x += x; cl.y += y; cl.n += 1;
+      if (RANK[d.state] > RANK[cl.worst]) cl.worst = d.state;
+    }
+    ctx.font = "600 0.8rem system-ui, sans-serif";
+    ctx.textAlign = "center"; ctx.textBaseline = "middle";
+    for (const cl of cells.values()) {
+      const x = cl.x / cl.n, y = cl.y / cl.n;
+      const r = cl.n === 1 ? 6 : Math.min(26, 10 + 3 * Math.log2(cl.n));
+      ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI);
+      ctx.fillStyle = this.grey ? "#555" : STATE_COLOURS[cl.worst];
+      ctx.fill();
+      if (cl.n > 1) { ctx.fillStyle = "#000"; ctx.fillText(String(cl.n), x, y); }
+      this.hits.push(cl.n === 1 ? { x, y, r: r + 4, kind: "device", id: cl.id }
+                                : { x, y, r, kind: "cluster" });
+    }
+  }
+
+  _bind() {
+    const c = this.canvas;
+    let drag = null;
+    c.addEventListener("wheel", (ev) => {
+      ev.preventDefault();
+      this.zoomAt(ev.offsetX, ev.offsetY, ev.deltaY < 0 ? 1.25 : 0.8);
+    }, { passive: false });
+    c.addEventListener("pointerdown", (ev) => { drag = { x: ev.offsetX, y: ev.offsetY, moved: false }; });
+    c.addEventListener("pointermove", (ev) => {
+      if (!drag) return;
+      const dx = ev.offsetX - drag.x, dy = ev.offsetY - drag.y;
+      if (Math.abs(dx) + Math.abs(dy) > 2) drag.moved = true;
+      const s = this.scale();
+      this.cx -= dx / s; this.cy += dy / s;
+      drag.x = ev.offsetX; drag.y = ev.offsetY;
+      this.draw();
+    });
+    c.addEventListener("pointerup", (ev) => {
+      const click = drag && !drag.moved;
+      drag = null;
+      if (!click) return;
+      const hit = this._pick(ev.offsetX, ev.offsetY);
+      if (hit?.kind === "cluster") this.zoomAt(ev.offsetX, ev.offsetY, 2.5);
+      else if (hit) this.onPick(hit.kind, hit.id);
+    });
+    c.addEventListener("dblclick", () => this.fit());
+  }
+
+  zoomAt(px, py, factor) {
+    const s = this.scale();
+    const x = this.cx + (px - this.canvas.clientWidth / 2) / s;
+    const y = this.cy - (py - this.canvas.clientHeight / 2) / s;
+    this.zoom = Math.max(0.5, Math.min(200, this.zoom * factor));
+    const s2 = this.scale();
+    this.cx = x - (px - this.canvas.clientWidth / 2) / s2;
+    this.cy = y + (py - this.canvas.clientHeight / 2) / s2;
+    this.draw();
+  }
+}

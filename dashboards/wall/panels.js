@@ -1,0 +1,124 @@
+// The side panels: water level with BĐ lines, rain, lighting per cabinet, traffic by junction,
+// incidents with deadline countdowns, KPIs against their targets. Each takes plain data and
+// returns DOM, so main.js decides when to redraw (at most once per animation frame).
+import { el, svg } from "./dom.js";
+import { t, fmtTime, fmtDuration, getLang } from "./i18n.js";
+
+const BD_COLOURS = { bd1: "#ffd84d", bd2: "#ffb340", bd3: "#ff5d5d" };
+
+// A 24 h line chart of one station, with its three alarm levels as dashed lines.
+export function waterChart(station, points) {
+  const W = 400, H = 140, P = 4;
+  const levels = ["bd1", "bd2", "bd3"].map((k) => [k, station.attributes?.[k]]).filter(([, v]) => v != null);
+  const values = points.map((p) => p.value).concat(levels.map(([, v]) => v));
+  if (!points.length) return el("div", { class: "empty" }, `${station.name}: ${t("noData")}`);
+  const lo = Math.min(...values) - 0.05, hi = Math.max(...values) + 0.05;
+  const t0 = new Date(points[0].time).getTime(), t1 = new Date(points.at(-1).time).getTime() || t0 + 1;
+  const x = (ts) => P + ((new Date(ts).getTime() - t0) / Math.max(1, t1 - t0)) * (W - 2 * P);
+  const y = (v) => H - P - ((v - lo) / (hi - lo)) * (H - 2 * P);
+  const last = points.at(-1);
+  return el("div", { class: "chart" },
+    el("div", { class: "chart-head" }, station.name,
+      el("b", { class: "value" }, `${last.value.toFixed(2)} m`)),
+    svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "spark" },
+      levels.map(([k, v]) => [
+        svg("line", { x1: 0, x2: W, y1: y(v), y2: y(v), stroke: BD_COLOURS[k], "stroke-dasharray": "6 4", "stroke-width": 1.5 }),
+        svg("text", { x: W - 4, y: y(v) - 3, fill: BD_COLOURS[k], "text-anchor": "end", "font-size": 12 },
+          `BĐ ${"I".repeat(Number(k[2]))} ${v.toFixed(2)}`)]),
+      svg("polyline", { fill: "none", stroke: "#5aa9ff", "stroke-width": 2,
+                        points: points.map((p) => `${x(p.time).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ") })));
+}
+
+// Rows of "name  value unit", sorted by value descending; for rain and traffic.
+function ranked(items, fmt) {
+  if (!items.length) return el("div", { class: "empty" }, t("noData"));
+  return el("table", { class: "ranked" }, items.map(([name, v, cls]) =>
+    el("tr", { class: cls || "" }, el("td", {}, name), el("td", { class: "num" }, fmt(v)))));
+}
+
+export function rainPanel(devices) {
+  const rows = devices.filter((d) => d.kind === "rain" && d.latest.rain_rate_mm_h)
+    .map((d) => [d.name, d.latest.rain_rate_mm_h.value, d.latest.rain_rate_mm_h.value >= 50 ? "hot" : ""])
+    .sort((a, b) => b[1] - a[1]).slice(0, 6);
+  return ranked(rows, (v) => `${v.toFixed(1)} mm/h`);
+}
+
+// Congestion = 1 − speed / free-flow speed (free flow from the device's attributes, else 40 km/h).
+export function trafficPanel(devices) {
+  const rows = devices.filter((d) => d.kind === "traffic" && d.latest.speed_kmh)
+    .map((d) => {
+      const free = d.attributes?.free_flow_kmh || 40;
+      const c = Math.max(0, 1 - d.latest.speed_kmh.value / free);
+      return [d.attributes?.junction || d.name, c, c >= 0.5 ? "hot" : c >= 0.3 ? "warm" : ""];
+    })
+    .sort((a, b) => b[1] - a[1]).slice(0, 6);
+  return ranked(rows, (v) => `${Math.round(v * 100)} %`);
+}
+
+// Lamps per cabinet: on (drawing power), off, faulty (offline or with a firing alert).
+export function lightingPanel(devices, stateOf) {
+  const cabinets = new Map();
+  for (const d of devices) {
+    if (d.kind !== "lighting") continue;
+    const cab = d.attributes?.cabinet || "—";
+    const c = cabinets.get(cab) || cabinets.set(cab, { on: 0, off: 0, faulty: 0 }).get(cab);
+    const s = stateOf(d);
+    if (s === "alert" || s === "warning" || s === "offline") c.faulty += 1;
+    else if ((d.latest.power_w?.value ?? 0) > 5) c.on += 1;
+    else c.off += 1;
+  }
+  if (!cabinets.size) return el("div", { class: "empty" }, t("noData"));
+  return el("table", { class: "ranked" },
+    el("tr", {}, el("th", {}, ""), el("th", { class: "num" }, t("on")), el("th", { class: "num" }, t("off")),
+      el("th", { class: "num" }, t("faulty"))),
+    [...cabinets.entries()].sort((a, b) => b[1].faulty - a[1].faulty || a[0].localeCompare(b[0])).slice(0, 8)
+      .map(([cab, c]) => el("tr", { class: c.faulty ? "warm" : "" }, el("td", {}, cab),
+        el("td", { class: "num" }, c.on), el("td", { class: "num" }, c.off), el("td", { class: "num" }, c.faulty))));
+}
+
+// Open incidents by status; countdown from seconds_left at the time it was fetched.
+export function incidentsPanel(incidents, fetchedAt, onPick) {
+  if (!incidents.length) return el("div", { class: "empty" }, t("noIncidents"));
+  const now = Date.now();
+  return el("ul", { class: "incidents" }, incidents.map((i) => {
+    const left = i.seconds_left == null ? null : i.seconds_left * 1000 - (now - fetchedAt);
+    const late = i.overdue || (left != null && left < 0);
+    return el("li", { class: late ? "late" : "", onclick: () => onPick && onPick(i.id) },
+      el("span", { class: "pill st" }, t("statuses")[i.status] || i.status),
+      el("span", {}, ` #${i.id} ${i.title}`),
+      el("span", { class: "countdown" }, left == null ? "" : late ? `${t("overdue")} ${fmtDuration(left)}`
+        : `${t("left")} ${fmtDuration(left)}`));
+  }));
+}
+
+export function kpiPanel(k) {
+  if (!k) return el("div", { class: "empty" }, t("noData"));
+  const gauge = (label, v, target) => el("div", { class: `kpi ${v == null ? "" : v >= target ? "met" : "missed"}` },
+    el("div", { class: "kpi-label" }, label),
+    el("div", { class: "kpi-value" }, v == null ? "—" : `${Math.round(v * 100)} %`),
+    el("div", { class: "dim" }, `${t("target")} ${Math.round(target * 100)} %`));
+  return el("div", { class: "kpis" },
+    gauge(t("onTime"), k.total.on_time_rate, k.targets.on_time),
+    gauge(t("satisfaction"), k.total.satisfaction, k.targets.satisfaction));
+}
+
+// The detail panel opened by a click on the map.
+export function devicePanel(d, state, alerts) {
+  return el("div", {},
+    el("h3", {}, d.name),
+    el("div", { class: "dim" }, [d.id, d.kind, d.city, d.ward].filter(Boolean).join(" · ")),
+    el("div", { class: `state st-${state}` }, t(state)),
+    el("table", { class: "ranked" }, Object.entries(d.latest).sort().map(([m, p]) =>
+      el("tr", {}, el("td", {}, m), el("td", { class: "num" }, typeof p.value === "number" ? p.value.toFixed(2) : String(p.value)),
+        el("td", { class: "time" }, fmtTime(p.time))))),
+    alerts.map((a) => el("div", { class: `pill sev-${a.severity}` },
+      (getLang() === "en" ? a.annotations?.summary_en : a.annotations?.summary_vi) || a.rule)));
+}
+
+export function incidentPanel(i) {
+  return el("div", {},
+    el("h3", {}, `#${i.id} ${i.title}`),
+    el("div", {}, `${t("status")}: ${t("statuses")[i.status] || i.status}`),
+    el("div", {}, `${t("deadline")}: ${fmtTime(i.deadline_at, true)}`),
+    el("div", { class: "dim" }, [i.category, i.agency_id, i.city, i.ward].filter(Boolean).join(" · ")));
+}

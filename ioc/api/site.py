@@ -1,0 +1,113 @@
+"""What the wall screen needs besides the feed: the site map (/api/v1/site), who is signed in
+(/api/v1/whoami), and the page itself (/wall/, shipped as package data in ``dashboards``).
+
+The map is drawn from the site file's ward outlines, so the page needs no tile service (the IOC
+network is closed); BĐ I/II/III levels come with it so the water-level charts can draw their lines.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from ioc.api.auth import Caller, authenticate, require_viewer
+
+router = APIRouter(tags=["site"])
+
+# The page's files: a fixed allow-list by suffix, so nothing else in the package can be fetched.
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+@router.get("/api/v1/whoami")
+async def whoami(caller: Annotated[Caller, Depends(authenticate)]) -> dict[str, Any]:
+    """The caller's role: the wall screen shows action buttons only to those who may act."""
+    return {
+        "name": caller.name,
+        "role": caller.role,
+        "agency": caller.agency,
+        "can_act": caller.role in ("admin", "operator"),
+    }
+
+
+@router.get("/api/v1/site", dependencies=[Depends(require_viewer)])
+async def site(request: Request) -> dict[str, Any]:
+    """Cities and ward outlines (GeoJSON FeatureCollection, lon/lat), flood stations' alarm
+    levels, agencies and incident categories."""
+    runtime = request.app.state.runtime
+    s = runtime.site
+    wards = [
+        {
+            "type": "Feature",
+            "id": w.id,
+            "properties": {
+                "city": c.id,
+                "name": w.name,
+                "type": w.type,
+                "approximate": w.approximate,
+            },
+            "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in w.outline]]},
+        }
+        for c in s.cities
+        for w in c.wards
+    ]
+    return {
+        "name": s.name,
+        "timezone": s.timezone,
+        "cities": [{"id": c.id, "name": c.name, "lat": c.lat, "lon": c.lon} for c in s.cities],
+        "wards": {"type": "FeatureCollection", "features": wards},
+        "stations": [
+            {
+                "station": key,
+                "name": lv.name,
+                "river": lv.river,
+                "bd1": lv.bd1,
+                "bd2": lv.bd2,
+                "bd3": lv.bd3,
+                "illustrative": sorted(lv.illustrative),
+            }
+            for key, lv in s.alarm_levels.items()
+        ],
+        "agencies": [
+            {"id": a.id, "name_vi": a.name_vi, "name_en": a.name_en, "domains": list(a.domains)}
+            for a in s.agencies
+        ],
+        "categories": [
+            {
+                "code": c.code,
+                "name_vi": c.name_vi,
+                "name_en": c.name_en,
+                "alert_domains": list(c.alert_domains),
+            }
+            for c in runtime.routing.categories
+        ],
+    }
+
+
+@router.get("/wall", include_in_schema=False)
+async def wall_root() -> RedirectResponse:
+    return RedirectResponse("/wall/", status_code=307)
+
+
+@router.get("/wall/{name:path}", include_in_schema=False)
+async def wall_file(name: str = "") -> Response:
+    """The page and its modules; public like / (the token is entered on the page)."""
+    name = name or "index.html"
+    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+    # Flat directory only: no "..", no sub-paths, known suffixes.
+    if "/" in name or name.startswith(".") or suffix not in _TYPES:
+        raise HTTPException(404, f"no such file: {name}")
+    item = resources.files("dashboards").joinpath("wall", name)
+    if not item.is_file():
+        raise HTTPException(404, f"no such file: {name}")
+    # no-cache: a new release is picked up on reload, revalidated, not stale for a shift.
+    return Response(
+        item.read_bytes(), media_type=_TYPES[suffix], headers={"Cache-Control": "no-cache"}
+    )

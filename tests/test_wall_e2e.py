@@ -1,0 +1,289 @@
+"""The wall screen (/wall/) end to end in headless Chromium against a running service.
+
+Debian's chromium, driven by Python playwright (``playwright install`` cannot download a browser
+on the closed IOC network). Alerts are produced the real way: telemetry published over MQTT trips
+a rule. Timeouts below are hang guards, never speed assertions. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ioc.app import Runtime
+from ioc.settings import Settings
+from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
+from tests.proxy import TcpProxy
+from tests.test_alerting import FLOOD_RULES, GAUGE, publish_levels, rules_dir
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+)
+# Without these, Chromium phones Google hosts the closed network refuses, and waits on them.
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WAIT_MS = 30_000  # hang guard for a condition the page should reach
+
+
+@pytest.fixture
+def wall_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return settings.model_copy(
+        update={
+            "rules_dir": rules_dir(tmp_path, FLOOD_RULES.replace("FOR", "0s")),
+            "rules_tick_s": 3600.0,
+        }
+    )
+
+
+@pytest.fixture
+async def service(wall_settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    async with running_service(wall_settings) as pair:
+        yield pair
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def open_wall(browser: Any, base: str, token: str, *, lang: str = "vi") -> Any:
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    page.on("pageerror", lambda e: print("page error:", e))
+    # The language is remembered in localStorage; start each test from a known one.
+    await page.add_init_script(f"localStorage.setItem('ioc.lang', '{lang}')")
+    await page.goto(f"{base}/wall/#token={token}")
+    return page
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+async def firing(http: httpx.AsyncClient) -> list[dict[str, Any]]:
+    r = await http.get("/api/v1/alerts", params={"state": "firing"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    out: list[dict[str, Any]] = r.json()
+    return out
+
+
+async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any, publisher: MqttPublisher,
+    wall_settings: Settings,
+) -> None:  # fmt: skip
+    from playwright.async_api import expect
+
+    _, http = service
+    page = await open_wall(browser, str(http.base_url).rstrip("/"), TOKEN)
+    await expect(page.locator("h1")).to_have_text("IOC Hậu Giang — Màn hình điều hành")
+    await expect(page.locator("#alertList .empty")).to_be_visible(timeout=WAIT_MS)
+
+    publish_levels(publisher, wall_settings, [(time.time() - 1, 0.80)])
+    critical = page.locator("#alertList li.sev-critical")
+    await expect(critical).to_contain_text("BĐ III 0.80", timeout=WAIT_MS)
+    await expect(page.locator("#alertList li.sev-warning")).to_contain_text("BĐ II")
+    # Severity first: the critical alert is on top.
+    await expect(page.locator("#alertList li").first).to_have_class("alert sev-critical")
+    # The gauge's marker turned red (the map is a canvas: ask its model).
+    assert await page.evaluate(f"wall.map.devices.get('{GAUGE}').state") == "alert"
+    await shot(page, "wall-alert-vi")
+
+    (bd3,) = [a for a in await firing(http) if a["rule"] == "bd3"]
+    assert bd3["acknowledged_at"] is None
+    await critical.locator("button.act-ack").click()
+
+    async def acknowledged() -> Any:
+        r = await http.get(f"/api/v1/alerts/{bd3['id']}", headers=AUTH)
+        return r.json()["acknowledged_at"]
+
+    await eventually(acknowledged)
+    await expect(critical).to_contain_text("đã tiếp nhận", timeout=WAIT_MS)
+    await expect(critical.locator("button.act-ack")).to_have_count(0)
+
+    # A critical alert opens its incident by itself (routing.yaml), so it offers no second one;
+    # the warning gets one by hand, linked to it and shown in the incidents panel.
+    await expect(page.locator("#incidents li")).to_have_count(1, timeout=WAIT_MS)
+    await expect(critical.locator("button.act-incident")).to_have_count(0, timeout=WAIT_MS)
+    (bd2,) = [a for a in await firing(http) if a["rule"] == "bd2"]
+    await page.locator("#alertList li.sev-warning button.act-incident").click()
+    await expect(page.locator("#incidents li")).to_have_count(2, timeout=WAIT_MS)
+    r = await http.get("/api/v1/incidents", params={"open": "true"}, headers=AUTH)
+    (manual,) = [i for i in r.json() if i["source_alert_id"] == bd2["id"]]
+    assert manual["category"] == "ngap-nuoc"
+    await expect(page.locator("#alertList li.sev-warning button.act-incident")).to_have_count(0)
+
+    # Silence (2 h, this alert's rule on this device): the server marks it suppressed.
+    await page.locator("#alertList li.sev-warning button.act-silence").click()
+
+    async def silences() -> Any:
+        return (await http.get("/api/v1/silences", headers=AUTH)).json()
+
+    (silence,) = await eventually(silences)
+    assert {(m["name"], m["value"]) for m in silence["matchers"]} == {
+        ("alertname", "bd2"),
+        ("device_id", GAUGE),
+    }
+
+    await page.locator("#lang").click()
+    await expect(page.locator("h1")).to_have_text("Hậu Giang IOC — Operations wall")
+    await expect(page.locator("#alertBox h2")).to_contain_text("Active alerts")
+    await expect(critical).to_contain_text("level III 0.80")
+    await expect(critical).to_contain_text("acknowledged")
+    await shot(page, "wall-alert-en")
+    await page.locator("#lang").click()
+    await expect(page.locator("#alertBox h2")).to_contain_text("Cảnh báo đang hoạt động")
+
+
+async def test_cut_socket_shows_the_banner_and_the_missed_alert_arrives_on_resume(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any, publisher: MqttPublisher,
+    wall_settings: Settings,
+) -> None:  # fmt: skip
+    from playwright.async_api import expect
+
+    runtime, http = service
+    proxy = TcpProxy("127.0.0.1", runtime.http_port)
+    await proxy.start()
+    try:
+        page = await open_wall(browser, f"http://127.0.0.1:{proxy.port}", TOKEN)
+        await expect(page.locator("#alertList .empty")).to_be_visible(timeout=WAIT_MS)
+        await page.wait_for_function("wall.state.feed && wall.state.feed.open", timeout=WAIT_MS)
+        await expect(page.locator("#banner")).to_be_hidden()
+
+        await proxy.stop()  # the socket is cut, and reconnecting is refused
+        banner = page.locator("#banner")
+        await expect(banner).to_be_visible(timeout=WAIT_MS)
+        await expect(banner).to_contain_text("MẤT KẾT NỐI")
+        assert await page.evaluate("document.body.classList.contains('stale')")
+        await shot(page, "wall-disconnected")
+
+        publish_levels(publisher, wall_settings, [(time.time() - 1, 0.70)])  # BĐ II only
+        (bd2,) = await eventually(lambda: firing(http))
+        await expect(page.locator("#alertList .empty")).to_be_visible()  # not yet: cut off
+
+        await proxy.start()  # same port: the page's retry reconnects with since=<last seq>
+        await expect(page.locator("#alertList li.sev-warning")).to_contain_text(
+            "BĐ II 0.70", timeout=WAIT_MS
+        )
+        await expect(banner).to_be_hidden(timeout=WAIT_MS)
+        # It came as a replayed feed frame, not from a REST reload.
+        assert await page.evaluate(f"wall.state.alertSeq.has({bd2['id']})")
+        assert not await page.evaluate("document.body.classList.contains('stale')")
+    finally:
+        await proxy.stop()
+
+
+async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any, publisher: MqttPublisher,
+    wall_settings: Settings,
+) -> None:  # fmt: skip
+    from playwright.async_api import expect
+
+    from ioc.storage import tokens
+
+    runtime, http = service
+    async with runtime.pool.connection() as conn:
+        _, viewer = await tokens.create(conn, name="wall 2", role="viewer")
+        _, agency = await tokens.create(conn, name="pctt desk", role="agency:pctt")
+    base = str(http.base_url).rstrip("/")
+    # A day of semi-diurnal tide under BĐ I, then a surge over BĐ III: the chart shows both.
+    now = time.time()
+    tide = [(now - 86_400 + 600 * i, 0.35 + 0.12 * math.sin(2 * math.pi * i * 600 / 44_712))
+            for i in range(144)]  # fmt: skip
+    publish_levels(publisher, wall_settings, [*tide, (now - 1, 0.80)])
+    await eventually(lambda: firing(http))
+
+    page = await open_wall(browser, base, viewer)
+    await expect(page.locator("#alertList li.sev-critical")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#role")).to_contain_text("viewer")
+    await expect(page.locator("#alertList button")).to_have_count(0)
+    await shot(page, "wall-viewer")
+    # Everything has loaded (KPIs answered): the 1920×1080 screenshot for the README.
+    await expect(page.locator("#kpis .kpi")).to_have_count(2, timeout=WAIT_MS)
+    await expect(page.locator("#water polyline")).to_have_count(1, timeout=WAIT_MS)
+    await shot(page, "wall-1920x1080")
+    # The same grid on a 4K wall: everything scales with the viewport, nothing overflows.
+    for width, height in ((3840, 2160), (1920, 1080)):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.wait_for_function(
+            f"document.documentElement.scrollWidth <= {width}"
+            f" && document.documentElement.scrollHeight <= {height}",
+            timeout=WAIT_MS,
+        )
+    await page.set_viewport_size({"width": 3840, "height": 2160})
+    await shot(page, "wall-3840x2160")
+
+    # The agency sees its own incidents (polled over the agency API), not the wall.
+    r = await http.post(
+        "/api/v1/incidents",
+        json={"category": "ngap-nuoc", "title": "Ngập tại trạm Vị Thanh", "city": "vi-thanh",
+              "ward": "phuong-5", "agency": "pctt"},
+        headers=AUTH,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    agency_page = await open_wall(browser, base, agency)
+    await expect(agency_page.locator("#agencyList")).to_contain_text(
+        "Ngập tại trạm Vị Thanh", timeout=WAIT_MS
+    )
+    await expect(agency_page.locator("#wall")).to_be_hidden()
+    await shot(agency_page, "wall-agency")
+
+
+async def test_wrong_token_shows_the_sign_in_form(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any
+) -> None:
+    from playwright.async_api import expect
+
+    _, http = service
+    page = await open_wall(browser, str(http.base_url).rstrip("/"), "not-a-token")
+    await expect(page.locator("#signin")).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator("#signinError")).to_have_text("Mã truy cập không hợp lệ.")
+    await page.locator("#tokenInput").fill(TOKEN)
+    await page.locator("#signin button").click()
+    await expect(page.locator("#role")).to_contain_text("admin", timeout=WAIT_MS)
+    await expect(page.locator("#signin")).to_be_hidden()
+
+
+async def test_a_silent_open_socket_shows_stale_and_clears_when_frames_flow(
+    wall_settings: Settings, browser: Any
+) -> None:
+    """A half-open connection: the socket stays open but nothing arrives, not even heartbeats."""
+    from playwright.async_api import expect
+
+    settings = wall_settings.model_copy(update={"ws_heartbeat_s": 0.5})
+    async with running_service(settings) as (runtime, _):
+        proxy = TcpProxy("127.0.0.1", runtime.http_port)
+        await proxy.start()
+        try:
+            page = await open_wall(browser, f"http://127.0.0.1:{proxy.port}", TOKEN, lang="en")
+            await page.wait_for_function("wall.state.feed && wall.state.feed.open", timeout=WAIT_MS)
+            banner = page.locator("#banner")
+            await expect(banner).to_be_hidden()
+            proxy.pause()
+            await expect(banner).to_contain_text("STALE", timeout=WAIT_MS)
+            assert await page.evaluate("wall.state.feed.open")  # not closed: only silent
+            assert await page.evaluate("document.body.classList.contains('stale')")
+            await shot(page, "wall-stale")
+            proxy.resume()
+            await expect(banner).to_be_hidden(timeout=WAIT_MS)
+        finally:
+            proxy.resume()
+            await proxy.stop()
