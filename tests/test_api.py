@@ -127,6 +127,14 @@ async def test_published_values_come_back_over_rest_with_buckets(
     assert len(h["points"]) == 1 and h["points"][0]["count"] == 12
     detail = (await http.get("/api/v1/devices/vt-flood-99", headers=AUTH)).json()
     assert detail["latest"]["water_level_m"]["value"] == pytest.approx(values[-1])
+    # the list carries the same state on request (the wall screen draws every device at once)
+    q_list = {"kind": "flood", "with_state": "true", "limit": 5000}
+    listed = (await http.get("/api/v1/devices", params=q_list, headers=AUTH)).json()
+    mine = next(d for d in listed if d["id"] == "vt-flood-99")
+    assert mine["latest"]["water_level_m"]["value"] == pytest.approx(values[-1])
+    assert mine["last_seen_at"] is not None and "online" in mine
+    plain = (await http.get("/api/v1/devices", params={"kind": "flood"}, headers=AUTH)).json()
+    assert "latest" not in plain[0] and "ward" in plain[0]
     for params, field in [
         ({**q, "metric": "power_w"}, "metric"),
         ({**q, "bucket": "5 minutes"}, "bucket"),

@@ -31,7 +31,7 @@ export async function allDevices(token) {
   const out = [];
   let after = "";
   for (;;) {
-    const page = await api(token, `/api/v1/devices?limit=5000${after ? `&after=${encodeURIComponent(after)}` : ""}`);
+    const page = await api(token, `/api/v1/devices?limit=5000&with_state=true${after ? `&after=${encodeURIComponent(after)}` : ""}`);
     out.push(...page);
     if (page.length < 5000) return out;
     after = page[page.length - 1].id;

@@ -280,7 +280,9 @@ async function start() {
   map.setSite(state.site);
   fillFilters();
   for (const d of await allDevices(state.token)) {
-    state.devices.set(d.id, { ...d, online: null, latest: {} });
+    // online state and latest values from the server, so a device that is offline shows so
+    // from the first frame, not only once the feed says it again
+    state.devices.set(d.id, { ...d, online: d.online ?? null, latest: d.latest ?? {} });
   }
   for (const d of state.devices.values()) mapDevice(d);
   state.feed = new Feed(state.token, {

@@ -34,6 +34,14 @@ class DeviceOut(DeviceIn):
     pass
 
 
+class DeviceListItem(DeviceOut):
+    """With ``with_state=true``: what a screen needs to draw the device at once."""
+
+    online: bool | None = None
+    last_seen_at: datetime | None = None
+    latest: dict[str, dict[str, Any]] | None = None
+
+
 class DeviceDetail(DeviceOut):
     online: bool | None
     status_changed_at: datetime | None
@@ -101,7 +109,7 @@ async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
     return _out(device)
 
 
-@router.get("", response_model=list[DeviceOut])
+@router.get("", response_model=list[DeviceListItem], response_model_exclude_unset=True)
 async def list_devices(
     request: Request,
     kind: str | None = None,
@@ -109,12 +117,16 @@ async def list_devices(
     ward: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
     after: Annotated[str | None, Query(description="id to continue after (pagination)")] = None,
-) -> list[DeviceOut]:
+    with_state: Annotated[
+        bool, Query(description="add online, last_seen_at and the latest value of each metric")
+    ] = False,
+) -> list[DeviceListItem]:
     async with request.app.state.runtime.pool.connection() as conn:
         found = await store.list_devices(
             conn, kind=kind, city=city, ward=ward, limit=limit, after=after
         )
-    return [_out(d) for d in found]
+        states = await store.live_states(conn, [d.id for d in found]) if with_state else {}
+    return [DeviceListItem(**_out(d).model_dump(), **states.get(d.id, {})) for d in found]
 
 
 @router.get("/{device_id}", response_model=DeviceDetail)

@@ -119,5 +119,28 @@ async def device_live_state(conn: psycopg.AsyncConnection, device_id: str) -> di
     }
 
 
+async def live_states(
+    conn: psycopg.AsyncConnection, device_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """:func:`device_live_state` for many devices in two queries (a page of the device list)."""
+    out: dict[str, dict[str, Any]] = {
+        i: {"online": None, "last_seen_at": None, "latest": {}} for i in device_ids
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT device_id, online, last_seen_at FROM device_state WHERE device_id = ANY(%s)",
+            (device_ids,),
+        )
+        for r in await cur.fetchall():
+            out[r["device_id"]].update(online=r["online"], last_seen_at=r["last_seen_at"])
+        await cur.execute(
+            "SELECT device_id, metric, time, value FROM latest_readings WHERE device_id = ANY(%s)",
+            (device_ids,),
+        )
+        for r in await cur.fetchall():
+            out[r["device_id"]]["latest"][r["metric"]] = {"time": r["time"], "value": r["value"]}
+    return out
+
+
 def _params(d: Device) -> tuple[Any, ...]:
     return (d.id, d.kind, d.city, d.ward, d.name, d.lat, d.lon, Jsonb(d.attributes))
