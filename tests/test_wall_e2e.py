@@ -287,3 +287,35 @@ async def test_a_silent_open_socket_shows_stale_and_clears_when_frames_flow(
         finally:
             proxy.resume()
             await proxy.stop()
+
+
+async def test_open_citizen_reports_are_their_own_layer_and_open_their_panel(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any
+) -> None:
+    runtime, http = service
+    from ioc.storage import tokens
+
+    async with runtime.pool.connection() as conn:
+        _, app_key = await tokens.create(conn, name="citizen app", role="open311")
+    r = await http.post("/open311/v2/requests.json", data={
+        "api_key": app_key, "service_code": "chieu-sang", "lat": "9.7845", "long": "105.4700",
+        "description": "Đèn đường trước số 12 không sáng.",
+    })  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    (created,) = r.json()
+    errors: list[str] = []
+    page = await open_wall(browser, str(http.base_url).rstrip("/"), TOKEN)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    async def drawn() -> bool:
+        count = await page.evaluate("wall.map ? wall.map.reports.length : 0")
+        return bool(count == 1)
+
+    await eventually(drawn)
+    rid = created.get("service_request_id") or created.get("token")
+    # the page opens the report's panel as a click on its diamond would
+    await page.evaluate(f"wall.pick('report', '{rid}')")
+    from playwright.async_api import expect
+
+    await expect(page.locator("#detail")).to_contain_text("Đèn đường trước số 12 không sáng.")
+    assert errors == []

@@ -5,7 +5,7 @@ export const TEXT = {
   vi: {
     title: "IOC Hậu Giang — Màn hình điều hành", lastUpdate: "Cập nhật lúc", map: "Bản đồ",
     alerts: "Cảnh báo đang hoạt động", water: "Mực nước", rain: "Lượng mưa", lighting: "Chiếu sáng",
-    traffic: "Giao thông", incidents: "Sự cố", kpis: "Chỉ số", ack: "Tiếp nhận", silence: "Tắt tiếng 2 giờ",
+    traffic: "Giao thông", incidents: "Sự cố", reports: "Phản ánh", report: "Phản ánh", reported: "Gửi lúc", kpis: "Chỉ số", ack: "Tiếp nhận", silence: "Tắt tiếng 2 giờ",
     openIncident: "Mở sự cố", acked: "đã tiếp nhận", silenced: "đã tắt tiếng", mute: "Tắt âm",
     unmute: "Bật âm", all: "Tất cả", city: "Thành phố", ward: "Phường/xã", domain: "Lĩnh vực",
     noAlerts: "Không có cảnh báo.", noIncidents: "Không có sự cố.", signIn: "Đăng nhập",
@@ -25,7 +25,7 @@ export const TEXT = {
   en: {
     title: "Hậu Giang IOC — Operations wall", lastUpdate: "Last update", map: "Map",
     alerts: "Active alerts", water: "Water level", rain: "Rainfall", lighting: "Street lighting",
-    traffic: "Traffic", incidents: "Incidents", kpis: "KPIs", ack: "Acknowledge", silence: "Silence 2 h",
+    traffic: "Traffic", incidents: "Incidents", reports: "Reports", report: "Report", reported: "Sent at", kpis: "KPIs", ack: "Acknowledge", silence: "Silence 2 h",
     openIncident: "Open incident", acked: "acknowledged", silenced: "silenced", mute: "Mute",
     unmute: "Unmute", all: "All", city: "City", ward: "Ward", domain: "Domain",
     noAlerts: "No active alerts.", noIncidents: "No incidents.", signIn: "Sign in",

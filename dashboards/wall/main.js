@@ -116,6 +116,15 @@ async function loadIncidents() {
   updateIncidentLayer();
   renderAll();
 }
+// Open citizen reports (Open311's public list: no personal data), their own map layer.
+async function loadReports() {
+  try {
+    const list = await api(state.token, "/open311/v2/requests.json?status=open");
+    state.reports = list.filter((r) => r.lat != null && r.long != null);
+    if (map) map.setReports(state.reports.map((r) => ({ id: r.service_request_id, lat: r.lat, lon: r.long })));
+    renderAll();
+  } catch (e) { console.warn("reports", e); }
+}
 async function loadKpis() {
   try { state.kpis = await api(state.token, "/api/v1/kpis"); renderAll(); } catch (e) { console.warn("kpis", e); }
 }
@@ -243,6 +252,9 @@ function renderDetail() {
   if (state.detail.kind === "device") {
     const d = state.devices.get(state.detail.id);
     body = d ? panels.devicePanel(d, stateOf(d), byDevice.get(d.id) || []) : null;
+  } else if (state.detail.kind === "report") {
+    const r = (state.reports || []).find((x) => x.service_request_id === state.detail.id);
+    body = r ? panels.reportPanel(r) : null;
   } else {
     const i = state.incidents.find((x) => x.id === state.detail.id);
     body = i ? panels.incidentPanel(i) : null;
@@ -290,7 +302,8 @@ async function start() {
     onReload: () => reloadAlerts().catch((e) => console.warn("alerts", e)),
   });
   state.feed.connect();
-  await Promise.all([loadIncidents(), loadKpis(), loadWater()]);
+  await Promise.all([loadIncidents(), loadKpis(), loadWater(), loadReports()]);
+  setInterval(loadReports, 30000);  // reports are not on the live feed: their incidents are
 }
 function signOut(message) {
   sessionStorage.removeItem("ioc.token");
@@ -322,7 +335,7 @@ document.addEventListener("keydown", (ev) => {
 setInterval(renderAll, 1000); // clock, countdowns and the stale check tick even without frames
 
 // For tests and the benchmark: the state and the frame path, not a public API.
-window.wall = { state, applyFrame, renderAll, get map() { return map; } };
+window.wall = { state, applyFrame, renderAll, pick, get map() { return map; } };  // for the tests
 
 renderAll();
 if (state.token) start().catch((e) => { console.error(e); showNotice(String(e.message || e)); });

@@ -20,6 +20,7 @@ export class WallMap {
     this.wards = [];          // [{id, city, ring: [[lon,lat]...]}]
     this.devices = new Map(); // id -> {lon, lat, state}
     this.incidents = [];      // [{id, lon, lat, overdue}]
+    this.reports = [];        // open citizen reports: [{id, lon, lat}]
     this.zoom = 1; this.cx = 0; this.cy = 0; // view centre in projected units
     this.grey = false;
     this.queued = false;
@@ -64,6 +65,7 @@ export class WallMap {
     this.dataChanged();
   }
   setIncidents(list) { this.incidents = list; this.dataChanged(); }
+  setReports(list) { this.reports = list; this.dataChanged(); }
   setGrey(grey) { if (grey !== this.grey) { this.grey = grey; this.draw(); } }
 
   // Data changes (50/s from the feed) redraw at most every DATA_MS: a marker turning red 0.1 s
@@ -107,6 +109,14 @@ export class WallMap {
     this.hits = [];
     if (this.zoom < CLUSTER_BELOW) this._drawClusters(s, w, h);
     else this._drawMarkers(s, w, h);
+    for (const rep of this.reports) {  // citizens' reports: small amber diamonds, under incidents
+      const [x, y] = this.project(rep.lon, rep.lat, s);
+      ctx.beginPath();
+      ctx.moveTo(x, y - 7); ctx.lineTo(x + 6, y); ctx.lineTo(x, y + 7); ctx.lineTo(x - 6, y);
+      ctx.closePath();
+      ctx.fillStyle = "#ffd166"; ctx.strokeStyle = "#000"; ctx.fill(); ctx.stroke();
+      this.hits.push({ x, y, r: 9, kind: "report", id: rep.id });
+    }
     for (const inc of this.incidents) {
       const [x, y] = this.project(inc.lon, inc.lat, s);
       ctx.beginPath();

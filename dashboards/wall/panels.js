@@ -115,6 +115,14 @@ export function devicePanel(d, state, alerts) {
       (getLang() === "en" ? a.annotations?.summary_en : a.annotations?.summary_vi) || a.rule)));
 }
 
+export function reportPanel(r) {
+  return el("div", {},
+    el("h3", {}, `${t("report")} #${r.service_request_id} · ${r.service_name}`),
+    el("div", {}, r.description),
+    el("div", {}, `${t("reported")}: ${fmtTime(r.requested_datetime, true)}`),
+    el("div", { class: "dim" }, [r.agency_responsible, r.status_notes].filter(Boolean).join(" · ")));
+}
+
 export function incidentPanel(i) {
   return el("div", {},
     el("h3", {}, `#${i.id} ${i.title}`),
