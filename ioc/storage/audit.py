@@ -39,18 +39,16 @@ async def entries(
     """Newest first; ``action`` matches as a substring (``ack``, ``/silences``, ``token.``)."""
     where: list[str] = ["TRUE"]
     params: list[Any] = []
-    if actor is not None:
-        where.append("actor = %s")
-        params.append(actor)
-    if action is not None:
-        where.append("strpos(action, %s) > 0")
-        params.append(action)
-    if since is not None:
-        where.append("time >= %s")
-        params.append(since)
-    if before_id is not None:
-        where.append("id < %s")
-        params.append(before_id)
+    filters = (
+        ("actor = %s", actor),
+        ("strpos(action, %s) > 0", action),
+        ("time >= %s", since),
+        ("id < %s", before_id),
+    )
+    for clause, value in filters:
+        if value is not None:
+            where.append(clause)
+            params.append(value)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT id, time, actor, role, action, target, status, request_id FROM audit_log"
