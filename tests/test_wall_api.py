@@ -9,6 +9,7 @@ import pytest
 
 from ioc.app import Runtime
 from ioc.settings import Settings
+from ioc.storage import Flavour
 from tests.conftest import TOKEN, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -85,3 +86,54 @@ async def test_the_page_is_served_from_the_package(
     for bad in ("__init__.py", "..%2F__init__.py", "nope.js", ".hidden.js"):
         assert (await http.get(f"/wall/{bad}")).status_code == 404, bad
     assert (await http.get("/")).status_code == 200  # the first page stays
+
+
+def test_the_lighting_night_is_the_latest_one_begun_at_18h_local() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from ioc.api.lighting import night_window
+
+    hcm = ZoneInfo("Asia/Ho_Chi_Minh")
+    at = lambda d, h, m=0: datetime(2026, 11, d, h, m, tzinfo=hcm)  # noqa: E731
+    assert night_window(at(28, 20, 30)) == (at(28, 18), at(28, 20, 30))
+    assert night_window(at(28, 3)) == (at(27, 18), at(28, 3))
+    assert night_window(at(28, 12)) == (at(27, 18), at(28, 6))  # daytime: last night, whole
+
+
+async def test_cabinet_energy_tonight_against_a_week_ago(
+    service: tuple[Runtime, httpx.AsyncClient], database_url: str, flavour: Flavour
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from ioc.api.lighting import night_window
+
+    _, http = service
+    a, b = night_window(datetime.now(UTC))
+    week = timedelta(days=7)
+    rows = []
+    for k, start, kwh0 in ((0, a, 1000.0), (1, a - week, 900.0)):
+        span = (b - a) if b - a > timedelta(minutes=2) else timedelta(minutes=2)
+        for i in range(3):  # counter readings at the window's start, middle and end
+            t = start + span * i / 2 - timedelta(seconds=1 if i == 2 else 0)
+            rows.append((t, kwh0 + 10.0 * (1 + k) * i))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        if flavour is Flavour.PLAIN:
+            await conn.execute(
+                "SELECT ioc_ensure_readings_partitions(%s, %s)", (a - week - week, b + week)
+            )
+        for t, v in rows:
+            await conn.execute(
+                "INSERT INTO readings (time, device_id, metric, value)"
+                " VALUES (%s, 'vt-cab-01', 'energy_kwh', %s)",
+                (t, v),
+            )
+    got = (await http.get("/api/v1/lighting/energy", headers=AUTH)).json()
+    (cab,) = [c for c in got["cabinets"] if c["cabinet"] == "vt-cab-01"]
+    if b - a > timedelta(minutes=2):  # right after 18:00 the window is too short to test
+        assert cab["tonight_kwh"] == pytest.approx(20.0)
+        assert cab["last_week_kwh"] == pytest.approx(40.0)
+    assert got["from"].endswith("+07:00") and got["tonight_kwh"] is not None
+    assert (await http.get("/api/v1/lighting/energy")).status_code == 401

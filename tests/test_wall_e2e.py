@@ -318,4 +318,6 @@ async def test_open_citizen_reports_are_their_own_layer_and_open_their_panel(
     from playwright.async_api import expect
 
     await expect(page.locator("#detail")).to_contain_text("Đèn đường trước số 12 không sáng.")
+    # lighting per cabinet, with tonight's energy against last week's (no readings: dashes)
+    await expect(page.locator("#lighting")).to_contain_text("kWh tối nay")
     assert errors == []

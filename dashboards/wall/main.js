@@ -125,6 +125,10 @@ async function loadReports() {
     renderAll();
   } catch (e) { console.warn("reports", e); }
 }
+// Cabinets' energy tonight against the same hours a week ago (computed by the server).
+async function loadEnergy() {
+  try { state.energy = await api(state.token, "/api/v1/lighting/energy"); renderAll(); } catch (e) { console.warn("energy", e); }
+}
 async function loadKpis() {
   try { state.kpis = await api(state.token, "/api/v1/kpis"); renderAll(); } catch (e) { console.warn("kpis", e); }
 }
@@ -209,7 +213,7 @@ function renderAll() {
   const water = [...state.water.entries()].sort((a, b) => (b[1].length > 0) - (a[1].length > 0));
   swap("water", ...water.map(([id, pts]) => panels.waterChart(withLevels(state.devices.get(id)), pts)));
   swap("rain", panels.rainPanel(devices));
-  swap("lighting", panels.lightingPanel(devices, stateOf));
+  swap("lighting", panels.lightingPanel(devices, stateOf, state.energy));
   swap("traffic", panels.trafficPanel(devices));
   swap("incidents", panels.incidentsPanel(state.incidents, state.incidentsAt, (id) => pick("incident", id)));
   swap("kpis", panels.kpiPanel(state.kpis));
@@ -302,7 +306,8 @@ async function start() {
     onReload: () => reloadAlerts().catch((e) => console.warn("alerts", e)),
   });
   state.feed.connect();
-  await Promise.all([loadIncidents(), loadKpis(), loadWater(), loadReports()]);
+  await Promise.all([loadIncidents(), loadKpis(), loadWater(), loadReports(), loadEnergy()]);
+  setInterval(loadEnergy, 300000);
   setInterval(loadReports, 30000);  // reports are not on the live feed: their incidents are
 }
 function signOut(message) {

@@ -56,7 +56,7 @@ export function trafficPanel(devices) {
 }
 
 // Lamps per cabinet: on (drawing power), off, faulty (offline or with a firing alert).
-export function lightingPanel(devices, stateOf) {
+export function lightingPanel(devices, stateOf, energy) {
   const cabinets = new Map();
   for (const d of devices) {
     if (d.kind !== "lighting") continue;
@@ -68,12 +68,23 @@ export function lightingPanel(devices, stateOf) {
     else c.off += 1;
   }
   if (!cabinets.size) return el("div", { class: "empty" }, t("noData"));
-  return el("table", { class: "ranked" },
+  const kwh = new Map((energy?.cabinets || []).map((c) => [c.cabinet, c]));
+  const num = (v) => (v == null ? "—" : v.toFixed(1));
+  const table = el("table", { class: "ranked" },
     el("tr", {}, el("th", {}, ""), el("th", { class: "num" }, t("on")), el("th", { class: "num" }, t("off")),
-      el("th", { class: "num" }, t("faulty"))),
+      el("th", { class: "num" }, t("faulty")), el("th", { class: "num" }, t("tonightKwh")),
+      el("th", { class: "num" }, t("lastWeekKwh"))),
     [...cabinets.entries()].sort((a, b) => b[1].faulty - a[1].faulty || a[0].localeCompare(b[0])).slice(0, 8)
       .map(([cab, c]) => el("tr", { class: c.faulty ? "warm" : "" }, el("td", {}, cab),
-        el("td", { class: "num" }, c.on), el("td", { class: "num" }, c.off), el("td", { class: "num" }, c.faulty))));
+        el("td", { class: "num" }, c.on), el("td", { class: "num" }, c.off), el("td", { class: "num" }, c.faulty),
+        el("td", { class: "num" }, num(kwh.get(cab)?.tonight_kwh)),
+        el("td", { class: "num" }, num(kwh.get(cab)?.last_week_kwh)))));
+  if (!energy || energy.tonight_kwh == null) return table;
+  // the whole city's lighting tonight against last week, same hours
+  const change = energy.last_week_kwh ? (energy.tonight_kwh / energy.last_week_kwh - 1) * 100 : null;
+  return el("div", {}, table, el("div", { class: "dim" },
+    `${t("tonightKwh")}: ${num(energy.tonight_kwh)} · ${t("lastWeekKwh")}: ${num(energy.last_week_kwh)}` +
+    (change == null ? "" : ` (${change >= 0 ? "+" : ""}${change.toFixed(0)} %)`)));
 }
 
 // Open incidents by status; countdown from seconds_left at the time it was fetched.

@@ -21,6 +21,7 @@ from ioc.api import (
     health,
     incidents,
     kpi,
+    lighting,
     limits,
     live,
     open311,
@@ -56,6 +57,7 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(dispatch_api.router)  # /api/v1/deliveries
     app.include_router(audit.router)
     app.include_router(site.router)  # /api/v1/site, /api/v1/whoami, /wall/
+    app.include_router(lighting.router)  # /api/v1/lighting/energy
     app.add_middleware(audit.AuditMiddleware)  # every successful change, by whom
     settings = runtime.settings
     # Added last, so it runs first: a refused request costs no auth lookup and no audit row.
