@@ -224,8 +224,24 @@ async def wait_for_stop_signal(duration: float | None) -> None:
         await asyncio.wait_for(stop.wait(), duration)
 
 
+def start_metrics_listener(settings: Settings) -> None:
+    """Prometheus /metrics for the roles without the HTTP API (``IOC_METRICS_PORT``); a daemon
+    thread of prometheus_client, gone with the process."""
+    if settings.metrics_port is None:
+        return
+    from prometheus_client import start_http_server
+
+    start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    logging.getLogger("ioc").info(
+        "metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port
+    )
+
+
 async def _serve(settings: Settings, *, with_http: bool, duration: float | None = None) -> int:
     from ioc.app import run_service
+
+    if not with_http:
+        start_metrics_listener(settings)
 
     # `ioc serve` with IOC_SERVE_INGEST=false is an API/live-feed process only (scale-out:
     # `ioc ingest` workers take the telemetry); `ioc ingest` never serves HTTP

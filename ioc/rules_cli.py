@@ -125,7 +125,9 @@ class _ProgressBar:
 
 async def _run_worker(settings: Settings) -> int:
     from ioc.app import run_rules_worker
-    from ioc.cli import wait_for_stop_signal
+    from ioc.cli import start_metrics_listener, wait_for_stop_signal
+
+    start_metrics_listener(settings)
 
     async with run_rules_worker(settings):
         await wait_for_stop_signal(None)

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = Field(
         7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
     )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="`ioc ingest` and `ioc rules run` (no HTTP API) serve "
+        "Prometheus /metrics on this port, without auth: bind it to an internal network"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address of that /metrics listener")
     serve_ingest: bool = Field(
         True,
         description="`ioc serve` also runs ingest; false: API, live feed, incidents and "

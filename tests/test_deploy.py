@@ -272,6 +272,10 @@ async def test_roles_run_as_plain_processes_with_the_compose_environment(
             if "IOC_HTTP_PORT" in env:
                 env["IOC_HTTP_PORT"] = str(http_port)
                 env["IOC_HTTP_HOST"] = "127.0.0.1"
+            if "IOC_METRICS_PORT" in env:  # all on this one host: a port each
+                assert env["IOC_METRICS_PORT"] == "9100"
+                env["IOC_METRICS_PORT"] = str(free_port())
+                env["IOC_METRICS_HOST"] = "127.0.0.1"
             envs[name] = {
                 "PATH": os.environ.get("PATH", ""),
                 "IOC_DATA_DIR": str(tmp_path / "data-ioc"),
@@ -315,6 +319,9 @@ async def test_roles_run_as_plain_processes_with_the_compose_environment(
                 test = compose["services"][name]["healthcheck"]["test"]
                 argv = [sys.executable if a == "python" else a for a in test[1:]]
                 argv = [a.replace("127.0.0.1:8000", f"127.0.0.1:{http_port}") for a in argv]
+                if "IOC_METRICS_PORT" in envs[name]:
+                    port_of = envs[name]["IOC_METRICS_PORT"]
+                    argv = [a.replace("127.0.0.1:9100", f"127.0.0.1:{port_of}") for a in argv]
                 done = await asyncio.to_thread(
                     subprocess.run, argv, env=envs[name], capture_output=True, timeout=30
                 )
