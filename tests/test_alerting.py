@@ -378,6 +378,13 @@ async def test_bad_rule_file_never_replaces_a_good_rule_set(
     listing = (await http.get("/api/v1/rules", headers=AUTH)).json()
     assert [x["id"] for x in listing["rules"]] == ["level-two", "bd3"]
     assert listing["refused_reload_problems"] == []
+    # rule changes are made to files: each reload is in the audit log, with the files' digest
+    audit = (await http.get("/api/v1/audit", params={"action": "rules."}, headers=AUTH)).json()
+    assert [(e["action"], e["actor"]) for e in audit][:2] == [
+        ("rules.loaded", "rules directory"), ("rules.refused", "rules directory")
+    ]  # fmt: skip
+    assert audit[0]["target"].startswith("2 rules; ") and "sha256:" in audit[0]["target"]
+    assert audit[0]["target"] != audit[-1]["target"]  # another content, another digest
 
 
 async def test_reading_over_bd3_reaches_a_websocket_client_as_a_firing_alert(

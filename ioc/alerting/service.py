@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -44,6 +45,7 @@ from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.devices import Device
 from ioc.settings import Settings
+from ioc.storage import audit
 from ioc.storage import devices as device_store
 from ioc.storage.feed import FeedEvent, append
 from rules.engine import Engine, Transition
@@ -505,9 +507,29 @@ class RulesService:
             RELOAD_FAILURES.inc()
             self.status.problems = exc.problems
             log.error("rule files refused, the previous rules stay in force:\n%s", exc)
+            await self._audit("rules.refused", f"{len(exc.problems)} problem(s); {self._digest()}")
             return False
         await self.install(ruleset)
+        await self._audit("rules.loaded", f"{len(ruleset.rules)} rules; {self._digest()}")
         return True
+
+    def _digest(self) -> str:
+        """Which rule files, by content: the audit log then shows when a rule set changed."""
+        h = hashlib.sha256()
+        with contextlib.suppress(OSError):
+            for f in sorted(rule_files(rules_path(self._settings))):
+                h.update(f.name.encode() + b"\0" + f.read_bytes())
+        return f"{rules_path(self._settings)} sha256:{h.hexdigest()[:16]}"
+
+    async def _audit(self, action: str, target: str) -> None:
+        """Rule changes are made to files, outside the API: the reload is their audit entry."""
+        try:
+            await audit.record(
+                await self._connection(), actor="rules directory", role="system",
+                action=action, target=target,
+            )  # fmt: skip
+        except psycopg.Error:
+            log.warning("rules: could not write the audit row for %s", action, exc_info=True)
 
     async def install(self, ruleset: RuleSet) -> None:
         engine = self.engine
