@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     tok_sub = tok.add_subparsers(dest="tokens_command", required=True)
     create = tok_sub.add_parser("create", help="issue a token (printed once; stored hashed)")
     create.add_argument(
-        "--role", required=True, help="admin, operator, viewer, open311 or agency:{code}"
+        "--role",
+        required=True,
+        help="admin, operator, viewer, open311, device-provisioning or agency:{code}",
     )
     create.add_argument("--name", required=True, help="who holds it (person, system, app)")
     tok_sub.add_parser("list", help="tokens with role, name, created, revoked")

@@ -187,7 +187,12 @@ async def _letters(http: httpx.AsyncClient) -> list[dict[str, object]]:
 _PUBLIC = ("/api/v1/cap/", "/open311/")
 
 
-ROLE_TOKENS = (("operator", "operator"), ("viewer", "viewer"), ("agency", "agency:urban-works"))
+ROLE_TOKENS = (
+    ("operator", "operator"),
+    ("viewer", "viewer"),
+    ("agency", "agency:urban-works"),
+    ("provisioning", "device-provisioning"),
+)
 
 
 def _routes(spec: dict[str, object]) -> list[tuple[str, str]]:
@@ -209,10 +214,10 @@ def _needs(method: str, path: str) -> set[str]:
     if path.startswith("/api/v1/agency/"):
         return {"agency"}
     if path == "/api/v1/whoami":  # any valid token may ask who it is (the wall screen's sign-in)
-        return {"admin", "operator", "viewer", "agency"}
-    admin_only = path.startswith(("/api/v1/dead-letters", "/api/v1/audit")) or (
-        method == "POST" and path == "/api/v1/devices"
-    )
+        return {"admin", "operator", "viewer", "agency", "provisioning"}
+    if method == "POST" and path == "/api/v1/devices":  # installers register field devices
+        return {"admin", "provisioning"}
+    admin_only = path.startswith(("/api/v1/dead-letters", "/api/v1/audit"))
     if admin_only or path in ("/readyz", "/metrics"):
         return {"admin"}
     if method == "GET":

@@ -113,6 +113,14 @@ async def require_viewer(request: Request) -> Caller:
     return caller
 
 
+async def require_provisioning(request: Request) -> Caller:
+    """Registering devices: administrators, and the installers' device-provisioning tokens."""
+    caller = await authenticate(request)
+    if caller.role not in ("admin", "device-provisioning"):
+        raise _forbidden(caller, "admin or device-provisioning")
+    return caller
+
+
 async def require_agency(request: Request) -> Caller:
     caller = await authenticate(request)
     if caller.agency is None:

@@ -8,15 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from ioc.api.auth import require_admin, require_viewer
+from ioc.api.auth import require_provisioning, require_viewer
 from ioc.catalogue import KINDS, METRICS
 from ioc.devices import Device, DeviceError
 from ioc.storage import devices as store
 from ioc.storage.readings import QueryError, ReadingQuery, parse_bucket, query_readings
 
-router = APIRouter(
-    prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_viewer)]
-)
+# Viewers read devices and readings; registering one is for administrators and the installers'
+# device-provisioning tokens.
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
 class DeviceIn(BaseModel):
@@ -81,12 +81,11 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(422, f"{field}: {message}")
 
 
-# Viewers read devices and readings; registering a device is an administrator's job.
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DeviceOut,
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_provisioning)],
 )
 async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
     runtime = request.app.state.runtime
@@ -109,7 +108,12 @@ async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
     return _out(device)
 
 
-@router.get("", response_model=list[DeviceListItem], response_model_exclude_unset=True)
+@router.get(
+    "",
+    response_model=list[DeviceListItem],
+    response_model_exclude_unset=True,
+    dependencies=[Depends(require_viewer)],
+)
 async def list_devices(
     request: Request,
     kind: str | None = None,
@@ -129,7 +133,7 @@ async def list_devices(
     return [DeviceListItem(**_out(d).model_dump(), **states.get(d.id, {})) for d in found]
 
 
-@router.get("/{device_id}", response_model=DeviceDetail)
+@router.get("/{device_id}", response_model=DeviceDetail, dependencies=[Depends(require_viewer)])
 async def get_device(device_id: str, request: Request) -> DeviceDetail:
     async with request.app.state.runtime.pool.connection() as conn:
         device = await store.get_device(conn, device_id)
@@ -139,7 +143,9 @@ async def get_device(device_id: str, request: Request) -> DeviceDetail:
     return DeviceDetail(**_out(device).model_dump(), **state)
 
 
-@router.get("/{device_id}/readings", response_model=Readings)
+@router.get(
+    "/{device_id}/readings", response_model=Readings, dependencies=[Depends(require_viewer)]
+)
 async def get_readings(
     device_id: str,
     request: Request,

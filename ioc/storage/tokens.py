@@ -18,7 +18,9 @@ from psycopg.rows import dict_row
 
 from ioc.storage import audit
 
-ROLES = ("admin", "operator", "viewer", "open311")
+# device-provisioning: an installer's tool registering field devices (POST /api/v1/devices), nothing
+# else; open311: a citizen-facing app's Open311 api_key.
+ROLES = ("admin", "operator", "viewer", "open311", "device-provisioning")
 _AGENCY_ROLE = re.compile(r"^agency:[a-z0-9][a-z0-9-]*$")
 
 
