@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from pydantic import SecretStr, ValidationError
 
+from ioc.devices import Device
 from ioc.settings import DISPLAY_TIMEZONE, Settings
 
 if TYPE_CHECKING:
@@ -163,14 +164,34 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _registry_devices(url: str) -> list[Device]:
+    from ioc.storage import devices as device_store
+
+    out: list[Device] = []
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        while True:
+            page = await device_store.list_devices(
+                conn, limit=5000, after=out[-1].id if out else None
+            )
+            out += page
+            if len(page) < 5000:
+                return out
+
+
 def _provision(settings: Settings, args: argparse.Namespace) -> int:
     from ioc.provision import provision
     from ioc.site import SiteError, load_site
 
     base = settings.data_dir / "mosquitto"
     try:
+        site = load_site(settings.site_path())
+        devices = None
+        if settings.database_url is not None:
+            # the registry: the site file's devices and those registered through the API
+            devices = asyncio.run(_registry_devices(settings.database_url))
         result = provision(
-            load_site(settings.site_path()),
+            site,
+            devices=devices,
             passwords=args.passwords or base / "passwd",
             acl=args.acl or base / "acl",
             credentials=args.credentials or base / "credentials.csv",

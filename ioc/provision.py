@@ -27,10 +27,11 @@ import hmac
 import io
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ioc.devices import Device
 from ioc.site import Site
 from ioc.topics import REPORTS, Channel, device_topic
 
@@ -66,9 +67,14 @@ class ProvisionResult:
 
 
 def plan_accounts(
-    site: Site, *, prefix: str = "hg", dispatch_prefix: str = "ioc/dispatch"
+    site: Site,
+    *,
+    prefix: str = "hg",
+    dispatch_prefix: str = "ioc/dispatch",
+    devices: Sequence[Device] | None = None,
 ) -> list[AccountSpec]:
-    """Every account the site needs, services first, then devices in site order."""
+    """Every account the site needs, services first, then devices in site order (``devices``:
+    the registry's, which adds those registered through the API to the site file's)."""
     accounts = [
         AccountSpec(
             IOC_ACCOUNT,
@@ -87,7 +93,7 @@ def plan_accounts(
             )
         )
     taken = {a.username for a in accounts}
-    for device in site.devices:
+    for device in site.devices if devices is None else devices:
         if device.id in taken:
             raise ValueError(f"device id {device.id!r} collides with a service account name")
         taken.add(device.id)
@@ -192,9 +198,10 @@ def provision(
     credentials: Path,
     prefix: str = "hg",
     dispatch_prefix: str = "ioc/dispatch",
+    devices: Sequence[Device] | None = None,
 ) -> ProvisionResult:
     """Write the three files; idempotent (same site, same files, same passwords)."""
-    accounts = plan_accounts(site, prefix=prefix, dispatch_prefix=dispatch_prefix)
+    accounts = plan_accounts(site, prefix=prefix, dispatch_prefix=dispatch_prefix, devices=devices)
     known = read_credentials(credentials)
     hashes = _read_password_file(passwords)
     wanted = {a.username for a in accounts}

@@ -125,7 +125,8 @@ def test_rerun_keeps_passwords_adds_and_removes_devices(site: Site, tmp_path: Pa
 
 def test_cli_writes_default_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IOC_DATA_DIR", str(tmp_path))
-    for name in ("IOC_SITE", "IOC_MQTT_TOPIC_PREFIX", "IOC_DISPATCH_MQTT_PREFIX"):
+    unset = ("IOC_SITE", "IOC_MQTT_TOPIC_PREFIX", "IOC_DISPATCH_MQTT_PREFIX", "IOC_DATABASE_URL")
+    for name in unset:
         monkeypatch.delenv(name, raising=False)
     assert main(["devices", "provision"]) == 0
     base = tmp_path / "mosquitto"
@@ -136,6 +137,27 @@ def test_cli_writes_default_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         row = next(r for r in csv.DictReader(fh) if r["username"] == "vt-flood-01")
     assert row["role"] == "device:flood"
     assert "write:hg/vi-thanh/flood/vt-flood-01/telemetry" in row["topics"]
+
+
+def test_with_a_database_devices_registered_through_the_api_get_accounts_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (id, kind, city, ward, name, lat, lon, attributes) VALUES"
+            " ('vt-flood-99', 'flood', 'vi-thanh', NULL, 'Trạm mới', 9.78, 105.47, '{}')"
+        )
+    monkeypatch.setenv("IOC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IOC_DATABASE_URL", database_url)
+    for name in ("IOC_SITE", "IOC_MQTT_TOPIC_PREFIX", "IOC_DISPATCH_MQTT_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["devices", "provision"]) == 0
+    creds = read_credentials(tmp_path / "mosquitto" / "credentials.csv")
+    assert "vt-flood-99" in creds
+    acl = (tmp_path / "mosquitto" / "acl").read_text()
+    assert "topic write hg/vi-thanh/flood/vt-flood-99/telemetry" in acl
 
 
 # ------------------------------------------------------------------------ the real broker
