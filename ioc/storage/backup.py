@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from ioc.storage.migrations import Flavour, current_flavour
 
@@ -90,7 +90,3 @@ def restore(conninfo: str, path: Path) -> None:
 def flavour_of(conninfo: str) -> Flavour:
     with psycopg.connect(conninfo) as conn:
         return current_flavour(conn)
-
-
-def database_name(conninfo: str) -> str:
-    return str(conninfo_to_dict(conninfo).get("dbname") or "")
