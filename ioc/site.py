@@ -10,10 +10,17 @@ Every problem is reported as a :class:`SiteError` naming the file and the offend
 Geometry is plain (lon, lat) degrees: ward outlines are closed rings ``[[lon, lat], ...]`` as in
 GeoJSON, and :meth:`Site.ward_of` is a ray-casting point-in-polygon test, which is exact enough for
 ward-sized polygons a few kilometres across.
+
+Wards are the current commune-level units (since 1 July 2025). A unit may list the ``former``
+wards and communes it absorbed, each with its own outline; the unit's outline is then their union
+(:func:`union_outline`), and every former id is an alias: :meth:`Site.ward` resolves it, devices
+filed under it load under the current unit, and API filters accept it. Agencies likewise keep their
+former ids as ``aliases`` (:meth:`Site.agency`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -32,11 +39,68 @@ from ioc.devices import Device, DeviceError
 FORMAT_VERSION: Final = 1
 LEVELS: Final = ("bd1", "bd2", "bd3")  # báo động I < II < III (QĐ 05/2020/QĐ-TTg)
 TRAFFIC_ROLES: Final = frozenset({"detector", "camera"})
+# The bodies every commune-level unit has; routing addresses them as ward-{role}.
+WARD_ROLES: Final = frozenset({"committee", "police", "civil-defence"})
 SLUG: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # yaml.safe_load semantics; the libyaml-backed loader when PyYAML was built with it (7x faster).
 _SAFE_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Ring = tuple[tuple[float, float], ...]
+
+
+class OutlineError(ValueError):
+    """Outlines whose union is not one simple ring (disjoint parts, a hole, or borders that do
+    not share their vertices exactly)."""
+
+
+def union_outline(rings: list[Ring] | tuple[Ring, ...]) -> Ring:
+    """The outline of the union of adjacent polygons that share vertices exactly along their
+    common borders: every edge two rings share is walked once each way, so it cancels, and the
+    remaining edges chain into the outer ring. Pure, and exact for such hand-drawn partitions;
+    raises :class:`OutlineError` when the rest is not one ring (disjoint parts, a hole, a border
+    drawn with different vertices on each side: the area check in the tests catches those)."""
+    edges: dict[tuple[float, float], list[tuple[float, float]]] = {}
+    directed: set[tuple[tuple[float, float], tuple[float, float]]] = set()
+    for ring in rings:
+        points = list(ring[:-1]) if ring[0] == ring[-1] else list(ring)
+        if _signed_area(points) < 0:  # walk every ring counter-clockwise
+            points.reverse()
+        for a, b in zip(points, points[1:] + points[:1], strict=True):
+            if (b, a) in directed:
+                directed.discard((b, a))  # a shared border: inside the union
+            else:
+                directed.add((a, b))
+    for a, b in directed:
+        edges.setdefault(a, []).append(b)
+    if any(len(nexts) > 1 for nexts in edges.values()):
+        raise OutlineError("the outlines touch at a single point; the union is not a simple ring")
+    if not edges:
+        raise OutlineError("no outline to join")
+    start = min(edges)
+    out = [start]
+    point = start
+    for _ in range(len(directed)):
+        point = edges[point][0]
+        out.append(point)
+        if point == start:
+            break
+    if len(out) - 1 != len(directed):
+        raise OutlineError(
+            f"the union is {len(directed) - len(out) + 1} edge(s) more than one ring "
+            "(disjoint parts, a hole, or a border whose vertices differ on each side)"
+        )
+    return tuple(out)
+
+
+def _signed_area(points: list[tuple[float, float]]) -> float:
+    n = len(points)
+    return (
+        sum(
+            points[i][0] * points[(i + 1) % n][1] - points[(i + 1) % n][0] * points[i][1]
+            for i in range(n)
+        )
+        / 2
+    )
 
 
 class SiteError(ValueError):
@@ -53,8 +117,23 @@ class SiteError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class FormerWard:
+    """A ward or commune abolished by a merger, kept so that its id and name still resolve and
+    positions recorded against its outline can be checked."""
+
+    id: str
+    name: str
+    type: str | None
+    outline: Ring
+
+    def contains(self, lat: float, lon: float) -> bool:
+        return _in_ring(self.outline, lon, lat)
+
+
+@dataclass(frozen=True, slots=True)
 class Ward:
-    """A ward (phường) or commune (xã) of a city, with its outline as a closed (lon, lat) ring."""
+    """A current commune-level unit (phường or xã) with its outline as a closed (lon, lat) ring,
+    its official code, and the former units it absorbed (whose ids are its aliases)."""
 
     id: str
     city: str
@@ -62,7 +141,20 @@ class Ward:
     type: str | None
     outline: Ring
     approximate: bool
+    code: str | None = None
+    source: str | None = None
+    former: tuple[FormerWard, ...] = ()
     bbox: tuple[float, float, float, float] = field(init=False, repr=False, compare=False)
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Former ids that resolve to this unit (its own id excluded when a former unit had it)."""
+        return tuple(f.id for f in self.former if f.id != self.id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Its id and its aliases: what stored rows may carry for this unit."""
+        return (self.id, *self.aliases)
 
     def __post_init__(self) -> None:
         lons = [p[0] for p in self.outline]
@@ -105,6 +197,13 @@ class Agency:
     city: str | None = None
     ward: str | None = None
     note: str | None = None
+    role: str | None = None  # committee, police or civil-defence: one of a ward's own bodies
+    aliases: tuple[str, ...] = ()  # former ids (stored incidents, agency:{id} tokens)
+    source: str | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (self.id, *self.aliases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +245,13 @@ class Site:
     devices: tuple[Device, ...]
     note: str | None = None
     path: Path | None = None
+    admin_parent: str | None = None  # "thành phố Cần Thơ": the province-level unit, for place text
     cities_by_id: Mapping[str, City] = field(init=False, repr=False, compare=False)
     wards_by_id: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
+    # former ward ids → current unit, former agency ids → current agency
+    ward_aliases: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
     agencies_by_id: Mapping[str, Agency] = field(init=False, repr=False, compare=False)
+    agency_aliases: Mapping[str, Agency] = field(init=False, repr=False, compare=False)
     devices_by_id: Mapping[str, Device] = field(init=False, repr=False, compare=False)
     _lamps_by_cabinet: Mapping[str, tuple[Device, ...]] = field(
         init=False, repr=False, compare=False
@@ -160,7 +263,19 @@ class Site:
         setattr_(
             self, "wards_by_id", MappingProxyType({w.id: w for c in self.cities for w in c.wards})
         )
+        setattr_(
+            self,
+            "ward_aliases",
+            MappingProxyType(
+                {f.id: w for c in self.cities for w in c.wards for f in w.former if f.id != w.id}
+            ),
+        )
         setattr_(self, "agencies_by_id", MappingProxyType({a.id: a for a in self.agencies}))
+        setattr_(
+            self,
+            "agency_aliases",
+            MappingProxyType({alias: a for a in self.agencies for alias in a.aliases}),
+        )
         setattr_(self, "devices_by_id", MappingProxyType({d.id: d for d in self.devices}))
         # Indexed once: simulators ask for every cabinet's lamps, and a scan per cabinet is
         # quadratic at 10,000 devices.
@@ -188,16 +303,87 @@ class Site:
             raise KeyError(f"{city_id!r} is not one of {sorted(self.cities_by_id)}") from None
 
     def ward(self, ward_id: str) -> Ward:
-        try:
-            return self.wards_by_id[ward_id]
-        except KeyError:
-            raise KeyError(f"no ward {ward_id!r} in the site") from None
+        """The current unit with this id or former id; ``KeyError`` when neither."""
+        found = self.wards_by_id.get(ward_id) or self.ward_aliases.get(ward_id)
+        if found is None:
+            raise KeyError(f"no ward {ward_id!r} in the site")
+        return found
+
+    def find_ward(self, ward_id: str | None) -> Ward | None:
+        """Like :meth:`ward`, None for an unknown or missing id."""
+        if not ward_id:
+            return None
+        return self.wards_by_id.get(ward_id) or self.ward_aliases.get(ward_id)
+
+    def current_ward_id(self, ward_id: str | None) -> str | None:
+        """The current unit's id for a current or former id; an unknown id is returned as is
+        (stored rows may name wards of another site file)."""
+        found = self.find_ward(ward_id)
+        return found.id if found is not None else ward_id
+
+    def ward_ids(self, ward_id: str) -> tuple[str, ...]:
+        """Every id rows may be stored under for the unit ``ward_id`` names (current id first,
+        then its former ids): what a ``ward=`` filter matches. Unknown: just ``(ward_id,)``."""
+        found = self.find_ward(ward_id)
+        return found.ids if found is not None else (ward_id,)
+
+    def ward_named(self, text: str) -> Ward | None:
+        """The unit a free-text place names ("Phường Vị Tân", "phường 5", "xã Tân Tiến, Vị
+        Thanh"): current names first, then former ones; the longest name found wins, compared
+        case-insensitively. None when the text names no unit."""
+        hay = _fold(text)
+        best: tuple[int, Ward] | None = None
+        for city in self.cities:
+            for ward in city.wards:
+                forms = [ward.name, *(n for f in ward.former for n in _name_forms(f.name))]
+                for form in forms:
+                    key = _fold(form)
+                    found = re.search(rf"(?<!\w){re.escape(key)}(?!\w)", hay)
+                    if found and (best is None or len(key) > best[0]):
+                        best = (len(key), ward)
+        return best[1] if best else None
+
+    def place_name(self, ward_id: str | None, city_id: str | None = None) -> str:
+        """Human-facing place text: "phường Vị Tân, thành phố Cần Thơ" (names, never ids); the
+        province-level unit is the site's ``admin_parent``. Empty when nothing is known."""
+        ward = self.find_ward(ward_id)
+        parts: list[str] = []
+        if ward is not None:
+            parts.append(_lower_first(ward.name))
+        elif city_id is not None and city_id in self.cities_by_id:
+            parts.append(self.cities_by_id[city_id].name)
+        if parts and self.admin_parent:
+            parts.append(self.admin_parent)
+        return ", ".join(parts)
 
     def agency(self, agency_id: str) -> Agency:
-        try:
-            return self.agencies_by_id[agency_id]
-        except KeyError:
-            raise KeyError(f"no agency {agency_id!r} in the site") from None
+        """The agency with this id or former id; ``KeyError`` when neither."""
+        found = self.agencies_by_id.get(agency_id) or self.agency_aliases.get(agency_id)
+        if found is None:
+            raise KeyError(f"no agency {agency_id!r} in the site")
+        return found
+
+    def find_agency(self, agency_id: str | None) -> Agency | None:
+        if not agency_id:
+            return None
+        return self.agencies_by_id.get(agency_id) or self.agency_aliases.get(agency_id)
+
+    def current_agency_id(self, agency_id: str | None) -> str | None:
+        """The current id for a current or former agency id; unknown ids as they are."""
+        found = self.find_agency(agency_id)
+        return found.id if found is not None else agency_id
+
+    def agency_ids(self, agency_id: str) -> tuple[str, ...]:
+        """Every id incidents may be stored under for this agency (current first)."""
+        found = self.find_agency(agency_id)
+        return found.ids if found is not None else (agency_id,)
+
+    def ward_agency(self, role: str, ward_id: str | None) -> Agency | None:
+        """The ward's own body with this ``role`` (committee, police, civil-defence), if any."""
+        ward = self.find_ward(ward_id)
+        if ward is None:
+            return None
+        return next((a for a in self.agencies if a.role == role and a.ward == ward.id), None)
 
     def ward_of(self, lat: float, lon: float) -> Ward | None:
         """The ward whose outline contains the point (the first in file order), or None."""
@@ -216,12 +402,35 @@ class Site:
             for d in self.devices
             if (kind is None or d.kind == kind)
             and (city is None or d.city == city)
-            and (ward is None or d.ward == ward)
+            and (ward is None or d.ward == self.current_ward_id(ward))
         )
 
     def lamps_on(self, cabinet_id: str) -> tuple[Device, ...]:
         """The street lamps fed by a cabinet (``attributes.cabinet``), in file order."""
         return self._lamps_by_cabinet.get(cabinet_id, ())
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _lower_first(name: str) -> str:
+    """ "Phường Vị Tân" → "phường Vị Tân" (the unit type is a common noun inside a sentence)."""
+    head, _, rest = name.partition(" ")
+    return f"{head.lower()} {rest}" if rest and head in _UNIT_TYPES else name
+
+
+_UNIT_TYPES: Final = frozenset({"Phường", "Xã", "Thị", "Đặc"})
+# Roman numerals of the former numbered wards, so "Phường 5" and "P.5" find "Phường V".
+_ROMAN: Final = {"I": "1", "II": "2", "III": "3", "IV": "4", "V": "5", "VI": "6", "VII": "7"}
+
+
+def _name_forms(name: str) -> tuple[str, ...]:
+    """The ways a former unit's name is written: "Phường V", "Phường 5"."""
+    head, _, rest = name.partition(" ")
+    if rest in _ROMAN:
+        return (name, f"{head} {_ROMAN[rest]}")
+    return (name,)
 
 
 def _in_ring(ring: Ring, lon: float, lat: float) -> bool:
@@ -351,7 +560,7 @@ class _Loader:
         version = top.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION or isinstance(version, bool):
             self.fail("version", f"{version!r} is not supported (this IOC reads {FORMAT_VERSION})")
-        head = self.mapping(top["site"], "site", ("name", "timezone"), ("note",))
+        head = self.mapping(top["site"], "site", ("name", "timezone"), ("note", "admin_parent"))
         name = self.text(head, "name", "site")
         timezone = self.text(head, "timezone", "site")
         try:
@@ -360,6 +569,8 @@ class _Loader:
             self.fail("site.timezone", f"{timezone!r} is not a known IANA time zone")
         cities = self.cities(top)
         wards = {w.id: w for c in cities for w in c.wards}
+        # former ids resolve to the unit that absorbed them (agencies and devices may use them)
+        wards |= {f.id: w for c in cities for w in c.wards for f in w.former}
         agencies = self.agencies(top, {c.id for c in cities}, wards)
         levels = self.alarm_levels(top)
         devices = self.devices(top, cities, levels)
@@ -372,6 +583,7 @@ class _Loader:
             alarm_levels=MappingProxyType(levels),
             devices=devices,
             path=self.path,
+            admin_parent=self.opt_text(head, "admin_parent", "site"),
         )
 
     def cities(self, top: dict[str, Any]) -> tuple[City, ...]:
@@ -389,12 +601,14 @@ class _Loader:
             wards: list[Ward] = []
             for j, w in enumerate(self.seq(d, "wards", where)):
                 ward = self.ward(w, f"{where}.wards[{j}]", city_id)
-                if ward.id in seen_wards:
-                    self.fail(
-                        f"{where}.wards[{j}].id",
-                        f"duplicate ward id {ward.id!r} (first at {seen_wards[ward.id]})",
-                    )
-                seen_wards[ward.id] = f"{where}.wards[{j}]"
+                for k, ident in enumerate((ward.id, *ward.aliases)):
+                    at = f"{where}.wards[{j}]" + (f".former[{k - 1}]" if k else "")
+                    if ident in seen_wards:
+                        self.fail(
+                            f"{at}.id",
+                            f"duplicate ward id {ident!r} (first at {seen_wards[ident]})",
+                        )
+                    seen_wards[ident] = at
                 wards.append(ward)
             cities.append(
                 City(
@@ -415,9 +629,56 @@ class _Loader:
             self.fail(f"{where}.lon", f"{lon} is outside -180..180")
 
     def ward(self, item: Any, where: str, city_id: str) -> Ward:
-        d = self.mapping(item, where, ("id", "name", "outline"), ("type", "approximate"))
+        d = self.mapping(
+            item,
+            where,
+            ("id", "name"),
+            ("type", "approximate", "outline", "code", "source", "former"),
+        )
         ward_id = self.slug(d, "id", where)
         ward_type = None if d.get("type") is None else self.slug(d, "type", where)
+        former: list[FormerWard] = []
+        for k, f in enumerate(self.seq(d, "former", where, empty_ok=True)):
+            fw = f"{where}.former[{k}]"
+            fd = self.mapping(f, fw, ("id", "name", "outline"), ("type",))
+            fid = self.slug(fd, "id", fw)
+            if any(x.id == fid for x in former):
+                self.fail(f"{fw}.id", f"duplicate former ward id {fid!r}")
+            former.append(
+                FormerWard(
+                    id=fid,
+                    name=self.text(fd, "name", fw),
+                    type=None if fd.get("type") is None else self.slug(fd, "type", fw),
+                    outline=self.outline(fd, fw),
+                )
+            )
+        if "outline" in d:
+            outline = self.outline(d, where)
+        elif former:
+            try:
+                outline = union_outline([f.outline for f in former])
+            except OutlineError as exc:
+                self.fail(f"{where}.former", f"cannot join the former outlines: {exc}")
+        else:
+            self.fail(f"{where}.outline", "is required (or `former` units to join)")
+        code = d.get("code")
+        if code is not None and (not isinstance(code, str) or not code.isdigit()):
+            self.fail(
+                f"{where}.code", f"expected the official code as digits in quotes, got {code!r}"
+            )
+        return Ward(
+            id=ward_id,
+            city=city_id,
+            name=self.text(d, "name", where),
+            type=ward_type,
+            outline=outline,
+            approximate=self.boolean(d, "approximate", where, False),
+            code=code,
+            source=self.opt_text(d, "source", where),
+            former=tuple(former),
+        )
+
+    def outline(self, d: dict[str, Any], where: str) -> Ring:
         points: list[tuple[float, float]] = []
         for k, p in enumerate(self.seq(d, "outline", where)):
             pw = f"{where}.outline[{k}]"
@@ -434,14 +695,7 @@ class _Loader:
             )
         if len(set(points)) < 3 or _ring_area(points) == 0.0:
             self.fail(f"{where}.outline", "encloses no area")
-        return Ward(
-            id=ward_id,
-            city=city_id,
-            name=self.text(d, "name", where),
-            type=ward_type,
-            outline=tuple(points),
-            approximate=self.boolean(d, "approximate", where, False),
-        )
+        return tuple(points)
 
     def agencies(
         self, top: dict[str, Any], city_ids: set[str], wards: dict[str, Ward]
@@ -453,11 +707,20 @@ class _Loader:
                 item,
                 where,
                 ("id", "name_vi", "name_en", "domains"),
-                ("contact", "city", "ward", "note"),
+                ("contact", "city", "ward", "note", "role", "aliases", "source"),
             )
             agency_id = self.slug(d, "id", where)
-            if any(a.id == agency_id for a in agencies):
+            if any(agency_id in a.ids for a in agencies):
                 self.fail(f"{where}.id", f"duplicate agency id {agency_id!r}")
+            aliases = self.seq(d, "aliases", where, empty_ok=True)
+            for k, alias in enumerate(aliases):
+                if not isinstance(alias, str) or not SLUG.match(alias):
+                    self.fail(f"{where}.aliases[{k}]", f"{alias!r} must be a lower-case ASCII slug")
+                if alias == agency_id or any(alias in a.ids for a in agencies):
+                    self.fail(f"{where}.aliases[{k}]", f"{alias!r} is already an agency id")
+            role = None if d.get("role") is None else self.slug(d, "role", where)
+            if role is not None and role not in WARD_ROLES:
+                self.fail(f"{where}.role", f"{role!r} is not one of {sorted(WARD_ROLES)}")
             domains = self.seq(d, "domains", where)
             for k, dom in enumerate(domains):
                 if not isinstance(dom, str) or not SLUG.match(dom):
@@ -477,6 +740,9 @@ class _Loader:
                 if city is not None and wards[ward].city != city:
                     self.fail(f"{where}.ward", f"{ward!r} is not a ward of {city}")
                 city = wards[ward].city
+                ward = wards[ward].id  # a former ward's body belongs to the unit now
+            if role is not None and ward is None:
+                self.fail(f"{where}.ward", f"an agency with role {role!r} needs its ward")
             agencies.append(
                 Agency(
                     id=agency_id,
@@ -487,6 +753,9 @@ class _Loader:
                     city=city,
                     ward=ward,
                     note=self.opt_text(d, "note", where),
+                    role=role,
+                    aliases=tuple(aliases),
+                    source=self.opt_text(d, "source", where),
                 )
             )
         return tuple(agencies)
@@ -591,12 +860,16 @@ class _Loader:
             if city is None:
                 known = sorted(by_city)
                 self.fail(f"{where}.city", f"{device.city!r} is not one of {known}{ident}")
-            if device.ward is not None and all(w.id != device.ward for w in city.wards):
-                self.fail(
-                    f"{where}.ward",
-                    f"{device.ward!r} is not a ward of {city.id} "
-                    f"(one of {[w.id for w in city.wards]}){ident}",
-                )
+            if device.ward is not None:
+                unit = next((w for w in city.wards if device.ward in w.ids), None)
+                if unit is None:
+                    self.fail(
+                        f"{where}.ward",
+                        f"{device.ward!r} is not a ward of {city.id} "
+                        f"(one of {[w.id for w in city.wards]} or a former ward){ident}",
+                    )
+                if unit.id != device.ward:  # filed under a former ward: normalised
+                    device = dataclasses.replace(device, ward=unit.id)
             self.kind_attributes(device, where, ident)
             devices.append(device)
         # Lamps may come before their cabinet in the file: check references once all are read.
