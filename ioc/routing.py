@@ -25,6 +25,13 @@ from rules.matchers import Matcher, MatcherError, all_match, parse_matcher
 log = logging.getLogger(__name__)
 
 WARD_COMMITTEE = "ward-committee"  # agency placeholder: the People's Committee of the ward
+# Placeholders for "the body of the ward the problem is in", by the site file's agency `role`;
+# the fallback is who takes it when the place is unknown (a human then routes it by hand).
+WARD_PLACEHOLDERS = {
+    WARD_COMMITTEE: ("committee", "ioc"),
+    "ward-police": ("police", "ioc"),
+    "ward-civil-defence": ("civil-defence", "civil-defence"),
+}
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -49,6 +56,17 @@ class Category:
     agency: str
     alert_domains: tuple[str, ...]
     public: bool = True
+    also: tuple[str, ...] = ()  # agencies notified with the lead agency (incident.notified)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Who does the work (``agency``, which owns the incident and its deadline) and who works
+    with it and is told at dispatch (``also``: ``incident.notified`` messages); resolved ids."""
+
+    agency: str
+    also: tuple[str, ...] = ()
+    route: str | None = None  # the route's note, or None for the category's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,18 +159,44 @@ def _seconds(t: time) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """An exception to a category's agency for a city and/or ward."""
+    """An exception to a category's agency: for a city and/or ward, for reports whose text holds
+    one of ``keywords``, for alerts of the rules in ``alerts``, on the roads in ``roads`` (an
+    alert's ``road`` label, or a road name in the report's text). Every condition given must
+    hold; keywords and road names compare case-insensitively."""
 
     category: str
     agency: str
     city: str | None = None
     ward: str | None = None
+    keywords: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()
+    roads: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()
+    note: str | None = None
 
-    def applies(self, category: str, city: str | None, ward: str | None) -> bool:
+    def applies(
+        self,
+        category: str,
+        city: str | None,
+        ward: str | None,
+        text: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> bool:
+        labels = labels or {}
+        folded = text.casefold()
         return (
             self.category == category
             and (self.city is None or self.city == city)
             and (self.ward is None or self.ward == ward)
+            and (not self.keywords or any(k.casefold() in folded for k in self.keywords))
+            and (not self.alerts or labels.get("alertname") in self.alerts)
+            and (
+                not self.roads
+                or any(
+                    r.casefold() == labels.get("road", "").casefold() or r.casefold() in folded
+                    for r in self.roads
+                )
+            )
         )
 
 
@@ -187,18 +231,59 @@ class Routing:
     def public_categories(self) -> tuple[Category, ...]:
         return tuple(c for c in self.categories if c.public)
 
-    def agency_for(self, code: str, city: str | None, ward: str | None, site: Site) -> str:
-        """The responsible agency id; ``ward-committee`` resolves to the ward's committee, or to
-        the IOC duty desk when the place is unknown (a human then routes it by hand)."""
-        agency = self.category(code).agency
+    def agency_for(
+        self,
+        code: str,
+        city: str | None,
+        ward: str | None,
+        site: Site,
+        *,
+        text: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """The responsible agency id (see :meth:`assign`)."""
+        return self.assign(code, city, ward, site, text=text, labels=labels).agency
+
+    def assign(
+        self,
+        code: str,
+        city: str | None,
+        ward: str | None,
+        site: Site,
+        *,
+        text: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> Assignment:
+        """Who answers for a problem: the first matching route, else an alert's own ``agency``
+        label, else the category's agency. Former ward ids count as their current unit;
+        ``ward-committee`` / ``ward-police`` / ``ward-civil-defence`` resolve to that body of the
+        ward, former agency ids to the current agency (:meth:`resolve_agency`)."""
+        ward = site.current_ward_id(ward)
+        category = self.category(code)
+        agency, also, note = category.agency, category.also, None
         for route in self.routes:
-            if route.applies(code, city, ward):
-                agency = route.agency
+            if route.applies(code, city, ward, text, labels):
+                agency, also, note = route.agency, route.also, route.note or "route"
                 break
-        if agency == WARD_COMMITTEE:
-            committee = next((a.id for a in site.agencies if ward and a.ward == ward), None)
-            return committee or "ioc"
-        return agency
+        else:
+            label = (labels or {}).get("agency")
+            if label and (label in WARD_PLACEHOLDERS or site.find_agency(label) is not None):
+                agency, also = label, ()
+        lead = self.resolve_agency(agency, ward, site)
+        others = tuple(
+            dict.fromkeys(x for a in also if (x := self.resolve_agency(a, ward, site)) != lead)
+        )
+        return Assignment(lead, others, note)
+
+    @staticmethod
+    def resolve_agency(agency: str, ward: str | None, site: Site) -> str:
+        """A placeholder to the ward's own body (or its fallback when the ward is unknown or has
+        none), a former agency id to the current one; anything else as it is."""
+        if agency in WARD_PLACEHOLDERS:
+            role, fallback = WARD_PLACEHOLDERS[agency]
+            body = site.ward_agency(role, ward)
+            return body.id if body is not None else fallback
+        return site.current_agency_id(agency) or agency
 
     def deadline_rule(self, code: str, severity: str) -> Deadline:
         return self.deadlines.get(code, {}).get(severity) or self.deadlines.get(code, {}).get(
@@ -256,12 +341,24 @@ class _Parser:
 
     def agency(self, value: str, where: str) -> str:
         if (
-            value != WARD_COMMITTEE
+            value not in WARD_PLACEHOLDERS
             and self.site is not None
-            and value not in self.site.agencies_by_id
+            and self.site.find_agency(value) is None
         ):
             self.fail(where, f"unknown agency {value!r} (not in the site file's agencies)")
         return value
+
+    def agencies(self, d: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        raw = d.get(key) or []
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            self.fail(f"{where}.{key}", "expected a list of agency ids")
+        return tuple(self.agency(x, f"{where}.{key}[{i}]") for i, x in enumerate(raw))
+
+    def words(self, d: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        raw = d.get(key) or []
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
+            self.fail(f"{where}.{key}", "expected a list of non-empty strings")
+        return tuple(x.strip() for x in raw)
 
     def routing(self, raw: Any) -> Routing:
         top = self.mapping(raw, "")
@@ -276,12 +373,27 @@ class _Parser:
             code = self.text(d, "category", where)
             if code not in codes:
                 self.fail(f"{where}.category", f"unknown category {code!r}")
+            known = {"category", "agency", "city", "ward", "keywords", "alerts", "roads", "also",
+                     "note"}  # fmt: skip
+            for key in d:
+                if key not in known:
+                    self.fail(f"{where}.{key}", f"unknown field (one of {sorted(known)})")
+            ward = d.get("ward")
+            if ward is not None and self.site is not None:
+                if self.site.find_ward(ward) is None:
+                    self.fail(f"{where}.ward", f"unknown ward {ward!r}")
+                ward = self.site.current_ward_id(ward)
             routes.append(
                 Route(
                     code,
                     self.agency(self.text(d, "agency", where), f"{where}.agency"),
                     d.get("city"),
-                    d.get("ward"),
+                    ward,
+                    keywords=self.words(d, "keywords", where),
+                    alerts=self.words(d, "alerts", where),
+                    roads=self.words(d, "roads", where),
+                    also=self.agencies(d, "also", where),
+                    note=None if d.get("note") is None else str(d["note"]),
                 )
             )
         deadlines_raw = self.mapping(top.get("deadlines") or {}, "deadlines")
@@ -358,6 +470,7 @@ class _Parser:
                     agency=self.agency(self.text(d, "agency", where), f"{where}.agency"),
                     alert_domains=tuple(str(k) for k in d.get("alert_domains") or ()),
                     public=bool(d.get("public", True)),
+                    also=self.agencies(d, "also", where),
                 )
             )
         return tuple(out)

@@ -5,10 +5,12 @@ the feeder's active power is the sum of its lamps' reported power at that instan
 phase current is the sum of the currents of the lamps on that phase (lamps are spread over the
 phases in feeder order). Energy integrates the feeder power between readings.
 
-Loss of supply (an outage, or cable theft upstream of the cabinet) zeroes voltages, currents and
-power; the cabinet's battery-backed RTU stays online and reports ``power_loss`` once, then
-``power_restored`` when supply returns. It is the source alarm: the IOC suppresses the alarms of the
-lamps that went silent on the same cabinet.
+Loss of supply (a power-company outage) zeroes voltages, currents and power; the cabinet's
+battery-backed RTU stays online and reports ``power_loss`` once, then ``power_restored`` when supply
+returns. It is the source alarm: the IOC suppresses the alarms of the lamps that went silent on the
+same cabinet. Cable theft is downstream of the cabinet (``Conditions.feeder_cut``): the supply
+stays (phase voltages normal, no ``power_loss``) while the feeder power drops to zero at night,
+which is the cabinet's own evidence the ``cabinet-feeder-cut`` rule looks for.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class CabinetModel:
             "current_l2_a": round(amps[1], 3),
             "current_l3_a": round(amps[2], 3),
             "power_w": round(power, 1),
-        }
+        }  # a cut feeder (cable theft): voltages stay, the lamps draw nothing (lighting.powered)
 
     def _advance(self, t: datetime, cond: Conditions) -> dict[str, float]:
         reading = self._reading(t, cond)

@@ -23,8 +23,13 @@ class Conditions:
     water_offset_m: Mapping[str, float] = field(default_factory=_empty)
     # Multiplies the tidal amplitude (spring-tide scenarios > 1).
     tide_factor: float = 1.0
-    # Cabinets without supply (outage or cable theft): their lamps read zero and go offline.
+    # Cabinets without supply (a power-company outage, planned or not): no voltage at the cabinet,
+    # its lamps read zero and go offline.
     cabinet_power_loss: frozenset[str] = frozenset()
+    # Cabinets whose outgoing lighting cable is cut (cable theft, downstream of the cabinet): the
+    # cabinet still has supply (phase voltages normal) but its feeder carries nothing; its lamps
+    # read zero and go offline.
+    feeder_cut: frozenset[str] = frozenset()
     # Lamps with a forced fault: lamp id -> fault type (lamp_failure, day_burner, ...).
     lamp_faults: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # Road capacity left at a detector (0..1; an accident upstream lowers it), by device id.

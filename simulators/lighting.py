@@ -191,8 +191,10 @@ class LampModel:
     # ----------------------------------------------------------------- electrical state
 
     def powered(self, cond: Conditions) -> bool:
-        """Whether the lamp's cabinet has supply."""
-        return self.cabinet_id not in cond.cabinet_power_loss
+        """Whether the lamp's cabinet has supply and the cable from it is whole."""
+        return self.cabinet_id not in cond.cabinet_power_loss and (
+            self.cabinet_id not in cond.feeder_cut
+        )
 
     def electrical(self, t: datetime, cond: Conditions) -> Electrical | None:
         """The electrical reading at ``t`` (None without supply). Pure in (t, cond)."""

@@ -74,6 +74,7 @@ _VOCABULARY: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
 _DEVICE_KEYS: Final[Mapping[str, tuple[str | None, str | None]]] = MappingProxyType(
     {
         "cabinet_power_loss": ("cabinet", None),
+        "feeder_cut": ("cabinet", None),
         "lamp_faults": ("lighting", None),
         "traffic_capacity": ("traffic", "detector"),
         "camera_events": ("traffic", "camera"),

@@ -265,6 +265,29 @@ def test_cabinet_power_loss_takes_its_lamps_offline(site: Site) -> None:
     assert lamp_events == []
 
 
+def test_a_cut_feeder_keeps_the_cabinet_supplied_but_its_lamps_dark(site: Site) -> None:
+    """Cable theft downstream of the cabinet: unlike a supply loss the phase voltages stay and
+    no power_loss event is sent; the feeder power drops to zero and the lamps go offline."""
+    lamps, cabinets = lamps_and_cabinets(site)
+    cab = next(c for c in cabinets if c.device.city == "nga-bay")
+    mine = [lamp for lamp in lamps if lamp.cabinet_id == cab.device.id]
+    cut = Conditions(feeder_cut=frozenset({cab.device.id}))
+    t0 = datetime(2026, 6, 22, 20, 0, tzinfo=VN)
+    events = []
+    for i, cond in enumerate([NORMAL, cut, cut, NORMAL]):
+        t = t0 + timedelta(minutes=5 * i)
+        events += [e["type"] for e in cab.events(t, cond)]
+        reading = cab.telemetry(t, cond)
+        assert reading is not None
+        assert 214.0 <= reading["voltage_l1_v"] <= 230.0  # supply present upstream
+        if cond is cut:
+            assert reading["power_w"] == 0.0 and reading["current_l1_a"] == 0.0
+            assert all(lamp.telemetry(t, cond) is None for lamp in mine)
+        else:
+            assert reading["power_w"] > 0.0
+    assert events == []  # not a supply loss
+
+
 # --------------------------------------------------------------------------------- flood
 
 

@@ -258,7 +258,8 @@ def test_the_four_scenarios_of_the_issue_ship() -> None:
     } <= set(available_scenarios())
     theft = load_scenario("nga-bay-cable-theft")
     night = theft.conditions_at(theft.start + timedelta(hours=6))
-    assert night.cabinet_power_loss == {"nb-cab-03"}
+    # theft is downstream of the cabinet: supply stays, the feeder is cut
+    assert night.feeder_cut == {"nb-cab-03"} and not night.cabinet_power_loss
     accident = load_scenario("nga-bay-accident")
     crash = accident.conditions_at(accident.start + timedelta(minutes=31))
     assert crash.camera_events == {"nb-cam-01": "accident"}
