@@ -40,6 +40,7 @@ DeviceIndex = Mapping[str, tuple[str, str]]
 # Longest report id and media URL kept; anything longer is not an id or a link but a mistake.
 REPORT_ID_MAX = 128
 MEDIA_URL_MAX = 2048
+PLACE_MAX = 200  # a ward id or name when a report has no position
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,21 +310,35 @@ class Decoder:
                 Reason.UNKNOWN_CATEGORY,
                 f"category {category[:64]!r} is not one of {sorted(vocab.categories)}",
             )
-        lat = _coordinate(topic, doc, "lat")
-        lon = _coordinate(topic, doc, "lon")
-        ward = vocab.site.ward_of(lat, lon)
-        if ward is None:
-            raise DecodeError(
-                topic,
-                Reason.OUTSIDE_SITE,
-                f"position lat={lat}, lon={lon} is in no ward of the site",
-            )
+        lat: float | None
+        lon: float | None
+        if doc.get("lat") is None and doc.get("lon") is None and doc.get("place") is not None:
+            # No position: the place named (a ward id, a former ward's id such as "phuong-5",
+            # or a name such as "Phường 5") puts the report in the current unit.
+            lat = lon = None
+            place = _text(topic, doc, "place", PLACE_MAX)
+            ward = vocab.site.find_ward(place) or vocab.site.ward_named(place)
+            if ward is None:
+                raise DecodeError(
+                    topic, Reason.OUTSIDE_SITE, f"place {place[:64]!r} names no ward of the site"
+                )
+            where_text = f"place {place[:64]!r}"
+        else:
+            lat = _coordinate(topic, doc, "lat")
+            lon = _coordinate(topic, doc, "lon")
+            ward = vocab.site.ward_of(lat, lon)
+            if ward is None:
+                raise DecodeError(
+                    topic,
+                    Reason.OUTSIDE_SITE,
+                    f"position lat={lat}, lon={lon} is in no ward of the site",
+                )
+            where_text = f"position lat={lat}, lon={lon}"
         if ward.city != where.city:
             raise DecodeError(
                 topic,
                 Reason.CITY_MISMATCH,
-                f"position lat={lat}, lon={lon} is in {ward.city}/{ward.id},"
-                f" topic says {where.city}",
+                f"{where_text} is in {ward.city}/{ward.id}, topic says {where.city}",
             )
         description = _text(topic, doc, "description", vocab.max_description)
         media_url = doc.get("media_url")
@@ -348,8 +363,8 @@ class Decoder:
             external_id,
             t,
             category,
-            float(lat),
-            float(lon),
+            None if lat is None else float(lat),
+            None if lon is None else float(lon),
             ward.id,
             description,
             media_url,

@@ -36,15 +36,16 @@ class DeviceEvent:
 @dataclass(frozen=True, slots=True)
 class CitizenReport:
     """A citizen report relayed on ``{prefix}/{city}/reports/{channel}``; ``ward`` and ``city``
-    come from the position (the site's ward outlines), checked against the topic's city."""
+    come from the position (the site's ward outlines) or, without one, from the place the report
+    names (a current or former ward), checked against the topic's city."""
 
     city: str
     channel: str
     external_id: str
     time: float
     category: str
-    lat: float
-    lon: float
+    lat: float | None
+    lon: float | None
     ward: str
     description: str
     media_url: str | None

@@ -191,9 +191,13 @@ async def list_incidents(
     before_id: int | None = Query(None, description="page: incidents with a smaller id"),
 ) -> list[dict[str, Any]]:
     statuses = [s for s in (status_ or "").split(",") if s]
+    site = request.app.state.runtime.site
     async with request.app.state.runtime.pool.connection() as conn:
         rows = await store.list_incidents(
-            conn, status=statuses, agency=agency, category=category, city=city, ward=ward,
+            conn, status=statuses, category=category, city=city,
+            # former ids (a ward before July 2025, an agency's old id) find the same rows
+            agency=site.agency_ids(agency) if agency else None,
+            ward=site.ward_ids(ward) if ward else None,
             overdue=overdue, open_only=open, limit=limit, before_id=before_id,
         )  # fmt: skip
     return [store.incident_json(r) for r in rows]
@@ -215,9 +219,9 @@ async def open_incident(
     body: OpenIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
 ) -> dict[str, Any]:
     ctx = _ctx(request)
-    if body.agency is not None and body.agency not in ctx.site.agencies_by_id:
+    if body.agency is not None and ctx.site.find_agency(body.agency) is None:
         raise HTTPException(422, f"agency: unknown agency {body.agency!r}")
-    if body.ward is not None and body.ward not in ctx.site.wards_by_id:
+    if body.ward is not None and ctx.site.find_ward(body.ward) is None:
         raise HTTPException(422, f"ward: unknown ward {body.ward!r}")
     async with _change(request) as conn:
         if body.alert_id is not None:
@@ -263,10 +267,11 @@ async def dispatch(
                 expected_version=body.version,
             )  # fmt: skip
         else:
-            if body.agency is not None and body.agency not in ctx.site.agencies_by_id:
+            if body.agency is not None and ctx.site.find_agency(body.agency) is None:
                 raise StepError(f"unknown agency {body.agency!r}")
             row = await store.take_step(
-                conn, ctx, incident_id, "dispatch", who, note=body.note, agency_id=body.agency,
+                conn, ctx, incident_id, "dispatch", who, note=body.note,
+                agency_id=ctx.site.current_agency_id(body.agency),
                 expected_version=body.version,
             )  # fmt: skip
         return await _detail(conn, row)
@@ -384,8 +389,8 @@ async def agency_incidents(
     statuses = [s for s in (status_ or "").split(",") if s]
     async with request.app.state.runtime.pool.connection() as conn:
         rows = await store.list_incidents(
-            conn, status=statuses, agency=caller.agency, open_only=open, limit=limit,
-            before_id=before_id,
+            conn, status=statuses, open_only=open, limit=limit, before_id=before_id,
+            agency=request.app.state.runtime.site.agency_ids(caller.agency or ""),
         )  # fmt: skip
     return [
         {k: v for k, v in store.incident_json(r).items() if k not in store.AGENCY_HIDDEN_FIELDS}
@@ -399,7 +404,8 @@ async def agency_incident(
 ) -> dict[str, Any]:
     async with request.app.state.runtime.pool.connection() as conn:
         row = await store.get(conn, incident_id)
-        if row is None or row["agency_id"] != caller.agency:
+        site = request.app.state.runtime.site
+        if row is None or row["agency_id"] not in site.agency_ids(caller.agency or ""):
             raise HTTPException(404, f"no incident {incident_id}")
         return await _detail(conn, row, agency=caller.agency)
 

@@ -211,6 +211,12 @@ async def post_request(request: Request, fmt: str) -> Response:
                 400, f"lat/long: ({sub.lat}, {sub.long}) is outside the area served ({cities})"
             )
         city, ward = found.city, found.id
+    elif sub.address_string:
+        # No position: a place named in the address (a current unit, or a ward abolished in
+        # July 2025 such as "Phường 5, Vị Thanh") puts the report in that unit.
+        named = site.ward_named(sub.address_string)
+        if named is not None:
+            city, ward = named.city, named.id
     report = store.NewReport(
         dedupe_key=store.open311_dedupe_key(
             client=caller.name, service_code=category.code, lat=sub.lat, long=sub.long,
@@ -232,13 +238,16 @@ async def post_request(request: Request, fmt: str) -> Response:
         reporter=sub.reporter,
         client=caller.name,
     )  # fmt: skip
+    route_text = f"{sub.description or ''}\n{sub.address_string or ''}"
     async with _runtime(request).pool.connection() as conn, conn.transaction():
         report_id, token, created = await store.insert(conn, report)
     body = [
         {
             "service_request_id": str(report_id),
             "token": token,
-            "service_notice": _notice(request, category, city, ward, report_id, created),
+            "service_notice": _notice(
+                request, category, city, ward, report_id, created, route_text
+            ),
             "account_id": sub.account_id,
         }
     ]
@@ -353,13 +362,13 @@ async def _report(request: Request, raw: str) -> dict[str, Any]:
 
 def _notice(
     request: Request, category: Category, city: str | None, ward: str | None, report_id: int,
-    created: bool,
+    created: bool, text: str = "",
 ) -> str:  # fmt: skip
     """What the citizen is told at once (Vietnamese, like the service names)."""
     if not created:
         return f"Phản ánh này đã được tiếp nhận trước đó (mã {report_id})."
     routing, site = _routing(request), _site(request)
-    agency_id = routing.agency_for(category.code, city, ward, site)
+    agency_id = routing.agency_for(category.code, city, ward, site, text=text)
     agency = site.agencies_by_id.get(agency_id)
     to = f" và chuyển đến {agency.name_vi}" if agency else ""
     return f"Phản ánh đã được tiếp nhận (mã {report_id}){to}."

@@ -213,18 +213,26 @@ async def open_incident(
     at: datetime | None = None,
     note: str | None = None,
     dispatch: bool = True,
+    labels: Mapping[str, str] | None = None,
+    route_text: str | None = None,
 ) -> dict[str, Any]:
-    """Open an incident with its routing (agency, deadline) and, unless ``dispatch`` is false or
-    no agency is known, dispatch it at once. Call inside a transaction. ``at`` is when the
-    problem was made known (a report's receipt): the deadline runs from it."""
+    """Open an incident with its routing (agency, agencies working with it, deadline) and,
+    unless ``dispatch`` is false or no agency is known, dispatch it at once. Call inside a
+    transaction. ``at`` is when the problem was made known (a report's receipt): the deadline
+    runs from it. ``labels`` (an alert's) and ``route_text`` (a report's description and
+    address; title and description by default) are what the routing file's routes look at."""
     at = at or datetime.now(UTC)
     if category not in ctx.routing.by_code:
         raise CategoryError(f"category: unknown category {category!r}")
+    ward = ctx.site.current_ward_id(ward)  # a former ward id: the unit that absorbed it
     if ward is None and lat is not None and lon is not None:
         found = ctx.site.ward_of(lat, lon)
         if found is not None:
             ward, city = found.id, city or found.city
-    agency = agency_id or ctx.routing.agency_for(category, city, ward, ctx.site)
+    text = route_text if route_text is not None else f"{title}\n{description}"
+    assignment = ctx.routing.assign(category, city, ward, ctx.site, text=text, labels=labels)
+    agency = ctx.site.current_agency_id(agency_id) or assignment.agency
+    also = tuple(a for a in assignment.also if a != agency)
     deadline = ctx.routing.deadline(category, severity, at)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
@@ -240,7 +248,8 @@ async def open_incident(
         assert row is not None
         await record_event(
             cur, row["id"], "opened", who, at=at, to_status="new", note=note,
-            data={"agency": agency, "deadline": _iso(deadline),
+            data={"agency": agency, "also": list(also), "route": assignment.route,
+                  "deadline": _iso(deadline),
                   "deadline_rule": str(ctx.routing.deadline_rule(category, severity))},
         )  # fmt: skip
     if dispatch and agency:
@@ -268,7 +277,7 @@ async def take_step(
     at = at or datetime.now(UTC)
     async with conn.cursor(row_factory=dict_row) as cur:
         row = await _fetch(cur, incident_id, lock=True)
-        if who.agency is not None and row["agency_id"] != who.agency:
+        if who.agency is not None and not _same_agency(ctx, row["agency_id"], who.agency):
             raise IncidentNotFound(f"no incident {incident_id}")
         if row["merged_into"] is not None:
             raise StepError(f"incident {incident_id} was merged into {row['merged_into']}")
@@ -316,7 +325,40 @@ async def take_step(
     }.get(step.name)
     # The agency's own steps need no message back to it; a dispatch goes to the (new) agency.
     await _announce(conn, ctx, new, kind if who.kind is not Actor.AGENCY else None)
+    if step.name == "dispatch" and who.kind is not Actor.AGENCY:
+        await _notify_also(conn, ctx, new)
     return new
+
+
+async def _notify_also(conn: psycopg.AsyncConnection, ctx: Context, row: Mapping[str, Any]) -> None:
+    """The agencies the routing says work with the lead one (``also``, recorded when the
+    incident was opened) hear of the dispatch: ``incident.notified``, the same payload plus
+    ``lead_agency``. They do not own it (no deadline, no agency steps)."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            """SELECT data->'also' FROM incident_events
+               WHERE incident_id = %s AND kind = 'opened' ORDER BY id LIMIT 1""",
+            (row["id"],),
+        )
+        found = await cur.fetchone()
+    also = [a for a in (found[0] if found and isinstance(found[0], list) else [])
+            if isinstance(a, str) and a and a != row["agency_id"]]  # fmt: skip
+    if not also:
+        return
+    payload = {**await dispatch_payload(conn, row), "lead_agency": row["agency_id"]}
+    for agency in also:
+        await _enqueue(
+            conn, ctx, incident_id=row["id"], agency_id=agency, kind="incident.notified",
+            payload=payload,
+        )  # fmt: skip
+
+
+def _same_agency(ctx: Context, stored: str | None, agency: str) -> bool:
+    """Whether an incident stored under ``stored`` is ``agency``'s, former ids included (an
+    ``agency:pctt`` token and incidents stored for ``pctt`` are the civil-defence command's)."""
+    if stored is None:
+        return False
+    return ctx.site.current_agency_id(stored) == ctx.site.current_agency_id(agency)
 
 
 def _check_version(row: Mapping[str, Any], expected: int | None) -> None:
@@ -361,8 +403,9 @@ async def reassign(
 ) -> dict[str, Any]:  # fmt: skip
     """Give the incident to another agency; if it was with an agency, dispatch it anew there
     and tell the old one it is withdrawn."""
-    if agency_id not in ctx.site.agencies_by_id:
+    if ctx.site.find_agency(agency_id) is None:
         raise StepError(f"unknown agency {agency_id!r}")
+    agency_id = ctx.site.agency(agency_id).id  # a former id: the agency that took over
     async with conn.cursor(row_factory=dict_row) as cur:
         row = await _fetch(cur, incident_id, lock=True)
         if row["status"] not in OPEN or row["merged_into"] is not None:
@@ -647,15 +690,17 @@ async def list_incidents(
     conn: psycopg.AsyncConnection,
     *,
     status: Sequence[str] = (),
-    agency: str | None = None,
+    agency: str | Sequence[str] | None = None,
     category: str | None = None,
     city: str | None = None,
-    ward: str | None = None,
+    ward: str | Sequence[str] | None = None,
     overdue: bool | None = None,
     open_only: bool = False,
     limit: int = 200,
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """``agency`` and ``ward`` may be several ids (a unit and its former ids, an agency and its
+    aliases: :meth:`Site.ward_ids`, :meth:`Site.agency_ids`)."""
     where = ["TRUE"]
     params: dict[str, Any] = {"limit": limit}
     if status:
@@ -663,9 +708,12 @@ async def list_incidents(
         params["status"] = list(status)
     for name, value in (("agency_id", agency), ("category", category), ("city", city),
                         ("ward", ward)):  # fmt: skip
-        if value is not None:
+        if isinstance(value, str):
             where.append(f"i.{name} = %({name})s")
             params[name] = value
+        elif value is not None:
+            where.append(f"i.{name} = ANY(%({name})s)")
+            params[name] = list(value)
     if open_only or overdue:
         where.append(OPEN_SQL)
     # as incident_json: overdue once marked, or past the deadline with the clock running

@@ -171,7 +171,8 @@ class IncidentWorker:
     ) -> None:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                """SELECT id, service_code, city, ward, lat, lon, description, source, received_at
+                """SELECT id, service_code, city, ward, lat, lon, description, address, source,
+                          received_at
                    FROM reports WHERE id = %s AND routed_at IS NULL FOR UPDATE SKIP LOCKED""",
                 (report_id,),
             )
@@ -200,6 +201,7 @@ class IncidentWorker:
             title=store.report_title(self.ctx, category, report["ward"]),
             description=report["description"], city=report["city"], ward=report["ward"],
             lat=report["lat"], lon=report["lon"], who=SYSTEM, dispatch=False,
+            route_text=f"{report['description'] or ''}\n{report['address'] or ''}",
             at=min(report["received_at"], now),  # the deadline runs from the report's receipt
             note=f"report #{report['id']} ({report['source']})",
         )  # fmt: skip
@@ -246,7 +248,7 @@ class IncidentWorker:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 """SELECT a.id, a.rule, a.severity, a.labels, a.annotations, a.device_id,
-                          a.state, d.lat, d.lon, d.city, d.ward
+                          a.state, d.lat, d.lon, d.city, d.ward, d.attributes->>'road' AS road
                    FROM alerts a LEFT JOIN devices d ON d.id = a.device_id
                    WHERE a.id = %s AND a.state = 'firing' AND a.suppressed_by IS NULL
                      AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.source_alert_id = a.id)
@@ -280,14 +282,15 @@ class IncidentWorker:
             SIGNS.labels("alert", "joined").inc()
             return "linked"
         annotations = alert["annotations"] or {}
-        agency = labels.get("agency")
+        if alert["road"]:  # routes by road (QL1A) look at the device's road
+            labels.setdefault("road", str(alert["road"]))
         row = await store.open_incident(
             conn, self.ctx, category=category,
             severity=_SEVERITIES.get(alert["severity"], "info"),
             title=str(annotations.get("summary_vi") or annotations.get("summary") or alert["rule"]),
             description=str(annotations.get("description_vi") or ""),
             city=city, ward=ward, lat=alert["lat"], lon=alert["lon"],
-            agency_id=agency if agency in self.ctx.site.agencies_by_id else None,
+            labels=labels,  # the routing file decides, then the alert's agency label
             source_alert_id=alert_id, who=SYSTEM, at=now,
             note=f"alert #{alert_id} {alert['rule']}",
         )  # fmt: skip
