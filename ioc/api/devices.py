@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -98,8 +99,12 @@ async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
         raise _unprocessable(
             "body.city", f"{device.city!r} is not one of {sorted(runtime.site.cities_by_id)}"
         )
-    if device.ward is not None and device.ward not in {w.id for w in city.wards}:
-        raise _unprocessable("body.ward", f"{device.ward!r} is not a ward of {device.city}")
+    if device.ward is not None:
+        unit = next((w for w in city.wards if device.ward in w.ids), None)
+        if unit is None:
+            raise _unprocessable("body.ward", f"{device.ward!r} is not a ward of {device.city}")
+        # a former ward id (before July 2025) is stored as the unit that absorbed it
+        device = dataclasses.replace(device, ward=unit.id)
     async with runtime.pool.connection() as conn:
         if not await store.insert_device(conn, device):
             raise HTTPException(
@@ -127,8 +132,10 @@ async def list_devices(
 ) -> list[DeviceListItem]:
     async with request.app.state.runtime.pool.connection() as conn:
         found = await store.list_devices(
-            conn, kind=kind, city=city, ward=ward, limit=limit, after=after
-        )
+            conn, kind=kind, city=city, limit=limit, after=after,
+            # a former ward id finds its unit's devices (and rows stored under the old id)
+            ward=request.app.state.runtime.site.ward_ids(ward) if ward else None,
+        )  # fmt: skip
         states = await store.live_states(conn, [d.id for d in found]) if with_state else {}
     return [DeviceListItem(**_out(d).model_dump(), **states.get(d.id, {})) for d in found]
 

@@ -122,8 +122,13 @@ def _names(runtime: Any) -> kpi_report.Names:
             log.warning("KPI report: category names unavailable", exc_info=True)
     if routing is not None:
         categories = {c.code: (c.name_vi, c.name_en) for c in routing.categories}
+    # Rows stored before July 2025 carry former ward and agency ids: they are named as the unit
+    # or agency that took them over, never shown as raw ids.
+    wards = {f.id: f"{w.name} ({c.name}; trước đây {f.name})"
+             for c in site.cities for w in c.wards for f in w.former}  # fmt: skip
+    wards |= {w.id: f"{w.name} ({c.name})" for c in site.cities for w in c.wards}
     return kpi_report.Names(
-        agencies={a.id: (a.name_vi, a.name_en) for a in site.agencies},
+        agencies={i: (a.name_vi, a.name_en) for a in site.agencies for i in a.ids},
         categories=categories,
-        wards=dict((w.id, f"{w.name} ({c.name})") for c in site.cities for w in c.wards),
+        wards=wards,
     )

@@ -56,6 +56,14 @@ def _set(ws: WebSocket, name: str) -> frozenset[str] | None:
     return frozenset(values) if values else None
 
 
+def _wards(ws: WebSocket) -> frozenset[str] | None:
+    asked = _set(ws, "ward")
+    if asked is None:
+        return None
+    site = ws.app.state.runtime.site
+    return frozenset(i for w in asked for i in site.ward_ids(w))
+
+
 def _params(ws: WebSocket) -> tuple[FeedFilter, int | None]:
     raw = ws.query_params.get("since")
     since: int | None = None
@@ -69,7 +77,8 @@ def _params(ws: WebSocket) -> tuple[FeedFilter, int | None]:
     flt = FeedFilter(
         types=_set(ws, "types"),
         cities=_set(ws, "city"),
-        wards=_set(ws, "ward"),
+        # a former ward id follows the unit that absorbed it (frames carry the current id)
+        wards=_wards(ws),
         kinds=_set(ws, "kind"),
     )
     return flt, since

@@ -39,8 +39,9 @@ async def whoami(caller: Annotated[Caller, Depends(authenticate)]) -> dict[str, 
 
 @router.get("/api/v1/site", dependencies=[Depends(require_viewer)])
 async def site(request: Request) -> dict[str, Any]:
-    """Cities and ward outlines (GeoJSON FeatureCollection, lon/lat), flood stations' alarm
-    levels, agencies and incident categories."""
+    """Cities and the current commune-level units with their outlines (GeoJSON
+    FeatureCollection, lon/lat), official codes and aliases (the former wards each absorbed),
+    flood stations' alarm levels, agencies and incident categories."""
     runtime = request.app.state.runtime
     s = runtime.site
     wards = [
@@ -51,7 +52,11 @@ async def site(request: Request) -> dict[str, Any]:
                 "city": c.id,
                 "name": w.name,
                 "type": w.type,
+                "code": w.code,
                 "approximate": w.approximate,
+                "aliases": list(w.aliases),
+                "former": [{"id": f.id, "name": f.name, "type": f.type} for f in w.former],
+                "place": s.place_name(w.id),
             },
             "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in w.outline]]},
         }
@@ -61,8 +66,11 @@ async def site(request: Request) -> dict[str, Any]:
     return {
         "name": s.name,
         "timezone": s.timezone,
+        "admin_parent": s.admin_parent,
         "cities": [{"id": c.id, "name": c.name, "lat": c.lat, "lon": c.lon} for c in s.cities],
         "wards": {"type": "FeatureCollection", "features": wards},
+        # former ward id → current unit id, so a client can resolve ids stored before July 2025
+        "ward_aliases": {alias: w.id for alias, w in s.ward_aliases.items()},
         "stations": [
             {
                 "station": key,
@@ -76,7 +84,15 @@ async def site(request: Request) -> dict[str, Any]:
             for key, lv in s.alarm_levels.items()
         ],
         "agencies": [
-            {"id": a.id, "name_vi": a.name_vi, "name_en": a.name_en, "domains": list(a.domains)}
+            {
+                "id": a.id,
+                "name_vi": a.name_vi,
+                "name_en": a.name_en,
+                "domains": list(a.domains),
+                "ward": a.ward,
+                "role": a.role,
+                "aliases": list(a.aliases),
+            }
             for a in s.agencies
         ],
         "categories": [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -72,20 +72,22 @@ async def list_devices(
     *,
     kind: str | None = None,
     city: str | None = None,
-    ward: str | None = None,
+    ward: str | Sequence[str] | None = None,
     limit: int = 1000,
     after: str | None = None,
 ) -> list[Device]:
-    """Devices ordered by id, keyset-paginated with ``after``."""
+    """Devices ordered by id, keyset-paginated with ``after``; ``ward`` may be several ids (a
+    unit and its former wards)."""
+    wards = None if ward is None else [ward] if isinstance(ward, str) else list(ward)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"SELECT {_COLUMNS} FROM devices"
             " WHERE (%(kind)s::text IS NULL OR kind = %(kind)s)"
             " AND (%(city)s::text IS NULL OR city = %(city)s)"
-            " AND (%(ward)s::text IS NULL OR ward = %(ward)s)"
+            " AND (%(ward)s::text[] IS NULL OR ward = ANY(%(ward)s::text[]))"
             " AND (%(after)s::text IS NULL OR id > %(after)s)"
             " ORDER BY id LIMIT %(limit)s",
-            {"kind": kind, "city": city, "ward": ward, "after": after, "limit": limit},
+            {"kind": kind, "city": city, "ward": wards, "after": after, "limit": limit},
         )
         return [_row_to_device(r) for r in await cur.fetchall()]
 
