@@ -246,6 +246,7 @@ class Site:
     note: str | None = None
     path: Path | None = None
     admin_parent: str | None = None  # "thành phố Cần Thơ": the province-level unit, for place text
+    admin_parent_en: str | None = None  # "Cần Thơ City"
     cities_by_id: Mapping[str, City] = field(init=False, repr=False, compare=False)
     wards_by_id: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
     # former ward ids → current unit, former agency ids → current agency
@@ -343,17 +344,23 @@ class Site:
                         best = (len(key), ward)
         return best[1] if best else None
 
-    def place_name(self, ward_id: str | None, city_id: str | None = None) -> str:
-        """Human-facing place text: "phường Vị Tân, thành phố Cần Thơ" (names, never ids); the
-        province-level unit is the site's ``admin_parent``. Empty when nothing is known."""
+    def place_name(self, ward_id: str | None, city_id: str | None = None, lang: str = "vi") -> str:
+        """Human-facing place text, names never ids: "phường Vị Tân, thành phố Cần Thơ" (``vi``)
+        or "Vị Tân Ward, Cần Thơ City" (``en``); a former ward id names the unit that absorbed
+        it. Without a ward, the pilot area: "khu vực Vị Thanh, thành phố Cần Thơ" (the city ids
+        name areas since the 2025 merger, not cities). The province-level unit is the site's
+        ``admin_parent``. Empty when nothing is known."""
         ward = self.find_ward(ward_id)
+        en = lang.lower().startswith("en")
         parts: list[str] = []
         if ward is not None:
-            parts.append(_lower_first(ward.name))
+            parts.append(_unit_name_en(ward) if en else _lower_first(ward.name))
         elif city_id is not None and city_id in self.cities_by_id:
-            parts.append(self.cities_by_id[city_id].name)
-        if parts and self.admin_parent:
-            parts.append(self.admin_parent)
+            area = self.cities_by_id[city_id].name
+            parts.append(f"{area} area" if en else f"khu vực {area}")
+        parent = self.admin_parent_en if en else self.admin_parent
+        if parts and parent:
+            parts.append(parent)
         return ", ".join(parts)
 
     def agency(self, agency_id: str) -> Agency:
@@ -421,6 +428,16 @@ def _lower_first(name: str) -> str:
 
 
 _UNIT_TYPES: Final = frozenset({"Phường", "Xã", "Thị", "Đặc"})
+_TYPE_EN: Final = {"phuong": "Ward", "xa": "Commune"}
+
+
+def _unit_name_en(ward: Ward) -> str:
+    """ "Phường Vị Tân" → "Vị Tân Ward" (the English form of the official names)."""
+    head, _, rest = ward.name.partition(" ")
+    kind = _TYPE_EN.get(ward.type or "")
+    return f"{rest} {kind}" if kind and rest and head in _UNIT_TYPES else ward.name
+
+
 # Roman numerals of the former numbered wards, so "Phường 5" and "P.5" find "Phường V".
 _ROMAN: Final = {"I": "1", "II": "2", "III": "3", "IV": "4", "V": "5", "VI": "6", "VII": "7"}
 
@@ -560,7 +577,9 @@ class _Loader:
         version = top.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION or isinstance(version, bool):
             self.fail("version", f"{version!r} is not supported (this IOC reads {FORMAT_VERSION})")
-        head = self.mapping(top["site"], "site", ("name", "timezone"), ("note", "admin_parent"))
+        head = self.mapping(
+            top["site"], "site", ("name", "timezone"), ("note", "admin_parent", "admin_parent_en")
+        )
         name = self.text(head, "name", "site")
         timezone = self.text(head, "timezone", "site")
         try:
@@ -584,6 +603,7 @@ class _Loader:
             devices=devices,
             path=self.path,
             admin_parent=self.opt_text(head, "admin_parent", "site"),
+            admin_parent_en=self.opt_text(head, "admin_parent_en", "site"),
         )
 
     def cities(self, top: dict[str, Any]) -> tuple[City, ...]:

@@ -228,12 +228,12 @@ def _area(
 ) -> cap.Area:
     """The ward outline (polygon) or a circle around the device, named in both languages."""
     ward_id = labels.get("ward") or (device or {}).get("ward")
-    ward = site.wards_by_id.get(ward_id) if ward_id else None
-    city = site.cities_by_id.get(ward.city if ward else labels.get("city") or "")
-    place_vi = place_en = ward.name if ward else ""
-    if city is not None:
-        place_vi = f"{place_vi}, thành phố {city.name}" if place_vi else f"Thành phố {city.name}"
-        place_en = f"{place_en}, {city.name} city" if place_en else f"{city.name} city"
+    ward = site.find_ward(ward_id)  # a former ward id: the unit that absorbed it
+    city_id = ward.city if ward else labels.get("city") or (device or {}).get("city")
+    # "phường Vị Tân, thành phố Cần Thơ": the current unit and Cần Thơ city (since July 2025),
+    # never the abolished "thành phố Vị Thanh" and never an id
+    place_vi = site.place_name(ward_id, city_id, "vi")
+    place_en = site.place_name(ward_id, city_id, "en")
     if body.area == "ward":
         if ward is None:
             raise HTTPException(

@@ -82,19 +82,15 @@ def service_request(row: Mapping[str, Any], routing: Routing, site: Site) -> dic
 def _agency_name(agency_id: str | None, site: Site) -> str | None:
     if agency_id is None:
         return None
-    agency = site.agencies_by_id.get(agency_id)
+    agency = site.find_agency(agency_id)  # stored under a former id: the agency now
     return agency.name_vi if agency else agency_id
 
 
 def _place(city_id: str | None, ward_id: str | None, site: Site) -> str | None:
     """A report without an address (MQTT reports carry a position only) is described by its
-    ward and city, most specific first, as the spec asks of addresses."""
-    parts = []
-    if ward_id and ward_id in site.wards_by_id:
-        parts.append(site.wards_by_id[ward_id].name)
-    if city_id and city_id in site.cities_by_id:
-        parts.append(site.cities_by_id[city_id].name)
-    return ", ".join(parts) or None
+    ward and city, most specific first, as the spec asks of addresses: "phường Vị Tân, thành phố
+    Cần Thơ" (a former ward id names the unit that absorbed it)."""
+    return site.place_name(ward_id, city_id) or None
 
 
 def discovery(endpoint_url: str, changeset: datetime, contact: str) -> dict[str, Any]:
