@@ -44,16 +44,20 @@ def test_packaged_site_is_the_default_and_loads(site: Site) -> None:
     assert set(site.cities_by_id) == CITIES
     assert site.city("vi-thanh").name == "Vị Thanh" and site.city("nga-bay").name == "Ngã Bảy"
     assert "2025" in (site.note or "")  # the merger into the new Cần Thơ city is recorded
-    vt_wards = {w.id for w in site.city("vi-thanh").wards}
-    nb_wards = {w.id for w in site.city("nga-bay").wards}
-    assert len(vt_wards) == 9 and {"phuong-1", "phuong-5", "vi-tan", "hoa-tien"} <= vt_wards
-    assert len(nb_wards) == 6 and {"lai-hieu", "hiep-thanh", "dai-thanh"} <= nb_wards
-    assert all(w.approximate for c in site.cities for w in c.wards)
+    assert "1668/NQ-UBTVQH15" in (site.note or "")
+    assert site.admin_parent == "thành phố Cần Thơ"
+    # the five current commune-level units (since 1 July 2025)
+    assert [w.id for w in site.city("vi-thanh").wards] == [
+        "phuong-vi-thanh", "phuong-vi-tan", "xa-hoa-luu"
+    ]  # fmt: skip
+    assert [w.id for w in site.city("nga-bay").wards] == ["phuong-nga-bay", "phuong-dai-thanh"]
+    assert all(w.approximate and w.source and w.code for c in site.cities for w in c.wards)
 
 
 def test_contract_example_device_matches(site: Site) -> None:
     flood = site.device("vt-flood-01")
-    assert (flood.kind, flood.city, flood.ward) == ("flood", "vi-thanh", "phuong-5")
+    # filed under Phường V before the merger; Phường V is now part of Phường Vị Tân
+    assert (flood.kind, flood.city, flood.ward) == ("flood", "vi-thanh", "phuong-vi-tan")
     assert (flood.lat, flood.lon) == (9.784, 105.470)
     assert {k: flood.attributes[k] for k in ("bd1", "bd2", "bd3")} == {
         "bd1": 0.55,
@@ -165,16 +169,22 @@ def test_traffic_devices_describe_their_junction(site: Site) -> None:
 
 def test_agencies_cover_the_domains_and_every_ward(site: Site) -> None:
     ids = set(site.agencies_by_id)
-    assert {"ioc", "urban-works", "power", "traffic-police", "pctt", "environment"} <= ids
+    assert {
+        "ioc", "urban-works", "power", "road-authority", "ql1a-unit", "traffic-police",
+        "civil-defence", "agriculture-environment", "water-supply", "sanitation",
+    } <= ids  # fmt: skip
     domains = {d for a in site.agencies for d in a.domains}
-    assert {"lighting", "drainage", "power-supply", "traffic", "flood", "waste"} <= domains
-    assert "flood" in site.agency("pctt").domains
-    committees = {a.ward for a in site.agencies if a.ward is not None}
-    assert committees == set(site.wards_by_id)
+    assert {"lighting", "drainage", "power-supply", "roads", "flood", "waste-collection"} <= domains
+    # every current unit has its People's Committee, police and civil-defence command
+    for role in ("committee", "police", "civil-defence"):
+        bodies = [a for a in site.agencies if a.role == role]
+        assert sorted(a.ward for a in bodies) == sorted(site.wards_by_id), role
+    assert len([a for a in site.agencies if a.ward is not None]) == 15
     for agency in site.agencies:
-        assert agency.name_vi and agency.name_en
+        assert agency.name_vi and agency.name_en and agency.source, agency.id
         if agency.ward is not None:
             assert agency.city == site.ward(agency.ward).city
+            assert agency.ward in site.wards_by_id  # the current unit, not a former id
 
 
 def test_lookups_fail_clearly(site: Site) -> None:
@@ -411,3 +421,151 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n", encoding="utf-8")
     with pytest.raises(SiteError, match="expected a mapping"):
         load_site(listy)
+
+
+# ------------------------------------------------------------------ the 2025 merger
+
+
+def test_unit_names_and_codes_match_the_vietnam_provinces_package(site: Site) -> None:
+    """The official names, types and codes of the five current units, and that they lie in
+    Cần Thơ city, as the maintained package of administrative units has them."""
+    import vietnam_provinces as vp  # test extra: pinned in pyproject.toml
+    units = [w for c in site.cities for w in c.wards]
+    assert {w.code for w in units} == {"31321", "31333", "31338", "31340", "31411"}
+    for ward in units:
+        assert ward.code is not None
+        official = vp.Ward.from_code(vp.WardCode(int(ward.code)))
+        assert official.name == ward.name, ward.id
+        assert official.division_type.value == {"phuong": "phường", "xa": "xã"}[ward.type or ""]
+        province = vp.Province.from_code(official.province_code)
+        assert province.name == "Thành phố Cần Thơ"
+        assert _fold_name(site.admin_parent) == _fold_name(province.name)
+
+
+def _fold_name(name: str | None) -> str:
+    return (name or "").casefold()
+
+
+def test_each_unit_absorbed_the_former_wards_of_the_brief(site: Site) -> None:
+    assert {w.id: set(w.aliases) for c in site.cities for w in c.wards} == {
+        "phuong-vi-thanh": {"phuong-1", "phuong-3", "phuong-7"},
+        "phuong-vi-tan": {"phuong-4", "phuong-5", "vi-tan"},
+        "xa-hoa-luu": {"hoa-luu", "tan-tien", "hoa-tien"},
+        # the old Phường Ngã Bảy keeps its id: it is the unit's own, not an alias
+        "phuong-nga-bay": {"lai-hieu", "hiep-thanh"},
+        "phuong-dai-thanh": {"hiep-loi", "dai-thanh", "tan-thanh"},
+    }
+    assert [f.id for f in site.ward("phuong-nga-bay").former] == [
+        "phuong-nga-bay", "lai-hieu", "hiep-thanh"
+    ]  # fmt: skip
+
+
+def test_a_former_ward_id_resolves_to_its_current_unit(site: Site) -> None:
+    assert site.ward("phuong-5").id == "phuong-vi-tan"
+    assert site.ward("tan-thanh").id == "phuong-dai-thanh"
+    assert site.current_ward_id("hoa-tien") == "xa-hoa-luu"
+    assert site.current_ward_id("phuong-vi-thanh") == "phuong-vi-thanh"
+    assert site.current_ward_id("elsewhere") == "elsewhere"  # unknown ids pass through
+    assert site.ward_ids("phuong-7") == ("phuong-vi-thanh", "phuong-1", "phuong-3", "phuong-7")
+    assert set(site.ward_aliases) == {
+        f.id for c in site.cities for w in c.wards for f in w.former if f.id != w.id
+    }
+    # devices filed under a former ward are listed under the unit, by either id
+    assert site.devices_of(ward="phuong-5") == site.devices_of(ward="phuong-vi-tan")
+    assert all(d.ward in site.wards_by_id for d in site.devices)
+
+
+def test_unit_outline_is_the_union_of_its_former_wards(site: Site) -> None:
+    from ioc.site import _ring_area
+
+    for city in site.cities:
+        for ward in city.wards:
+            parts = sum(_ring_area(list(f.outline)) for f in ward.former)
+            assert _ring_area(list(ward.outline)) == pytest.approx(parts, rel=1e-9), ward.id
+            for former in ward.former:
+                # every vertex nudged towards the former ward's centroid is inside both
+                cx = sum(p[0] for p in former.outline[:-1]) / (len(former.outline) - 1)
+                cy = sum(p[1] for p in former.outline[:-1]) / (len(former.outline) - 1)
+                for lon, lat in former.outline[:-1]:
+                    plon, plat = lon + (cx - lon) * 0.02, lat + (cy - lat) * 0.02
+                    if former.contains(plat, plon):
+                        assert ward.contains(plat, plon), (ward.id, former.id, plon, plat)
+                        assert site.ward_of(plat, plon) == ward
+
+
+def test_union_outline_cancels_shared_edges_and_refuses_what_is_not_one_ring() -> None:
+    from ioc.site import OutlineError, union_outline
+
+    a = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0))
+    b = ((1.0, 0.0), (2.0, 0.0), (2.0, 1.0), (1.0, 1.0), (1.0, 0.0))
+    # b drawn clockwise: orientation does not matter
+    ring = union_outline([a, tuple(reversed(b))])
+    assert ring[0] == ring[-1] and len(ring) == 7  # the shared edge (1,0)-(1,1) is gone
+    assert set(ring) == {(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (2.0, 1.0), (1.0, 1.0), (0.0, 1.0)}
+    far = ((5.0, 5.0), (6.0, 5.0), (6.0, 6.0), (5.0, 5.0))
+    with pytest.raises(OutlineError, match="more than one ring"):
+        union_outline([a, far])
+    # a border drawn with different vertices on each side does not cancel
+    c = ((1.0, 0.0), (2.0, 0.0), (2.0, 1.0), (1.0, 1.0), (1.0, 0.5), (1.0, 0.0))
+    with pytest.raises(OutlineError):
+        union_outline([a, c])
+
+
+def test_agency_aliases_resolve_to_the_current_agency(site: Site) -> None:
+    assert site.agency("pctt").id == "civil-defence"
+    assert site.agency("environment").id == "agriculture-environment"
+    old_committees = [
+        "ubnd-phuong-1", "ubnd-phuong-3", "ubnd-phuong-4", "ubnd-phuong-5", "ubnd-phuong-7",
+        "ubnd-vi-tan", "ubnd-hoa-luu", "ubnd-tan-tien", "ubnd-hoa-tien", "ubnd-phuong-nga-bay",
+        "ubnd-lai-hieu", "ubnd-hiep-thanh", "ubnd-hiep-loi", "ubnd-dai-thanh", "ubnd-tan-thanh",
+    ]  # fmt: skip
+    for old in old_committees:
+        committee = site.agency(old)
+        assert committee.role == "committee", old
+    assert site.agency("ubnd-phuong-5").id == "ubnd-phuong-vi-tan"
+    assert site.agency("ubnd-tan-thanh").name_vi == "Ủy ban nhân dân Phường Đại Thành"
+    assert site.agency_ids("pctt") == ("civil-defence", "pctt")
+    assert site.ward_agency("police", "phuong-5") == site.agency("police-phuong-vi-tan")
+    assert site.ward_agency("civil-defence", None) is None
+
+
+def test_place_text_names_the_unit_and_can_tho_city_never_ids(site: Site) -> None:
+    assert site.place_name("phuong-vi-tan") == "phường Vị Tân, thành phố Cần Thơ"
+    assert site.place_name("phuong-5") == "phường Vị Tân, thành phố Cần Thơ"  # former id
+    assert site.place_name("hoa-tien", lang="en") == "Hỏa Lựu Commune, Cần Thơ City"
+    assert site.place_name(None, "vi-thanh") == "khu vực Vị Thanh, thành phố Cần Thơ"
+    assert site.place_name(None, None) == ""
+
+
+def test_a_place_named_in_text_finds_its_unit_by_current_or_former_name(site: Site) -> None:
+    assert site.ward_named("12 đường 3 Tháng 2, Phường V, Vị Thanh") == site.ward("phuong-vi-tan")
+    assert site.ward_named("hẻm 5, phường 5") == site.ward("phuong-vi-tan")  # Arabic numeral
+    assert site.ward_named("Ấp 3, xã Tân Thành") == site.ward("phuong-dai-thanh")
+    assert site.ward_named("phường vị thanh") == site.ward("phuong-vi-thanh")
+    assert site.ward_named("Phường VII") == site.ward("phuong-vi-thanh")  # not Phường V
+    assert site.ward_named("Quận Ninh Kiều") is None
+
+
+def test_a_site_file_may_file_devices_and_agencies_under_former_ids(tmp_path: Path) -> None:
+    data = copy.deepcopy(MINIMAL)
+    vt = data["cities"][0]
+    vt["wards"] = [
+        {
+            "id": "phuong-vi-thanh",
+            "name": "Phường Vị Thanh",
+            "type": "phuong",
+            "code": "31321",
+            "former": [
+                {"id": "phuong-1", "name": "Phường I", "outline": SQUARE_A},
+                {"id": "phuong-5", "name": "Phường V", "outline": SQUARE_B},
+            ],
+        }
+    ]
+    site = load_site(_write(tmp_path, data))
+    assert {d.ward for d in site.devices if d.city == "vi-thanh"} <= {"phuong-vi-thanh", None}
+    assert site.agency("ubnd-phuong-1").ward == "phuong-vi-thanh"
+    assert site.ward_of(9.05, 105.15) == site.ward("phuong-5") == site.ward("phuong-vi-thanh")
+    # a former id used as a second unit's id is refused
+    data["cities"][1]["wards"][0]["id"] = "phuong-5"
+    with pytest.raises(SiteError, match="duplicate ward id 'phuong-5'"):
+        load_site(_write(tmp_path, data))
