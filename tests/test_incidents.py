@@ -102,10 +102,89 @@ def test_severity_without_its_own_deadline_falls_back(site: Site) -> None:
 def test_agency_for_category_ward_and_overrides(site: Site) -> None:
     routing = load_routing(ROUTING, site)
     assert routing.agency_for("chieu-sang", "vi-thanh", "phuong-5", site) == "urban-works"
-    assert routing.agency_for("ngap-nuoc", "nga-bay", "lai-hieu", site) == "pctt"
-    # ward-committee: the People's Committee of the ward; unknown place → the IOC duty desk
-    assert routing.agency_for("trat-tu", "vi-thanh", "phuong-5", site) == "ubnd-phuong-5"
+    # flooding: the civil-defence command of the ward (Lái Hiếu is now in Phường Ngã Bảy)
+    assert (
+        routing.agency_for("ngap-nuoc", "nga-bay", "lai-hieu", site)
+        == "civil-defence-phuong-nga-bay"
+    )
+    # …of the city when the place is unknown
+    assert routing.agency_for("ngap-nuoc", None, None, site) == "civil-defence"
+    # ward-committee: the People's Committee of the ward (a former ward id: of its unit);
+    # unknown place → the IOC duty desk
+    assert routing.agency_for("trat-tu", "vi-thanh", "phuong-5", site) == "ubnd-phuong-vi-tan"
     assert routing.agency_for("trat-tu", None, None, site) == "ioc"
+
+
+@pytest.mark.parametrize(
+    ("category", "ward", "text", "labels", "agency", "also"),
+    [
+        # missed garbage: the ward's committee, with the sanitation contractor
+        ("rac-thai", "phuong-1", "Rác tồn đọng 3 ngày chưa thu gom", {}, "ubnd-phuong-vi-thanh",
+         ("sanitation",)),
+        # blocked drains: the drainage operator, not civil defence
+        ("ngap-nuoc", "phuong-5", "Cống bị tắc, nước không thoát", {}, "urban-works", ()),
+        ("ngap-nuoc", "phuong-5", "Ngập sâu 30 cm sau mưa", {}, "civil-defence-phuong-vi-tan", ()),
+        # potholes and signals: the road authority; on QL1A the national-road unit
+        ("giao-thong", "hiep-loi", "Ổ gà lớn trên Quốc lộ 1A gần vòng xoay", {}, "ql1a-unit", ()),
+        ("giao-thong", "phuong-5", "Ổ gà giữa đường Trần Hưng Đạo", {}, "road-authority", ()),
+        ("giao-thong", "phuong-5", "Đèn tín hiệu ngã tư không hoạt động", {}, "road-authority",
+         ()),
+        # accidents: the traffic police with the ward police
+        ("giao-thong", "lai-hieu", "Tai nạn giữa xe máy và ô tô", {}, "traffic-police",
+         ("police-phuong-nga-bay",)),
+        ("giao-thong", "lai-hieu", "", {"alertname": "traffic-accident", "agency": "traffic-police"},
+         "traffic-police", ("police-phuong-nga-bay",)),
+        ("giao-thong", "phuong-5", "Kẹt xe giờ tan tầm", {}, "traffic-police", ()),
+        # a cabinet that loses supply: the power company, as a supply fault
+        ("chieu-sang", "phuong-nga-bay", "",
+         {"alertname": "cabinet-power-loss", "agency": "power"}, "power", ()),
+        # the feeder cut with supply present (cable theft): urban works and the ward police
+        ("chieu-sang", "phuong-nga-bay", "",
+         {"alertname": "cabinet-feeder-cut", "agency": "urban-works"}, "urban-works",
+         ("police-phuong-nga-bay",)),
+        # an alert's own agency label when no route matches; a former id resolves
+        ("ngap-nuoc", "phuong-5", "", {"alertname": "flood-bd3", "agency": "pctt"},
+         "civil-defence", ()),
+        ("ngap-nuoc", "phuong-5", "", {"alertname": "flood-bd3", "agency": "ward-civil-defence"},
+         "civil-defence-phuong-vi-tan", ()),
+    ],
+)  # fmt: skip
+def test_routing_reaches_the_desk_that_does_the_work(
+    site: Site,
+    category: str,
+    ward: str,
+    text: str,
+    labels: dict[str, str],
+    agency: str,
+    also: tuple[str, ...],
+) -> None:
+    routing = load_routing(ROUTING, site)
+    city = site.ward(ward).city
+    found = routing.assign(category, city, ward, site, text=text, labels=labels)
+    assert (found.agency, found.also) == (agency, also)
+
+
+def test_a_road_alert_on_ql1a_goes_to_the_national_road_unit(site: Site, tmp_path: Path) -> None:
+    """Sensors name their road in the site file (`attributes.road`): a route with `roads` and
+    `alerts` matches a signal fault on QL1A, not one on an urban road."""
+    text = ROUTING.read_text(encoding="utf-8").replace(
+        "routes:\n",
+        "routes:\n  - {category: giao-thong, alerts: [signal-fault], roads: [Quốc lộ 1A],"
+        " agency: ql1a-unit}\n  - {category: giao-thong, alerts: [signal-fault],"
+        " agency: road-authority}\n",
+        1,
+    )
+    path = tmp_path / "routing.yaml"
+    path.write_text(text, encoding="utf-8")
+    routing = load_routing(path, site)
+    on_ql1a = {"alertname": "signal-fault", "road": "Quốc lộ 1A"}
+    urban = {"alertname": "signal-fault", "road": "Hùng Vương"}
+    assert routing.agency_for("giao-thong", "nga-bay", "hiep-loi", site, labels=on_ql1a) == (
+        "ql1a-unit"
+    )
+    assert routing.agency_for("giao-thong", "nga-bay", "hiep-loi", site, labels=urban) == (
+        "road-authority"
+    )
 
 
 def test_which_alerts_open_incidents(site: Site) -> None:
@@ -291,7 +370,8 @@ async def test_same_report_category_elsewhere_is_its_own_incident(desk: Desk) ->
     result = await desk.worker.run_once(now)
     assert result.incidents_opened == 2
     agencies = {(await desk.incident(i))["agency_id"] for i in result.opened_ids}
-    assert agencies == {"urban-works", "environment"}
+    # missed waste: the committee of the unit (NEAR_B lies in the former Phường V)
+    assert agencies == {"urban-works", "ubnd-phuong-vi-tan"}
 
 
 async def test_firing_alert_opens_one_incident_and_links_repeats(desk: Desk) -> None:
@@ -304,7 +384,10 @@ async def test_firing_alert_opens_one_incident_and_links_repeats(desk: Desk) -> 
     result = await desk.worker.run_once(now)
     assert result.incidents_opened == 1  # BĐ I opens none (routing.yaml alert_incidents)
     inc = await desk.incident(result.opened_ids[0])
-    assert (inc["category"], inc["severity"], inc["agency_id"]) == ("ngap-nuoc", "critical", "pctt")
+    # the alert's label names the former disaster committee: the civil-defence command now
+    assert (inc["category"], inc["severity"], inc["agency_id"]) == (
+        "ngap-nuoc", "critical", "civil-defence"
+    )  # fmt: skip
     assert inc["source_alert_id"] == bd3
     assert inc["deadline_at"] == now + timedelta(hours=4)
     # running again changes nothing: the alert has its incident, BĐ I stays declined
@@ -348,7 +431,10 @@ async def test_overdue_raises_an_alert_that_resolution_clears(desk: Desk) -> Non
         str(incident_id),
     )
     assert "incident" in frames
-    agency = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
+    # flooding without an agency label: the ward's civil-defence command (Phường V → Vị Tân)
+    assert (await desk.incident(incident_id))["agency_id"] == "civil-defence-phuong-vi-tan"
+    agency = Who(Actor.AGENCY, "agency:civil-defence-phuong-vi-tan/x",
+                 agency="civil-defence-phuong-vi-tan")  # fmt: skip
     async with desk.db.transaction():
         await store.take_step(desk.db, desk.ctx, incident_id, "resolve", agency, note="nước rút")
     assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "resolved"
@@ -367,7 +453,8 @@ async def test_clock_pauses_only_where_the_rules_say(
     await desk.alert("vt-flood-01", "flood-bd3", {"severity": "critical", "domain": "flood"}, t0)
     worker = IncidentWorker(ctx, desk.worker._conninfo, desk.worker._pool)
     (incident_id,) = (await worker.run_once(t0)).opened_ids
-    agency = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
+    agency = Who(Actor.AGENCY, "agency:civil-defence-phuong-vi-tan/x",
+                 agency="civil-defence-phuong-vi-tan")  # fmt: skip
     async with desk.db.transaction():
         await store.take_step(desk.db, ctx, incident_id, "reject", agency, note="không phải",
                               at=t0 + timedelta(hours=1))  # fmt: skip
@@ -582,9 +669,15 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         assert r.status_code == 201, r.text
         inc = r.json()
         assert (inc["status"], inc["agency_id"], inc["ward"]) == (
-            "dispatched", "urban-works", "phuong-5"
+            "dispatched", "urban-works", "phuong-vi-tan"  # Phường V is part of Phường Vị Tân
         )  # fmt: skip
         iid = inc["id"]
+        # filters accept the former ward id, and the current one
+        for ward in ("phuong-5", "phuong-vi-tan"):
+            r = await http.get("/api/v1/incidents", params={"ward": ward}, headers=admin)
+            assert [i["id"] for i in r.json()] == [iid], ward
+        r = await http.get("/api/v1/incidents", params={"ward": "phuong-1"}, headers=admin)
+        assert r.json() == []
 
         # a viewer reads but cannot act; an unknown token is 401
         assert (await http.get(f"/api/v1/incidents/{iid}", headers=_h(viewer))).status_code == 200
@@ -689,3 +782,64 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
 
 def _h(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# ------------------------------------------------------------ post-merger routing -------
+
+
+async def test_cable_theft_goes_to_urban_works_and_the_ward_police_hears_of_it(
+    desk: Desk,
+) -> None:
+    """The cabinet's feeder-cut alarm (supply present, feeder dead at night): urban works owns
+    it, the police of the ward the cabinet is in is told (incident.notified); a supply loss on
+    another cabinet goes to the power company alone."""
+    now = local(2026, 11, 20, 23, 10)
+    cab = desk.ctx.site.device("nb-cab-03")
+    await desk.alert("nb-cab-03", "cabinet-feeder-cut",
+                     {"severity": "critical", "domain": "lighting", "agency": "urban-works",
+                      "cabinet": "nb-cab-03"}, now)  # fmt: skip
+    await desk.alert("vt-cab-01", "cabinet-power-loss",
+                     {"severity": "critical", "domain": "lighting", "agency": "power",
+                      "cabinet": "vt-cab-01"}, now)  # fmt: skip
+    opened = (await desk.worker.run_once(now)).opened_ids
+    assert len(opened) == 2
+    by_agency = {(await desk.incident(i))["agency_id"]: i for i in opened}
+    assert set(by_agency) == {"urban-works", "power"}
+    police = desk.ctx.site.ward_agency("police", cab.ward)
+    assert police is not None and police.id == "police-phuong-nga-bay"
+    assert await _kinds_sent(desk, by_agency["urban-works"]) == [
+        ("police-phuong-nga-bay", "incident.notified"),
+        ("urban-works", "incident.dispatched"),
+    ]
+    assert await _kinds_sent(desk, by_agency["power"]) == [("power", "incident.dispatched")]
+    payload = await desk.scalar(
+        "SELECT payload FROM outbox WHERE incident_id = %s AND kind = 'incident.notified'"
+        " AND channel = 'mqtt'",
+        by_agency["urban-works"],
+    )
+    assert payload["lead_agency"] == "urban-works"
+    history = await store.history(desk.db, by_agency["urban-works"])
+    assert history[0]["data"]["also"] == ["police-phuong-nga-bay"]
+
+
+async def test_a_former_agency_id_still_works_its_incidents(desk: Desk) -> None:
+    """Incidents stored for `pctt` before the merger, and `agency:pctt` tokens, are the city
+    civil-defence command's."""
+    now = local(2026, 10, 27, 16, 50)
+    await desk.alert("vt-flood-01", "flood-bd3",
+                     {"severity": "critical", "domain": "flood", "agency": "pctt"}, now)  # fmt: skip
+    (incident_id,) = (await desk.worker.run_once(now)).opened_ids
+    await desk.db.execute("UPDATE incidents SET agency_id = 'pctt' WHERE id = %s", (incident_id,))
+    for token_agency in ("pctt", "civil-defence"):
+        rows = await store.list_incidents(
+            desk.db, agency=desk.ctx.site.agency_ids(token_agency)
+        )
+        assert [r["id"] for r in rows] == [incident_id], token_agency
+    old_token = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
+    async with desk.db.transaction():
+        row = await store.take_step(desk.db, desk.ctx, incident_id, "accept", old_token, note=None)
+    assert row["status"] == "accepted"
+    other = Who(Actor.AGENCY, "agency:power/x", agency="power")
+    with pytest.raises(store.IncidentNotFound):
+        async with desk.db.transaction():
+            await store.take_step(desk.db, desk.ctx, incident_id, "resolve", other, note="x")
