@@ -132,7 +132,8 @@ def test_agency_for_category_ward_and_overrides(site: Site) -> None:
         # accidents: the traffic police with the ward police
         ("giao-thong", "lai-hieu", "Tai nạn giữa xe máy và ô tô", {}, "traffic-police",
          ("police-phuong-nga-bay",)),
-        ("giao-thong", "lai-hieu", "", {"alertname": "traffic-accident", "agency": "traffic-police"},
+        ("giao-thong", "lai-hieu", "",
+         {"alertname": "traffic-accident", "agency": "traffic-police"},
          "traffic-police", ("police-phuong-nga-bay",)),
         ("giao-thong", "phuong-5", "Kẹt xe giờ tan tầm", {}, "traffic-police", ()),
         # a cabinet that loses supply: the power company, as a supply fault
@@ -826,14 +827,12 @@ async def test_a_former_agency_id_still_works_its_incidents(desk: Desk) -> None:
     """Incidents stored for `pctt` before the merger, and `agency:pctt` tokens, are the city
     civil-defence command's."""
     now = local(2026, 10, 27, 16, 50)
-    await desk.alert("vt-flood-01", "flood-bd3",
-                     {"severity": "critical", "domain": "flood", "agency": "pctt"}, now)  # fmt: skip
+    labels = {"severity": "critical", "domain": "flood", "agency": "pctt"}
+    await desk.alert("vt-flood-01", "flood-bd3", labels, now)
     (incident_id,) = (await desk.worker.run_once(now)).opened_ids
     await desk.db.execute("UPDATE incidents SET agency_id = 'pctt' WHERE id = %s", (incident_id,))
     for token_agency in ("pctt", "civil-defence"):
-        rows = await store.list_incidents(
-            desk.db, agency=desk.ctx.site.agency_ids(token_agency)
-        )
+        rows = await store.list_incidents(desk.db, agency=desk.ctx.site.agency_ids(token_agency))
         assert [r["id"] for r in rows] == [incident_id], token_agency
     old_token = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
     async with desk.db.transaction():

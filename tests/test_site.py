@@ -430,6 +430,7 @@ def test_unit_names_and_codes_match_the_vietnam_provinces_package(site: Site) ->
     """The official names, types and codes of the five current units, and that they lie in
     Cần Thơ city, as the maintained package of administrative units has them."""
     import vietnam_provinces as vp  # test extra: pinned in pyproject.toml
+
     units = [w for c in site.cities for w in c.wards]
     assert {w.code for w in units} == {"31321", "31333", "31338", "31340", "31411"}
     for ward in units:
