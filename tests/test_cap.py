@@ -54,8 +54,11 @@ def _flood(level_m: float | None = 0.82, severity: str = "critical") -> cap.Aler
 
 
 def _ward_area() -> cap.Area:
-    ward = load_site(Path(cap.__file__).with_name("site_data") / "hau-giang.yaml").ward("phuong-5")
-    return cap.Area.from_outline(ward.outline, "Phường V, thành phố Vị Thanh", "Ward V, Vị Thanh")
+    site = load_site(Path(cap.__file__).with_name("site_data") / "hau-giang.yaml")
+    ward = site.ward("phuong-vi-tan")
+    return cap.Area.from_outline(
+        ward.outline, site.place_name(ward.id, lang="vi"), site.place_name(ward.id, lang="en")
+    )
 
 
 def _chain() -> list[cap.CapMessage]:
@@ -291,7 +294,7 @@ def _auth(token: str) -> dict[str, str]:
 async def test_issue_update_cancel_feed_and_xml_over_http(
     settings: Settings, db: psycopg.AsyncConnection, schema: xmlschema.XMLSchema
 ) -> None:
-    async with running_service(settings) as (_, http):
+    async with running_service(settings) as (runtime, http):
         alert_id = await _firing_alert(db)
         _, operator = await tokens.create(db, name="Nguyễn Văn An", role="operator")
         _, viewer = await tokens.create(db, name="wall", role="viewer")
@@ -321,8 +324,20 @@ async def test_issue_update_cancel_feed_and_xml_over_http(
             "Người dân ven kênh Xà No kê cao tài sản."
         )
         assert vi.findtext("c:severity", namespaces=NS) == "Severe"
-        assert vi.findtext("c:area/c:areaDesc", namespaces=NS) == "Phường V, thành phố Vị Thanh"
-        assert vi.find("c:area/c:polygon", NS) is not None
+        # the alert's device was filed under Phường V (abolished 1 July 2025): the warning names
+        # the unit that absorbed it, in Cần Thơ city, and draws that unit's outline
+        assert vi.findtext("c:area/c:areaDesc", namespaces=NS) == (
+            "phường Vị Tân, thành phố Cần Thơ"
+        )
+        en = _root(first["xml"]).findall("c:info", NS)[-1]
+        assert en.findtext("c:language", namespaces=NS) == "en-US"
+        assert en.findtext("c:area/c:areaDesc", namespaces=NS) == "Vị Tân Ward, Cần Thơ City"
+        polygon = vi.findtext("c:area/c:polygon", namespaces=NS)
+        unit = runtime.site.ward("phuong-vi-tan")
+        assert polygon is not None and len(polygon.split()) == len(unit.outline)
+        # never the abolished "thành phố Vị Thanh", never a raw ward id
+        for wrong in ("thành phố Vị Thanh", "Thành phố Vị Thanh", "phuong-5", "phuong-vi-tan"):
+            assert wrong not in first["xml"], wrong
 
         r = await http.post(url, json={"msg_type": "Alert"}, headers=_auth(operator))
         assert r.status_code == 409  # one Alert per alert; then Updates

@@ -218,7 +218,9 @@ async def test_post_then_read_back_by_id_token_and_list_in_both_formats(
     assert req["service_code"] == "chieu-sang" and req["service_name"] == "Chiếu sáng công cộng"
     assert req["description"] == "Đèn đường không sáng."
     assert (req["lat"], req["long"]) == (9.784, 105.47)
-    assert req["address"] == "Phường V, Vị Thanh"  # no address given: ward and city
+    # no address given: the current unit (Phường V is part of Phường Vị Tân since July 2025)
+    # and Cần Thơ city, never ids
+    assert req["address"] == "phường Vị Tân, thành phố Cần Thơ"
     assert req["media_url"] == "https://anh.example.vn/1.jpg"
     requested = w3c_local(req["requested_datetime"])
     assert abs((requested - datetime.now(UTC)).total_seconds()) < 120
@@ -584,10 +586,76 @@ async def test_mqtt_report_is_stored_once_acknowledged_and_listed(
     ).fetchone()
     assert row is not None
     assert row[1:] == ("zalo", "zalo-000042", "mqtt:vi-thanh:zalo:zalo-000042", "vi-thanh",
-                       "phuong-5")  # fmt: skip
+                       "phuong-vi-tan")  # fmt: skip
     r = await http.get(f"{V2}/requests.json?service_code=ngap-nuoc")
     conforms("requests.json", r.json())
     [req] = r.json()
     assert req["service_request_id"] == str(row[0])
     assert w3c_local(req["requested_datetime"]) == ts
     assert req["description"] == "Đường ngập sâu sau mưa."
+
+
+# -- reports naming a place abolished in the 2025 merger ------------------------------------------
+
+
+async def test_a_report_by_a_former_ward_name_lands_in_its_current_unit(
+    service: tuple[Runtime, httpx.AsyncClient], api_key: str, db: psycopg.AsyncConnection
+) -> None:
+    """Citizens still write the old names: "Phường V" is part of Phường Vị Tân, "xã Tân Thành"
+    of Phường Đại Thành. The report is accepted there, and the notice names the body that
+    answers for it now (the unit's People's Committee for missed waste)."""
+    _, http = service
+    r = await post(
+        http, api_key=api_key, service_code="rac-thai", description="Rác chưa thu gom 3 ngày.",
+        address_string="Hẻm 12 đường 3 Tháng 2, Phường V, Vị Thanh",
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    [created] = r.json()
+    assert "Ủy ban nhân dân Phường Vị Tân" in created["service_notice"]
+    r = await post(
+        http, api_key=api_key, service_code="trat-tu", description="Lấn chiếm vỉa hè.",
+        address_string="Ấp 3, xã Tân Thành, Ngã Bảy",
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    rows = await (
+        await db.execute("SELECT service_code, city, ward FROM reports ORDER BY id")
+    ).fetchall()
+    assert rows == [("rac-thai", "vi-thanh", "phuong-vi-tan"),
+                    ("trat-tu", "nga-bay", "phuong-dai-thanh")]  # fmt: skip
+
+
+async def test_an_mqtt_report_naming_a_former_ward_is_accepted_in_its_unit(
+    service: tuple[Runtime, httpx.AsyncClient],
+    publisher: MqttPublisher,
+    db: psycopg.AsyncConnection,
+) -> None:
+    """A relay without a position may name the place: a former ward id or name resolves to the
+    current unit; a place in the other pilot area than the topic's is refused."""
+    runtime, _ = service
+    prefix = runtime.settings.mqtt_topic_prefix
+    ts = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp() * 1000)
+
+    def report(ident: str, place: str) -> bytes:
+        return orjson.dumps({"id": ident, "ts": ts, "category": "ngap-nuoc", "place": place,
+                             "description": "Nước ngập qua mặt đường."})  # fmt: skip
+
+    committed = runtime.ingest.committed
+    publisher.publish(report_topic(prefix, "vi-thanh", "zalo"), report("z-1", "phuong-5"))
+    publisher.publish(report_topic(prefix, "nga-bay", "zalo"), report("z-2", "Phường Hiệp Lợi"))
+    publisher.publish(report_topic(prefix, "nga-bay", "zalo"), report("z-3", "Phường V"))
+
+    async def all_taken() -> bool:
+        return bool(runtime.ingest.committed >= committed + 3)
+
+    await eventually(all_taken)
+    rows = await (
+        await db.execute("SELECT external_id, city, ward, lat FROM reports ORDER BY external_id")
+    ).fetchall()
+    assert rows == [("z-1", "vi-thanh", "phuong-vi-tan", None),
+                    ("z-2", "nga-bay", "phuong-dai-thanh", None)]  # fmt: skip
+    detail = await scalar(
+        db,
+        "SELECT detail FROM dead_letters WHERE position(%s in convert_from(payload, 'UTF8')) > 0",
+        '"z-3"',
+    )
+    assert "topic says nga-bay" in detail
