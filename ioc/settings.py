@@ -132,6 +132,16 @@ class Settings(BaseSettings):
         description="evaluate rules in the ingest process (ioc serve, ioc ingest); false: "
         "ingest only stores, and `ioc rules run` evaluates from its own MQTT session",
     )
+    planned_outages_file: Path | None = Field(
+        None,
+        description="the power company's planned cuts (CSV or YAML; docs/operations.md): a "
+        "cabinet power loss during one is muted; re-read when it changes",
+    )
+    planned_outages_mqtt: bool = Field(
+        True,
+        description="also take the planned cuts from the retained MQTT message on "
+        "{prefix}/power/planned-outages (docs/asyncapi.yaml)",
+    )
     rules_clock: Literal["wall", "stream"] = Field(
         "wall",
         description="time for time-driven rule steps: the wall clock, or the newest reading "

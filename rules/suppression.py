@@ -1,11 +1,15 @@
-"""Which open alerts are muted, and why: silences, recurring maintenance windows, inhibition.
+"""Which open alerts are muted, and why: silences, recurring maintenance windows, planned supply
+outages, inhibition.
 
 Alertmanager semantics: a suppressed alert still exists and keeps its state (it is stored and
 listed, with ``suppressed_by`` saying why); what stops is the noise — the wall screen and
 dispatch skip it. Inhibition: while an alert matching an inhibit rule's source matchers is
 firing, alerts matching its target matchers that have the same values for the ``equal`` labels
 are muted (a cabinet's power loss mutes its lamps; BĐ III mutes BĐ I/II of the same gauge). An
-alert never inhibits itself.
+alert never inhibits itself. A planned outage (the power company's announced cut) is a silence
+that names its source: while it runs, the alerts it selects (a cabinet's power loss) are muted
+with the outage's reference as the reason — and still inhibit their lamps, since inhibition
+looks at firing sources whether muted or not.
 """
 
 from __future__ import annotations
@@ -60,6 +64,21 @@ class MaintenanceWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class PlannedOutage:
+    """A supply cut announced by the power company (``reference`` is its notice number):
+    alerts matching ``matchers`` are muted from ``starts_at`` to ``ends_at`` (epoch seconds)."""
+
+    reference: str
+    matchers: tuple[Matcher, ...]
+    starts_at: float
+    ends_at: float
+    where: str = ""  # what it cuts, in words ("tủ nb-cab-03", "phường Vị Tân"), for the reason
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+
+@dataclass(frozen=True, slots=True)
 class AlertView:
     key: str  # fingerprint
     labels: Mapping[str, str]
@@ -73,11 +92,13 @@ def suppressions(
     silences: Sequence[Silence] = (),
     windows: Sequence[MaintenanceWindow] = (),
     inhibit_rules: Sequence[InhibitRule] = (),
+    outages: Sequence[PlannedOutage] = (),
 ) -> dict[str, dict[str, object] | None]:
     """Fingerprint → why it is muted (``{"silence": id}``, ``{"maintenance": id}``,
-    ``{"inhibited_by": fingerprint}``) or None."""
+    ``{"planned_outage": reference, ...}``, ``{"inhibited_by": fingerprint}``) or None."""
     live_silences = [s for s in silences if s.active(now)]
     live_windows = [w for w in windows if w.active(now)]
+    live_outages = [o for o in outages if o.active(now)]
     sources: list[tuple[InhibitRule, list[AlertView]]] = []
     for rule in inhibit_rules:
         srcs = [a for a in alerts if a.firing and all_match(rule.source, a.labels)]
@@ -94,6 +115,12 @@ def suppressions(
             for w in live_windows:
                 if all_match(w.matchers, a.labels):
                     why = {"maintenance": w.id, "name": w.name}
+                    break
+        if why is None:
+            for o in live_outages:
+                if all_match(o.matchers, a.labels):
+                    why = {"planned_outage": o.reference, "where": o.where,
+                           "starts_at": o.starts_at, "ends_at": o.ends_at}  # fmt: skip
                     break
         if why is None:
             why = _inhibited(a, sources)

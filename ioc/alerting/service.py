@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -44,7 +45,9 @@ from ingest.handoff import Delivery
 from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.devices import Device
+from ioc.outages import OutageBook, OutageListener
 from ioc.settings import Settings
+from ioc.site import load_site
 from ioc.storage import audit
 from ioc.storage import devices as device_store
 from ioc.storage.feed import FeedEvent, append
@@ -103,6 +106,9 @@ class RulesService:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watermark: float | None = None  # newest reading time seen (stream clock)
+        # the power company's planned cuts (file and MQTT): read in __aenter__
+        self.outages: OutageBook | None = None
+        self._outage_listener: OutageListener | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -116,11 +122,22 @@ class RulesService:
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(self.engine.rules))
         await self._restore(conn)
+        self.outages = OutageBook(
+            load_site(self._settings.site_path()), self._settings.planned_outages_file
+        )
+        self.outages.refresh()
+        if self._settings.planned_outages_mqtt and self._settings.mqtt_url:
+            self._outage_listener = OutageListener(
+                self._settings, self.outages, secrets.token_hex(4)
+            )
+            self._outage_listener.start()
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()
+        if self._outage_listener is not None:
+            await asyncio.to_thread(self._outage_listener.stop)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -275,6 +292,8 @@ class RulesService:
                 # silences and maintenance windows are few: re-read every tick, so one created
                 # in any API process takes effect within a tick
                 await self._load_silences(conn)
+                if self.outages is not None:
+                    self.outages.refresh()  # the file, when it changed (a stat per tick)
                 async with conn.transaction():
                     await append(conn, await self._apply_suppression(conn, now))
                 await self._escalate(conn, now)
@@ -360,6 +379,7 @@ class RulesService:
             silences=self._silences,
             windows=self._windows,
             inhibit_rules=engine.ruleset.inhibit_rules,
+            outages=self.outages.current() if self.outages is not None else (),
         )
         events: list[FeedEvent] = []
         for fp, reason in why.items():
