@@ -19,14 +19,22 @@ import orjson
 import pytest
 import yaml
 
-from ingest.decoding import MEDIA_URL_MAX, REPORT_ID_MAX, Decoder, ReportVocabulary
+from ingest.decoding import MEDIA_URL_MAX, PLACE_MAX, REPORT_ID_MAX, Decoder, ReportVocabulary
 from ingest.errors import DecodeError, Reason
 from ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
 from ingest.service import report_vocabulary
 from ioc.catalogue import EVENT_TYPES, METRICS
 from ioc.devices import DEVICE_ID
+from ioc.outages import parse_message, planned_outages_topic
 from ioc.settings import Settings
-from ioc.topics import REPORT_CHANNELS, Channel, device_topic, parse_device_topic, report_topic
+from ioc.topics import (
+    REPORT_CHANNELS,
+    Channel,
+    device_topic,
+    parse_device_topic,
+    report_topic,
+    subscriptions,
+)
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
 PREFIX = "hg"  # the production prefix of contract v1 (IOC_MQTT_TOPIC_PREFIX's default)
@@ -174,7 +182,7 @@ def example_devices(doc: dict[str, Any]) -> dict[str, tuple[str, str]]:
     devices: dict[str, tuple[str, str]] = {}
     for _, _, _, example in examples(doc):
         topic = example_topic(example)
-        if "/reports/" in topic:
+        if "/reports/" in topic or topic == planned_outages_topic(PREFIX):
             continue
         where = parse_device_topic(PREFIX, topic)
         known = devices.setdefault(where.device_id, (where.kind, where.city))
@@ -217,11 +225,19 @@ def test_one_channel_per_kind_and_channel(doc: dict[str, Any]) -> None:
         assert set(channel["parameters"]) == {"city", "device_id"}
     reports = [c for c in doc["channels"].values() if "/reports/" in c["address"]]
     assert [c["address"] for c in reports] == [report_topic(PREFIX, "{city}", "{channel}")]
-    assert len(doc["channels"]) == len(channels) + 1
+    # and the power company's planned-outage list, which the ingest filters do not match
+    assert doc["channels"]["plannedOutages"]["address"] == planned_outages_topic(PREFIX)
+    assert not any(
+        address_regex(f.replace("+", "{x}")).match(planned_outages_topic(PREFIX))
+        for f in subscriptions(PREFIX)
+    )
+    assert len(doc["channels"]) == len(channels) + 2
 
 
 def test_parameters_match_the_code(doc: dict[str, Any]) -> None:
     for channel in doc["channels"].values():
+        if "parameters" not in channel:
+            continue  # the planned-outage list: one fixed topic
         params = {k: resolve(doc, v) for k, v in channel["parameters"].items()}
         assert set(params["city"]["enum"]) == CITIES
         if "device_id" in params:
@@ -341,8 +357,10 @@ def test_dead_letter_reasons_are_the_code(doc: dict[str, Any]) -> None:
 
 def test_examples_name_a_topic_of_their_channel(doc: dict[str, Any]) -> None:
     count = 0
-    for _, _, _, example in examples(doc):  # examples() checks each fits its channel
+    for cid, _, _, example in examples(doc):  # examples() checks each fits its channel
         topic = example_topic(example)
+        if cid == "plannedOutages":
+            continue
         city = topic.split("/")[1]
         assert city in CITIES, topic
         count += 1
@@ -359,6 +377,10 @@ def test_examples_are_accepted_by_the_decoder(doc: dict[str, Any]) -> None:
     for cid, _, message, example in examples(doc):
         topic = example_topic(example)
         payload = example["payload"]
+        if cid == "plannedOutages":  # read by the rules service, not the decoder
+            parsed = parse_message(orjson.dumps(payload), _report_vocabulary().site, topic)
+            assert not parsed.problems and len(parsed.outages) == len(payload["outages"])
+            continue
         rec = dec.decode(topic, payload_bytes(message, payload), received_at_for(payload))
         if "/reports/" in topic:
             assert isinstance(rec, CitizenReport), cid
@@ -368,6 +390,8 @@ def test_examples_are_accepted_by_the_decoder(doc: dict[str, Any]) -> None:
                 payload["description"],
                 payload["media_url"],
             )
+            if "place" in payload:  # no position: the ward named (a former one resolves)
+                assert rec.lat is None and rec.ward == "phuong-vi-tan", cid
             checked += 1
             continue
         where = parse_device_topic(PREFIX, topic)
@@ -480,7 +504,10 @@ def test_report_schema_is_what_the_decoder_checks(doc: dict[str, Any]) -> None:
     assert props["description"]["maxLength"] == _DEFAULTS["open311_max_description"]
     assert props["id"]["maxLength"] == REPORT_ID_MAX
     assert props["media_url"]["maxLength"] == MEDIA_URL_MAX
-    assert set(schema["required"]) == {"id", "ts", "category", "lat", "lon", "description"}
+    assert set(schema["required"]) == {"id", "ts", "category", "description"}
+    # a position, or the place named (a ward id or name, former ones included)
+    assert schema["anyOf"] == [{"required": ["lat", "lon"]}, {"required": ["place"]}]
+    assert props["place"]["maxLength"] == PLACE_MAX
 
 
 def _report_example(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
