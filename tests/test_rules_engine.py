@@ -828,3 +828,37 @@ def test_backtest_equals_live_with_a_clear_level_on_the_wrong_side() -> None:
     result = backtest_equals_live(text, [GAUGE], [minutes(GAUGE, "water_level_m", values)])
     assert result.evaluated < result.readings  # the reduction did run
     assert [(a.rule, a.started_at) for a in result.alerts] == [("flood-bd3", T0 + 10 * MIN)]
+
+
+def test_the_default_pack_tells_a_cut_feeder_from_a_supply_loss() -> None:
+    """Cable theft is downstream of the cabinet: supply present, feeder dead at night →
+    `cabinet-feeder-cut` (urban works). A supply loss (0 V) is the power company's
+    `cabinet-power-loss` event, not a feeder cut; by day a dark feeder is normal."""
+    rs = load_rules(DEFAULT_PACK)
+    feeder = next(r for r in rs.rules if r.id == "cabinet-feeder-cut")
+    assert feeder.labels["agency"] == "urban-works"
+    power = next(r for r in rs.rules if r.id == "cabinet-power-loss")
+    assert power.labels["agency"] == "power"
+    assert "trộm" not in power.annotations["summary_vi"]  # a supply fault, not "cable theft"
+
+    def reading(minute: float, volts: float, watts: float, start: float = T0) -> None:
+        e.observe_telemetry(CABINET.id, start + minute * MIN,
+                            [("voltage_l1_v", volts), ("power_w", watts)])  # fmt: skip
+
+    def fired() -> list[tuple[str, str, float]]:
+        return [s for s in steps(e) if s[0] == "cabinet-feeder-cut"]
+
+    e = Engine(rs, (CABINET,))
+    reading(0, 226.0, 3600.0)
+    for minute in (5, 10, 15, 20):  # 23:00-ish theft: supply stays, the feeder carries nothing
+        reading(minute, 226.0, 0.0)
+    assert ("cabinet-feeder-cut", "firing", 15) in fired()
+    e = Engine(rs, (CABINET,))
+    for minute in (0, 5, 10, 15, 20):  # a supply loss: no voltage either
+        reading(minute, 0.0, 0.0)
+    assert fired() == []
+    e = Engine(rs, (CABINET,))
+    noon = datetime(2026, 11, 21, 12, 0, tzinfo=LOCAL).timestamp()
+    for minute in (0, 5, 10, 15, 20):  # by day the lamps are off
+        reading(minute, 226.0, 0.0, noon)
+    assert fired() == []
