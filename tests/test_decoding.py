@@ -189,8 +189,25 @@ def test_report_decodes_with_its_ward() -> None:
     rec = report_decoder().decode(R, report(media_url="https://x.vn/a.jpg"), REPORT_NOW)
     assert rec == CitizenReport(
         "vi-thanh", "app", "app-000123", 1_795_868_400.0, "chieu-sang", 9.784, 105.47,
-        "phuong-5", "Đèn đường không sáng.", "https://x.vn/a.jpg",
+        "phuong-vi-tan", "Đèn đường không sáng.", "https://x.vn/a.jpg",  # ex-Phường V
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("place", "ward"),
+    [
+        ("phuong-5", "phuong-vi-tan"),  # a former ward id (Phường V, abolished 1 July 2025)
+        ("Phường 5", "phuong-vi-tan"),  # its name as people write it
+        ("xã Hỏa Tiến", "xa-hoa-luu"),
+        ("phuong-vi-thanh", "phuong-vi-thanh"),  # the current unit
+    ],
+)
+def test_a_report_without_a_position_lands_in_the_unit_its_place_names(
+    place: str, ward: str
+) -> None:
+    rec = report_decoder().decode(R, report(lat=..., lon=..., place=place), REPORT_NOW)
+    assert isinstance(rec, CitizenReport)
+    assert (rec.city, rec.ward, rec.lat, rec.lon) == ("vi-thanh", ward, None, None)
 
 
 @pytest.mark.parametrize(
@@ -220,6 +237,11 @@ def test_report_decodes_with_its_ward() -> None:
         (R, report(media_url="ftp://x/a.jpg"), Reason.INVALID_PAYLOAD, "media_url"),
         (R, report(media_url=5), Reason.WRONG_TYPE, "media_url"),
         (R, b"[]", Reason.INVALID_PAYLOAD, "object"),
+        (R, report(lat=..., lon=..., place="Quận Ninh Kiều"), Reason.OUTSIDE_SITE, "Ninh Kiều"),
+        (R, report(lat=..., lon=..., place="hiep-loi"), Reason.CITY_MISMATCH, "nga-bay"),
+        (R, report(lat=..., lon=..., place=7), Reason.WRONG_TYPE, "place"),
+        (R, report(lat=..., lon=..., place=" "), Reason.INVALID_PAYLOAD, "place"),
+        (R, report(lon=..., place="phuong-5"), Reason.INVALID_PAYLOAD, "lon"),  # half a position
     ],
 )
 def test_each_report_reason_names_the_problem(

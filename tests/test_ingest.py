@@ -241,10 +241,11 @@ async def test_reports_commit_with_readings_once_each_and_wake_the_router(
     )
     rows = await cur.fetchall()
     assert [r[:8] for r in rows] == [
+        # the position lies in the former Phường V: the current unit, Phường Vị Tân
         ("app", "app-000123", "mqtt:vi-thanh:app:app-000123", "chieu-sang", "vi-thanh",
-         "phuong-5", 9.784, 105.47),
+         "phuong-vi-tan", 9.784, 105.47),
         ("hotline", "app-000123", "mqtt:vi-thanh:hotline:app-000123", "chieu-sang", "vi-thanh",
-         "phuong-5", 9.784, 105.47),
+         "phuong-vi-tan", 9.784, 105.47),
     ]  # fmt: skip
     assert rows[0][8] == "Đèn đường trước số 12 không sáng."
     assert float(rows[0][9]) == pytest.approx(int(now * 1000) / 1000)
