@@ -137,3 +137,30 @@ async def test_cabinet_energy_tonight_against_a_week_ago(
         assert cab["last_week_kwh"] == pytest.approx(40.0)
     assert got["from"].endswith("+07:00") and got["tonight_kwh"] is not None
     assert (await http.get("/api/v1/lighting/energy")).status_code == 401
+
+
+async def test_site_lists_the_five_current_units_with_their_aliases(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    """Since 1 July 2025: five units of Cần Thơ city, each with its official code, its former
+    wards as aliases and its outline (the union of theirs) as the map draws it."""
+    _, http = service
+    body = (await http.get("/api/v1/site", headers=AUTH)).json()
+    units = {f["id"]: f for f in body["wards"]["features"]}
+    assert {k: (u["properties"]["name"], u["properties"]["code"]) for k, u in units.items()} == {
+        "phuong-vi-thanh": ("Phường Vị Thanh", "31321"),
+        "phuong-vi-tan": ("Phường Vị Tân", "31333"),
+        "xa-hoa-luu": ("Xã Hỏa Lựu", "31338"),
+        "phuong-nga-bay": ("Phường Ngã Bảy", "31340"),
+        "phuong-dai-thanh": ("Phường Đại Thành", "31411"),
+    }
+    vi_tan = units["phuong-vi-tan"]["properties"]
+    assert vi_tan["aliases"] == ["phuong-4", "phuong-5", "vi-tan"]
+    assert [f["name"] for f in vi_tan["former"]] == ["Phường IV", "Phường V", "Xã Vị Tân"]
+    assert vi_tan["place"] == "phường Vị Tân, thành phố Cần Thơ"
+    assert units["phuong-vi-tan"]["geometry"]["type"] == "Polygon"
+    assert body["ward_aliases"]["tan-thanh"] == "phuong-dai-thanh"
+    assert len(body["ward_aliases"]) == 14  # 15 former units; Ngã Bảy ward kept its id
+    agencies = {a["id"]: a for a in body["agencies"]}
+    assert agencies["civil-defence"]["aliases"] == ["pctt"]
+    assert agencies["police-phuong-vi-tan"]["role"] == "police"
