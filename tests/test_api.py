@@ -291,3 +291,22 @@ async def test_changes_and_token_changes_are_audited(
     assert got[1]["request_id"] == "req-42" and got[1]["time"].endswith("+07:00")
     mine = (await http.get("/api/v1/audit", params={"actor": "operator/Lan"}, headers=AUTH)).json()
     assert len(mine) == 2
+
+
+async def test_a_device_registered_under_a_former_ward_is_stored_under_its_unit(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    """Installers may still name the ward the device was planned in (before 1 July 2025):
+    it is stored under the unit that absorbed it, and either id finds it."""
+    _, http = service
+    device = {**NEW_DEVICE, "id": "vt-flood-old-ward", "ward": "phuong-5"}
+    r = await http.post("/api/v1/devices", json=device, headers=AUTH)
+    assert r.status_code == 201, r.text
+    assert r.json()["ward"] == "phuong-vi-tan"
+    for ward in ("phuong-5", "phuong-vi-tan"):
+        listed = (await http.get("/api/v1/devices", params={"ward": ward}, headers=AUTH)).json()
+        assert "vt-flood-old-ward" in {d["id"] for d in listed}, ward
+    listed = (await http.get("/api/v1/devices", params={"ward": "phuong-1"}, headers=AUTH)).json()
+    assert "vt-flood-old-ward" not in {d["id"] for d in listed}
+    bad = {**device, "id": "vt-flood-x", "ward": "lai-hieu"}  # a former ward of Ngã Bảy
+    assert (await http.post("/api/v1/devices", json=bad, headers=AUTH)).status_code == 422
