@@ -194,8 +194,10 @@ async def test_filters_by_type_city_ward_kind_and_readings_per_device(
     nga_bay = await Client.open(service, city="nga-bay")
     flood = await Client.open(service, kind="flood")
     ward = await Client.open(service, ward="phuong-5")
+    # the unit that absorbed Phường V (1 July 2025) sees frames stored under the former id
+    unit = await Client.open(service, ward="phuong-vi-tan")
     several = await Client.open(service, types="alert,device", kind="flood,lighting")
-    everyone = [alerts_only, nga_bay, flood, ward, several]
+    everyone = [alerts_only, nga_bay, flood, ward, unit, several]
     for c in everyone:
         await eventually(lambda c=c: _has_type(c, "hello"))
     mixed = readings(
@@ -218,7 +220,8 @@ async def test_filters_by_type_city_ward_kind_and_readings_per_device(
     (sentinel,) = await append(db, alert(3, city="nga-bay", kind="flood"))
     sentinel_ward = (await append(db, alert(4, city="vi-thanh", kind="flood")))[0]
     for c in everyone:
-        await eventually(lambda c=c: c.has_seq(sentinel_ward if c is ward else sentinel))
+        local = any(c is x for x in (ward, unit))
+        await eventually(lambda c=c, local=local: c.has_seq(sentinel_ward if local else sentinel))
 
     def seen(c: Client) -> list[tuple[str, Any]]:
         return [
@@ -236,6 +239,7 @@ async def test_filters_by_type_city_ward_kind_and_readings_per_device(
     ]
     assert seen(flood) == [("alert", 1), ("readings", s[3]), ("alert", 3), ("alert", 4)]
     assert seen(ward) == [("alert", 1), ("alert", 4)]
+    assert seen(unit) == [("alert", 1), ("alert", 4)]
     assert seen(several) == [("alert", 1), ("alert", 2), ("alert", 3), ("alert", 4)]
     (r,) = nga_bay.of("readings")
     assert set(r["data"]["devices"]) == {"nb-lamp-0001", "nb-flood-01"}
