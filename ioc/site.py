@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -330,8 +331,9 @@ class Site:
 
     def ward_named(self, text: str) -> Ward | None:
         """The unit a free-text place names ("Phường Vị Tân", "phường 5", "xã Tân Tiến, Vị
-        Thanh"): current names first, then former ones; the longest name found wins, compared
-        case-insensitively. None when the text names no unit."""
+        Thanh"), by current or former names as whole words; the longest name found wins (so
+        "Phường VII" is not "Phường V"), compared case-insensitively in Unicode NFC (phones
+        send decomposed diacritics). None when the text names no unit."""
         hay = _fold(text)
         best: tuple[int, Ward] | None = None
         for city in self.cities:
@@ -418,7 +420,7 @@ class Site:
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.casefold().split())
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
 def _lower_first(name: str) -> str:

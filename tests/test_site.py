@@ -570,3 +570,10 @@ def test_a_site_file_may_file_devices_and_agencies_under_former_ids(tmp_path: Pa
     data["cities"][1]["wards"][0]["id"] = "phuong-5"
     with pytest.raises(SiteError, match="duplicate ward id 'phuong-5'"):
         load_site(_write(tmp_path, data))
+
+
+def test_a_place_written_with_decomposed_diacritics_is_found(site: Site) -> None:
+    import unicodedata
+
+    text = unicodedata.normalize("NFD", "Tổ 3, Phường Hiệp Lợi")
+    assert site.ward_named(text) == site.ward("phuong-dai-thanh")
