@@ -4,6 +4,7 @@ gauge views, the bounded cache and the data file's errors (ioc/tides.py)."""
 from __future__ import annotations
 
 import copy
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def test_level_interpolates_the_prediction_and_extremes_are_turning_points(
     assert np.max(np.abs(pred.level_m("phung-hiep", t) - st.mean_m - predict(st, t))) < 0.001
     ext = pred.extremes("phung-hiep", t0, t0 + timedelta(days=3))
     kinds = [e.kind for e in ext]
-    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))  # high, low, high, …
+    assert all(a != b for a, b in itertools.pairwise(kinds))  # high, low, high, …
     assert 9 <= len(ext) <= 13  # two tides a day (mixed, mainly semi-diurnal)
     for e in ext:
         around = pred.level_m("phung-hiep", [e.time + timedelta(minutes=m) for m in (-20, 0, 20)])
