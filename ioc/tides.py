@@ -310,6 +310,27 @@ class TidePredictor:
             tidal[sel] = np.interp(x, grid, h)
         return seasonal, tidal
 
+    def _parts_at(self, station: str, ts: float) -> tuple[float, float]:
+        """(seasonal, tidal) at one instant: the simulator's per-reading path, no array work."""
+        day = math.floor(ts / _DAY_S)
+        hit = self._days.get((station, day))
+        if hit is None:
+            # Time moves forward in a simulation: predict this day's 10-day block at once (one
+            # UTide call for the block instead of one per day).
+            first = day - day % _BLOCK_DAYS
+            block = [d for d in range(first, first + _BLOCK_DAYS) if d >= day]
+            hit = self._days_of(station, block[: self.cache_days])[day]
+        else:
+            self._days.move_to_end((station, day))
+        x = (ts - day * _DAY_S) / _GRID_S
+        i = min(int(x), _GRID_N - 2)
+        f = x - i
+        s, h = hit
+        return (
+            float(s[i] + f * (s[i + 1] - s[i])),
+            float(h[i] + f * (h[i + 1] - h[i])),
+        )
+
     def level_m(self, station: str, times: Any) -> np.ndarray:
         """Predicted level (m above the station's datum) at ``times`` (aware datetimes/epoch s)."""
         t = _epoch_s(times)
@@ -358,6 +379,14 @@ class GaugeTide:
         t = _epoch_s(times) - g.lag_min * 60.0
         seasonal, tidal = self.predictor._parts(g.station, t)
         return seasonal + g.amplitude_factor * tidal + g.datum_offset_m
+
+    def at(self, ts: float) -> tuple[float, float]:
+        """(level, seasonal mean) in metres at one instant (epoch seconds): what the simulator
+        asks every reading, without the array path's overhead."""
+        g = self.gauge
+        seasonal, tidal = self.predictor._parts_at(g.station, ts - g.lag_min * 60.0)
+        mean = seasonal + g.datum_offset_m
+        return mean + g.amplitude_factor * tidal, mean
 
     def mean_m(self, times: Any) -> np.ndarray:
         """The station's seasonal mean level (Z0 + Sa + Ssa) as this device sees it."""
