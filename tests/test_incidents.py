@@ -248,6 +248,8 @@ async def test_reports_open_join_and_dispatch(desk: Desk) -> None:
     inc = await desk.incident(incident_id)
     assert inc["status"] == "dispatched"
     assert inc["agency_id"] == "urban-works"
+    assert inc["source"] == "report"  # opened by a citizen's report: the KPIs' headline
+    assert inc["first_dispatched_at"] == inc["dispatched_at"] == now
     assert inc["deadline_at"] == local(2026, 12, 2, 16, 0)  # 3 working days, see above
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", first) == incident_id
     # the dispatch went to the outbox in the same transaction, with the report in it
@@ -292,7 +294,7 @@ async def test_firing_alert_opens_one_incident_and_links_repeats(desk: Desk) -> 
     assert result.incidents_opened == 1  # BĐ I opens none (routing.yaml alert_incidents)
     inc = await desk.incident(result.opened_ids[0])
     assert (inc["category"], inc["severity"], inc["agency_id"]) == ("ngap-nuoc", "critical", "pctt")
-    assert inc["source_alert_id"] == bd3
+    assert inc["source_alert_id"] == bd3 and inc["source"] == "alert"
     assert inc["deadline_at"] == now + timedelta(hours=4)
     # running again changes nothing: the alert has its incident, BĐ I stays declined
     again = await desk.worker.run_once(now + timedelta(minutes=1))
@@ -537,6 +539,47 @@ async def test_rejected_closes_with_a_note_and_reassign_needs_another_agency(des
     assert row["status"] == "closed"
 
 
+async def test_one_formal_extension_per_case(desk: Desk) -> None:
+    now = local(2026, 11, 27, 16, 0)  # Friday; 3 working days → Wednesday 2/12 16:00
+    await desk.report(*NEAR_A, at=now)
+    (iid,) = (await desk.worker.run_once(now)).opened_ids
+    late = local(2026, 12, 2, 17, 0)
+    assert (await desk.worker.run_once(late)).overdue == 1
+    op = Who(Actor.OPERATOR, "op")
+    async with desk.db.transaction():
+        row = await store.extend_deadline(
+            desk.db, desk.ctx, iid, op, reason="chờ vật tư thay cột", working_days=2, at=late
+        )
+    # two more working days after the old deadline; no longer overdue, its alert resolved
+    assert row["deadline_at"] == local(2026, 12, 4, 16, 0)
+    assert row["deadline_before_extension"] == local(2026, 12, 2, 16, 0)
+    assert (row["extended_at"], row["extension_reason"]) == (late, "chờ vật tư thay cột")
+    assert row["overdue_at"] is None
+    fp = f"{store.OVERDUE_RULE}:{iid}"
+    assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "resolved"
+    events = await store.history(desk.db, iid)
+    assert [e["kind"] for e in events][-1] == "extended"
+    assert events[-1]["note"] == "chờ vật tư thay cột"
+    assert events[-1]["data"] == {"from": "2026-12-02T16:00:00+07:00",
+                                  "to": "2026-12-04T16:00:00+07:00"}  # fmt: skip
+    # the agency is told its new deadline
+    sent = await desk.scalar(
+        "SELECT payload FROM outbox WHERE incident_id = %s AND kind = %s AND channel = 'mqtt'",
+        iid, "incident.deadline_extended",
+    )  # fmt: skip
+    assert sent["deadline_at"] == "2026-12-04T16:00:00+07:00"
+    # a second extension is refused, naming the first; so after a reopening too
+    with pytest.raises(StepError, match="already extended once") as refused:
+        async with desk.db.transaction():
+            await store.extend_deadline(desk.db, desk.ctx, iid, op, reason="lại chờ", hours=8)
+    assert "chờ vật tư thay cột" in str(refused.value)
+    agency = Who(Actor.AGENCY, "agency:urban-works/x", agency="urban-works")
+    with pytest.raises(StepError, match="agency may not extend") as forbidden:
+        async with desk.db.transaction():
+            await store.extend_deadline(desk.db, desk.ctx, iid, agency, reason="x", hours=8)
+    assert forbidden.value.forbidden
+
+
 def test_a_paused_incident_is_not_overdue_and_its_countdown_stands_still() -> None:
     deadline = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
     row = {"status": "rejected", "merged_into": None, "deadline_at": deadline,
@@ -568,8 +611,8 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         )  # fmt: skip
         assert r.status_code == 201, r.text
         inc = r.json()
-        assert (inc["status"], inc["agency_id"], inc["ward"]) == (
-            "dispatched", "urban-works", "phuong-5"
+        assert (inc["status"], inc["agency_id"], inc["ward"], inc["source"]) == (
+            "dispatched", "urban-works", "phuong-5", "operator"
         )  # fmt: skip
         iid = inc["id"]
 
@@ -672,6 +715,30 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
             "incident.dispatched→urban-works",
         ]  # fmt: skip
         assert runtime.incidents is not None
+
+        # the one formal extension: once, with a reason; the second answers 409 saying why
+        ext = f"/api/v1/incidents/{other}/extend"
+        r = await http.post(ext, headers=admin, json={"reason": "x", "hours": 2, "working_days": 1})
+        assert r.status_code == 422 and "exactly one" in r.json()["message"]
+        r = await http.post(ext, headers=admin, json={"hours": 2})
+        assert r.status_code == 422 and "reason" in r.json()["message"]
+        before = full["deadline_at"]
+        r = await http.post(ext, headers=admin, json={"reason": "chờ thay tủ điều khiển",
+                                                      "hours": 24})  # fmt: skip
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["deadline_before_extension"] == before
+        assert body["extension_reason"] == "chờ thay tủ điều khiển"
+        assert body["history"][-1]["kind"] == "extended"
+        r = await http.post(ext, headers=admin, json={"reason": "lại nữa", "hours": 24})
+        assert r.status_code == 409
+        assert "already extended once" in r.json()["message"]
+        assert "chờ thay tủ điều khiển" in r.json()["message"]
+        r = await http.post(f"/api/v1/incidents/{iid}/extend", headers=admin,
+                            json={"reason": "muộn", "hours": 1})  # fmt: skip
+        assert r.status_code == 409 and "closed" in r.json()["message"]
+        r = await http.post(ext, headers=_h(viewer), json={"reason": "x", "hours": 1})
+        assert r.status_code == 403
 
 
 def _h(token: str) -> dict[str, str]:

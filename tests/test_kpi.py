@@ -96,6 +96,12 @@ async def _seed(db: psycopg.AsyncConnection) -> dict[int, int]:
         row = await cur.fetchone()
         assert row is not None
         ids[ref] = int(row[0])
+    # 4's deadline was formally extended once (from 20 Nov 16:00 to 18:00): on time by it
+    await db.execute(
+        """UPDATE incidents SET extended_at = %s, extension_reason = 'chờ nước rút',
+               deadline_before_extension = %s WHERE id = %s""",
+        (T(11, 20, 15), T(11, 20, 16), ids[4]),
+    )
     # A duplicate merged into incident 1, resolved late and rated 1: it must count nowhere.
     await db.execute(
         """INSERT INTO incidents (category, severity, status, title, agency_id, opened_at,
@@ -119,6 +125,7 @@ async def test_month_totals_are_exact(db: psycopg.AsyncConnection) -> None:
     # 8 (deadline 30 Nov 22:00, resolved at midnight) and 5 (deadline 26 Nov, still open at
     # the month's end: late at the period's end). 6 is due in December; 10 counted in October.
     assert (row.due, row.on_time, row.late, row.late_open) == (7, 4, 3, 1)
+    assert row.extended == 1  # 4, on time by its extended deadline
     assert row.on_time_rate == pytest.approx(4 / 7)
     assert row.on_time_met is False
     # ratings of finished ones: 5, 2, 4, 4
@@ -317,6 +324,7 @@ async def test_monthly_csv(db: psycopg.AsyncConnection) -> None:
         "1",
     )
     assert (head["on_time_rate_pct"], head["on_time_target_met"]) == ("57.1", "no")
+    assert head["extended"] == "1"
     assert (head["rated"], head["satisfied"]) == ("4", "3")
     assert (head["satisfaction_pct"], head["satisfaction_target_met"]) == ("75.0", "no")
     assert (head["forward_median_h"], head["forward_p90_h"]) == ("0.00", "0.12")
