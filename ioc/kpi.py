@@ -46,12 +46,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
+import yaml
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -60,9 +62,30 @@ from ioc.storage.feed import FeedEvent, append
 
 log = logging.getLogger(__name__)
 
-ON_TIME_TARGET: Final = 0.95  # the provincial programme 2021–2025
-SATISFACTION_TARGET: Final = 0.80
-HEADLINE_SOURCE: Final = "report"  # the targets are about citizens' reports
+TARGETS_FILE: Final = Path(__file__).with_name("site_data") / "kpis.yaml"
+
+
+def _load_targets(path: Path = TARGETS_FILE) -> dict[str, Any]:
+    """The programme's targets as data, with their source (ioc/site_data/kpis.yaml)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    targets = raw["targets"]
+    for name in ("on_time", "satisfaction"):
+        value = targets[name]["value"]
+        if not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f"{path.name}: targets.{name}.value must be a fraction in (0, 1]")
+    if targets["satisfaction"].get("rating_satisfied_from", 4) not in (1, 2, 3, 4, 5):
+        raise ValueError(f"{path.name}: targets.satisfaction.rating_satisfied_from: 1–5")
+    return raw
+
+
+_TARGETS: Final = _load_targets()
+ON_TIME_TARGET: Final[float] = float(_TARGETS["targets"]["on_time"]["value"])
+SATISFACTION_TARGET: Final[float] = float(_TARGETS["targets"]["satisfaction"]["value"])
+SATISFIED_FROM: Final[int] = int(
+    _TARGETS["targets"]["satisfaction"].get("rating_satisfied_from", 4)
+)
+HEADLINE_SOURCE: Final[str] = str(_TARGETS.get("applies_to", "report"))  # citizens' reports
+TARGETS_SOURCE: Final[str] = str(_TARGETS.get("source", "")).strip()
 SOURCES: Final = ("report", "alert", "operator")
 
 Period = Literal["day", "week", "month"]
@@ -261,7 +284,8 @@ async def compute(
             count(*) FILTER (WHERE ({_ON_TIME} OR {_LATE}) AND i.extended_at IS NOT NULL)
                 AS extended,
             count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating IS NOT NULL) AS rated,
-            count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating >= 4) AS satisfied,
+            count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating >= %(satisfied_from)s)
+                AS satisfied,
             {_clock("forward", _FORWARDED_IN, _FORWARD_S, "forwarded")},
             {_clock("accept", _ACCEPTED_IN, _ACCEPT_S, "accepted")},
             {_clock("process", _PROCESSED_IN, _PROCESS_S, "processed")},
@@ -286,6 +310,7 @@ async def compute(
         "unit": period,
         "step": f"1 {period}",
         "source": source,
+        "satisfied_from": SATISFIED_FROM,
     }
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)

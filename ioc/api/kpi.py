@@ -82,6 +82,7 @@ async def get_kpis(
         "period": period,
         "source": source,
         "targets": {"on_time": kpi.ON_TIME_TARGET, "satisfaction": kpi.SATISFACTION_TARGET},
+        "targets_source": kpi.TARGETS_SOURCE,
         "headline_source": kpi.HEADLINE_SOURCE,
         "headline": headline.as_json(),
         "by_source": [r.as_json() for r in by_source],
