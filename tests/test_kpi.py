@@ -474,3 +474,16 @@ async def test_kpi_routes(settings: Settings, db: psycopg.AsyncConnection) -> No
         assert "Công ty Công trình đô thị" in r.text and "Chiếu sáng công cộng" in r.text
         r = await http.get("/api/v1/kpis/report", params={"month": "2025-13"}, headers=auth)
         assert r.status_code == 422
+
+
+def test_targets_are_data_with_their_source(tmp_path: Any) -> None:
+    # the shipped file: the programme's two targets, about citizens' reports, with a source
+    assert (kpi.ON_TIME_TARGET, kpi.SATISFACTION_TARGET) == (0.95, 0.80)
+    assert kpi.HEADLINE_SOURCE == "report" and kpi.SATISFIED_FROM == 4
+    assert "2021–2025" in kpi.TARGETS_SOURCE
+    bad = tmp_path / "kpis.yaml"
+    bad.write_text(
+        "targets: {on_time: {value: 95}, satisfaction: {value: 0.8}}\n", encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=r"targets.on_time.value must be a fraction"):
+        kpi._load_targets(bad)
