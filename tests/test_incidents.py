@@ -669,13 +669,16 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         body = {"category": "ngap-nuoc", "title": "Ngập", "alert_id": alert_id}
         first = await http.post("/api/v1/incidents", headers=admin, json=body)
         assert first.status_code == 201, first.text
+        assert first.json()["source"] == "alert"
         again = await http.post("/api/v1/incidents", headers=admin, json=body)
         assert again.status_code == 409
         assert f"already has incident {first.json()['id']}" in again.json()["message"]
 
         # reassignment tells the old agency its work is withdrawn
         r = await http.post("/api/v1/incidents", headers=admin,
-                            json={"category": "giao-thong", "title": "Kẹt xe"})  # fmt: skip
+                            json={"category": "giao-thong", "title": "Kẹt xe",
+                                  "source": "report"})  # fmt: skip
+        assert r.json()["source"] == "report"  # a citizen's call, typed in by the duty desk
         other = r.json()["id"]
         r = await http.post(f"/api/v1/agency/incidents/{other}/accept", headers=_h(police))
         r = await http.post(

@@ -57,6 +57,12 @@ class OpenIn(BaseModel):
     alert_id: int | None = Field(None, description="the alert this incident is about")
     note: str | None = None
     dispatch: bool = Field(True, description="dispatch to the agency at once")
+    source: Literal["report", "operator"] | None = Field(
+        None,
+        description="what brought it: `report` for a citizen's report taken by phone or at the "
+        "counter (it counts in the KPIs' headline), `operator` (default) for the IOC's own "
+        "finding; with `alert_id` it is `alert`",
+    )
 
 
 class NoteIn(BaseModel):
@@ -251,6 +257,7 @@ async def open_incident(
             conn, ctx, category=body.category, severity=body.severity, title=body.title,
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,
             lon=body.lon, agency_id=body.agency, source_alert_id=body.alert_id,
+            source="alert" if body.alert_id is not None else body.source,
             who=_operator(caller), note=body.note, dispatch=body.dispatch,
         )  # fmt: skip
         return await _detail(conn, row)
