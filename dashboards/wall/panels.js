@@ -108,9 +108,11 @@ export function kpiPanel(k) {
     el("div", { class: "kpi-label" }, label),
     el("div", { class: "kpi-value" }, v == null ? "—" : `${Math.round(v * 100)} %`),
     el("div", { class: "dim" }, `${t("target")} ${Math.round(target * 100)} %`));
+  // the programme's targets are about citizens' reports: the headline row (docs/kpis.md)
+  const h = k.headline || k.total;
   return el("div", { class: "kpis" },
-    gauge(t("onTime"), k.total.on_time_rate, k.targets.on_time),
-    gauge(t("satisfaction"), k.total.satisfaction, k.targets.satisfaction));
+    gauge(t("onTime"), h.on_time_rate, k.targets.on_time),
+    gauge(t("satisfaction"), h.satisfaction, k.targets.satisfaction));
 }
 
 // The detail panel opened by a click on the map.
