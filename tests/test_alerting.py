@@ -505,3 +505,46 @@ async def test_compacted_backlog_leaves_every_alert_in_its_true_state(db: Any) -
     assert await final(compact) == await final(seq) == {
         ("a", "firing"), ("b", "resolved"), ("c", "resolved"), ("d", "pending"),
     }  # fmt: skip
+
+
+RISK_RULES = """
+rules:
+  - id: bd2-risk
+    type: threshold
+    select: {kind: flood, metric: water_level_m, devices: [vt-flood-01]}
+    when: {op: ">=", threshold: device.bd2}
+    labels: {severity: critical, domain: flood}
+    risk:
+      source: "QĐ 18/2021/QĐ-TTg Điều 45 (test)"
+      levels: [{level: 1, from: device.bd1}, {level: 2, from: device.bd3}]
+    annotations: {summary_vi: "BĐ II {value:.2f}", summary_en: "level II {value:.2f}"}
+"""
+
+
+async def test_risk_level_and_colour_reach_the_api_and_the_websocket(
+    settings: Settings, tmp_path: Path, publisher: MqttPublisher
+) -> None:
+    """QĐ 18/2021/QĐ-TTg risk level from the rule's risk steps: 0.80 m ≥ BĐ III is level 2,
+    light yellow, on GET /api/v1/alerts and on the /ws alert frame."""
+    from tests.test_live import Client
+
+    risky = settings.model_copy(
+        update={"rules_dir": rules_dir(tmp_path, RISK_RULES), "rules_tick_s": 3600.0}
+    )
+    async with running_service(risky) as (runtime, http):
+        client = await Client.open(runtime, types="alert", city="vi-thanh", kind="flood")
+        try:
+            await eventually(lambda: _has(client, "hello"))
+            publish_levels(publisher, settings, [(time.time() - 1, 0.80)])
+            (alert,) = await eventually(lambda: alerts(http, state="firing"))
+            assert alert["risk_level"] == 2
+            assert alert["risk"]["colour_vi"] == "vàng nhạt" and alert["risk"]["colour"]
+
+            async def firing() -> list[dict[str, Any]]:
+                return [f for f in client.of("alert") if f["data"]["state"] == "firing"]
+
+            (frame,) = await eventually(firing)
+            assert frame["data"]["risk_level"] == 2
+            assert frame["data"]["risk"]["name_en"] == "medium risk"
+        finally:
+            await client.close()
