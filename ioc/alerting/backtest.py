@@ -15,6 +15,7 @@ import psycopg
 from ioc.storage import devices as device_store
 from rules.backtest import BacktestResult, Stream, StreamReducer, replay
 from rules.language import RuleSet
+from rules.tide import TideSource
 
 FETCH_CONNECTIONS = 2  # PostgreSQL reads partitions on two backends while Python waits
 
@@ -45,6 +46,7 @@ async def run_backtest(
     end: float,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    tide: TideSource | None = None,
 ) -> BacktestResult:
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         devices = await device_store.list_devices(conn, limit=10_000_000)
@@ -112,6 +114,7 @@ async def run_backtest(
         end=end,
         progress=replay_progress,
         reducer=reducer,
+        tide=tide,
     )
 
 

@@ -52,6 +52,7 @@ from rules.engine import Engine, Transition
 from rules.language import DEFAULT_PACK, Problem, RuleErrors, RuleSet, load_rules, rule_files
 from rules.matchers import parse_matcher
 from rules.suppression import AlertView, MaintenanceWindow, Silence, suppressions
+from rules.tide import TideSource
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,10 @@ def rules_path(settings: Settings) -> Path:
 
 
 class RulesService:
-    def __init__(self, settings: Settings, conninfo: str) -> None:
+    def __init__(self, settings: Settings, conninfo: str, tide: TideSource | None = None) -> None:
         self._settings = settings
         self._conninfo = conninfo
+        self._tide = tide  # predicted tide for the residual/forecast rules (rules.tide)
         self._lock = asyncio.Lock()
         self._conn: psycopg.AsyncConnection | None = None
         self._backlog: deque[Transition] = deque()
@@ -111,7 +113,7 @@ class RulesService:
         self._files_mtime = self._mtimes()
         conn = await self._connection()
         devices = await device_store.list_devices(conn, limit=1_000_000)
-        self.engine = Engine(ruleset, devices)
+        self.engine = Engine(ruleset, devices, tide=self._tide)
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(self.engine.rules))
