@@ -667,7 +667,9 @@ class Engine:
         z = 0.0
         if n >= s.rule.min_samples:
             std = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
-            std = max(std, 1e-9, abs(mean) * 0.01)
+            # min_std: a spread below it is sensor noise, not a yardstick (a quiet residual of
+            # 4 mm would make a 3 cm shower-driven rise a "6-sigma" event)
+            std = max(std, 1e-9, abs(mean) * 0.01, s.rule.min_std)
             z = (raw - mean) / std
             reason.update(mean=float(mean), std=float(std), z=float(z))
             if s.rule.baseline == "hour":

@@ -216,6 +216,7 @@ class Rule:
     min_count: int = 1  # group
     z: float = 0.0  # anomaly
     min_samples: int = 0  # anomaly: per hour of day before judging
+    min_std: float = 0.0  # anomaly: floor of the spread, in the metric's unit
     baseline: str = "hour"  # anomaly: hour (same local hour of day) | residual (tide removed)
     horizon_s: float = 0.0  # forecast_peak: how far ahead to look for the next high water
     risk: Risk | None = None
@@ -549,7 +550,7 @@ class _FileParser:
             "id", "type", "select", "when", "for", "keep_firing_for", "schedule", "value",
             "requires", "window", "function", "after", "status", "resolve_after", "clear_event",
             "group_by", "count", "all_of", "min_count", "z", "min_samples", "labels",
-            "annotations", "enabled", "baseline", "horizon", "risk",
+            "annotations", "enabled", "baseline", "horizon", "risk", "min_std",
         }  # fmt: skip
         for key in item:
             if key not in known:
@@ -579,7 +580,9 @@ class _FileParser:
             kw["window_s"] = self.duration(item, "window", where)
             if rtype != "group" and kw["window_s"] <= 0:
                 self.problem(item.line, f"{where}: a {rtype} rule needs a 'window' (e.g. 10m)")
-        for key, types in (("horizon", ("forecast_peak",)), ("baseline", ("anomaly",))):
+        for key, types in (
+            ("horizon", ("forecast_peak",)), ("baseline", ("anomaly",)), ("min_std", ("anomaly",))
+        ):  # fmt: skip
             if key in item and rtype not in types:
                 self.problem(self.line_of(item, key), f"{where}: '{key}' is for {types} rules")
         if rtype == "forecast_peak":
@@ -648,6 +651,11 @@ class _FileParser:
                     f"{where}: baseline {baseline!r} is not one of {BASELINES}",
                 )
             kw["baseline"] = baseline if baseline in BASELINES else "hour"
+            min_std = item.get("min_std", 0.0)
+            if isinstance(min_std, bool) or not isinstance(min_std, int | float) or min_std < 0:
+                self.problem(self.line_of(item, "min_std"), f"{where}: min_std is a number ≥ 0")
+            else:
+                kw["min_std"] = float(min_std)
         enabled = item.get("enabled", True)
         kw["enabled"] = bool(enabled)
         if len(self.problems) > n_before or select is None or labels is None:

@@ -213,6 +213,16 @@ def test_anomaly_on_the_residual_fires_on_a_surge_not_on_the_tide() -> None:
     assert [s[1] for s in steps(e)] == ["pending", "firing"]
 
 
+def test_anomaly_min_std_keeps_small_bumps_on_a_quiet_residual_ordinary() -> None:
+    e = engine(ANOMALY.replace("z: 5", "z: 5\n    min_std: 0.04"), tide=table())
+    for i, m in enumerate(range(0, 3 * 24 * 60, 30)):
+        level(e, m, observed(m, 0.004 * (-1) ** i))
+    level(e, 3 * 24 * 60 + 10, observed(3 * 24 * 60 + 10, 0.05))  # 12 σ of the noise, 5 cm
+    assert steps(e) == []
+    level(e, 3 * 24 * 60 + 20, observed(3 * 24 * 60 + 20, 0.25))  # beyond 5 × 4 cm
+    assert [s[1] for s in steps(e)] == ["pending", "firing"]
+
+
 def test_hour_baseline_of_a_tidal_level_never_fires_where_the_residual_does() -> None:
     """The issue's finding: same-hour statistics of a drifting tide are as wide as the tide."""
     hour = engine(ANOMALY.replace("baseline: residual", "baseline: hour"), tide=table())
