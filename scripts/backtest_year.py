@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from ioc.devices import Device  # noqa: E402
 from ioc.site import load_site  # noqa: E402
 from rules.backtest import BacktestResult, Stream, replay  # noqa: E402
-from rules.language import DEFAULT_PACK, load_rules  # noqa: E402
+from rules.language import DEFAULT_PACK, Rule, RuleSet, load_rules  # noqa: E402
 from rules.schedule import LOCAL  # noqa: E402
 from rules.tide import TabulatedTide  # noqa: E402
 from simulators.conditions import NORMAL, Conditions  # noqa: E402
@@ -110,6 +110,7 @@ def crossing_days(
 
 def table(
     result: BacktestResult,
+    ruleset: RuleSet,
     devices: list[Device],
     streams: dict[tuple[str, str], tuple[list[float], list[float]]],
     markdown: bool,
@@ -120,7 +121,23 @@ def table(
             fired[(a.device_id, a.rule)].add(_day(a.started_at))
         elif a.started_at is not None:
             fired[(f"ward {a.labels.get('ward', '')}", a.rule)].add(_day(a.started_at))
-    rules = sorted({r for _, r in fired})
+    # every water rule, fired or not (a 0 is a result too); "-": the rule does not read the device
+    water = [
+        r for r in ruleset.rules
+        if r.enabled and r.labels.get("domain") in KINDS and r.type not in ("absence", "group")
+    ]  # fmt: skip
+    groups = [
+        r
+        for r in ruleset.rules
+        if r.enabled and r.type == "group" and r.labels.get("domain") in KINDS
+    ]
+
+    def cell(d: Device, r: Rule) -> str:
+        if not r.select.matches(d.kind, d.city, d.ward, d.id, d.attributes):
+            return "-"
+        return str(len(fired.get((d.id, r.id), ())))
+
+    rules = [r.id for r in water] + [f"{g.id} (group)" for g in groups]
     rows: list[list[str]] = []
     for d in devices:
         if d.kind == "flood":
@@ -133,10 +150,11 @@ def table(
         else:
             cross, peak = "", ""
         rows.append(
-            [d.id, d.kind, peak, cross, *(str(len(fired.get((d.id, r), ()))) for r in rules)]
+            [d.id, d.kind, peak, cross, *(cell(d, r) for r in water), *("-" for _ in groups)]
         )
     for key in sorted({k for k, _ in fired if k.startswith("ward ")}):
-        rows.append([key, "group", "", "", *(str(len(fired.get((key, r), ()))) for r in rules)])
+        per_group = (str(len(fired.get((key, g.id), ()))) for g in groups)
+        rows.append([key, "group", "", "", *("-" for _ in water), *per_group])
     head = ["station", "kind", "max m", "days ≥ BĐ I/II/III", *rules]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -189,7 +207,7 @@ def main() -> int:
         f"{scenario.name + ' at ' + scenario.start.isoformat() if scenario else 'none'}: "
         f"{result.readings:,} readings, simulated in {t1 - t0:.0f} s, replayed in {t2 - t1:.0f} s"
     )
-    print(table(result, devices, streams, args.markdown))
+    print(table(result, ruleset, devices, streams, args.markdown))
     if scenario is not None:
         print(f"\n# alerts during the scenario ({scenario.start.isoformat()} +{scenario.duration})")
         for a in result.alerts:
