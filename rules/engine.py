@@ -394,7 +394,8 @@ class Engine:
         mean = np.divide(sums, n, out=np.zeros(24), where=n > 0)
         m2 = np.bincount(hours, weights=(values - mean[hours]) ** 2, minlength=24)
         for s in self._device_rules(device, metric):
-            if s.hist is not None:
+            # a residual baseline learns from the live stream: stored levels are not residuals
+            if s.hist is not None and s.rule.baseline == "hour":
                 s.hist[:, 0], s.hist[:, 1], s.hist[:, 2] = n, mean, m2
 
     def seen(self, device_id: str, t: float) -> None:

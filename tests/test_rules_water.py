@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+import numpy as np
 import pytest
 
 from ioc.devices import Device
@@ -343,3 +344,12 @@ def test_default_pack_water_rules_carry_risk_with_a_source() -> None:
     assert "water-rising-fast" not in {r.id for r in pack.rules}
     anomaly = [r for r in pack.rules if r.type == "anomaly" and r.labels.get("domain") == "flood"]
     assert anomaly and all(r.baseline == "residual" for r in anomaly)
+
+
+def test_stored_levels_do_not_seed_a_residual_baseline() -> None:
+    """seed_history gives stored *levels*: a residual anomaly must not take them as residuals."""
+    e = engine(ANOMALY, tide=table())
+    times = [T0 - 86400 + i * 300.0 for i in range(200)]
+    e.seed_history(GAUGE.id, "water_level_m", np.array(times), np.full(200, 0.6))
+    s = e._series[("residual-anomaly", GAUGE.id)]  # the state under test
+    assert s.hist is not None and s.hist[:, 0].sum() == 0
