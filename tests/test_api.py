@@ -243,6 +243,7 @@ async def test_every_route_checks_the_token_and_the_role(
         if (p.startswith("/api/v1/") or p in ("/readyz", "/metrics")) and not p.startswith(_PUBLIC)
     ]  # fmt: skip
     assert len(routes) > 40  # the whole API, not a handful
+    assert ("GET", "/api/v1/flood/stations/1/tide") in routes  # the predicted tide: viewers
     wrong = []
     for method, path in routes:
         r = await http.request(method, path)
