@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from ioc.devices import Device  # noqa: E402
 from ioc.site import load_site  # noqa: E402
+from ioc.tides import TidePredictor, UnknownStation  # noqa: E402
 from rules.backtest import BacktestResult, Stream, replay  # noqa: E402
 from rules.language import DEFAULT_PACK, Rule, RuleSet, load_rules  # noqa: E402
 from rules.schedule import LOCAL  # noqa: E402
@@ -66,21 +67,23 @@ def simulate(
     return out
 
 
-def predicted_tide(models: list[DeviceModel], start: float, end: float) -> TabulatedTide:
-    """The prediction the product would make for each flood gauge, on a 10-minute grid."""
+def predicted_tide(
+    devices: list[Device], predictor: TidePredictor, start: float, end: float
+) -> TabulatedTide:
+    """The product's prediction for each flood gauge (``ioc.tides``, the site's tide data — the
+    same harmonic model the simulator draws its tide from; the simulator adds rain, scenario
+    offsets and noise), on a 10-minute grid."""
     grid = np.arange(start - 86400.0, end + 86400.0, TIDE_GRID_S)
     tables: dict[str, tuple[Any, Any]] = {}
-    for m in models:
-        if m.device.kind != "flood":
+    for d in devices:
+        if d.kind != "flood":
             continue
-        tables[m.device.id] = (grid.tolist(), [_astronomical(m, float(x)) for x in grid])
+        try:
+            view = predictor.for_device(d)
+        except UnknownStation:
+            continue
+        tables[d.id] = (grid.tolist(), view.level_m(grid).tolist())
     return TabulatedTide(tables)
-
-
-def _astronomical(m: Any, ts: float) -> float:
-    # The flood model's mean level, seasonal swell and astronomical tide, without rain, weather
-    # or noise: what a harmonic prediction (tide constituents incl. Sa/Ssa) of it gives.
-    return float(m.mean_m + m.seasonal_m(ts) + m.tide_m(ts))
 
 
 def _day(ts: float) -> str:
@@ -192,7 +195,9 @@ def main() -> int:
     t0 = time.perf_counter()
     streams = simulate(models, start, end, scenario)
     t1 = time.perf_counter()
-    tide = predicted_tide(models, start.timestamp(), end.timestamp())
+    tide = predicted_tide(
+        devices, TidePredictor.from_site(site), start.timestamp(), end.timestamp()
+    )
     result = replay(
         ruleset,
         devices,

@@ -43,6 +43,7 @@ from psycopg.types.json import Jsonb
 from ingest.handoff import Delivery
 from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
+from ioc.alerting.tide_source import PredictedTide, site_predictor
 from ioc.devices import Device
 from ioc.settings import Settings
 from ioc.storage import audit
@@ -90,7 +91,10 @@ class RulesService:
     def __init__(self, settings: Settings, conninfo: str, tide: TideSource | None = None) -> None:
         self._settings = settings
         self._conninfo = conninfo
-        self._tide = tide  # predicted tide for the residual/forecast rules (rules.tide)
+        # predicted tide for the residual and forecast rules (rules.tide); by default the site's
+        # tide model (ioc.tides), built on entry
+        self._tide = tide
+        self._predicted: PredictedTide | None = None
         self._lock = asyncio.Lock()
         self._conn: psycopg.AsyncConnection | None = None
         self._backlog: deque[Transition] = deque()
@@ -106,6 +110,9 @@ class RulesService:
         self._task: asyncio.Task[None] | None = None
         self._watermark: float | None = None  # newest reading time seen (stream clock)
 
+    def _device(self, device_id: str) -> Device | None:
+        return self.engine.devices.get(device_id) if self.engine is not None else None
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> RulesService:
@@ -113,6 +120,10 @@ class RulesService:
         self._files_mtime = self._mtimes()
         conn = await self._connection()
         devices = await device_store.list_devices(conn, limit=1_000_000)
+        if self._tide is None:
+            self._tide = self._predicted = PredictedTide(
+                site_predictor(self._settings), lambda d: self._device(d)
+            )
         self.engine = Engine(ruleset, devices, tide=self._tide)
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
@@ -485,6 +496,8 @@ class RulesService:
         if {d.id: d for d in devices} != engine.devices:
             async with self._lock:
                 engine.set_devices(devices)
+                if self._predicted is not None:
+                    self._predicted.forget()  # a device's station may have changed
                 await self._flush([])
 
     def _mtimes(self) -> dict[Path, float]:
