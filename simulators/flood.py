@@ -20,10 +20,11 @@ a flat mean level below its BĐ I: it still answers rain and scenario offsets.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from ioc.devices import Device
+from ioc.site import Site
 from ioc.tides import PACKAGED_TIDES, GaugeTide, TidePredictor, UnknownStation
 from simulators.conditions import NORMAL, Conditions
 from simulators.model import device_key, epoch_s, gauss_noise, within_catalogue
@@ -131,3 +132,37 @@ class FloodStationModel:
         """No spontaneous events (alarm levels are the IOC's rules, not the station's)."""
         self._advance(t, cond)
         return []
+
+
+def highest_tide_start(
+    site: Site, start: datetime, duration: timedelta, back_days: int = 5
+) -> tuple[datetime, float]:
+    """Of ``start`` and the ``back_days`` days before it (same time of day), the start whose run
+    holds the highest predicted tide at a hydrological station relative to its BĐ III, and that
+    margin (m; positive: the tide alone crosses BĐ III).
+
+    ``ioc demo`` replays its scenario on a recent day (the IOC refuses readings older than its
+    window); the tide is the real prediction of that day, so the spring-tide story needs the day
+    of the week with the highest tide — a spring tide when one fell in the window.
+    """
+    tides = TidePredictor.from_site(site)
+    stations = [
+        d for d in site.devices
+        if d.kind == "flood" and d.attributes.get("role") == "station"
+        and d.attributes.get("station") in tides.stations
+    ]  # fmt: skip
+    if not stations:
+        return start, float("-inf")
+    best: tuple[datetime, float] | None = None
+    for k in range(back_days + 1):
+        s = start - timedelta(days=k)
+        n = max(2, int(duration / timedelta(minutes=10)) + 1)
+        times = [s + i * duration / (n - 1) for i in range(n)]
+        margin = max(
+            float(tides.for_device(d).level_m(times).max()) - float(d.attributes["bd3"])
+            for d in stations
+        )
+        if best is None or margin > best[1]:
+            best = (s, margin)
+    assert best is not None
+    return best

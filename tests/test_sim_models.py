@@ -16,9 +16,9 @@ import pytest
 
 from ioc.catalogue import EVENT_TYPES, METRICS
 from ioc.site import Site, load_site
+from ioc.tides import TidePredictor
 from simulators.cabinet import CabinetModel
 from simulators.conditions import NORMAL, Conditions
-from ioc.tides import TidePredictor
 from simulators.flood import FloodStationModel
 from simulators.lighting import FAULT_TYPES, FORCEABLE_FAULTS, LampModel
 from simulators.model import DeviceModel, Problems, ReportModel, build_models
