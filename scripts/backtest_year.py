@@ -3,7 +3,7 @@ and print, per station, on how many days each rule fired — next to the days th
 crossed each BĐ level, so "BĐ alarms fire on the days the level crosses" can be read off.
 
     .venv/bin/python scripts/backtest_year.py [--year 2026] [--seed 7] [--rules DIR]
-        [--scenario NAME [--at 2026-10-27T14:00+07:00]] [--days N] [--markdown]
+        [--scenario NAME [--at 2026-10-27T14:00+07:00]] [--start 2026-11-14 --days N] [--markdown]
 
 The flood and rain gauges of the packaged site are stepped offline (no broker) the way the
 simulator runner calls them, every 5 minutes of simulated time; their readings go through the
@@ -172,6 +172,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--year", type=int, default=2026)
     p.add_argument("--days", type=int, default=None, help="simulate only this many days")
+    p.add_argument("--start", default=None, help="start here (ISO date) instead of 1 January")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--rules", type=Path, default=DEFAULT_PACK)
     p.add_argument("--scenario", default=None, help="a scenario laid over the year at its start")
@@ -184,6 +185,8 @@ def main() -> int:
     models = [m for m in build_models(site, args.seed) if m.device.kind in KINDS]
     devices = [m.device for m in models]
     start = datetime(args.year, 1, 1, tzinfo=LOCAL)
+    if args.start:
+        start = datetime.fromisoformat(args.start).replace(tzinfo=LOCAL)
     end = (
         start + timedelta(days=args.days)
         if args.days
@@ -214,11 +217,13 @@ def main() -> int:
     )
     print(table(result, ruleset, devices, streams, args.markdown))
     if scenario is not None:
-        print(f"\n# alerts during the scenario ({scenario.start.isoformat()} +{scenario.duration})")
+        print(
+            f"\n# alerts from 6 h before the scenario ({scenario.start.isoformat()} "
+            f"+{scenario.duration}) to 6 h after it"
+        )
+        lo, hi = scenario.start.timestamp() - 6 * 3600, scenario.end.timestamp() + 6 * 3600
         for a in result.alerts:
-            if a.started_at is not None and scenario.start.timestamp() <= a.started_at < (
-                scenario.end.timestamp() + 6 * 3600
-            ):
+            if a.started_at is not None and lo <= a.started_at < hi:
                 at = datetime.fromtimestamp(a.started_at, UTC).astimezone(LOCAL)
                 print(f"{at:%Y-%m-%d %H:%M}  {a.rule:<24} {a.device_id or a.labels.get('ward')}")
     return 0
