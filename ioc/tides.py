@@ -7,10 +7,10 @@ calibration that produced them (``scripts/calibrate_tides.py``; ``docs/tides.md`
 
 Prediction is UTide's (``utide.reconstruct``) with nodal/satellite corrections. UTide evaluates
 the astronomical arguments and nodal factors at every instant, which costs ~4 s for a year at
-5-minute steps for one station; they change by well under a millimetre's worth within a month,
-so this module asks UTide for the *linearised* form (``nodsatlint``/``gwchlint``) with the
-reference time at the middle of each 30-day block — the same numbers to < 1 mm
-(tests/test_tides.py checks it) at a small fraction of the cost.
+5-minute steps for one station; they change slowly (the nodal factors over 18.6 years), so this
+module asks UTide for the *linearised* form (``nodsatlint``/``gwchlint``) with the reference
+time at the middle of each 10-day block — the same levels to < 1 mm (2 mm with 30-day blocks;
+tests/test_tides.py checks it) at a small fraction of the cost.
 
 Predictions are cached per station per UTC day on a one-minute grid (1,441 floats, 11.5 kB) in an
 LRU of ``cache_days`` entries (default 256, ~3 MB); a level at any instant is interpolated on that
@@ -43,7 +43,7 @@ REQUIRED: Final = frozenset(CONSTITUENTS)
 # Seasonal (long-period) constituents: part of the station's mean level, not damped by a gauge.
 SEASONAL: Final = frozenset({"SA", "SSA"})
 _DAY_S: Final = 86_400.0
-_BLOCK_DAYS: Final = 30  # UTide's astronomy linearised about the middle of each block
+_BLOCK_DAYS: Final = 10  # UTide's astronomy linearised about the middle of each block
 _GRID_S: Final = 60.0  # the cached day grid
 _GRID_N: Final = int(_DAY_S // _GRID_S) + 1  # both ends, so a day interpolates on its own grid
 # days since 0000-12-31 (UTide's "python" epoch) of 1970-01-01
@@ -175,7 +175,7 @@ def predict(
 ) -> np.ndarray:
     """The tide of ``names`` (about 0, without ``mean_m``) at ``epoch_s``, by UTide.
 
-    The astronomy is linearised about the middle of each 30-day block (see the module docstring);
+    The astronomy is linearised about the middle of each 10-day block (see the module docstring);
     the calibration script and the day cache both come through here.
     """
     import utide
@@ -270,7 +270,7 @@ class TidePredictor:
     ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """(seasonal, tidal) levels of UTC days on the one-minute grid, cached (LRU).
 
-        The missing days are predicted together (one UTide call per 30-day block, not per day).
+        The missing days are predicted together (one UTide call per 10-day block, not per day).
         """
         out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         missing = []
@@ -309,6 +309,27 @@ class TidePredictor:
             seasonal[sel] = np.interp(x, grid, s)
             tidal[sel] = np.interp(x, grid, h)
         return seasonal, tidal
+
+    def _parts_at(self, station: str, ts: float) -> tuple[float, float]:
+        """(seasonal, tidal) at one instant: the simulator's per-reading path, no array work."""
+        day = math.floor(ts / _DAY_S)
+        hit = self._days.get((station, day))
+        if hit is None:
+            # Time moves forward in a simulation: predict this day's 10-day block at once (one
+            # UTide call for the block instead of one per day).
+            first = day - day % _BLOCK_DAYS
+            block = [d for d in range(first, first + _BLOCK_DAYS) if d >= day]
+            hit = self._days_of(station, block[: self.cache_days])[day]
+        else:
+            self._days.move_to_end((station, day))
+        x = (ts - day * _DAY_S) / _GRID_S
+        i = min(int(x), _GRID_N - 2)
+        f = x - i
+        s, h = hit
+        return (
+            float(s[i] + f * (s[i + 1] - s[i])),
+            float(h[i] + f * (h[i + 1] - h[i])),
+        )
 
     def level_m(self, station: str, times: Any) -> np.ndarray:
         """Predicted level (m above the station's datum) at ``times`` (aware datetimes/epoch s)."""
@@ -358,6 +379,14 @@ class GaugeTide:
         t = _epoch_s(times) - g.lag_min * 60.0
         seasonal, tidal = self.predictor._parts(g.station, t)
         return seasonal + g.amplitude_factor * tidal + g.datum_offset_m
+
+    def at(self, ts: float) -> tuple[float, float]:
+        """(level, seasonal mean) in metres at one instant (epoch seconds): what the simulator
+        asks every reading, without the array path's overhead."""
+        g = self.gauge
+        seasonal, tidal = self.predictor._parts_at(g.station, ts - g.lag_min * 60.0)
+        mean = seasonal + g.datum_offset_m
+        return mean + g.amplitude_factor * tidal, mean
 
     def mean_m(self, times: Any) -> np.ndarray:
         """The station's seasonal mean level (Z0 + Sa + Ssa) as this device sees it."""

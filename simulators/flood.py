@@ -68,15 +68,14 @@ class FloodStationModel:
         """Astronomical tide (m about the seasonal mean) at this device at ``t``, tide_factor 1."""
         if self.tide is None:
             return 0.0
-        ts = t if isinstance(t, float) else epoch_s(t)
-        return float(self.tide.level_m(ts)[0] - self.tide.mean_m(ts)[0])
+        level, mean = self.tide.at(t if isinstance(t, float) else epoch_s(t))
+        return level - mean
 
     def mean_level_m(self, t: datetime | float) -> float:
         """Seasonal mean level (Z0 + Sa + Ssa as this device sees it) at ``t``."""
         if self.tide is None:
             return self.flat_mean_m
-        ts = t if isinstance(t, float) else epoch_s(t)
-        return float(self.tide.mean_m(ts)[0])
+        return self.tide.at(t if isinstance(t, float) else epoch_s(t))[1]
 
     def rain_rise_m(self) -> float:
         """Current rise (m) from rain in the catchment, lagged and smoothed."""
@@ -106,12 +105,11 @@ class FloodStationModel:
         """Water level (m above datum) at ``t`` under ``cond``, noise-free."""
         ts = self._advance(t, cond)
         offset = cond.water_offset_m.get(self.device.id, cond.water_offset_m.get(self.device.city))
-        return (
-            self.mean_level_m(ts)
-            + cond.tide_factor * self.tide_m(ts)
-            + self.rain_rise_m()
-            + (offset or 0.0)
+        # No tide data: a flat mean, so the tide about it is 0.
+        level, mean = (
+            self.tide.at(ts) if self.tide is not None else (self.flat_mean_m, self.flat_mean_m)
         )
+        return mean + cond.tide_factor * (level - mean) + self.rain_rise_m() + (offset or 0.0)
 
     def online(self, t: datetime, cond: Conditions) -> bool:
         """Online unless the scenario silences it."""

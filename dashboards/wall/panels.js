@@ -159,6 +159,6 @@ export function nextHighWater(station, hw) {
     rel = vi ? ` — ${reached ? "trên" : "dưới"} ${name} ${num(d)} m` : ` — ${num(d)} m ${reached ? "above" : "below"} ${name}`;
   }
   const head = vi ? "Đỉnh triều kế tiếp" : "Next high water";
-  return el("div", { class: "next-hw", "data-station": station.id },
+  return el("div", { class: "next-hw", dataset: { station: station.id } },
     `${head} ${HW_CLOCK.format(new Date(hw.time))}, ${num(hw.level_m)} m${rel}`);
 }

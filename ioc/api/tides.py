@@ -71,7 +71,7 @@ def device_tide(pred: TidePredictor, device: Device) -> GaugeTide:
 
 
 def _unprocessable(field: str, message: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{field}: {message}")
+    return HTTPException(422, f"{field}: {message}")
 
 
 def _local(t: datetime) -> datetime:
