@@ -66,7 +66,7 @@ class PredictedTide:
         view = self._view(device_id)
         if view is None:
             return None
-        level = float(view.level_m([t])[0])
+        level = float(view.at(t)[0])  # one instant, no array work
         self._last[device_id] = (t, level)
         return level
 
