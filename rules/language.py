@@ -166,6 +166,7 @@ class Risk:
 
     source: str
     level: int | None = None
+    level_of: Expr | None = None  # a device attribute holding the level (e.g. by its station)
     steps: tuple[tuple[int, Expr], ...] = ()
     on: str = "value"  # value | reading
     descending: bool = False  # the condition is < / <=: lower values mean higher risk
@@ -173,6 +174,9 @@ class Risk:
     def level_for(self, value: float | None, attributes: Mapping[str, Any]) -> int | None:
         if self.level is not None:
             return self.level
+        if self.level_of is not None:
+            raw = self.level_of.resolve(attributes)
+            return int(raw) if raw is not None and raw == int(raw) and 1 <= raw <= 5 else None
         if value is None:
             return None
         best: int | None = None
@@ -679,7 +683,8 @@ class _FileParser:
         raw = item["risk"]
         line = self.line_of(item, "risk")
         shape = (
-            "risk is {source: TEXT, level: 1-5} or {source: TEXT, levels: [{level: N, from: "
+            "risk is {source: TEXT, level: 1-5 | device.<attribute>} or {source: TEXT, "
+            "levels: [{level: N, from: "
             "number | device.<attribute>}, ...]} (optional on: value | reading)"
         )
         if not isinstance(raw, _Map) or not set(raw) <= {"source", "level", "levels", "on"}:
@@ -701,6 +706,11 @@ class _FileParser:
         descending = condition is not None and "<" in condition.op
         if "level" in raw:
             lv = raw["level"]
+            if isinstance(lv, str):  # device.<attribute>: the device's own level (1-5)
+                level_of = self.expr(raw, "level", where)
+                if level_of is None:
+                    return None
+                return Risk(source=source, level_of=level_of, on=on, descending=descending)
             if lv not in RISK_LEVELS or isinstance(lv, bool):
                 self.problem(self.line_of(raw, "level"), f"{where}: risk level {lv!r} is not 1-5")
                 return None

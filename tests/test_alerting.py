@@ -42,6 +42,7 @@ rules:
     when: {op: ">=", threshold: device.bd3, clear: device.bd3 - 0.05}
     for: FOR
     labels: {severity: critical, domain: flood}
+    risk: {source: "QĐ 18/2021/QĐ-TTg Điều 45 (test)", level: 2}
     annotations: {summary_vi: "BĐ III {value:.2f}", summary_en: "level III {value:.2f}"}
 inhibit_rules:
   - source_matchers: ['alertname="bd3"']

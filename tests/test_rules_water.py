@@ -353,3 +353,27 @@ def test_stored_levels_do_not_seed_a_residual_baseline() -> None:
     e.seed_history(GAUGE.id, "water_level_m", np.array(times), np.full(200, 0.6))
     s = e._series[("residual-anomaly", GAUGE.id)]  # the state under test
     assert s.hist is not None and s.hist[:, 0].sum() == 0
+
+
+def test_risk_level_from_a_device_attribute() -> None:
+    """A hazard whose level depends on where the station is (salinity: how far 4‰ reaches
+    inland) takes it from the device; a missing or out-of-range attribute gives no level."""
+    text = """rules:
+  - id: salty
+    type: threshold
+    select: {kind: flood, metric: water_level_m}
+    when: {op: ">=", threshold: 0.5}
+    labels: {severity: warning, domain: flood}
+    risk: {source: "test", level: device.risk_level_here}
+    annotations: {summary_vi: x, summary_en: x}
+"""
+    at = {**GAUGE.attributes, "risk_level_here": 3}
+    gauges = [
+        Device("g1", "flood", "vi-thanh", "phuong-5", "A", 9.78, 105.47, at),
+        Device("g2", "flood", "vi-thanh", "phuong-5", "B", 9.78, 105.47, {**at, "risk_level_here": 9}),
+    ]  # fmt: skip
+    e = engine(text, *gauges)
+    for g in gauges:
+        e.observe_telemetry(g.id, T0, [("water_level_m", 0.6)])
+    levels = {t.device_id: t.risk_level for t in e.drain() if t.to == "firing"}
+    assert levels == {"g1": 3, "g2": None}
