@@ -368,10 +368,11 @@ def test_risk_level_from_a_device_attribute() -> None:
     annotations: {summary_vi: x, summary_en: x}
 """
     at = {**GAUGE.attributes, "risk_level_here": 3}
+    bad = {**at, "risk_level_here": 9}
     gauges = [
         Device("g1", "flood", "vi-thanh", "phuong-5", "A", 9.78, 105.47, at),
-        Device("g2", "flood", "vi-thanh", "phuong-5", "B", 9.78, 105.47, {**at, "risk_level_here": 9}),
-    ]  # fmt: skip
+        Device("g2", "flood", "vi-thanh", "phuong-5", "B", 9.78, 105.47, bad),
+    ]
     e = engine(text, *gauges)
     for g in gauges:
         e.observe_telemetry(g.id, T0, [("water_level_m", 0.6)])

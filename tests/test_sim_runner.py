@@ -649,3 +649,17 @@ def test_storm_surge_crosses_bd3_on_an_ordinary_tide(site: Site) -> None:
     assert max(levels) > 0.75
     residual = [o - p for o, p in zip(levels, predicted, strict=True)]
     assert max(residual) > 0.3 and abs(residual[0]) < 0.05  # the surge is the residual
+
+
+def test_the_demo_replays_on_the_recent_day_with_the_highest_tide(site: Site) -> None:
+    from simulators.flood import highest_tide_start
+
+    # A week after the full moon of 24/11/2026: the replay goes back to the spring tide.
+    start, margin = highest_tide_start(
+        site, datetime(2026, 11, 29, 14, tzinfo=VN), timedelta(hours=9)
+    )
+    assert start.date().isoformat() in ("2026-11-25", "2026-11-26", "2026-11-27")
+    assert start.hour == 14 and margin > 0  # the tide alone crosses BĐ III at a station
+    # At neap there is nothing to go back to within the window: the margin says so.
+    _, neap = highest_tide_start(site, datetime(2026, 11, 19, 14, tzinfo=VN), timedelta(hours=9), 1)
+    assert neap < 0
