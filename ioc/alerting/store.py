@@ -73,6 +73,8 @@ def _reason(tr: Transition) -> dict[str, Any]:
     for k, v in tr.reason.items():
         if k == "time" and isinstance(v, int | float):
             out["reading_time"] = _iso(datetime.fromtimestamp(v, UTC))
+        elif k == "peak_time" and isinstance(v, int | float):  # forecast_peak: the high water
+            out[k] = _iso(datetime.fromtimestamp(v, UTC))
         elif isinstance(v, dict):
             out[k] = {kk: vv for kk, vv in v.items() if isinstance(vv, str | int | float | bool)}
         elif isinstance(v, str | int | float | bool | list) or v is None:
