@@ -549,3 +549,32 @@ async def test_risk_level_and_colour_reach_the_api_and_the_websocket(
             assert frame["data"]["risk"]["name_en"] == "medium risk"
         finally:
             await client.close()
+
+
+async def test_a_forecast_alert_keeps_its_risk_rising_and_its_peak_time_readable(db: Any) -> None:
+    """Store level: an open alert's risk level only rises (a later transition with a lower or
+    no level leaves it), and a forecast's peak time is RFC 3339 in +07:00 in the history."""
+    from ioc.alerting import store
+    from rules.engine import Transition
+
+    t0 = 1_795_000_000.0
+
+    def tr(to: str, at: float, risk: int | None) -> Transition:
+        return Transition(
+            "fp-fc", "flood-forecast-bd3", to, at, {"alertname": "flood-forecast-bd3"}, {},
+            "warning", None, 0.8, {"peak_time": t0 + 3 * 3600, "value": 0.8}, t0,
+            t0 if to != "pending" else None, risk_level=risk,
+        )  # fmt: skip
+
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("pending", t0, 1)])
+    assert rows[-1]["risk_level"] == 1
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("firing", t0 + 600, 2)])
+    assert rows[-1]["risk_level"] == 2 and store.alert_json(rows[-1])["risk"]["level"] == 2
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("keep_firing", t0 + 900, None)])
+    assert rows[-1]["risk_level"] == 2
+    history = await store.history(db, rows[-1]["id"])
+    peak = history[0]["reason"]["peak_time"]
+    assert isinstance(peak, str) and peak.endswith("+07:00")
