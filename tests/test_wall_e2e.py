@@ -102,6 +102,9 @@ async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
     publish_levels(publisher, wall_settings, [(time.time() - 1, 0.80)])
     critical = page.locator("#alertList li.sev-critical")
     await expect(critical).to_contain_text("BĐ III 0.80", timeout=WAIT_MS)
+    # its QĐ 18/2021 risk level (the rule's risk: level 2), in the level's colour
+    await expect(critical.locator(".pill.risk")).to_have_text("Rủi ro cấp 2")
+    assert await critical.locator(".pill.risk").evaluate("e => e.style.background") != ""
     await expect(page.locator("#alertList li.sev-warning")).to_contain_text("BĐ II")
     # Severity first: the critical alert is on top.
     await expect(page.locator("#alertList li").first).to_have_class("alert sev-critical")
