@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
+from ioc.risk import risk_level
 from ioc.settings import DISPLAY_TIMEZONE
 
 CAP_NS: Final = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -136,6 +137,7 @@ class AlertFacts:
     alarm_levels: tuple[float, float, float] | None = None
     station: str | None = None
     incident_id: int | None = None
+    risk_level: int | None = None  # QĐ 18/2021/QĐ-TTg, from the alert's rule (1-5)
 
     @property
     def alarm_level(self) -> int:
@@ -271,6 +273,12 @@ def classify(w: AlertFacts, msg_type: MsgType) -> Classification:
         certainty = "Likely" if w.domain == "flood" else "Observed"
         responses = RESPONSE_TYPES[w.domain]
         instruction = _INSTRUCTIONS[w.domain]
+    risk = risk_level(w.risk_level)
+    if risk is not None:
+        # the official risk level decides severity when the rule gives one: 100-200 mm of rain
+        # in 24 h is risk level 1 ("low"), Minor — not Severe for being a "critical" alert
+        # (ioc/site_data/risk_levels.yaml says why each level maps where it does)
+        severity = risk.cap_severity
     valid_for = VALID_FOR[w.domain]
     if msg_type == "Cancel":
         # The hazard is over: CAP's all-clear (responseType AllClear, urgency Past).
@@ -409,6 +417,8 @@ def _parameters(w: AlertFacts) -> list[tuple[str, str]]:
             out.append(("hydroStation", w.station))
     elif w.value is not None:
         out.append(("observedValue", _num(w.value, 4)))
+    if w.risk_level is not None:
+        out.append(("disasterRiskLevel", str(w.risk_level)))  # QĐ 18/2021/QĐ-TTg, 1-5
     out.append(("iocRule", w.rule))
     out.append(("iocAlertId", str(w.alert_id)))
     return out

@@ -1,19 +1,31 @@
-"""The programme's KPIs over ``incidents``: on-time rate, satisfaction, time to accept and to
-resolve, open and overdue counts — grouped by agency, category, ward and/or local period.
+"""The programme's KPIs over ``incidents``: on-time rate, satisfaction, the IOC's forwarding
+time and the agency's processing time, open and overdue counts — grouped by source (citizen report,
+alert, operator), agency, category, ward and/or local period.
 
-Definitions (docs/kpis.md repeats them; every figure below is computed exactly so):
+Definitions (docs/kpis.md repeats them with their sources; every figure below is computed so):
 
 - An incident counts once: rows merged into another (``merged_into`` set) are left out.
+- **source** — what opened it (``incidents.source``): ``report`` (a citizen's report, any
+  channel), ``alert`` (a firing alert), ``operator`` (opened by hand). The programme's targets
+  are about citizens' reports: the **headline** figures are over ``source = report``; the others
+  are reported beside them (``by_source``).
 - **finished** — status ``resolved`` or ``closed``; its *finish time* is ``resolved_at``, or
   ``closed_at`` when it was closed without a resolution time.
-- **on-time rate** = on-time ÷ finished-with-deadline, over incidents *finished in the period*
-  (finish time in ``[from, to)``) that have a ``deadline_at``; on time = finish time ≤
-  ``deadline_at`` (the deadline as it stands, i.e. moved by paused clocks). Target ≥ 95 %.
+- **on-time rate** = ``on_time`` ÷ ``due``. A case with a deadline is *due* in the period in which
+  it is settled: when it finished, if it finished by its deadline (on time); else when its
+  deadline passed (late) — whether it finished later or is still open at the period's end
+  (``late_open``: open overdue cases count as late at the period's end). So each case counts
+  once over consecutive periods, and a case whose deadline has not passed yet is not counted.
+  The deadline is the one standing (moved by paused clocks and by the one formal extension,
+  ``extended`` counts those). Target ≥ 95 %.
 - **satisfaction** = ratings ≥ 4 ÷ ratings, over incidents finished in the period that carry a
   citizen's rating (1–5). Target ≥ 80 %.
-- **time to accept** = ``accepted_at − dispatched_at`` over incidents *accepted in the period*;
-  **time to resolve** = ``resolved_at − opened_at`` over incidents *resolved in the period*;
-  median and 90th percentile (``percentile_cont``, linear interpolation), in seconds.
+- **forwarding time** (the IOC's clock) = ``first_dispatched_at − opened_at`` over incidents
+  first dispatched in the period; **processing time** (the agency's clock) = ``resolved_at −
+  dispatched_at`` (the last dispatch, to the agency that resolved it) over incidents resolved in
+  the period; **time to accept** = ``accepted_at − dispatched_at`` over incidents accepted in the
+  period; **time to resolve** = ``resolved_at − opened_at`` over incidents resolved in the
+  period. Median and 90th percentile (``percentile_cont``), in seconds.
 - **opened** = incidents whose ``opened_at`` is in the period.
 - **open** = incidents open at the period's *as-of* instant (its end, or ``now`` if the period
   has not ended): opened at or before it and not finished by then. **overdue** = those of them
@@ -34,12 +46,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
+import yaml
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -48,13 +62,37 @@ from ioc.storage.feed import FeedEvent, append
 
 log = logging.getLogger(__name__)
 
-ON_TIME_TARGET: Final = 0.95  # the provincial programme 2021–2025
-SATISFACTION_TARGET: Final = 0.80
+TARGETS_FILE: Final = Path(__file__).with_name("site_data") / "kpis.yaml"
+
+
+def _load_targets(path: Path = TARGETS_FILE) -> dict[str, Any]:
+    """The programme's targets as data, with their source (ioc/site_data/kpis.yaml)."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    targets = raw["targets"]
+    for name in ("on_time", "satisfaction"):
+        value = targets[name]["value"]
+        if not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ValueError(f"{path.name}: targets.{name}.value must be a fraction in (0, 1]")
+    if targets["satisfaction"].get("rating_satisfied_from", 4) not in (1, 2, 3, 4, 5):
+        raise ValueError(f"{path.name}: targets.satisfaction.rating_satisfied_from: 1–5")
+    return raw
+
+
+_TARGETS: Final = _load_targets()
+ON_TIME_TARGET: Final[float] = float(_TARGETS["targets"]["on_time"]["value"])
+SATISFACTION_TARGET: Final[float] = float(_TARGETS["targets"]["satisfaction"]["value"])
+SATISFIED_FROM: Final[int] = int(
+    _TARGETS["targets"]["satisfaction"].get("rating_satisfied_from", 4)
+)
+HEADLINE_SOURCE: Final[str] = str(_TARGETS.get("applies_to", "report"))  # citizens' reports
+TARGETS_SOURCE: Final[str] = str(_TARGETS.get("source", "")).strip()
+SOURCES: Final = ("report", "alert", "operator")
 
 Period = Literal["day", "week", "month"]
 PERIODS: Final = ("day", "week", "month")
 # group_by name → (SQL expression over `i`, output columns). Constant SQL, never user text.
 DIMENSIONS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
+    "source": ("i.source", ("source",)),
     "agency": ("i.agency_id", ("agency",)),
     "category": ("i.category", ("category",)),
     "ward": ("i.city, i.ward", ("city", "ward")),
@@ -80,19 +118,29 @@ class KpiRow:
     period_start: datetime
     period_end: datetime
     as_of: datetime
+    source: str | None
     agency: str | None
     category: str | None
     city: str | None
     ward: str | None
     opened: int
     finished: int
-    finished_with_deadline: int
+    due: int  # the on-time rate's denominator: on_time + late
     on_time: int
+    late: int
+    late_open: int  # of the late ones, still open at as_of
+    extended: int  # of the due ones, those whose deadline was formally extended
     rated: int
     satisfied: int
+    forwarded: int
+    forward_median_s: float | None
+    forward_p90_s: float | None
     accepted: int
     accept_median_s: float | None
     accept_p90_s: float | None
+    processed: int
+    process_median_s: float | None
+    process_p90_s: float | None
     resolved: int
     resolve_median_s: float | None
     resolve_p90_s: float | None
@@ -101,7 +149,7 @@ class KpiRow:
 
     @property
     def on_time_rate(self) -> float | None:
-        return self.on_time / self.finished_with_deadline if self.finished_with_deadline else None
+        return self.on_time / self.due if self.due else None
 
     @property
     def satisfaction(self) -> float | None:
@@ -109,14 +157,20 @@ class KpiRow:
 
     @property
     def on_time_met(self) -> bool | None:
-        """Whether the ≥ 95 % target is met; None when nothing with a deadline finished."""
+        """Whether the ≥ 95 % target is met; None when nothing was due, and for a row that is
+        not about citizens' reports alone (the target is theirs: alerts and mixed totals are
+        shown beside it, never assessed against it)."""
         rate = self.on_time_rate
-        return None if rate is None else rate >= ON_TIME_TARGET
+        if rate is None or self.source != HEADLINE_SOURCE:
+            return None
+        return rate >= ON_TIME_TARGET
 
     @property
     def satisfaction_met(self) -> bool | None:
         rate = self.satisfaction
-        return None if rate is None else rate >= SATISFACTION_TARGET
+        if rate is None or self.source != HEADLINE_SOURCE:
+            return None
+        return rate >= SATISFACTION_TARGET
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready: times RFC 3339 in +07:00, rates as fractions, targets met or not."""
@@ -173,16 +227,20 @@ async def compute(
     now: datetime,
     group_by: Sequence[str] = (),
     period: Period = "month",
+    source: str | None = None,
 ) -> list[KpiRow]:
     """The KPI rows for ``[start, end)``: one per group (ordered by period, then the groups),
     or one row for everything when ``group_by`` is empty. Groups with nothing in them are left
-    out, except that the whole-range row always exists."""
+    out, except that the whole-range row always exists. ``source`` keeps only the incidents of
+    that origin (``report`` for the programme's headline figures)."""
     if start.tzinfo is None or end.tzinfo is None or now.tzinfo is None:
         raise KpiError("from", "times need an offset (e.g. +07:00)")
     if end <= start:
         raise KpiError("to", "must be after from")
     if period not in PERIODS:
         raise KpiError("period", f"{period!r} is not one of {list(PERIODS)}")
+    if source is not None and source not in SOURCES:
+        raise KpiError("source", f"{source!r} is not one of {list(SOURCES)}")
     groups = parse_group_by(group_by)
     by_period = "period" in groups
     dims = [d for d in groups if d != "period"]
@@ -213,34 +271,34 @@ async def compute(
         i AS (
             SELECT *, CASE WHEN status IN ('resolved', 'closed')
                            THEN coalesce(resolved_at, closed_at) END AS finished_at
-            FROM incidents WHERE merged_into IS NULL)
+            FROM incidents
+            WHERE merged_into IS NULL AND (%(source)s::text IS NULL OR source = %(source)s))
         SELECT bk.b_start, bk.b_end, bk.as_of{select_dims},
             count(*) FILTER (WHERE i.opened_at >= bk.b_start AND i.opened_at < bk.b_end)
                 AS opened,
             count(*) FILTER (WHERE {_FINISHED_IN}) AS finished,
-            count(*) FILTER (WHERE {_FINISHED_IN} AND i.deadline_at IS NOT NULL)
-                AS finished_with_deadline,
-            count(*) FILTER (WHERE {_FINISHED_IN} AND i.finished_at <= i.deadline_at) AS on_time,
+            count(*) FILTER (WHERE {_ON_TIME} OR {_LATE}) AS due,
+            count(*) FILTER (WHERE {_ON_TIME}) AS on_time,
+            count(*) FILTER (WHERE {_LATE}) AS late,
+            count(*) FILTER (WHERE {_LATE} AND {_OPEN_AT}) AS late_open,
+            count(*) FILTER (WHERE ({_ON_TIME} OR {_LATE}) AND i.extended_at IS NOT NULL)
+                AS extended,
             count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating IS NOT NULL) AS rated,
-            count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating >= 4) AS satisfied,
-            count(*) FILTER (WHERE {_ACCEPTED_IN}) AS accepted,
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY {_ACCEPT_S}) FILTER (WHERE {_ACCEPTED_IN})
-                AS accept_median_s,
-            percentile_cont(0.9) WITHIN GROUP (ORDER BY {_ACCEPT_S}) FILTER (WHERE {_ACCEPTED_IN})
-                AS accept_p90_s,
-            count(*) FILTER (WHERE {_RESOLVED_IN}) AS resolved,
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY {_RESOLVE_S}) FILTER (WHERE {_RESOLVED_IN})
-                AS resolve_median_s,
-            percentile_cont(0.9) WITHIN GROUP (ORDER BY {_RESOLVE_S}) FILTER (WHERE {_RESOLVED_IN})
-                AS resolve_p90_s,
+            count(*) FILTER (WHERE {_FINISHED_IN} AND i.rating >= %(satisfied_from)s)
+                AS satisfied,
+            {_clock("forward", _FORWARDED_IN, _FORWARD_S, "forwarded")},
+            {_clock("accept", _ACCEPTED_IN, _ACCEPT_S, "accepted")},
+            {_clock("process", _PROCESSED_IN, _PROCESS_S, "processed")},
+            {_clock("resolve", _RESOLVED_IN, _RESOLVE_S, "resolved")},
             count(*) FILTER (WHERE {_OPEN_AT}) AS open,
             count(*) FILTER (WHERE {_OPEN_AT} AND i.deadline_at < bk.as_of) AS overdue
         FROM bk {"JOIN" if dims else "LEFT JOIN"} i
           -- only incidents that can count in the bucket: opened before its end and not
-          -- finished (nor accepted) before its start
+          -- finished (nor accepted, dispatched, due) before its start
           ON i.opened_at < bk.b_end
          AND (i.finished_at IS NULL OR i.finished_at >= bk.b_start OR i.accepted_at >= bk.b_start
-              OR i.resolved_at >= bk.b_start)
+              OR i.resolved_at >= bk.b_start OR i.first_dispatched_at >= bk.b_start
+              OR i.deadline_at >= bk.b_start)
         GROUP BY bk.b_start, bk.b_end, bk.as_of{group_dims}
         ORDER BY bk.b_start{group_dims}
     """
@@ -251,15 +309,19 @@ async def compute(
         "now": now,
         "unit": period,
         "step": f"1 {period}",
+        "source": source,
+        "satisfied_from": SATISFIED_FROM,
     }
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)
         rows = await cur.fetchall()
     out = []
     for r in rows:
-        keys: dict[str, Any] = {c: None for c in ("agency", "category", "city", "ward")}
+        keys: dict[str, Any] = {c: None for c in ("source", "agency", "category", "city", "ward")}
         values = [r[k] for k in r if k not in _FIGURES and k not in ("b_start", "b_end", "as_of")]
         keys.update(zip(dim_cols, values, strict=True))
+        if source is not None:
+            keys["source"] = source
         out.append(
             KpiRow(
                 period_start=r["b_start"], period_end=r["b_end"], as_of=r["as_of"],
@@ -269,17 +331,43 @@ async def compute(
     return out
 
 
+def _clock(name: str, where: str, seconds: str, count: str) -> str:
+    """Count, median and p90 of one clock (constant SQL pieces only)."""
+    return (
+        f"count(*) FILTER (WHERE {where}) AS {count}, "
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {seconds}) FILTER (WHERE {where}) "
+        f"AS {name}_median_s, "
+        f"percentile_cont(0.9) WITHIN GROUP (ORDER BY {seconds}) FILTER (WHERE {where}) "
+        f"AS {name}_p90_s"
+    )
+
+
 _FIGURES: Final = (
-    "opened", "finished", "finished_with_deadline", "on_time", "rated", "satisfied", "accepted",
-    "accept_median_s", "accept_p90_s", "resolved", "resolve_median_s", "resolve_p90_s", "open",
-    "overdue",
+    "opened", "finished", "due", "on_time", "late", "late_open", "extended", "rated",
+    "satisfied", "forwarded", "forward_median_s", "forward_p90_s", "accepted", "accept_median_s",
+    "accept_p90_s", "processed", "process_median_s", "process_p90_s", "resolved",
+    "resolve_median_s", "resolve_p90_s", "open", "overdue",
 )  # fmt: skip
 _FINISHED_IN: Final = "i.finished_at >= bk.b_start AND i.finished_at < bk.b_end"
+# settled in the bucket: finished in it by the deadline (on time), or the deadline passed in it
+# (before the as-of instant) without the case finished by then (late)
+_ON_TIME: Final = f"({_FINISHED_IN} AND i.finished_at <= i.deadline_at)"
+_LATE: Final = (
+    "(i.deadline_at >= bk.b_start AND i.deadline_at < bk.as_of"
+    " AND (i.finished_at IS NULL OR i.finished_at > i.deadline_at))"
+)
+_FORWARDED_IN: Final = "i.first_dispatched_at >= bk.b_start AND i.first_dispatched_at < bk.b_end"
 _ACCEPTED_IN: Final = (
     "i.accepted_at >= bk.b_start AND i.accepted_at < bk.b_end AND i.dispatched_at IS NOT NULL"
 )
+_PROCESSED_IN: Final = (
+    "i.resolved_at >= bk.b_start AND i.resolved_at < bk.b_end AND i.dispatched_at IS NOT NULL"
+    " AND i.dispatched_at <= i.resolved_at"
+)
 _RESOLVED_IN: Final = "i.resolved_at >= bk.b_start AND i.resolved_at < bk.b_end"
+_FORWARD_S: Final = "extract(epoch FROM i.first_dispatched_at - i.opened_at)::float8"
 _ACCEPT_S: Final = "extract(epoch FROM i.accepted_at - i.dispatched_at)::float8"
+_PROCESS_S: Final = "extract(epoch FROM i.resolved_at - i.dispatched_at)::float8"
 _RESOLVE_S: Final = "extract(epoch FROM i.resolved_at - i.opened_at)::float8"
 _OPEN_AT: Final = "i.opened_at <= bk.as_of AND (i.finished_at IS NULL OR i.finished_at > bk.as_of)"
 
@@ -298,9 +386,12 @@ def current_month(now: datetime) -> tuple[datetime, datetime]:
 
 
 async def kpi_snapshot(conn: psycopg.AsyncConnection[Any], now: datetime) -> dict[str, Any]:
-    """The ``kpi`` frame's payload: this local month so far, in total and per agency."""
+    """The ``kpi`` frame's payload: this local month so far — the headline (citizens' reports),
+    each source, everything, and per agency."""
     start, end = current_month(now)
     total = (await compute(conn, start=start, end=end, now=now))[0]
+    headline = (await compute(conn, start=start, end=end, now=now, source=HEADLINE_SOURCE))[0]
+    by_source = await compute(conn, start=start, end=end, now=now, group_by=("source",))
     by_agency = await compute(conn, start=start, end=end, now=now, group_by=("agency",))
     return {
         "period": "month",
@@ -308,6 +399,8 @@ async def kpi_snapshot(conn: psycopg.AsyncConnection[Any], now: datetime) -> dic
         "to": end.isoformat(),
         "as_of": now.astimezone(_ZONE).isoformat(),
         "targets": {"on_time": ON_TIME_TARGET, "satisfaction": SATISFACTION_TARGET},
+        "headline": headline.as_json(),
+        "by_source": [r.as_json() for r in by_source],
         "total": total.as_json(),
         "by_agency": [r.as_json() for r in by_agency],
     }

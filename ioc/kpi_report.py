@@ -2,7 +2,9 @@
 
 The HTML is one self-contained page — inline SVG bar charts, no script, no external file — in
 Vietnamese with English secondary labels, times in Asia/Ho_Chi_Minh. Figures are those of
-:mod:`ioc.kpi` (definitions in docs/kpis.md), for one local calendar month.
+:mod:`ioc.kpi` (definitions in docs/kpis.md), for one local calendar month: the headline over
+citizens' reports (what the programme's targets are about), the incidents alerts opened beside
+them, and the breakdowns by agency, category and ward over citizens' reports.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from ioc.kpi import ON_TIME_TARGET, SATISFACTION_TARGET, KpiRow, compute, month_range
+from ioc.kpi import (
+    HEADLINE_SOURCE,
+    ON_TIME_TARGET,
+    SATISFACTION_TARGET,
+    KpiRow,
+    compute,
+    month_range,
+)
 from ioc.settings import DISPLAY_TIMEZONE
 
 _ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
@@ -39,8 +48,10 @@ class MonthlyReport:
     start: datetime
     end: datetime
     now: datetime
-    total: KpiRow
-    by_agency: tuple[KpiRow, ...]
+    headline: KpiRow  # citizens' reports
+    total: KpiRow  # every source
+    by_source: tuple[KpiRow, ...]
+    by_agency: tuple[KpiRow, ...]  # citizens' reports, as the breakdowns below
     by_category: tuple[KpiRow, ...]
     by_ward: tuple[KpiRow, ...]
 
@@ -51,24 +62,34 @@ async def monthly_report(
     """The figures of a local month (``"2026-11"``) as of ``now``."""
     start, end = month_range(month)
 
-    async def rows(*group: str) -> tuple[KpiRow, ...]:
-        return tuple(await compute(conn, start=start, end=end, now=now, group_by=group))
+    async def rows(*group: str, source: str | None = HEADLINE_SOURCE) -> tuple[KpiRow, ...]:
+        return tuple(
+            await compute(conn, start=start, end=end, now=now, group_by=group, source=source)
+        )
 
-    (total,) = await rows()
+    (headline,) = await rows()
+    (total,) = await rows(source=None)
     return MonthlyReport(
-        month, start, end, now, total, await rows("agency"), await rows("category"),
-        await rows("ward"),
+        month, start, end, now, headline, total, await rows("source", source=None),
+        await rows("agency"), await rows("category"), await rows("ward"),
     )  # fmt: skip
 
 
 # -- CSV ---------------------------------------------------------------------------------------
 
 CSV_COLUMNS: Final = (
-    "group", "key", "name", "period_from", "period_to", "as_of", "opened", "finished",
-    "finished_with_deadline", "on_time", "on_time_rate_pct", "on_time_target_met", "rated",
-    "satisfied", "satisfaction_pct", "satisfaction_target_met", "accepted", "accept_median_h",
-    "accept_p90_h", "resolved", "resolve_median_h", "resolve_p90_h", "open", "overdue",
+    "group", "key", "name", "source", "period_from", "period_to", "as_of", "opened", "finished",
+    "due", "on_time", "late", "late_open", "extended", "on_time_rate_pct", "on_time_target_met",
+    "rated", "satisfied", "satisfaction_pct", "satisfaction_target_met", "forwarded",
+    "forward_median_h", "forward_p90_h", "accepted", "accept_median_h", "accept_p90_h",
+    "processed", "process_median_h", "process_p90_h", "resolved", "resolve_median_h",
+    "resolve_p90_h", "open", "overdue",
 )  # fmt: skip
+SOURCE_NAMES: Final = {
+    "report": ("Phản ánh của người dân", "citizens' reports"),
+    "alert": ("Sự cố từ cảnh báo", "opened by alerts"),
+    "operator": ("Do trực ban mở", "opened by operators"),
+}
 
 
 def _pct(v: float | None) -> str:
@@ -88,8 +109,21 @@ def _local(t: datetime) -> str:
 
 
 def _sections(report: MonthlyReport, names: Names) -> list[tuple[str, str, str, KpiRow]]:
-    """(group, key, display name, row): the total, then per agency, category and ward."""
-    out = [("total", "", "Toàn bộ / All", report.total)]
+    """(group, key, display name, row): the headline (citizens' reports), the total of every
+    source, each source, then per agency, category and ward (citizens' reports)."""
+    out = [
+        (
+            "headline",
+            HEADLINE_SOURCE,
+            "Phản ánh của người dân / Citizens' reports",
+            report.headline,
+        ),
+        ("total", "", "Toàn bộ / All sources", report.total),
+    ]
+    out += [
+        ("source", r.source or "", SOURCE_NAMES.get(r.source or "", (r.source or "—",))[0], r)
+        for r in report.by_source
+    ]
     out += [
         ("agency", r.agency or "", names.agencies.get(r.agency or "", (r.agency or "—",))[0], r)
         for r in report.by_agency
@@ -111,19 +145,23 @@ def _sections(report: MonthlyReport, names: Names) -> list[tuple[str, str, str, 
 
 
 def to_csv(report: MonthlyReport, names: Names | None = None) -> str:
-    """One line per group (the total first); rates in %, durations in hours, times +07:00."""
+    """One line per group (the headline first); rates in %, durations in hours, times +07:00.
+    ``source`` says which incidents a line counts (empty: every source); the targets are
+    assessed on citizens' reports only."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for group, key, name, r in _sections(report, names or Names()):
         w.writerow(
             (
-                group, key, name, _local(r.period_start), _local(r.period_end), _local(r.as_of),
-                r.opened, r.finished, r.finished_with_deadline, r.on_time, _pct(r.on_time_rate),
-                _met(r.on_time_met), r.rated, r.satisfied, _pct(r.satisfaction),
-                _met(r.satisfaction_met), r.accepted, _hours(r.accept_median_s),
-                _hours(r.accept_p90_s), r.resolved, _hours(r.resolve_median_s),
-                _hours(r.resolve_p90_s), r.open, r.overdue,
+                group, key, name, r.source or "", _local(r.period_start), _local(r.period_end),
+                _local(r.as_of), r.opened, r.finished, r.due, r.on_time, r.late, r.late_open,
+                r.extended, _pct(r.on_time_rate), _met(r.on_time_met), r.rated, r.satisfied,
+                _pct(r.satisfaction), _met(r.satisfaction_met), r.forwarded,
+                _hours(r.forward_median_s), _hours(r.forward_p90_s), r.accepted,
+                _hours(r.accept_median_s), _hours(r.accept_p90_s), r.processed,
+                _hours(r.process_median_s), _hours(r.process_p90_s), r.resolved,
+                _hours(r.resolve_median_s), _hours(r.resolve_p90_s), r.open, r.overdue,
             )
         )  # fmt: skip
     return buf.getvalue()
@@ -252,10 +290,13 @@ svg .t { font-size: 14px; font-weight: bold; } svg .s { fill: #666; }
 """
 
 _COLUMNS_HTML: Final = (
-    ("Tiếp nhận", "opened"), ("Hoàn thành", "finished"), ("Đúng hạn", "on time"),
-    ("Tỷ lệ đúng hạn", "on-time rate"), ("Hài lòng", "satisfaction"),
-    ("Tiếp nhận xử lý (trung vị / p90)", "time to accept, median / p90"),
-    ("Giải quyết (trung vị / p90)", "time to resolve, median / p90"),
+    ("Tiếp nhận", "opened"), ("Hoàn thành", "finished"),
+    ("Đúng hạn / đến hạn", "on time / due"), ("Tỷ lệ đúng hạn", "on-time rate"),
+    ("Trễ hạn (còn mở)", "late (still open)"), ("Gia hạn", "extended"),
+    ("Hài lòng", "satisfaction"),
+    ("IOC chuyển xử lý (trung vị / p90)", "IOC forwarding, median / p90"),
+    ("Đơn vị xử lý (trung vị / p90)", "agency processing, median / p90"),
+    ("Tổng thời gian giải quyết (trung vị / p90)", "time to resolve, median / p90"),
     ("Đang mở", "open"), ("Quá hạn", "overdue"),
 )  # fmt: skip
 
@@ -265,9 +306,11 @@ def _table(title_vi: str, title_en: str, rows: Sequence[tuple[str, KpiRow]]) -> 
     body = []
     for name, r in rows:
         cells = (
-            r.opened, r.finished, f"{r.on_time} / {r.finished_with_deadline}",
-            _rate_text(r.on_time_rate), f"{_rate_text(r.satisfaction)} ({r.satisfied}/{r.rated})",
-            f"{_duration(r.accept_median_s)} / {_duration(r.accept_p90_s)}",
+            r.opened, r.finished, f"{r.on_time} / {r.due}", _rate_text(r.on_time_rate),
+            f"{r.late} ({r.late_open})", r.extended,
+            f"{_rate_text(r.satisfaction)} ({r.satisfied}/{r.rated})",
+            f"{_duration(r.forward_median_s)} / {_duration(r.forward_p90_s)}",
+            f"{_duration(r.process_median_s)} / {_duration(r.process_p90_s)}",
             f"{_duration(r.resolve_median_s)} / {_duration(r.resolve_p90_s)}", r.open, r.overdue,
         )  # fmt: skip
         body.append(
@@ -282,7 +325,7 @@ def _table(title_vi: str, title_en: str, rows: Sequence[tuple[str, KpiRow]]) -> 
 def to_html(report: MonthlyReport, names: Names | None = None) -> str:
     """The monthly summary page (Vietnamese, English secondary), charts as inline SVG."""
     names = names or Names()
-    t = report.total
+    t = report.headline
     start = report.start.astimezone(_ZONE)
     month_vi = f"tháng {start.month}/{start.year}"
     month_en = start.strftime("%B %Y")
@@ -293,38 +336,66 @@ def to_html(report: MonthlyReport, names: Names | None = None) -> str:
     def category(r: KpiRow) -> str:
         return names.categories.get(r.category or "", (r.category or "—",))[0]
 
+    def source(r: KpiRow) -> str:
+        vi, en = SOURCE_NAMES.get(r.source or "", (r.source or "—", ""))
+        return f"{vi} / {en}" if en else vi
+
     def ward(r: KpiRow) -> str:
         return names.wards.get(r.ward or "", r.ward or "(không rõ / unknown)")
 
+    alerts = next((r for r in report.by_source if r.source == "alert"), None)
+    beside = (
+        f"{_rate_text(alerts.on_time_rate)} ({alerts.on_time}/{alerts.due}); "
+        f"{_rate_text(alerts.satisfaction)} ({alerts.satisfied}/{alerts.rated})"
+        if alerts is not None
+        else "—"
+    )
     summary = f"""
+<p class="sub">Chỉ tiêu của chương trình tính trên phản ánh của người dân; sự cố do cảnh báo
+thiết bị mở được báo cáo bên cạnh. <small>The programme's targets are over citizens' reports;
+incidents opened by alerts are shown beside them.</small></p>
 <table>
 <tr><th>Chỉ tiêu <small>indicator</small></th><th>Kết quả <small>result</small></th>
 <th>Mục tiêu <small>target</small></th><th>Đánh giá <small>assessment</small></th></tr>
-<tr><td>Tỷ lệ giải quyết đúng hạn <small>on-time rate</small></td>
-<td>{_rate_text(t.on_time_rate)} ({t.on_time}/{t.finished_with_deadline})</td>
+<tr><td>Tỷ lệ giải quyết đúng hạn <small>on-time rate (on time / due)</small></td>
+<td>{_rate_text(t.on_time_rate)} ({t.on_time}/{t.due})</td>
 <td>≥ {ON_TIME_TARGET * 100:.0f} %</td><td>{_met_text(t.on_time_met)}</td></tr>
-<tr><td>Mức độ hài lòng <small>satisfaction</small></td>
+<tr><td>— trong đó trễ hạn, còn mở cuối kỳ <small>late, still open at the end</small></td>
+<td>{t.late_open} / {t.late}</td><td></td><td></td></tr>
+<tr><td>— đã gia hạn (một lần) <small>formally extended (once)</small></td>
+<td>{t.extended} / {t.due}</td><td></td><td></td></tr>
+<tr><td>Mức độ hài lòng <small>satisfaction (ratings ≥ 4 / ratings)</small></td>
 <td>{_rate_text(t.satisfaction)} ({t.satisfied}/{t.rated})</td>
 <td>≥ {SATISFACTION_TARGET * 100:.0f} %</td><td>{_met_text(t.satisfaction_met)}</td></tr>
+<tr><td>Sự cố từ cảnh báo: đúng hạn; hài lòng <small>opened by alerts, beside</small></td>
+<td>{beside}</td><td></td><td></td></tr>
 <tr><td>Vụ việc tiếp nhận / hoàn thành <small>opened / finished</small></td>
 <td>{t.opened} / {t.finished}</td><td></td><td></td></tr>
-<tr><td>Thời gian tiếp nhận xử lý, trung vị / p90 <small>time to accept</small></td>
-<td>{_duration(t.accept_median_s)} / {_duration(t.accept_p90_s)}</td><td></td><td></td></tr>
-<tr><td>Thời gian giải quyết, trung vị / p90 <small>time to resolve</small></td>
-<td>{_duration(t.resolve_median_s)} / {_duration(t.resolve_p90_s)}</td><td></td><td></td></tr>
+<tr><td>IOC chuyển xử lý, trung vị / p90 <small>IOC forwarding: received → dispatched</small></td>
+<td>{_duration(t.forward_median_s)} / {_duration(t.forward_p90_s)} ({t.forwarded})</td>
+<td></td><td></td></tr>
+<tr><td>Đơn vị xử lý, trung vị / p90 <small>agency processing: dispatched → resolved</small></td>
+<td>{_duration(t.process_median_s)} / {_duration(t.process_p90_s)} ({t.processed})</td>
+<td></td><td></td></tr>
+<tr><td>Thời gian tiếp nhận xử lý, trung vị / p90 <small>agency acceptance</small></td>
+<td>{_duration(t.accept_median_s)} / {_duration(t.accept_p90_s)} ({t.accepted})</td>
+<td></td><td></td></tr>
+<tr><td>Tổng thời gian giải quyết, trung vị / p90 <small>time to resolve</small></td>
+<td>{_duration(t.resolve_median_s)} / {_duration(t.resolve_p90_s)} ({t.resolved})</td>
+<td></td><td></td></tr>
 <tr><td>Đang mở / quá hạn <small>open / overdue, as of</small>
 {_clock(t.as_of)}</td><td>{t.open} / {t.overdue}</td><td></td><td></td></tr>
 </table>"""
     charts = [
         rate_chart(
-            "Tỷ lệ giải quyết đúng hạn theo đơn vị",
-            "On-time rate by agency",
+            "Tỷ lệ giải quyết đúng hạn theo đơn vị (phản ánh của người dân)",
+            "On-time rate by agency (citizens' reports)",
             [(agency(r), r.on_time_rate) for r in report.by_agency],
             ON_TIME_TARGET,
         ),
         rate_chart(
-            "Mức độ hài lòng theo đơn vị",
-            "Satisfaction (ratings ≥ 4 of 5) by agency",
+            "Mức độ hài lòng theo đơn vị (phản ánh của người dân)",
+            "Satisfaction (ratings ≥ 4 of 5) by agency (citizens' reports)",
             [(agency(r), r.satisfaction) for r in report.by_agency],
             SATISFACTION_TARGET,
         ),
@@ -341,12 +412,34 @@ Kỳ báo cáo / period: {_clock(report.start)} – {_clock(report.end)}.
 Lập lúc / generated: {_clock(report.now)} (giờ Việt Nam, Asia/Ho_Chi_Minh).</p>
 <h2>Tổng hợp <small>summary</small></h2>{summary}
 {"".join(charts)}
-{_table("Theo đơn vị xử lý", "by agency", [(agency(r), r) for r in report.by_agency])}
-{_table("Theo lĩnh vực", "by category", [(category(r), r) for r in report.by_category])}
-{_table("Theo phường, xã", "by ward", [(ward(r), r) for r in report.by_ward])}
-<p class="sub">Định nghĩa / definitions: đúng hạn = hoàn thành (resolved_at, hoặc closed_at) trước
-hoặc đúng hạn xử lý, trên số vụ việc hoàn thành trong kỳ có hạn xử lý; hài lòng = đánh giá ≥ 4/5
-trên số vụ việc được đánh giá (docs/kpis.md).</p>
+{_table("Theo nguồn", "by source", [(source(r), r) for r in report.by_source])}
+{
+        _table(
+            "Theo đơn vị xử lý — phản ánh của người dân",
+            "by agency, citizens' reports",
+            [(agency(r), r) for r in report.by_agency],
+        )
+    }
+{
+        _table(
+            "Theo lĩnh vực — phản ánh của người dân",
+            "by category, citizens' reports",
+            [(category(r), r) for r in report.by_category],
+        )
+    }
+{
+        _table(
+            "Theo phường, xã — phản ánh của người dân",
+            "by ward, citizens' reports",
+            [(ward(r), r) for r in report.by_ward],
+        )
+    }
+<p class="sub">Định nghĩa / definitions: một vụ việc có hạn xử lý được tính (đến hạn) trong kỳ nó
+hoàn thành nếu hoàn thành đúng hạn, nếu không thì trong kỳ hết hạn — trễ hạn, kể cả khi còn mở
+cuối kỳ; đúng hạn = hoàn thành (resolved_at, hoặc closed_at) trước hoặc đúng hạn xử lý (hạn sau
+gia hạn chính thức, mỗi vụ một lần); hài lòng = đánh giá ≥ 4/5 trên số vụ việc hoàn thành trong
+kỳ được đánh giá; IOC chuyển xử lý = tiếp nhận → chuyển lần đầu; đơn vị xử lý = chuyển → giải
+quyết (docs/kpis.md).</p>
 </body></html>
 """
 

@@ -3,7 +3,8 @@
 Loaded from one YAML file (``ioc/site_data/routing.yaml``, or ``IOC_ROUTING``); every problem is
 reported as ``file: where: message`` and a bad file is refused whole. Deadlines are counted
 either in calendar hours (emergencies) or in the working calendar of state bodies
-(:class:`WorkingCalendar`), in Asia/Ho_Chi_Minh.
+(:class:`ioc.calendar.WorkingCalendar`, its own data file named by ``calendar:``), in
+Asia/Ho_Chi_Minh.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
-from zoneinfo import ZoneInfo
 
 import yaml
 
+from ioc.calendar import DEFAULT_CALENDAR, CalendarError, WorkingCalendar, load_calendar
+from ioc.calendar import parse_calendar as _parse_calendar
 from ioc.site import Site
 from rules.matchers import Matcher, MatcherError, all_match, parse_matcher
 
@@ -78,83 +80,6 @@ class Deadline:
 
     def __str__(self) -> str:
         return f"{self.amount:g} {self.unit.replace('_', ' ')}"
-
-
-_WARNED_YEARS: set[int] = set()
-
-
-@dataclass(frozen=True, slots=True)
-class WorkingCalendar:
-    """Working time of state bodies: weekdays × daily periods, minus holidays, local time."""
-
-    tz: ZoneInfo
-    weekdays: frozenset[int]  # ISO, 1 = Monday
-    periods: tuple[tuple[time, time], ...]
-    holidays: frozenset[date]
-
-    @property
-    def hours_per_day(self) -> float:
-        return sum(_seconds(b) - _seconds(a) for a, b in self.periods) / 3600.0
-
-    def is_working_day(self, d: date) -> bool:
-        return d.isoweekday() in self.weekdays and d not in self.holidays
-
-    def warn_if_year_unknown(self, year: int) -> None:
-        """Tết and Hùng Kings' day move with the lunar calendar, so each year's days off must be
-        added to the file; a deadline counted in a year without any would silently run through
-        them. Logged once per year per process (the set holds one entry per calendar year)."""
-        if year in _WARNED_YEARS or any(h.year == year for h in self.holidays):
-            return
-        _WARNED_YEARS.add(year)
-        log.warning(
-            "routing calendar: no public holidays listed for %d; working-time deadlines that "
-            "year skip weekends only — add the official days off to calendar.holidays",
-            year,
-        )
-
-    def add_working_time(self, start: datetime, hours: float) -> datetime:
-        """The instant ``hours`` of working time after ``start`` (which may lie outside it)."""
-        remaining = timedelta(hours=hours)
-        local = start.astimezone(self.tz)
-        day = local.date()
-        self.warn_if_year_unknown(day.year)
-        # A calendar can have no working day at all only by a broken file (checked at load);
-        # the bound stops a runaway loop anyway: ten years of days.
-        for _ in range(3660):
-            if self.is_working_day(day):
-                for a, b in self.periods:
-                    begin = datetime.combine(day, a, self.tz)
-                    end = datetime.combine(day, b, self.tz)
-                    begin = max(begin, local)
-                    if begin >= end:
-                        continue
-                    if begin + remaining <= end:
-                        return begin + remaining
-                    remaining -= end - begin
-            day += timedelta(days=1)
-            local = datetime.combine(day, time(0), self.tz)
-        raise ValueError("the working calendar has no working time in ten years")
-
-    def working_time_between(self, a: datetime, b: datetime) -> timedelta:
-        """Working time in ``[a, b)`` (zero when b <= a)."""
-        total = timedelta(0)
-        if b <= a:
-            return total
-        day = a.astimezone(self.tz).date()
-        last = b.astimezone(self.tz).date()
-        while day <= last:
-            if self.is_working_day(day):
-                for p, q in self.periods:
-                    lo = max(datetime.combine(day, p, self.tz), a)
-                    hi = min(datetime.combine(day, q, self.tz), b)
-                    if hi > lo:
-                        total += hi - lo
-            day += timedelta(days=1)
-        return total
-
-
-def _seconds(t: time) -> int:
-    return t.hour * 3600 + t.minute * 60 + t.second
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +336,7 @@ class _Parser:
                 if sev not in SEVERITIES:
                     self.fail(f"deadlines.{code}.{sev}", f"severity must be one of {SEVERITIES}")
                 deadlines.setdefault(code, {})[sev] = self.deadline(spec, f"deadlines.{code}.{sev}")
-        calendar = self.calendar(self.mapping(top.get("calendar") or {}, "calendar"))
+        calendar = self.calendar(top.get("calendar"))
         clock = self.mapping(top.get("clock") or {}, "clock")
         pause = clock.get("pause_in_status") or []
         allowed = {"new", "dispatched", "accepted", "in_progress", "rejected"}
@@ -490,35 +415,22 @@ class _Parser:
             return Deadline("working_days", float(amount))
         self.fail(where, f"unknown unit {unit!r}: hours, working_hours or working_days")
 
-    def calendar(self, d: dict[str, Any]) -> WorkingCalendar:
+    def calendar(self, raw: Any) -> WorkingCalendar:
+        """``calendar: calendar.yaml`` (a file: beside this one, else the packaged one of that
+        name — so a copy of the packaged routing file elsewhere keeps working), an inline mapping
+        of the same format, or nothing: the packaged ioc/site_data/calendar.yaml."""
         try:
-            tz = ZoneInfo(str(d.get("timezone", "Asia/Ho_Chi_Minh")))
-        except Exception:
-            self.fail("calendar.timezone", f"unknown time zone {d.get('timezone')!r}")
-        weekdays = d.get("weekdays", [1, 2, 3, 4, 5])
-        if not weekdays or any(not isinstance(w, int) or not 1 <= w <= 7 for w in weekdays):
-            self.fail("calendar.weekdays", "ISO weekdays 1 (Monday) … 7, at least one")
-        periods: list[tuple[time, time]] = []
-        for i, pair in enumerate(d.get("hours", [["07:00", "11:30"], ["13:00", "17:00"]])):
-            where = f"calendar.hours[{i}]"
-            try:
-                a, b = (time.fromisoformat(str(x)) for x in pair)
-            except (TypeError, ValueError):
-                self.fail(where, 'expected ["HH:MM", "HH:MM"]')
-            if b <= a or (periods and a < periods[-1][1]):
-                self.fail(where, "periods must be increasing and not overlap")
-            periods.append((a, b))
-        if not periods:
-            self.fail("calendar.hours", "at least one working period")
-        holidays: set[date] = set()
-        for i, h in enumerate(d.get("holidays") or []):
-            if not isinstance(h, date):
-                try:
-                    h = date.fromisoformat(str(h))
-                except ValueError:
-                    self.fail(f"calendar.holidays[{i}]", f"{h!r} is not a date YYYY-MM-DD")
-            holidays.add(h)
-        return WorkingCalendar(tz, frozenset(weekdays), tuple(periods), frozenset(holidays))
+            if raw is None:
+                return load_calendar(DEFAULT_CALENDAR)
+            if isinstance(raw, str):
+                beside = self.path.parent / raw
+                packaged = DEFAULT_CALENDAR.parent / raw
+                return load_calendar(
+                    beside if beside.exists() or not packaged.exists() else packaged
+                )
+            return _parse_calendar(self.mapping(raw, "calendar"), self.path)
+        except CalendarError as exc:
+            self.fail("calendar", str(exc))
 
 
 def working_hours(rule: Deadline, calendar: WorkingCalendar) -> float:

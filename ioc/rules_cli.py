@@ -72,6 +72,7 @@ def run_rules_command(settings: Settings, args: argparse.Namespace) -> int:
         )
     from ioc.alerting.backtest import run_backtest
     from ioc.alerting.store import iso_time
+    from ioc.alerting.tide_source import site_predictor
 
     bar = _ProgressBar()
     started = time.perf_counter()
@@ -82,6 +83,7 @@ def run_rules_command(settings: Settings, args: argparse.Namespace) -> int:
             args.start.timestamp(),
             args.end.timestamp(),
             progress=bar.update,
+            tides=site_predictor(settings),
         )
     )
     bar.done()

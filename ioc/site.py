@@ -248,6 +248,8 @@ class Site:
     path: Path | None = None
     admin_parent: str | None = None  # "thành phố Cần Thơ": the province-level unit, for place text
     admin_parent_en: str | None = None  # "Cần Thơ City"
+    # The tide data file beside the site file (harmonic constituents per station; ioc/tides.py).
+    tides_file: Path | None = None
     cities_by_id: Mapping[str, City] = field(init=False, repr=False, compare=False)
     wards_by_id: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
     # former ward ids → current unit, former agency ids → current agency
@@ -574,7 +576,7 @@ class _Loader:
 
     def site(self, raw: Any) -> Site:
         top = self.mapping(
-            raw, "", ("site", "cities", "devices"), ("version", "agencies", "alarm_levels")
+            raw, "", ("site", "cities", "devices"), ("version", "agencies", "alarm_levels", "tides")
         )
         version = top.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION or isinstance(version, bool):
@@ -595,6 +597,9 @@ class _Loader:
         agencies = self.agencies(top, {c.id for c in cities}, wards)
         levels = self.alarm_levels(top)
         devices = self.devices(top, cities, levels)
+        tides = top.get("tides")
+        if tides is not None and (not isinstance(tides, str) or not tides.strip()):
+            self.fail("tides", f"expected the name of a tides data file, got {_describe(tides)}")
         return Site(
             name=name,
             timezone=timezone,
@@ -606,6 +611,7 @@ class _Loader:
             path=self.path,
             admin_parent=self.opt_text(head, "admin_parent", "site"),
             admin_parent_en=self.opt_text(head, "admin_parent_en", "site"),
+            tides_file=self.path.parent / tides.strip() if tides else None,
         )
 
     def cities(self, top: dict[str, Any]) -> tuple[City, ...]:

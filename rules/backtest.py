@@ -27,6 +27,7 @@ from ioc.devices import Device
 from rules.engine import Engine, Transition
 from rules.language import Rule, RuleSet
 from rules.schedule import LOCAL
+from rules.tide import TideSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +135,12 @@ def replay(
     end: float,
     progress: Callable[[int, int], None] | None = None,
     reducer: StreamReducer | None = None,
+    tide: TideSource | None = None,
 ) -> BacktestResult:
     """``streams`` raw, or already passed through ``reducer`` (then give it here too, for the
-    count of readings)."""
+    count of readings). ``tide``: the predicted tide for residual and forecast rules."""
     devs = list(devices)
-    engine = Engine(ruleset, devs)
+    engine = Engine(ruleset, devs, tide=tide)
     by_id = {d.id: d for d in devs}
     result = BacktestResult()
     parts_t: list[np.ndarray] = []

@@ -30,13 +30,19 @@ from typing import Any
 import numpy as np
 
 from ioc.devices import Device
-from rules.language import Rule, RuleSet, compare
+from rules.language import METRIC_TYPES, TIDE_TYPES, Rule, RuleSet, compare
 from rules.template import render
+from rules.tide import HighWater, TideSource
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 # A window buffer never holds more than this many points (oldest dropped first): a device
 # publishing far faster than its rule's window needs cannot grow memory without bound.
 MAX_WINDOW_POINTS = 10_000
+# A window's running sum is recomputed exactly (math.fsum) after this many updates, so adding
+# and removing floats for a month cannot drift it across a threshold.
+RESUM_EVERY = 4096
+# forecast_peak: high waters are fetched for horizon + this much, then reused until needed
+HIGH_WATER_LOOKAHEAD_S = 12 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,7 @@ class Transition:
     active_at: float
     started_at: float | None
     keep_firing_since: float | None = None
+    risk_level: int | None = None  # QĐ 18/2021/QĐ-TTg, from the rule's `risk` (None: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,11 @@ class Series:
     reason: dict[str, Any] = field(default_factory=dict)
     last_t: float = -math.inf
     window: deque[tuple[float, float]] | None = None
+    wsum: float = 0.0  # running sum of the window's values (aggregate sum/mean)
+    wupdates: int = 0
+    reading: float | None = None  # the raw reading last evaluated (risk `on: reading`)
+    high_waters: list[HighWater] = field(default_factory=list)  # forecast_peak cache
+    high_waters_until: float = -math.inf
     # lifecycle timer (fire after `for`, resolve after keep_firing_for) and condition timer
     # (absence, event expiry, group window); each with a token so stale heap entries are skipped
     deadline: float | None = None
@@ -110,7 +122,10 @@ class Series:
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, devices: Iterable[Device]) -> None:
+    def __init__(
+        self, ruleset: RuleSet, devices: Iterable[Device], tide: TideSource | None = None
+    ) -> None:
+        self._tide = tide  # predicted astronomical tide for residual/forecast rules, if any
         self._devices: dict[str, Device] = {}
         self._transitions: list[Transition] = []
         self._heap: list[
@@ -197,7 +212,7 @@ class Engine:
         self._event_groups: dict[str, list[Rule]] = {}
         for r in self._rules.values():
             sel = r.select
-            if r.type in ("threshold", "rate", "aggregate", "anomaly"):
+            if r.type in METRIC_TYPES:
                 assert sel.kind is not None and sel.metric is not None
                 self._telemetry_rules.setdefault((sel.kind, sel.metric), []).append(r)
             elif r.type == "absence":
@@ -253,7 +268,7 @@ class Engine:
             s.threshold, s.clear = rule.condition.levels(device.attributes)
         if rule.divide_by is not None:
             s.divisor = rule.divide_by.resolve(device.attributes)
-        if rule.type in ("rate", "aggregate"):
+        if rule.type in ("rate", "aggregate", "residual_rate"):
             s.window = deque(maxlen=MAX_WINDOW_POINTS)
         if rule.type == "anomaly":
             s.hist = np.zeros((24, 3))
@@ -360,9 +375,10 @@ class Engine:
         if device is None:
             return
         for s in self._device_rules(device, metric):
-            if s.window is not None:
+            if s.window is not None and s.rule.type != "residual_rate":
                 horizon = samples[-1][0] - s.rule.window_s if samples else 0.0
                 s.window.extend(p for p in samples if p[0] >= horizon)
+                s.wsum = math.fsum(v for _, v in s.window)
             self._latest.setdefault(device_id, {})[metric] = samples[-1][1] if samples else 0.0
 
     def seed_history(
@@ -378,7 +394,8 @@ class Engine:
         mean = np.divide(sums, n, out=np.zeros(24), where=n > 0)
         m2 = np.bincount(hours, weights=(values - mean[hours]) ** 2, minlength=24)
         for s in self._device_rules(device, metric):
-            if s.hist is not None:
+            # a residual baseline learns from the live stream: stored levels are not residuals
+            if s.hist is not None and s.rule.baseline == "hour":
                 s.hist[:, 0], s.hist[:, 1], s.hist[:, 2] = n, mean, m2
 
     def seen(self, device_id: str, t: float) -> None:
@@ -539,26 +556,74 @@ class Engine:
                 return
             value = raw / s.divisor
         value = value * rule.scale if value is not None else None
+        s.reading = raw
         reason: dict[str, Any] = {"metric": rule.select.metric, "reading": raw, "time": t}
-        if rule.type in ("rate", "aggregate"):
-            assert s.window is not None
+        if rule.type in TIDE_TYPES or (rule.type == "anomaly" and rule.baseline == "residual"):
+            predicted = self._predicted(s, t)
+            if predicted is None:
+                return  # no prediction for this gauge: a tide rule never guesses
+            value = raw - predicted
+            reason["predicted_m"] = predicted
+            reason["residual_m"] = value
+        if rule.type == "forecast_peak":
+            assert value is not None
+            peak = self._next_peak(s, t)
+            if peak is None:  # no high water within the horizon: nothing to warn of
+                self._step(s, t, False, None, reason)
+                return
+            value = peak.level_m + value
+            s.context["peak"] = _peak_context(peak)
+            reason.update(peak_time=peak.time, peak_predicted_m=peak.level_m)
+        if rule.type in ("rate", "aggregate", "residual_rate"):
+            assert s.window is not None and value is not None
+            self._window_add(s, t, value)
             w = s.window
-            w.append((t, value))  # type: ignore[arg-type]
-            horizon = t - rule.window_s
-            while w and w[0][0] < horizon:
-                w.popleft()
-            value = _window_value(rule, w)
+            value = _window_value(rule, w, s.wsum)
             reason["window_s"] = rule.window_s
             reason["points"] = len(w)
             if value is None:
                 return
         elif rule.type == "anomaly":
-            value = self._anomaly(s, t, raw, reason)
+            assert value is not None
+            value = self._anomaly(s, t, value, reason)
         if value is None:
             return
         reason["value"] = value
         active = self._condition(s, t, value, reason)
         self._step(s, t, active, value, reason)
+
+    def _window_add(self, s: Series, t: float, value: float) -> None:
+        """Append to a window, drop what left it, keep its running sum (bounded: the deque's
+        maxlen, and O(1) per reading for sums over 12 h or 24 h of rain)."""
+        w = s.window
+        assert w is not None
+        if len(w) == w.maxlen:
+            s.wsum -= w[0][1]  # the deque drops it on append
+        w.append((t, value))
+        s.wsum += value
+        horizon = t - s.rule.window_s
+        while w and w[0][0] < horizon:
+            s.wsum -= w.popleft()[1]
+        s.wupdates += 1
+        if s.wupdates >= RESUM_EVERY:
+            s.wupdates = 0
+            s.wsum = math.fsum(v for _, v in w)
+
+    def _predicted(self, s: Series, t: float) -> float | None:
+        if self._tide is None or s.device is None:
+            return None
+        return self._tide.level_m(s.device.id, t)
+
+    def _next_peak(self, s: Series, t: float) -> HighWater | None:
+        """The highest predicted high water in (t, t + horizon]; fetched ahead and cached."""
+        assert self._tide is not None and s.device is not None
+        end = t + s.rule.horizon_s
+        if end > s.high_waters_until:
+            until = end + HIGH_WATER_LOOKAHEAD_S
+            s.high_waters = list(self._tide.high_waters(s.device.id, t, until))
+            s.high_waters_until = until
+        ahead = [hw for hw in s.high_waters if t < hw.time <= end]
+        return max(ahead, key=lambda hw: hw.level_m) if ahead else None
 
     def _condition(self, s: Series, t: float, value: float, reason: dict[str, Any]) -> bool:
         rule = s.rule
@@ -591,15 +656,25 @@ class Engine:
         return True
 
     def _anomaly(self, s: Series, t: float, raw: float, reason: dict[str, Any]) -> float:
+        """z-score of the reading against its baseline: the same local hour of day, or (baseline
+        residual) the tide residual over all hours — the semi-diurnal tide drifts ~50 min a day,
+        so an hour-of-day baseline of a tidal level is as wide as the tide itself."""
         assert s.hist is not None
-        hour = int((t + 7 * 3600) // 3600) % 24  # local hour (Asia/Ho_Chi_Minh, UTC+7)
+        if s.rule.baseline == "residual":
+            hour = 0  # one bucket: the residual has no time of day
+        else:
+            hour = int((t + 7 * 3600) // 3600) % 24  # local hour (Asia/Ho_Chi_Minh, UTC+7)
         n, mean, m2 = s.hist[hour]
         z = 0.0
         if n >= s.rule.min_samples:
             std = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
-            std = max(std, 1e-9, abs(mean) * 0.01)
+            # min_std: a spread below it is sensor noise, not a yardstick (a quiet residual of
+            # 4 mm would make a 3 cm shower-driven rise a "6-sigma" event)
+            std = max(std, 1e-9, abs(mean) * 0.01, s.rule.min_std)
             z = (raw - mean) / std
-            reason.update(mean=float(mean), std=float(std), z=float(z), hour=hour)
+            reason.update(mean=float(mean), std=float(std), z=float(z))
+            if s.rule.baseline == "hour":
+                reason["hour"] = hour
             reason["anomalous"] = abs(z) > s.rule.z
         # Welford update of this hour's statistics (after judging the reading)
         n += 1
@@ -729,7 +804,14 @@ class Engine:
         ctx["metric"] = s.rule.select.metric or ""
         ctx["count"] = reason.get("count", "")
         ctx["window"] = _human(s.rule.window_s or s.rule.after_s)
+        ctx.setdefault("peak", {})
         annotations = {k: render(v, ctx) for k, v in s.rule.annotations.items()}
+        risk_level: int | None = None
+        risk = s.rule.risk
+        if risk is not None:
+            judged = s.reading if risk.on == "reading" else s.value
+            attrs = s.device.attributes if s.device is not None else {}
+            risk_level = risk.level_for(judged, attrs)
         tr = Transition(
             fingerprint=s.fingerprint,
             rule=s.rule.id,
@@ -744,6 +826,7 @@ class Engine:
             active_at=s.active_at,
             started_at=s.started_at,
             keep_firing_since=s.keep_since,
+            risk_level=risk_level,
         )
         self._transitions.append(tr)
         if to in (FIRING, "resolved") and s.rule.type != "group":
@@ -834,10 +917,33 @@ def _device_context(device: Device) -> dict[str, Any]:
     return ctx
 
 
-def _window_value(rule: Rule, w: deque[tuple[float, float]]) -> float | None:
+def _peak_context(hw: HighWater) -> dict[str, Any]:
+    """Template fields of a forecast peak: {peak.time} (HH:MM dd/MM, Asia/Ho_Chi_Minh) and
+    {peak.level} (metres)."""
+    local = hw.time + 7 * 3600  # Asia/Ho_Chi_Minh has no daylight saving: UTC+7 all year
+    hh, mm = int(local // 3600) % 24, int(local // 60) % 60
+    day = _civil_date(int(local // 86400))
+    return {"time": f"{hh:02d}:{mm:02d} {day[2]:02d}/{day[1]:02d}", "level": hw.level_m}
+
+
+def _civil_date(days: int) -> tuple[int, int, int]:
+    """Days since 1970-01-01 → (year, month, day) (proleptic Gregorian; H. Hinnant's civil
+    algorithm), to avoid a datetime per emitted transition."""
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return (yoe + era * 400 + (1 if m <= 2 else 0), m, d)
+
+
+def _window_value(rule: Rule, w: deque[tuple[float, float]], total: float) -> float | None:
     if not w:
         return None
-    if rule.type == "rate":
+    if rule.type in ("rate", "residual_rate"):
         t0, v0 = w[0]
         t1, v1 = w[-1]
         # a rate needs at least half its window of data, or one early noisy pair decides it
@@ -847,14 +953,13 @@ def _window_value(rule: Rule, w: deque[tuple[float, float]]) -> float | None:
     fn = rule.function
     if fn == "count":
         return float(len(w))
-    values = [v for _, v in w]
     if fn == "mean":
-        return sum(values) / len(values)
+        return total / len(w)
     if fn == "min":
-        return min(values)
+        return min(v for _, v in w)
     if fn == "max":
-        return max(values)
-    return sum(values)
+        return max(v for _, v in w)
+    return total
 
 
 def _human(seconds: float) -> str:

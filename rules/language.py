@@ -22,7 +22,17 @@ from rules.matchers import Matcher, MatcherError, parse_matcher
 from rules.schedule import Schedule, ScheduleError, parse_schedule
 from rules.template import TemplateError, check_template
 
-RULE_TYPES = ("threshold", "rate", "aggregate", "absence", "event", "group", "anomaly")
+RULE_TYPES = (
+    "threshold", "rate", "aggregate", "absence", "event", "group", "anomaly",
+    "residual", "residual_rate", "forecast_peak",
+)  # fmt: skip
+# Rule types that read the predicted astronomical tide (rules.tide.TideSource) of the gauge.
+TIDE_TYPES = ("residual", "residual_rate", "forecast_peak")
+# Rule types evaluated on every reading of one metric (kind + metric selected).
+METRIC_TYPES = ("threshold", "rate", "aggregate", "anomaly", *TIDE_TYPES)
+CONDITION_TYPES = ("threshold", "rate", "aggregate", *TIDE_TYPES)
+BASELINES = ("hour", "residual")  # anomaly: same local hour of day, or the tide residual
+RISK_LEVELS = (1, 2, 3, 4, 5)  # QĐ 18/2021/QĐ-TTg Art. 4(3): at most five levels
 SEVERITIES = ("info", "warning", "critical")
 OPS = (">", ">=", "<", "<=")
 AGGREGATES = ("mean", "min", "max", "sum", "count")
@@ -147,6 +157,39 @@ class Requirement:
 
 
 @dataclass(frozen=True, slots=True)
+class Risk:
+    """The disaster risk level an alert carries (QĐ 18/2021/QĐ-TTg), as data of its rule: a
+    fixed ``level``, or ``steps`` (level, lower bound) — the highest step the value reaches
+    (``>=``; for a rule whose condition is ``<``/``<=``, ``<=`` its bound). ``on: reading``
+    judges the raw reading (e.g. the water level of a residual rule) instead of the rule's value.
+    ``source`` names the article; it is required, so every level in a pack has one."""
+
+    source: str
+    level: int | None = None
+    level_of: Expr | None = None  # a device attribute holding the level (e.g. by its station)
+    steps: tuple[tuple[int, Expr], ...] = ()
+    on: str = "value"  # value | reading
+    descending: bool = False  # the condition is < / <=: lower values mean higher risk
+
+    def level_for(self, value: float | None, attributes: Mapping[str, Any]) -> int | None:
+        if self.level is not None:
+            return self.level
+        if self.level_of is not None:
+            raw = self.level_of.resolve(attributes)
+            return int(raw) if raw is not None and raw == int(raw) and 1 <= raw <= 5 else None
+        if value is None:
+            return None
+        best: int | None = None
+        for level, bound in self.steps:
+            b = bound.resolve(attributes)
+            if b is None:
+                continue
+            if (value <= b) if self.descending else (value >= b):
+                best = level if best is None else max(best, level)
+        return best
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     id: str
     type: str
@@ -177,6 +220,10 @@ class Rule:
     min_count: int = 1  # group
     z: float = 0.0  # anomaly
     min_samples: int = 0  # anomaly: per hour of day before judging
+    min_std: float = 0.0  # anomaly: floor of the spread, in the metric's unit
+    baseline: str = "hour"  # anomaly: hour (same local hour of day) | residual (tide removed)
+    horizon_s: float = 0.0  # forecast_peak: how far ahead to look for the next high water
+    risk: Risk | None = None
     enabled: bool = True
 
     @property
@@ -507,7 +554,7 @@ class _FileParser:
             "id", "type", "select", "when", "for", "keep_firing_for", "schedule", "value",
             "requires", "window", "function", "after", "status", "resolve_after", "clear_event",
             "group_by", "count", "all_of", "min_count", "z", "min_samples", "labels",
-            "annotations", "enabled",
+            "annotations", "enabled", "baseline", "horizon", "risk", "min_std",
         }  # fmt: skip
         for key in item:
             if key not in known:
@@ -526,15 +573,31 @@ class _FileParser:
                 kw["schedule"] = parse_schedule(item["schedule"])
             except ScheduleError as exc:
                 self.problem(self.line_of(item, "schedule"), f"{where}: schedule: {exc}")
-        needs_metric = rtype in ("threshold", "rate", "aggregate", "anomaly")
+        needs_metric = rtype in METRIC_TYPES
         if select is not None and needs_metric and select.metric is None:
             self.problem(item.line, f"{where}: a {rtype} rule needs select.kind and select.metric")
-        if rtype in ("threshold", "rate", "aggregate"):
+        if rtype in CONDITION_TYPES:
             kw["condition"] = self.condition(item, where)
-        if rtype in ("rate", "aggregate") or (rtype == "group" and "count" in item):
+        if rtype in ("rate", "aggregate", "residual_rate") or (
+            rtype == "group" and "count" in item
+        ):
             kw["window_s"] = self.duration(item, "window", where)
             if rtype != "group" and kw["window_s"] <= 0:
                 self.problem(item.line, f"{where}: a {rtype} rule needs a 'window' (e.g. 10m)")
+        for key, types in (
+            ("horizon", ("forecast_peak",)), ("baseline", ("anomaly",)), ("min_std", ("anomaly",))
+        ):  # fmt: skip
+            if key in item and rtype not in types:
+                self.problem(self.line_of(item, key), f"{where}: '{key}' is for {types} rules")
+        if rtype == "forecast_peak":
+            kw["horizon_s"] = self.duration(item, "horizon", where)
+            if kw["horizon_s"] <= 0:
+                self.problem(
+                    self.line_of(item, "horizon") if "horizon" in item else item.line,
+                    f"{where}: a forecast_peak rule needs a 'horizon' (e.g. 6h)",
+                )
+        if "risk" in item:
+            kw["risk"] = self.risk(item, kw.get("condition"), where)
         if rtype == "aggregate":
             fn = item.get("function")
             if fn not in AGGREGATES:
@@ -585,13 +648,25 @@ class _FileParser:
             kw["z"] = float(z) if isinstance(z, int | float) else 4.0
             ms = item.get("min_samples", 7)
             kw["min_samples"] = ms if isinstance(ms, int) and ms >= 2 else 7
+            baseline = item.get("baseline", "hour")
+            if baseline not in BASELINES:
+                self.problem(
+                    self.line_of(item, "baseline"),
+                    f"{where}: baseline {baseline!r} is not one of {BASELINES}",
+                )
+            kw["baseline"] = baseline if baseline in BASELINES else "hour"
+            min_std = item.get("min_std", 0.0)
+            if isinstance(min_std, bool) or not isinstance(min_std, int | float) or min_std < 0:
+                self.problem(self.line_of(item, "min_std"), f"{where}: min_std is a number ≥ 0")
+            else:
+                kw["min_std"] = float(min_std)
         enabled = item.get("enabled", True)
         kw["enabled"] = bool(enabled)
         if len(self.problems) > n_before or select is None or labels is None:
             return None
         if annotations is None or (needs_metric and select.metric is None):
             return None
-        if rtype in ("threshold", "rate", "aggregate") and kw.get("condition") is None:
+        if rtype in CONDITION_TYPES and kw.get("condition") is None:
             return None
         return Rule(
             id=rid,
@@ -603,6 +678,69 @@ class _FileParser:
             line=item.line,
             **kw,
         )
+
+    def risk(self, item: _Map, condition: Condition | None, where: str) -> Risk | None:
+        raw = item["risk"]
+        line = self.line_of(item, "risk")
+        shape = (
+            "risk is {source: TEXT, level: 1-5 | device.<attribute>} or {source: TEXT, "
+            "levels: [{level: N, from: "
+            "number | device.<attribute>}, ...]} (optional on: value | reading)"
+        )
+        if not isinstance(raw, _Map) or not set(raw) <= {"source", "level", "levels", "on"}:
+            self.problem(line, f"{where}: {shape}")
+            return None
+        source = raw.get("source")
+        if not isinstance(source, str) or not source.strip():
+            self.problem(self.line_of(raw, "source") if "source" in raw else line,
+                         f"{where}: risk needs 'source' (the article of QĐ 18/2021/QĐ-TTg, or "
+                         "why the level is illustrative)")  # fmt: skip
+            return None
+        on = raw.get("on", "value")
+        if on not in ("value", "reading"):
+            self.problem(self.line_of(raw, "on"), f"{where}: risk.on is value or reading")
+            return None
+        if ("level" in raw) == ("levels" in raw):
+            self.problem(line, f"{where}: risk needs exactly one of level, levels")
+            return None
+        descending = condition is not None and "<" in condition.op
+        if "level" in raw:
+            lv = raw["level"]
+            if isinstance(lv, str):  # device.<attribute>: the device's own level (1-5)
+                level_of = self.expr(raw, "level", where)
+                if level_of is None:
+                    return None
+                return Risk(source=source, level_of=level_of, on=on, descending=descending)
+            if lv not in RISK_LEVELS or isinstance(lv, bool):
+                self.problem(self.line_of(raw, "level"), f"{where}: risk level {lv!r} is not 1-5")
+                return None
+            return Risk(source=source, level=int(lv), on=on, descending=descending)
+        if item.get("type") == "group":
+            self.problem(line, f"{where}: a group rule's risk is one fixed level")
+            return None
+        steps_raw = raw["levels"]
+        if not isinstance(steps_raw, list) or not steps_raw:
+            self.problem(self.line_of(raw, "levels"), f"{where}: risk.levels is a list")
+            return None
+        steps: list[tuple[int, Expr]] = []
+        for st in steps_raw:
+            if not isinstance(st, _Map) or set(st) != {"level", "from"}:
+                self.problem(self.line_of(raw, "levels"),
+                             f"{where}: each risk step is {{level: 1-5, from: bound}}")  # fmt: skip
+                return None
+            if st["level"] not in RISK_LEVELS or isinstance(st["level"], bool):
+                self.problem(st.line, f"{where}: risk level {st['level']!r} is not 1-5")
+                return None
+            bound = self.expr(st, "from", where)
+            if bound is None:
+                return None
+            steps.append((int(st["level"]), bound))
+        levels = [lv for lv, _ in steps]
+        if levels != sorted(set(levels)):
+            self.problem(self.line_of(raw, "levels"),
+                         f"{where}: risk levels must ascend without repeats")  # fmt: skip
+            return None
+        return Risk(source=source, steps=tuple(steps), on=on, descending=descending)
 
     def requirements(
         self, item: _Map, select: Selector | None, where: str

@@ -14,7 +14,10 @@ from typing import Any
 _FIELD = re.compile(
     r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?::([0-9.,+ <>^#%a-zA-Z-]*))?\}"
 )
-_ROOTS = ("device", "value", "threshold", "clear", "labels", "metric", "count", "window", "group")
+# peak: forecast_peak rules, the predicted high water ({peak.time}, {peak.level:.2f})
+_ROOTS = (
+    "device", "value", "threshold", "clear", "labels", "metric", "count", "window", "group", "peak",
+)  # fmt: skip
 # Largest width or precision a format spec may ask for: a message is a line on a screen, and
 # ``{value:99999999}`` would build a string of 100 MB on every transition.
 MAX_SPEC_NUMBER = 40

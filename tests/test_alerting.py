@@ -42,6 +42,7 @@ rules:
     when: {op: ">=", threshold: device.bd3, clear: device.bd3 - 0.05}
     for: FOR
     labels: {severity: critical, domain: flood}
+    risk: {source: "QĐ 18/2021/QĐ-TTg Điều 45 (test)", level: 2}
     annotations: {summary_vi: "BĐ III {value:.2f}", summary_en: "level III {value:.2f}"}
 inhibit_rules:
   - source_matchers: ['alertname="bd3"']
@@ -506,3 +507,75 @@ async def test_compacted_backlog_leaves_every_alert_in_its_true_state(db: Any) -
     assert await final(compact) == await final(seq) == {
         ("a", "firing"), ("b", "resolved"), ("c", "resolved"), ("d", "pending"),
     }  # fmt: skip
+
+
+RISK_RULES = """
+rules:
+  - id: bd2-risk
+    type: threshold
+    select: {kind: flood, metric: water_level_m, devices: [vt-flood-01]}
+    when: {op: ">=", threshold: device.bd2}
+    labels: {severity: critical, domain: flood}
+    risk:
+      source: "QĐ 18/2021/QĐ-TTg Điều 45 (test)"
+      levels: [{level: 1, from: device.bd1}, {level: 2, from: device.bd3}]
+    annotations: {summary_vi: "BĐ II {value:.2f}", summary_en: "level II {value:.2f}"}
+"""
+
+
+async def test_risk_level_and_colour_reach_the_api_and_the_websocket(
+    settings: Settings, tmp_path: Path, publisher: MqttPublisher
+) -> None:
+    """QĐ 18/2021/QĐ-TTg risk level from the rule's risk steps: 0.80 m ≥ BĐ III is level 2,
+    light yellow, on GET /api/v1/alerts and on the /ws alert frame."""
+    from tests.test_live import Client
+
+    risky = settings.model_copy(
+        update={"rules_dir": rules_dir(tmp_path, RISK_RULES), "rules_tick_s": 3600.0}
+    )
+    async with running_service(risky) as (runtime, http):
+        client = await Client.open(runtime, types="alert", city="vi-thanh", kind="flood")
+        try:
+            await eventually(lambda: _has(client, "hello"))
+            publish_levels(publisher, settings, [(time.time() - 1, 0.80)])
+            (alert,) = await eventually(lambda: alerts(http, state="firing"))
+            assert alert["risk_level"] == 2
+            assert alert["risk"]["colour_vi"] == "vàng nhạt" and alert["risk"]["colour"]
+
+            async def firing() -> list[dict[str, Any]]:
+                return [f for f in client.of("alert") if f["data"]["state"] == "firing"]
+
+            (frame,) = await eventually(firing)
+            assert frame["data"]["risk_level"] == 2
+            assert frame["data"]["risk"]["name_en"] == "medium risk"
+        finally:
+            await client.close()
+
+
+async def test_a_forecast_alert_keeps_its_risk_rising_and_its_peak_time_readable(db: Any) -> None:
+    """Store level: an open alert's risk level only rises (a later transition with a lower or
+    no level leaves it), and a forecast's peak time is RFC 3339 in +07:00 in the history."""
+    from ioc.alerting import store
+    from rules.engine import Transition
+
+    t0 = 1_795_000_000.0
+
+    def tr(to: str, at: float, risk: int | None) -> Transition:
+        return Transition(
+            "fp-fc", "flood-forecast-bd3", to, at, {"alertname": "flood-forecast-bd3"}, {},
+            "warning", None, 0.8, {"peak_time": t0 + 3 * 3600, "value": 0.8}, t0,
+            t0 if to != "pending" else None, risk_level=risk,
+        )  # fmt: skip
+
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("pending", t0, 1)])
+    assert rows[-1]["risk_level"] == 1
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("firing", t0 + 600, 2)])
+    assert rows[-1]["risk_level"] == 2 and store.alert_json(rows[-1])["risk"]["level"] == 2
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("keep_firing", t0 + 900, None)])
+    assert rows[-1]["risk_level"] == 2
+    history = await store.history(db, rows[-1]["id"])
+    peak = history[0]["reason"]["peak_time"]
+    assert isinstance(peak, str) and peak.endswith("+07:00")

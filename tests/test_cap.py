@@ -4,6 +4,7 @@ areas, and the issue / feed / message routes over HTTP against the real service.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
@@ -419,3 +420,26 @@ async def test_issue_refuses_non_public_alerts_and_unknown_ones(
             f"/api/v1/alerts/{alert_id}/cap", json={"msg_type": "Ack"}, headers=_auth(TOKEN)
         )
         assert r.status_code == 422 and "msg_type" in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("risk", "severity"),
+    [(1, "Minor"), (2, "Moderate"), (3, "Severe"), (4, "Extreme"), (5, "Extreme")],
+)
+def test_risk_level_decides_severity(risk: int, severity: str, schema: xmlschema.XMLSchema) -> None:
+    """QĐ 18/2021/QĐ-TTg: 100-200 mm of rain in 24 h is risk level 1 — Minor, though the rule
+    calls the alert critical (ioc/site_data/risk_levels.yaml holds the mapping)."""
+    rain = cap.AlertFacts(
+        9, "rain-very-heavy", "rain", "critical", "firing", "mưa rất to 150 mm", "150 mm",
+        value=150.0, risk_level=risk,
+    )  # fmt: skip
+    c = cap.classify(rain, "Alert")
+    assert c.severity == severity
+    msg = cap.build_message(rain, msg_type="Alert", identifier="x-9", sent=SENT, area=_ward_area())
+    schema.validate(msg.xml)
+    assert f"<valueName>disasterRiskLevel</valueName><value>{risk}</value>" in msg.xml.replace(
+        "\n", ""
+    ).replace(" ", "")
+    # a flood alert at BĐ III with risk level 2 is Moderate: the level, not the BĐ, decides
+    flood = dataclasses.replace(_flood(0.82), risk_level=2)
+    assert cap.classify(flood, "Alert").severity == "Moderate"

@@ -47,16 +47,16 @@ def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> da
 
 def test_working_day_deadline_skips_evening_weekend_and_lunch(site: Site) -> None:
     routing = load_routing(ROUTING, site)
-    # Friday 27/11/2026 16:00 + 3 working days (3 × 8.5 = 25.5 working hours): 1 h on Friday,
-    # 8.5 h Monday, 8.5 h Tuesday, 7.5 h Wednesday → Wednesday 2/12 16:00.
+    # Friday 27/11/2026 16:00 + 3 working days (3 × 8 = 24 working hours): 1.5 h on Friday,
+    # 8 h Monday, 8 h Tuesday, 6.5 h Wednesday → Wednesday 2/12 16:00.
     assert routing.deadline("chieu-sang", "warning", local(2026, 11, 27, 16, 0)) == local(
         2026, 12, 2, 16, 0
     )
-    # Opened at 11:00 with 1 working hour: 30 min before lunch, 30 min after → 13:30.
+    # Opened at 11:00 with 1 working hour: 30 min before lunch (11:30), 30 min after → 14:00.
     cal = routing.calendar
-    assert cal.add_working_time(local(2026, 11, 26, 11, 0), 1) == local(2026, 11, 26, 13, 30)
-    # Opened at night: the clock starts at 07:00 next working day.
-    assert cal.add_working_time(local(2026, 11, 26, 22, 0), 2) == local(2026, 11, 27, 9, 0)
+    assert cal.add_working_time(local(2026, 11, 26, 11, 0), 1) == local(2026, 11, 26, 14, 0)
+    # Opened at night: the clock starts at 07:30 next working day.
+    assert cal.add_working_time(local(2026, 11, 26, 22, 0), 2) == local(2026, 11, 27, 9, 30)
     # Instant given in UTC is read in local time (00:30 UTC = 07:30 +07:00).
     assert cal.add_working_time(datetime(2026, 11, 26, 0, 30, tzinfo=UTC), 1) == local(
         2026, 11, 26, 8, 30
@@ -66,7 +66,8 @@ def test_working_day_deadline_skips_evening_weekend_and_lunch(site: Site) -> Non
 def test_deadlines_skip_public_holidays_and_calendar_hours_do_not(site: Site) -> None:
     routing = load_routing(ROUTING, site)
     cal = routing.calendar
-    # 29/04/2026 (Wed) 16:00 + 2 working hours: 30/04 and 01/05 are holidays, 02–03/05 a weekend.
+    # 29/04/2026 (Wed) 16:00 + 2 working hours: 1.5 h to 17:30; 30/04 and 01/05 are holidays,
+    # 02–03/05 a weekend → Monday 04/05 07:30 + 0.5 h.
     assert cal.add_working_time(local(2026, 4, 29, 16, 0), 2) == local(2026, 5, 4, 8, 0)
     # A BĐ III flood: 4 calendar hours, through the night and the holiday alike.
     assert routing.deadline("ngap-nuoc", "critical", local(2026, 4, 29, 22, 0)) == local(
@@ -76,20 +77,6 @@ def test_deadlines_skip_public_holidays_and_calendar_hours_do_not(site: Site) ->
     start = local(2026, 11, 27, 16, 0)
     end = cal.add_working_time(start, 13.5)
     assert cal.working_time_between(start, end) == timedelta(hours=13.5)
-
-
-def test_a_year_without_listed_holidays_is_logged_once(
-    site: Site, caplog: pytest.LogCaptureFixture
-) -> None:
-    cal = load_routing(ROUTING, site).calendar
-    with caplog.at_level("WARNING", logger="ioc.routing"):
-        cal.add_working_time(local(2026, 11, 26, 9, 0), 1)  # 2026 is listed: quiet
-        assert caplog.records == []
-        cal.add_working_time(local(2031, 3, 3, 9, 0), 1)
-        cal.add_working_time(local(2031, 3, 4, 9, 0), 1)
-    assert [r.getMessage()[:48] for r in caplog.records] == [
-        "routing calendar: no public holidays listed for 2031"[:48]
-    ]
 
 
 def test_severity_without_its_own_deadline_falls_back(site: Site) -> None:
@@ -341,6 +328,8 @@ async def test_reports_open_join_and_dispatch(desk: Desk) -> None:
     inc = await desk.incident(incident_id)
     assert inc["status"] == "dispatched"
     assert inc["agency_id"] == "urban-works"
+    assert inc["source"] == "report"  # opened by a citizen's report: the KPIs' headline
+    assert inc["first_dispatched_at"] == inc["dispatched_at"] == now
     assert inc["deadline_at"] == local(2026, 12, 2, 16, 0)  # 3 working days, see above
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", first) == incident_id
     # the dispatch went to the outbox in the same transaction, with the report in it
@@ -389,7 +378,7 @@ async def test_firing_alert_opens_one_incident_and_links_repeats(desk: Desk) -> 
     assert (inc["category"], inc["severity"], inc["agency_id"]) == (
         "ngap-nuoc", "critical", "civil-defence"
     )  # fmt: skip
-    assert inc["source_alert_id"] == bd3
+    assert inc["source_alert_id"] == bd3 and inc["source"] == "alert"
     assert inc["deadline_at"] == now + timedelta(hours=4)
     # running again changes nothing: the alert has its incident, BĐ I stays declined
     again = await desk.worker.run_once(now + timedelta(minutes=1))
@@ -573,13 +562,13 @@ async def test_reopen_clears_rating_and_overdue_so_it_can_fire_again(desk: Desk)
 
 
 async def test_merge_keeps_the_earlier_deadline_and_tells_the_agency(desk: Desk) -> None:
-    t0 = local(2026, 11, 23, 9, 0)  # Monday
+    t0 = local(2026, 11, 16, 9, 0)  # Monday (the next week holds 24/11, Vietnam Culture Day)
     a = await desk.report(*NEAR_A, at=t0)
     (older,) = (await desk.worker.run_once(t0)).opened_ids
     t1 = t0 + timedelta(days=2)
     b = await desk.report(*FAR, at=t1)
     (newer,) = (await desk.worker.run_once(t1)).opened_ids
-    t2 = local(2026, 11, 26, 10, 0)  # Thursday, past the older one's 3 working days
+    t2 = local(2026, 11, 19, 10, 0)  # Thursday, past the older one's 3 working days
     assert (await desk.worker.run_once(t2)).overdue == 1
     async with desk.db.transaction():
         kept = await store.merge(desk.db, desk.ctx, older, newer, SYSTEM, "cùng một tuyến đèn")
@@ -638,6 +627,47 @@ async def test_rejected_closes_with_a_note_and_reassign_needs_another_agency(des
     assert row["status"] == "closed"
 
 
+async def test_one_formal_extension_per_case(desk: Desk) -> None:
+    now = local(2026, 11, 27, 16, 0)  # Friday; 3 working days → Wednesday 2/12 16:00
+    await desk.report(*NEAR_A, at=now)
+    (iid,) = (await desk.worker.run_once(now)).opened_ids
+    late = local(2026, 12, 2, 17, 0)
+    assert (await desk.worker.run_once(late)).overdue == 1
+    op = Who(Actor.OPERATOR, "op")
+    async with desk.db.transaction():
+        row = await store.extend_deadline(
+            desk.db, desk.ctx, iid, op, reason="chờ vật tư thay cột", working_days=2, at=late
+        )
+    # two more working days after the old deadline; no longer overdue, its alert resolved
+    assert row["deadline_at"] == local(2026, 12, 4, 16, 0)
+    assert row["deadline_before_extension"] == local(2026, 12, 2, 16, 0)
+    assert (row["extended_at"], row["extension_reason"]) == (late, "chờ vật tư thay cột")
+    assert row["overdue_at"] is None
+    fp = f"{store.OVERDUE_RULE}:{iid}"
+    assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "resolved"
+    events = await store.history(desk.db, iid)
+    assert [e["kind"] for e in events][-1] == "extended"
+    assert events[-1]["note"] == "chờ vật tư thay cột"
+    assert events[-1]["data"] == {"from": "2026-12-02T16:00:00+07:00",
+                                  "to": "2026-12-04T16:00:00+07:00"}  # fmt: skip
+    # the agency is told its new deadline
+    sent = await desk.scalar(
+        "SELECT payload FROM outbox WHERE incident_id = %s AND kind = %s AND channel = 'mqtt'",
+        iid, "incident.deadline_extended",
+    )  # fmt: skip
+    assert sent["deadline_at"] == "2026-12-04T16:00:00+07:00"
+    # a second extension is refused, naming the first; so after a reopening too
+    with pytest.raises(StepError, match="already extended once") as refused:
+        async with desk.db.transaction():
+            await store.extend_deadline(desk.db, desk.ctx, iid, op, reason="lại chờ", hours=8)
+    assert "chờ vật tư thay cột" in str(refused.value)
+    agency = Who(Actor.AGENCY, "agency:urban-works/x", agency="urban-works")
+    with pytest.raises(StepError, match="agency may not extend") as forbidden:
+        async with desk.db.transaction():
+            await store.extend_deadline(desk.db, desk.ctx, iid, agency, reason="x", hours=8)
+    assert forbidden.value.forbidden
+
+
 def test_a_paused_incident_is_not_overdue_and_its_countdown_stands_still() -> None:
     deadline = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
     row = {"status": "rejected", "merged_into": None, "deadline_at": deadline,
@@ -669,8 +699,8 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         )  # fmt: skip
         assert r.status_code == 201, r.text
         inc = r.json()
-        assert (inc["status"], inc["agency_id"], inc["ward"]) == (
-            "dispatched", "urban-works", "phuong-vi-tan"  # Phường V is part of Phường Vị Tân
+        assert (inc["status"], inc["agency_id"], inc["ward"], inc["source"]) == (
+            "dispatched", "urban-works", "phuong-vi-tan", "operator"  # Phường V is in Phường Vị Tân
         )  # fmt: skip
         iid = inc["id"]
         # filters accept the former ward id, and the current one
@@ -733,13 +763,16 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
         body = {"category": "ngap-nuoc", "title": "Ngập", "alert_id": alert_id}
         first = await http.post("/api/v1/incidents", headers=admin, json=body)
         assert first.status_code == 201, first.text
+        assert first.json()["source"] == "alert"
         again = await http.post("/api/v1/incidents", headers=admin, json=body)
         assert again.status_code == 409
         assert f"already has incident {first.json()['id']}" in again.json()["message"]
 
         # reassignment tells the old agency its work is withdrawn
         r = await http.post("/api/v1/incidents", headers=admin,
-                            json={"category": "giao-thong", "title": "Kẹt xe"})  # fmt: skip
+                            json={"category": "giao-thong", "title": "Kẹt xe",
+                                  "source": "report"})  # fmt: skip
+        assert r.json()["source"] == "report"  # a citizen's call, typed in by the duty desk
         other = r.json()["id"]
         r = await http.post(f"/api/v1/agency/incidents/{other}/accept", headers=_h(police))
         r = await http.post(
@@ -779,6 +812,30 @@ async def test_operator_and_agency_api(settings: Settings, db: psycopg.AsyncConn
             "incident.dispatched→urban-works",
         ]  # fmt: skip
         assert runtime.incidents is not None
+
+        # the one formal extension: once, with a reason; the second answers 409 saying why
+        ext = f"/api/v1/incidents/{other}/extend"
+        r = await http.post(ext, headers=admin, json={"reason": "x", "hours": 2, "working_days": 1})
+        assert r.status_code == 422 and "exactly one" in r.json()["message"]
+        r = await http.post(ext, headers=admin, json={"hours": 2})
+        assert r.status_code == 422 and "reason" in r.json()["message"]
+        before = full["deadline_at"]
+        r = await http.post(ext, headers=admin, json={"reason": "chờ thay tủ điều khiển",
+                                                      "hours": 24})  # fmt: skip
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["deadline_before_extension"] == before
+        assert body["extension_reason"] == "chờ thay tủ điều khiển"
+        assert body["history"][-1]["kind"] == "extended"
+        r = await http.post(ext, headers=admin, json={"reason": "lại nữa", "hours": 24})
+        assert r.status_code == 409
+        assert "already extended once" in r.json()["message"]
+        assert "chờ thay tủ điều khiển" in r.json()["message"]
+        r = await http.post(f"/api/v1/incidents/{iid}/extend", headers=admin,
+                            json={"reason": "muộn", "hours": 1})  # fmt: skip
+        assert r.status_code == 409 and "closed" in r.json()["message"]
+        r = await http.post(ext, headers=_h(viewer), json={"reason": "x", "hours": 1})
+        assert r.status_code == 403
 
 
 def _h(token: str) -> dict[str, str]:

@@ -1,6 +1,8 @@
-"""KPIs on a seeded history in the real database: exact on-time rate, satisfaction, medians and
-p90s, grouping, period boundaries at local midnight (+07:00), the monthly CSV and HTML report,
-the live-feed frame and the REST routes."""
+"""KPIs on a seeded history in the real database: exact on-time rate (open overdue cases late at
+the period's end, each case counted once), satisfaction, the IOC's forwarding and the agencies'
+processing clocks, the source dimension (citizens' reports vs alerts, the headline over reports),
+grouping, period boundaries at local midnight (+07:00), the one formal extension, the monthly CSV
+and HTML report, the live-feed frame and the REST routes."""
 
 from __future__ import annotations
 
@@ -57,11 +59,17 @@ INCIDENTS: list[tuple[Any, ...]] = [
     (10, "urban-works", "chieu-sang", "vi-thanh", "phuong-5", "closed", T(10, 31, 20),
      T(10, 31, 20), T(10, 31, 20, 30), T(10, 31, 23), T(11, 1, 1), T(11, 1), 1),
 ]  # fmt: skip
+# Opened by a gauge's alert, not by a citizen: beside the headline, never in it. Resolved 6 h
+# after its 4-hour deadline (late).
+ALERT_BORN: list[tuple[Any, ...]] = [
+    (20, "pctt", "ngap-nuoc", "vi-thanh", "phuong-1", "resolved", T(11, 15, 10),
+     T(11, 15, 10), None, T(11, 15, 20), None, T(11, 15, 14), None),
+]  # fmt: skip
 
 
 async def _seed(db: psycopg.AsyncConnection) -> dict[int, int]:
     ids: dict[int, int] = {}
-    for (
+    for source, (
         ref,
         agency,
         category,
@@ -75,26 +83,32 @@ async def _seed(db: psycopg.AsyncConnection) -> dict[int, int]:
         clo,
         dl,
         rating,
-    ) in INCIDENTS:
+    ) in [("report", i) for i in INCIDENTS] + [("alert", i) for i in ALERT_BORN]:
         cur = await db.execute(
             """INSERT INTO incidents (category, severity, status, title, city, ward, agency_id,
-                   opened_at, dispatched_at, accepted_at, resolved_at, closed_at, deadline_at,
-                   rating)
-               VALUES (%s, 'warning', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   opened_at, dispatched_at, first_dispatched_at, accepted_at, resolved_at,
+                   closed_at, deadline_at, rating, source)
+               VALUES (%s, 'warning', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                RETURNING id""",
-            (category, status, f"incident {ref}", city, ward, agency, opened, disp, acc, res,
-             clo, dl, rating),
+            (category, status, f"incident {ref}", city, ward, agency, opened, disp, disp, acc,
+             res, clo, dl, rating, source),
         )  # fmt: skip
         row = await cur.fetchone()
         assert row is not None
         ids[ref] = int(row[0])
+    # 4's deadline was formally extended once (from 20 Nov 16:00 to 18:00): on time by it
+    await db.execute(
+        """UPDATE incidents SET extended_at = %s, extension_reason = 'chờ nước rút',
+               deadline_before_extension = %s WHERE id = %s""",
+        (T(11, 20, 15), T(11, 20, 16), ids[4]),
+    )
     # A duplicate merged into incident 1, resolved late and rated 1: it must count nowhere.
     await db.execute(
         """INSERT INTO incidents (category, severity, status, title, agency_id, opened_at,
                dispatched_at, accepted_at, resolved_at, closed_at, deadline_at, rating,
-               merged_into)
+               merged_into, source)
            VALUES ('chieu-sang', 'warning', 'closed', 'duplicate', 'urban-works', %s, %s, %s,
-                   %s, %s, %s, 1, %s)""",
+                   %s, %s, %s, 1, %s, 'report')""",
         (T(11, 2, 9), T(11, 2, 9), T(11, 2, 9, 1), T(11, 9), T(11, 9), T(11, 3), ids[1]),
     )
     return ids
@@ -102,12 +116,17 @@ async def _seed(db: psycopg.AsyncConnection) -> dict[int, int]:
 
 async def test_month_totals_are_exact(db: psycopg.AsyncConnection) -> None:
     await _seed(db)
-    (row,) = await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW)
+    (row,) = await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, source="report")
     assert row.period_start == NOV[0] and row.period_end == NOV[1] and row.as_of == NOV[1]
+    assert row.source == "report"
     assert row.opened == 8
-    # finished in November: 1, 2, 3, 4, 7; on time: 1, 3, 4, 7 (2 was a day late)
-    assert (row.finished, row.finished_with_deadline, row.on_time) == (5, 5, 4)
-    assert row.on_time_rate == pytest.approx(0.8)
+    assert row.finished == 5  # 1, 2, 3, 4, 7
+    # due in November: on time 1, 3, 4, 7 (finished by their deadlines); late 2 (a day late),
+    # 8 (deadline 30 Nov 22:00, resolved at midnight) and 5 (deadline 26 Nov, still open at
+    # the month's end: late at the period's end). 6 is due in December; 10 counted in October.
+    assert (row.due, row.on_time, row.late, row.late_open) == (7, 4, 3, 1)
+    assert row.extended == 1  # 4, on time by its extended deadline
+    assert row.on_time_rate == pytest.approx(4 / 7)
     assert row.on_time_met is False
     # ratings of finished ones: 5, 2, 4, 4
     assert (row.rated, row.satisfied) == (4, 3)
@@ -121,26 +140,64 @@ async def test_month_totals_are_exact(db: psycopg.AsyncConnection) -> None:
     assert row.resolved == 5
     assert row.resolve_median_s == pytest.approx(21600)
     assert row.resolve_p90_s == pytest.approx(120960)
+    # the IOC's clock, received → first dispatch (s): 600, 0, 0, 300, 0, 0, 0 → median 0;
+    # p90 at rank 5.4: 300 + 0.4 × 300 = 420
+    assert row.forwarded == 7
+    assert row.forward_median_s == 0 and row.forward_p90_s == pytest.approx(420)
+    # the agency's clock, dispatched → resolved (s): 42600, 172800, 21600, 14100, 14399 →
+    # median 21600; p90 at rank 3.6: 42600 + 0.6 × (172800 − 42600) = 120720
+    assert row.processed == 5
+    assert row.process_median_s == pytest.approx(21600)
+    assert row.process_p90_s == pytest.approx(120720)
     # open at 1 Dec 00:00: 5 (overdue since 26 Nov) and 6 (deadline 30 Dec); 8 finished at
     # that very instant
     assert (row.open, row.overdue) == (2, 1)
+
+
+async def test_source_separates_citizens_reports_from_alerts(db: psycopg.AsyncConnection) -> None:
+    await _seed(db)
+    rows = {
+        r.source: r
+        for r in await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, group_by="source")
+    }
+    assert set(rows) == {"report", "alert"}
+    report, alert = rows["report"], rows["alert"]
+    assert (report.opened, report.due, report.on_time) == (8, 7, 4)
+    assert report.on_time_met is False  # the targets are assessed on citizens' reports
+    assert (alert.opened, alert.finished, alert.due, alert.on_time, alert.late) == (1, 1, 1, 0, 1)
+    assert alert.on_time_rate == 0.0 and alert.on_time_met is None  # beside, not assessed
+    assert alert.forwarded == 1 and alert.process_median_s == pytest.approx(10 * 3600)
+    # everything together: counts add up, no target assessed on the mixture
+    (total,) = await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW)
+    assert total.source is None
+    assert (total.opened, total.due, total.on_time) == (9, 8, 4)
+    assert total.on_time_met is None and total.satisfaction_met is None
+    only_alerts = await kpi.compute(
+        db, start=NOV[0], end=NOV[1], now=NOW, group_by="agency", source="alert"
+    )
+    assert [(r.agency, r.source, r.late) for r in only_alerts] == [("pctt", "alert", 1)]
+    with pytest.raises(kpi.KpiError, match="source"):
+        await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, source="sensor")
 
 
 async def test_grouped_by_agency_category_and_ward(db: psycopg.AsyncConnection) -> None:
     await _seed(db)
     by_agency = {
         r.agency: r
-        for r in await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, group_by=["agency"])
+        for r in await kpi.compute(
+            db, start=NOV[0], end=NOV[1], now=NOW, group_by=["agency"], source="report"
+        )
     }
     assert set(by_agency) == {"urban-works", "pctt", "traffic-police"}
     works, pctt, police = by_agency["urban-works"], by_agency["pctt"], by_agency["traffic-police"]
     assert (works.finished, works.on_time, works.rated, works.satisfied) == (3, 2, 2, 1)
     assert works.on_time_rate == pytest.approx(2 / 3) and works.satisfaction == 0.5
     assert works.accept_median_s == pytest.approx(30 * 60)  # 30, 60, 20
-    assert (pctt.finished, pctt.on_time_rate, pctt.satisfaction) == (1, 1.0, 1.0)
-    assert pctt.on_time_met is True and pctt.satisfaction_met is True
+    # 4 on time; 5 open past its deadline at the month's end counts late
+    assert (pctt.finished, pctt.due, pctt.on_time_rate, pctt.satisfaction) == (1, 2, 0.5, 1.0)
+    assert pctt.on_time_met is False and pctt.satisfaction_met is True
     assert (pctt.opened, pctt.open, pctt.overdue) == (3, 2, 1)
-    assert (police.opened, police.finished, police.on_time) == (2, 1, 1)
+    assert (police.opened, police.finished, police.due, police.on_time) == (2, 1, 2, 1)
 
     by_category = {
         r.category: r
@@ -148,7 +205,7 @@ async def test_grouped_by_agency_category_and_ward(db: psycopg.AsyncConnection) 
     }
     assert {k: r.opened for k, r in by_category.items()} == {
         "chieu-sang": 3,
-        "ngap-nuoc": 3,
+        "ngap-nuoc": 4,  # 4, 5, 6 and the alert-born 20
         "giao-thong": 2,
     }
     by_ward = {
@@ -156,7 +213,7 @@ async def test_grouped_by_agency_category_and_ward(db: psycopg.AsyncConnection) 
         for r in await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, group_by="ward")
     }
     ward5 = by_ward[("vi-thanh", "phuong-5")]
-    assert (ward5.finished, ward5.on_time) == (4, 3)  # 1, 2, 3, 7
+    assert (ward5.finished, ward5.due, ward5.on_time) == (4, 5, 3)  # 1, 2, 3, 7 and 8 late
     assert by_ward[("vi-thanh", "phuong-1")].open == 2
 
     two = await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, group_by="agency,category")
@@ -177,10 +234,12 @@ async def test_periods_cut_at_local_midnight(db: psycopg.AsyncConnection) -> Non
         (T(12, 1), T(12, 2)),
     ]
     nov30, dec1 = days
-    # 7 resolved at 23:59:59 on the 30th, 8 at 00:00:00 on the 1st (both 30 Nov in UTC)
-    assert (nov30.finished, nov30.on_time, nov30.resolved) == (1, 1, 1)
-    assert (dec1.finished, dec1.on_time, dec1.resolved) == (1, 0, 1)
-    assert dec1.on_time_rate == 0.0
+    # 7 resolved at 23:59:59 on the 30th, 8 at 00:00:00 on the 1st (both 30 Nov in UTC). 8 is
+    # late on the 30th, where its deadline (22:00) passed with the case open; finishing on the
+    # 1st does not count it a second time.
+    assert (nov30.finished, nov30.on_time, nov30.late, nov30.resolved) == (1, 1, 1, 1)
+    assert (dec1.finished, dec1.due, dec1.resolved) == (1, 0, 1)
+    assert dec1.on_time_rate is None
     assert nov30.opened == 2 and dec1.opened == 0
 
     months = await kpi.compute(
@@ -191,8 +250,10 @@ async def test_periods_cut_at_local_midnight(db: psycopg.AsyncConnection) -> Non
         (T(11, 1), T(12, 1)),
         (T(12, 1), T(12, 2)),  # clipped to to
     ]
-    assert [r.finished for r in months] == [1, 5, 1]
-    assert months[1].on_time_rate == pytest.approx(0.8)
+    assert [r.finished for r in months] == [1, 6, 1]
+    # November, every source: 4 on time of 8 due (7 citizens' reports, 1 alert-born)
+    assert (months[1].due, months[1].on_time_rate) == (8, pytest.approx(0.5))
+    assert [r.due for r in months] == [1, 8, 0]  # 10 in October
 
     weeks = await kpi.compute(
         db, start=T(11, 24), end=T(12, 8), now=NOW, group_by="period", period="week"
@@ -208,8 +269,11 @@ async def test_as_of_is_now_while_the_period_runs(db: psycopg.AsyncConnection) -
     (row,) = await kpi.compute(db, start=NOV[0], end=NOV[1], now=T(11, 25, 12))
     assert row.as_of == T(11, 25, 12)
     assert (row.open, row.overdue) == (1, 0)
+    # on time 1, 3, 4, 7; late 2 and the alert-born 20; 5's deadline has not passed yet
+    assert (row.due, row.late, row.late_open) == (6, 2, 0)
     (row,) = await kpi.compute(db, start=NOV[0], end=NOV[1], now=T(11, 27))
     assert (row.open, row.overdue) == (1, 1)
+    assert (row.due, row.late_open) == (7, 1)  # 5's deadline passed while open: late now
 
 
 async def test_empty_range_has_a_total_row_and_bad_requests_name_the_field(
@@ -217,7 +281,7 @@ async def test_empty_range_has_a_total_row_and_bad_requests_name_the_field(
 ) -> None:
     (row,) = await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW)
     assert row.finished == 0 and row.on_time_rate is None and row.on_time_met is None
-    assert row.accept_median_s is None
+    assert row.accept_median_s is None and row.forward_median_s is None
     with pytest.raises(kpi.KpiError, match="group_by"):
         await kpi.compute(db, start=NOV[0], end=NOV[1], now=NOW, group_by="district")
     with pytest.raises(kpi.KpiError, match="to"):
@@ -248,19 +312,41 @@ async def test_monthly_csv(db: psycopg.AsyncConnection) -> None:
     report = await kpi_report.monthly_report(db, "2025-11", NOW)
     rows = list(csv.DictReader(io.StringIO(kpi_report.to_csv(report, NAMES))))
     assert list(rows[0]) == list(kpi_report.CSV_COLUMNS)
-    total = rows[0]
-    assert total["group"] == "total"
-    assert total["period_from"] == "2025-11-01T00:00:00+07:00"
-    assert total["period_to"] == "2025-12-01T00:00:00+07:00"
-    assert (total["finished"], total["on_time"], total["on_time_rate_pct"]) == ("5", "4", "80.0")
-    assert total["on_time_target_met"] == "no"
-    assert (total["satisfaction_pct"], total["satisfaction_target_met"]) == ("75.0", "no")
-    assert (total["accept_median_h"], total["accept_p90_h"]) == ("0.50", "1.40")
-    assert (total["resolve_median_h"], total["resolve_p90_h"]) == ("6.00", "33.60")
-    assert (total["open"], total["overdue"]) == ("2", "1")
+    head = rows[0]
+    assert (head["group"], head["source"]) == ("headline", "report")
+    assert head["period_from"] == "2025-11-01T00:00:00+07:00"
+    assert head["period_to"] == "2025-12-01T00:00:00+07:00"
+    assert (head["finished"], head["due"], head["on_time"], head["late"], head["late_open"]) == (
+        "5",
+        "7",
+        "4",
+        "3",
+        "1",
+    )
+    assert (head["on_time_rate_pct"], head["on_time_target_met"]) == ("57.1", "no")
+    assert head["extended"] == "1"
+    assert (head["rated"], head["satisfied"]) == ("4", "3")
+    assert (head["satisfaction_pct"], head["satisfaction_target_met"]) == ("75.0", "no")
+    assert (head["forward_median_h"], head["forward_p90_h"]) == ("0.00", "0.12")
+    assert (head["process_median_h"], head["process_p90_h"]) == ("6.00", "33.53")
+    assert (head["accept_median_h"], head["accept_p90_h"]) == ("0.50", "1.40")
+    assert (head["resolve_median_h"], head["resolve_p90_h"]) == ("6.00", "33.60")
+    assert (head["open"], head["overdue"]) == ("2", "1")
+    total = rows[1]
+    assert (total["group"], total["source"], total["due"], total["on_time"]) == (
+        "total",
+        "",
+        "8",
+        "4",
+    )
+    assert total["on_time_target_met"] == ""  # the mixture is not assessed
+    sources = {r["key"]: r for r in rows if r["group"] == "source"}
+    assert set(sources) == {"report", "alert"}
+    assert (sources["alert"]["due"], sources["alert"]["on_time_rate_pct"]) == ("1", "0.0")
     pctt = next(r for r in rows if r["group"] == "agency" and r["key"] == "pctt")
-    assert pctt["name"] == "Ban Chỉ huy PCTT"
-    assert (pctt["on_time_rate_pct"], pctt["on_time_target_met"]) == ("100.0", "yes")
+    assert pctt["name"] == "Ban Chỉ huy PCTT" and pctt["source"] == "report"
+    assert (pctt["on_time"], pctt["due"], pctt["on_time_rate_pct"]) == ("1", "2", "50.0")
+    assert pctt["on_time_target_met"] == "no"
     assert {r["key"] for r in rows if r["group"] == "category"} == {
         "chieu-sang",
         "ngap-nuoc",
@@ -279,7 +365,10 @@ async def test_monthly_html_has_svg_charts_and_figures(db: psycopg.AsyncConnecti
     assert "<script" not in html and "http" not in html.replace(
         'xmlns="http://www.w3.org/2000/svg"', ""
     )
-    assert "80.0 %" in html and "75.0 %" in html  # on-time rate, satisfaction
+    assert "57.1 % (4/7)" in html and "75.0 % (3/4)" in html  # the headline, with its counts
+    assert "0.0 % (0/1)" in html  # the alert-born incidents, beside
+    assert "Phản ánh của người dân" in html and "Sự cố từ cảnh báo" in html
+    assert "IOC chuyển xử lý" in html and "Đơn vị xử lý" in html  # the two clocks
     assert "Không đạt" in html and "not met" in html
     assert "mục tiêu / target 95 %" in html and "mục tiêu / target 80 %" in html
     assert 'class="target"' in html
@@ -300,6 +389,8 @@ async def test_publish_kpis_appends_a_kpi_frame_when_figures_change(
     payload = orjson.loads(row.payload)
     assert payload["from"] == "2025-11-01T00:00:00+07:00"
     assert payload["total"]["on_time"] == 4
+    assert payload["headline"]["source"] == "report" and payload["headline"]["due"] == 6
+    assert {r["source"] for r in payload["by_source"]} == {"report", "alert"}
     assert payload["as_of"] == "2025-11-29T12:00:00+07:00"
     assert {a["agency"] for a in payload["by_agency"]} == {"urban-works", "pctt", "traffic-police"}
     # the same figures a minute later: nothing appended
@@ -332,8 +423,14 @@ async def test_kpi_routes(settings: Settings, db: psycopg.AsyncConnection) -> No
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["targets"] == {"on_time": 0.95, "satisfaction": 0.8}
-        assert body["total"]["on_time_rate"] == pytest.approx(0.8)
-        assert body["total"]["on_time_met"] is False
+        assert body["headline_source"] == "report"
+        head = body["headline"]
+        assert (head["on_time"], head["due"], head["late_open"]) == (4, 7, 1)
+        assert head["on_time_rate"] == pytest.approx(4 / 7) and head["on_time_met"] is False
+        assert (head["satisfied"], head["rated"], head["satisfaction_met"]) == (3, 4, False)
+        assert {r["source"]: r["due"] for r in body["by_source"]} == {"report": 7, "alert": 1}
+        assert body["total"]["on_time_rate"] == pytest.approx(0.5)
+        assert body["total"]["on_time_met"] is None
         assert body["total"]["as_of"] == "2025-12-01T00:00:00+07:00"
         agencies = {r["agency"]: r for r in body["rows"]}
         assert agencies["pctt"]["satisfaction"] == 1.0
@@ -352,6 +449,15 @@ async def test_kpi_routes(settings: Settings, db: psycopg.AsyncConnection) -> No
             headers={"Authorization": f"Bearer {TOKEN}"},
         )
         assert r.status_code == 422 and "group_by" in r.json()["message"]
+        r = await http.get(
+            "/api/v1/kpis",
+            params={**params, "group_by": "source"},
+            headers={"Authorization": f"Bearer {viewer}"},
+        )
+        assert {(x["source"], x["opened"]) for x in r.json()["rows"]} == {
+            ("report", 8),
+            ("alert", 1),
+        }
 
         auth = {"Authorization": f"Bearer {viewer}"}
         r = await http.get("/api/v1/kpis/report", params={"month": "2025-11", "format": "csv"},
@@ -360,11 +466,24 @@ async def test_kpi_routes(settings: Settings, db: psycopg.AsyncConnection) -> No
         assert r.headers["content-type"].startswith("text/csv")
         assert "ioc-kpi-2025-11.csv" in r.headers["content-disposition"]
         first = next(csv.DictReader(io.StringIO(r.text)))
-        assert (first["group"], first["on_time_rate_pct"]) == ("total", "80.0")
+        assert (first["group"], first["on_time_rate_pct"]) == ("headline", "57.1")
         r = await http.get("/api/v1/kpis/report", params={"month": "2025-11"}, headers=auth)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        assert "<svg" in r.text and "80.0 %" in r.text
+        assert "<svg" in r.text and "57.1 %" in r.text
         # names come from the site file and the routing file
         assert "Công ty Công trình đô thị" in r.text and "Chiếu sáng công cộng" in r.text
         r = await http.get("/api/v1/kpis/report", params={"month": "2025-13"}, headers=auth)
         assert r.status_code == 422
+
+
+def test_targets_are_data_with_their_source(tmp_path: Any) -> None:
+    # the shipped file: the programme's two targets, about citizens' reports, with a source
+    assert (kpi.ON_TIME_TARGET, kpi.SATISFACTION_TARGET) == (0.95, 0.80)
+    assert kpi.HEADLINE_SOURCE == "report" and kpi.SATISFIED_FROM == 4
+    assert "2021–2025" in kpi.TARGETS_SOURCE
+    bad = tmp_path / "kpis.yaml"
+    bad.write_text(
+        "targets: {on_time: {value: 95}, satisfaction: {value: 0.8}}\n", encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=r"targets.on_time.value must be a fraction"):
+        kpi._load_targets(bad)

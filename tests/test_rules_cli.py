@@ -26,6 +26,20 @@ def test_check_reports_ok_or_every_problem(
     assert main(["rules", "check", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:2: rule x: needs 'labels'" in err and "problem(s)" in err
+    # the water keys: a risk level without its source, a forecast rule without a horizon
+    water = tmp_path / "water.yaml"
+    water.write_text(
+        "rules:\n  - id: f\n    type: forecast_peak\n"
+        "    select: {kind: flood, metric: water_level_m}\n"
+        "    when: {op: '>=', threshold: device.bd3}\n"
+        "    risk: {level: 2}\n"
+        "    labels: {severity: warning}\n"
+        "    annotations: {summary_vi: a, summary_en: a}\n"
+    )
+    assert main(["rules", "check", str(water)]) == 1
+    err = capsys.readouterr().err
+    assert f"{water}:2: rule f: a forecast_peak rule needs a 'horizon'" in err
+    assert f"{water}:6: rule f: risk needs 'source'" in err
 
 
 async def test_backtest_command_counts_alerts_per_day(

@@ -460,7 +460,7 @@ def test_default_pack_loads_and_every_rule_is_a_known_type() -> None:
     rs = load_rules(DEFAULT_PACK)
     ids = {r.id for r in rs.rules}
     for needed in (
-        "flood-bd1", "flood-bd2", "flood-bd3", "water-rising-fast", "rain-heavy",
+        "flood-bd1", "flood-bd2", "flood-bd3", "surge-rising-fast", "rain-heavy",
         "rain-very-heavy", "lamp-failure", "lamp-day-burner", "cabinet-power-loss",
         "supply-undervoltage-l1", "supply-overvoltage-l1", "traffic-congestion",
         "traffic-severe-congestion", "traffic-accident", "flood-gauge-silent", "device-silent",

@@ -8,8 +8,10 @@ a rule. Timeouts below are hang guards, never speed assertions. Screenshots go t
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,9 @@ async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
     publish_levels(publisher, wall_settings, [(time.time() - 1, 0.80)])
     critical = page.locator("#alertList li.sev-critical")
     await expect(critical).to_contain_text("BĐ III 0.80", timeout=WAIT_MS)
+    # its QĐ 18/2021 risk level (the rule's risk: level 2), in the level's colour
+    await expect(critical.locator(".pill.risk")).to_have_text("Rủi ro cấp 2")
+    assert await critical.locator(".pill.risk").evaluate("e => e.style.background") != ""
     await expect(page.locator("#alertList li.sev-warning")).to_contain_text("BĐ II")
     # Severity first: the critical alert is on top.
     await expect(page.locator("#alertList li").first).to_have_class("alert sev-critical")
@@ -219,6 +224,19 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
     # Everything has loaded (KPIs answered): the 1920×1080 screenshot for the README.
     await expect(page.locator("#kpis .kpi")).to_have_count(2, timeout=WAIT_MS)
     await expect(page.locator("#water polyline")).to_have_count(1, timeout=WAIT_MS)
+    # Under each station's chart: its next predicted high water, decimal comma, against BĐ.
+    from ioc.tides import TidePredictor
+
+    hw_line = page.locator('#water .next-hw[data-station="vt-flood-01"]')
+    await expect(hw_line).to_contain_text("Đỉnh triều kế tiếp", timeout=WAIT_MS)
+    text = await hw_line.inner_text()
+    assert re.fullmatch(
+        r"Đỉnh triều kế tiếp \d\d:\d\d, \d+,\d\d m — (trên|dưới) BĐ I{1,3} \d+,\d\d m", text
+    ), text
+    view = TidePredictor.from_site(runtime.site).view("vt-flood-01")
+    start = datetime.fromtimestamp(now - 120, UTC)
+    highs = view.high_waters(start, start + timedelta(hours=30))[:2]
+    assert any(f"{level:.2f}".replace(".", ",") + " m" in text for _, level in highs), text
     await shot(page, "wall-1920x1080")
     # The same grid on a 4K wall: everything scales with the viewport, nothing overflows.
     for width, height in ((3840, 2160), (1920, 1080)):

@@ -27,6 +27,7 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
     return el("li", { class: `alert sev-${a.severity}${a.acknowledged_at ? " acked" : ""}`, dataset: { id: a.id } },
       el("div", { class: "alert-head" },
         el("span", { class: `pill sev-${a.severity}` }, t(a.severity)),
+        riskPill(a.risk),
         el("span", { class: "alert-summary" }, summary),
         el("span", { class: "time" }, fmtTime(a.started_at || a.active_at, true))),
       el("div", { class: "dim" }, [a.device_id, a.city, a.ward, a.labels?.domain && t("domains")[a.labels.domain]]
@@ -36,6 +37,17 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
         !a.suppressed_by?.silence && el("button", { class: "act-silence", type: "button", onclick: () => actions.silence(a) }, t("silence")),
         !withIncident.has(a.id) && el("button", { class: "act-incident", type: "button", onclick: () => actions.incident(a) }, t("openIncident"))));
   }));
+}
+
+// The disaster risk level of QĐ 18/2021/QĐ-TTg (flood, rain, salinity alerts) in its colour;
+// names and colour come with the alert (GET /api/v1/alerts "risk"), the text is the level.
+export function riskPill(risk) {
+  if (!risk) return null;
+  const en = getLang() === "en";
+  return el("span", { class: "pill risk", style: `background:${risk.colour};color:#000`,
+                      title: en ? `${risk.name_en} (${risk.colour_en})` : `${risk.name_vi} (${risk.colour_vi})`,
+                      dataset: { risk: risk.level } },
+    en ? `Risk ${risk.level}` : `Rủi ro cấp ${risk.level}`);
 }
 
 // Silence the alert's own labels (its rule on its device) for two hours.

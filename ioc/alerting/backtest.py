@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 
+from ioc.alerting.tide_source import PredictedTide
 from ioc.storage import devices as device_store
+from ioc.tides import TidePredictor
 from rules.backtest import BacktestResult, Stream, StreamReducer, replay
 from rules.language import RuleSet
 
@@ -45,7 +47,9 @@ async def run_backtest(
     end: float,
     *,
     progress: Callable[[str, int, int], None] | None = None,
+    tides: TidePredictor | None = None,
 ) -> BacktestResult:
+    """``tides``: the tide model for the residual and forecast rules (the site's, usually)."""
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         devices = await device_store.list_devices(conn, limit=10_000_000)
         wanted: list[tuple[str, str]] = []
@@ -79,6 +83,7 @@ async def run_backtest(
             )
             events = [(float(t), d, ty) for t, d, ty in await cur.fetchall()]
 
+    by_id = {d.id: d for d in devices}
     streams: list[Stream] = []
     reducer = StreamReducer(ruleset, devices)
     queue = list(wanted)
@@ -112,6 +117,7 @@ async def run_backtest(
         end=end,
         progress=replay_progress,
         reducer=reducer,
+        tide=PredictedTide(tides, by_id.get) if tides is not None else None,
     )
 
 

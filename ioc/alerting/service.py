@@ -44,6 +44,7 @@ from psycopg.types.json import Jsonb
 from ingest.handoff import Delivery
 from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
+from ioc.alerting.tide_source import PredictedTide, site_predictor
 from ioc.devices import Device
 from ioc.outages import OutageBook, OutageListener
 from ioc.settings import Settings
@@ -55,6 +56,7 @@ from rules.engine import Engine, Transition
 from rules.language import DEFAULT_PACK, Problem, RuleErrors, RuleSet, load_rules, rule_files
 from rules.matchers import parse_matcher
 from rules.suppression import AlertView, MaintenanceWindow, Silence, suppressions
+from rules.tide import TideSource
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,13 @@ def rules_path(settings: Settings) -> Path:
 
 
 class RulesService:
-    def __init__(self, settings: Settings, conninfo: str) -> None:
+    def __init__(self, settings: Settings, conninfo: str, tide: TideSource | None = None) -> None:
         self._settings = settings
         self._conninfo = conninfo
+        # predicted tide for the residual and forecast rules (rules.tide); by default the site's
+        # tide model (ioc.tides), built on entry
+        self._tide = tide
+        self._predicted: PredictedTide | None = None
         self._lock = asyncio.Lock()
         self._conn: psycopg.AsyncConnection | None = None
         self._backlog: deque[Transition] = deque()
@@ -110,6 +116,9 @@ class RulesService:
         self.outages: OutageBook | None = None
         self._outage_listener: OutageListener | None = None
 
+    def _device(self, device_id: str) -> Device | None:
+        return self.engine.devices.get(device_id) if self.engine is not None else None
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> RulesService:
@@ -117,7 +126,11 @@ class RulesService:
         self._files_mtime = self._mtimes()
         conn = await self._connection()
         devices = await device_store.list_devices(conn, limit=1_000_000)
-        self.engine = Engine(ruleset, devices)
+        if self._tide is None:
+            self._tide = self._predicted = PredictedTide(
+                site_predictor(self._settings), lambda d: self._device(d)
+            )
+        self.engine = Engine(ruleset, devices, tide=self._tide)
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(self.engine.rules))
@@ -503,6 +516,8 @@ class RulesService:
         if {d.id: d for d in devices} != engine.devices:
             async with self._lock:
                 engine.set_devices(devices)
+                if self._predicted is not None:
+                    self._predicted.forget()  # a device's station may have changed
                 await self._flush([])
 
     def _mtimes(self) -> dict[Path, float]:

@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ioc.risk import risk_level
 from ioc.settings import DISPLAY_TIMEZONE
 from ioc.storage.feed import FeedEvent, append
 from rules.engine import OpenAlert, Transition
@@ -24,7 +25,7 @@ from rules.engine import OpenAlert, Transition
 _COLUMNS = """a.id, a.fingerprint, a.rule, a.state, a.severity, a.labels, a.annotations,
     a.device_id, a.value, a.active_at, a.started_at, a.resolved_at, a.keep_firing_since,
     a.acknowledged_at, a.acknowledged_by, a.ack_comment, a.suppressed_by, a.escalated_at,
-    a.escalation_level, a.resolved_by, a.resolve_reason, a.updated_at"""
+    a.escalation_level, a.resolved_by, a.resolve_reason, a.updated_at, a.risk_level"""
 
 
 def _ts(t: float | None) -> datetime | None:
@@ -54,6 +55,10 @@ def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
     out["kind"] = labels.get("kind") or None
     out["domain"] = labels.get("domain")
     out["silenced"] = row.get("suppressed_by") is not None
+    # QĐ 18/2021/QĐ-TTg disaster risk level (flood, rain, salinity rules): its colour and names
+    level = risk_level(row.get("risk_level"))
+    out["risk_level"] = level.level if level is not None else None
+    out["risk"] = level.as_json() if level is not None else None
     return out
 
 
@@ -68,6 +73,8 @@ def _reason(tr: Transition) -> dict[str, Any]:
     for k, v in tr.reason.items():
         if k == "time" and isinstance(v, int | float):
             out["reading_time"] = _iso(datetime.fromtimestamp(v, UTC))
+        elif k == "peak_time" and isinstance(v, int | float):  # forecast_peak: the high water
+            out[k] = _iso(datetime.fromtimestamp(v, UTC))
         elif isinstance(v, dict):
             out[k] = {kk: vv for kk, vv in v.items() if isinstance(vv, str | int | float | bool)}
         elif isinstance(v, str | int | float | bool | list) or v is None:
@@ -101,12 +108,14 @@ async def apply_transitions(
 
 
 async def _apply(cur: psycopg.AsyncCursor[dict[str, Any]], tr: Transition) -> dict[str, Any] | None:
-    common = (tr.value, Jsonb(dict(tr.annotations)))
+    # an open alert's risk level only rises: GREATEST ignores NULL (a rule without risk)
+    common = (tr.value, Jsonb(dict(tr.annotations)), tr.risk_level)
     if tr.to == "pending" or (tr.to == "firing" and tr.started_at == tr.active_at):
         # New alert (firing straight away when `for` is 0). If an open row exists (restored,
         # or redelivered input), it is the same alert: merge into it.
         await cur.execute(
-            f"""UPDATE alerts a SET value = %s, annotations = %s, updated_at = now(),
+            f"""UPDATE alerts a SET value = %s, annotations = %s,
+                   risk_level = GREATEST(a.risk_level, %s), updated_at = now(),
                    state = CASE WHEN a.state = 'firing' THEN 'firing' ELSE %s END,
                    started_at = COALESCE(a.started_at, %s)
                 WHERE fingerprint = %s AND state <> 'resolved' RETURNING {_COLUMNS}""",
@@ -118,27 +127,29 @@ async def _apply(cur: psycopg.AsyncCursor[dict[str, Any]], tr: Transition) -> di
         device_id = tr.device_id
         await cur.execute(
             f"""INSERT INTO alerts AS a (fingerprint, rule, state, severity, labels, annotations,
-                   device_id, value, active_at, started_at)
+                   device_id, value, active_at, started_at, risk_level)
                 VALUES (%s, %s, %s, %s, %s, %s,
-                        (SELECT id FROM devices WHERE id = %s), %s, %s, %s)
+                        (SELECT id FROM devices WHERE id = %s), %s, %s, %s, %s)
                 RETURNING {_COLUMNS}""",
             (
                 tr.fingerprint, tr.rule, tr.to, tr.severity, Jsonb(dict(tr.labels)),
                 Jsonb(dict(tr.annotations)), device_id, tr.value, _ts(tr.active_at),
-                _ts(tr.started_at),
+                _ts(tr.started_at), tr.risk_level,
             ),
         )  # fmt: skip
         return await cur.fetchone()
     if tr.to == "firing":
         sql = """UPDATE alerts a SET state = 'firing', started_at = %s, value = %s,
-                   annotations = %s, updated_at = now()"""
+                   annotations = %s, risk_level = GREATEST(a.risk_level, %s), updated_at = now()"""
         params: tuple[Any, ...] = (_ts(tr.started_at), *common)
     elif tr.to in ("resolved", "cancelled"):
         sql = """UPDATE alerts a SET state = 'resolved', resolved_at = %s, value = %s,
-                   annotations = %s, keep_firing_since = NULL, updated_at = now()"""
+                   annotations = %s, risk_level = GREATEST(a.risk_level, %s),
+                   keep_firing_since = NULL, updated_at = now()"""
         params = (_ts(tr.at), *common)
     elif tr.to in ("keep_firing", "refiring"):
-        sql = "UPDATE alerts a SET keep_firing_since = %s, value = %s, annotations = %s"
+        sql = """UPDATE alerts a SET keep_firing_since = %s, value = %s, annotations = %s,
+                   risk_level = GREATEST(a.risk_level, %s)"""
         params = (_ts(tr.keep_firing_since), *common)
     else:
         raise ValueError(f"unknown transition {tr.to!r}")

@@ -48,6 +48,15 @@ class AlertOut(BaseModel):
         description="why it is muted: silence, maintenance window or inhibiting alert"
     )
     escalation_level: int
+    risk_level: int | None = Field(
+        None,
+        description="disaster risk level 1-5 of QĐ 18/2021/QĐ-TTg (flood, rain, salinity rules); "
+        "null when the rule carries none",
+    )
+    risk: dict[str, Any] | None = Field(
+        None, description="the level's colour (hex) and names: level, colour, colour_vi, "
+        "colour_en, name_vi, name_en",
+    )  # fmt: skip
 
 
 class AlertDetail(AlertOut):

@@ -220,6 +220,7 @@ def _facts(
         alarm_levels=levels,
         station=device["name"] if device and levels else None,
         incident_id=incident_id,
+        risk_level=alert.get("risk_level"),
     )
 
 

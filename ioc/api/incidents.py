@@ -2,9 +2,10 @@
 /api/v1/agencies.
 
 Each action is one lifecycle step (ioc/incidents/lifecycle.py) recorded with who, when and the
-note; a step that does not apply answers 409 naming the current status, a step the caller's
-role may not take answers 403. An agency token asking for another agency's incident gets 404:
-it must not learn that the incident exists.
+note — or the case's one formal deadline extension (``POST /incidents/{id}/extend``). A step that
+does not apply answers 409 naming the current status, a step the caller's role may not take
+answers 403. An agency token asking for another agency's incident gets 404: it must not learn
+that the incident exists.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
 from ioc.api.auth import Caller, require_agency, require_operator, require_viewer
 from ioc.incidents import store
@@ -56,6 +57,12 @@ class OpenIn(BaseModel):
     alert_id: int | None = Field(None, description="the alert this incident is about")
     note: str | None = None
     dispatch: bool = Field(True, description="dispatch to the agency at once")
+    source: Literal["report", "operator"] | None = Field(
+        None,
+        description="what brought it: `report` for a citizen's report taken by phone or at the "
+        "counter (it counts in the KPIs' headline), `operator` (default) for the IOC's own "
+        "finding; with `alert_id` it is `alert`",
+    )
 
 
 class NoteIn(BaseModel):
@@ -75,6 +82,20 @@ class DispatchIn(NoteIn):
 
 class StatusIn(NoteIn):
     status: Literal["accepted", "in_progress", "resolved", "closed"]
+
+
+class ExtendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=4000, description="why the case needs longer")
+    deadline: AwareDatetime | None = Field(None, description="the new deadline (RFC 3339)")
+    working_days: float | None = Field(
+        None, gt=0, le=60, description="or: this many working days after the current deadline"
+    )
+    hours: float | None = Field(
+        None, gt=0, le=24 * 60, description="or: this many hours after the current deadline"
+    )
+    version: int | None = Field(None, description="the version you saw; 409 if it changed")
 
 
 class RateIn(BaseModel):
@@ -240,6 +261,7 @@ async def open_incident(
             conn, ctx, category=body.category, severity=body.severity, title=body.title,
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,
             lon=body.lon, agency_id=body.agency, source_alert_id=body.alert_id,
+            source="alert" if body.alert_id is not None else body.source,
             who=_operator(caller), note=body.note, dispatch=body.dispatch,
         )  # fmt: skip
         return await _detail(conn, row)
@@ -318,6 +340,27 @@ async def reopen(
     async with _change(request) as conn:
         row = await store.take_step(
             conn, _ctx(request), incident_id, "reopen", _operator(caller), note=body.note,
+            expected_version=body.version,
+        )  # fmt: skip
+        return await _detail(conn, row)
+
+
+@router.post("/incidents/{incident_id}/extend", response_model=IncidentOut)
+async def extend(
+    incident_id: int,
+    body: ExtendIn,
+    request: Request,
+    caller: Annotated[Caller, Depends(require_operator)],
+) -> dict[str, Any]:
+    """The case's one formal extension of its deadline, with the reason (recorded in its
+    history, told to the agency). Give ``deadline``, ``working_days`` or ``hours``; a second
+    extension answers 409 naming the first one's date and reason."""
+    if sum(x is not None for x in (body.deadline, body.working_days, body.hours)) != 1:
+        raise HTTPException(422, "deadline, working_days, hours: give exactly one")
+    async with _change(request) as conn:
+        row = await store.extend_deadline(
+            conn, _ctx(request), incident_id, _operator(caller), reason=body.reason,
+            until=body.deadline, working_days=body.working_days, hours=body.hours,
             expected_version=body.version,
         )  # fmt: skip
         return await _detail(conn, row)

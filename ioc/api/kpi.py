@@ -1,8 +1,10 @@
 """/api/v1/kpis: the programme's KPIs (definitions in docs/kpis.md) and the monthly report.
 
-- ``GET /api/v1/kpis?from=&to=&group_by=agency|category|ward|period&period=day|week|month`` —
-  figures for ``[from, to)`` (default: this local month so far), as one total and one row per
-  group; ``group_by`` takes several names separated by commas (``agency,period``).
+- ``GET /api/v1/kpis?from=&to=&group_by=source|agency|category|ward|period&period=day|week|month
+  &source=report|alert|operator`` — figures for ``[from, to)`` (default: this local month so
+  far): the headline (citizens' reports, what the targets are about), one row per source beside
+  it, the total, and one row per group; ``group_by`` takes several names separated by commas
+  (``agency,period``); ``source`` keeps the grouped rows to one origin.
 - ``GET /api/v1/kpis/report?month=2026-11&format=csv|html`` — the monthly report.
 
 Both need a viewer token (or better).
@@ -41,11 +43,16 @@ async def get_kpis(
     ] = None,
     to: Annotated[datetime | None, Query(description="RFC 3339, exclusive; default: now")] = None,
     group_by: Annotated[
-        str | None, Query(description="agency, category, ward, period (comma-separated)")
+        str | None, Query(description="source, agency, category, ward, period (comma-separated)")
     ] = None,
     period: Annotated[Literal["day", "week", "month"], Query()] = "month",
+    source: Annotated[
+        Literal["report", "alert", "operator"] | None,
+        Query(description="only incidents of this origin in `rows`"),
+    ] = None,
 ) -> dict[str, Any]:
-    """On-time rate, satisfaction, times to accept and resolve, open and overdue counts."""
+    """On-time rate and satisfaction (headline: citizens' reports), the IOC's forwarding and the
+    agencies' processing times, open and overdue counts."""
     now = datetime.now(UTC)
     end = _aware("to", to) or now
     start = _aware("from", from_) or kpi.current_month(end - timedelta(microseconds=1))[0]
@@ -53,13 +60,18 @@ async def get_kpis(
         groups = kpi.parse_group_by(group_by)
         async with request.app.state.runtime.pool.connection() as conn:
             (total,) = await kpi.compute(conn, start=start, end=end, now=now, period=period)
+            (headline,) = await kpi.compute(
+                conn, start=start, end=end, now=now, source=kpi.HEADLINE_SOURCE
+            )
+            by_source = await kpi.compute(conn, start=start, end=end, now=now, group_by=["source"])
             rows = (
                 await kpi.compute(
-                    conn, start=start, end=end, now=now, group_by=groups, period=period
+                    conn, start=start, end=end, now=now, group_by=groups, period=period,
+                    source=source,
                 )
                 if groups
                 else []
-            )
+            )  # fmt: skip
     except kpi.KpiError as exc:
         raise HTTPException(422, str(exc)) from None
     return {
@@ -68,7 +80,12 @@ async def get_kpis(
         "as_of": total.as_of.isoformat(),
         "group_by": list(groups),
         "period": period,
+        "source": source,
         "targets": {"on_time": kpi.ON_TIME_TARGET, "satisfaction": kpi.SATISFACTION_TARGET},
+        "targets_source": kpi.TARGETS_SOURCE,
+        "headline_source": kpi.HEADLINE_SOURCE,
+        "headline": headline.as_json(),
+        "by_source": [r.as_json() for r in by_source],
         "total": total.as_json(),
         "rows": [r.as_json() for r in rows],
     }

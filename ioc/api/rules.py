@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from ioc.alerting.backtest import run_backtest
 from ioc.alerting.service import rules_path
 from ioc.alerting.store import iso_time
+from ioc.alerting.tide_source import site_predictor
 from ioc.api.auth import require_operator, require_viewer
 from rules.language import Problem, Rule, RuleErrors, RuleSet, check_rules, load_rules
 
@@ -147,6 +148,7 @@ async def backtest(body: BacktestIn, request: Request) -> dict[str, Any]:
         ruleset,
         body.from_.timestamp(),
         body.to.timestamp(),
+        tides=site_predictor(request.app.state.runtime.settings),
     )
     return backtest_json(result)
 

@@ -10,6 +10,9 @@
     resolved     → closed (close, or the citizen's rating) | dispatched (reopen)
     closed       → dispatched (reopen)
 
+Beside the steps, an open incident's deadline may be extended once, formally, by the IOC
+(:func:`check_extension`: an operator, with the reason; the status stays).
+
 Pure: no database. :mod:`ioc.incidents.store` applies a step and records it.
 """
 
@@ -128,3 +131,44 @@ def check(step_name: str, current: Status | str, actor: Actor, note: str | None)
     if (step.needs_note or status in step.notes_from) and not (note and note.strip()):
         raise StepError(f"{step_name} needs a note saying why or what was done")
     return step
+
+
+class ExtensionRefused(StepError):
+    """The case already had its one formal extension (answered 409 with when and why)."""
+
+    def __init__(self, message: str, *, extended_at: object, reason: str | None) -> None:
+        super().__init__(message)
+        self.extended_at = extended_at
+        self.reason = reason
+
+
+def check_extension(
+    current: Status | str,
+    actor: Actor,
+    reason: str | None,
+    *,
+    extended_at: object,
+    previous: str | None,
+) -> None:
+    """Whether ``actor`` may extend the deadline of an incident that is ``current`` now.
+
+    One formal extension per case: the deadline the citizen was given may be moved once, by the
+    IOC, saying why (an agency asks the IOC; the IOC grants it). A second is refused with the
+    first one's date and reason, so the caller sees why. A reopened case keeps its extension
+    used."""
+    if actor not in (Actor.OPERATOR, Actor.SYSTEM):
+        raise StepError(f"{actor.value} may not extend a deadline", forbidden=True)
+    status = Status(current)
+    if status not in OPEN:
+        allowed = ", ".join(sorted(s.value for s in OPEN))
+        raise StepError(f"cannot extend the deadline of an incident that is {status.value} "
+                        f"(only {allowed})")  # fmt: skip
+    if extended_at is not None:
+        raise ExtensionRefused(
+            f"the deadline was already extended once (at {extended_at}, reason: {previous!r}); "
+            "a case gets one formal extension",
+            extended_at=extended_at,
+            reason=previous,
+        )
+    if not (reason and reason.strip()):
+        raise StepError("extend needs a reason")

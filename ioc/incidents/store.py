@@ -20,7 +20,15 @@ from psycopg.types.json import Jsonb
 
 from ioc.alerting import store as alert_store
 from ioc.dispatch import outbox
-from ioc.incidents.lifecycle import OPEN, Actor, Status, StepError, check
+from ioc.incidents.lifecycle import (
+    AGENCY_ACTIVE,
+    OPEN,
+    Actor,
+    Status,
+    StepError,
+    check,
+    check_extension,
+)
 from ioc.routing import Routing
 from ioc.settings import DISPLAY_TIMEZONE, Settings
 from ioc.site import Site
@@ -36,7 +44,9 @@ async def _enqueue(conn: psycopg.AsyncConnection, ctx: Context, **kwargs: Any) -
 COLUMNS = """i.id, i.category, i.severity, i.status, i.title, i.description, i.city, i.ward,
     i.lat, i.lon, i.agency_id, i.opened_at, i.deadline_at, i.paused_since, i.dispatched_at,
     i.accepted_at, i.resolved_at, i.closed_at, i.overdue_at, i.rating, i.rating_comment,
-    i.merged_into, i.source_alert_id, i.version, i.updated_at"""
+    i.merged_into, i.source_alert_id, i.version, i.updated_at, i.source, i.first_dispatched_at,
+    i.extended_at, i.extension_reason, i.deadline_before_extension"""
+SOURCES = ("report", "alert", "operator")  # what opened an incident (migration 0011)
 OPEN_SQL = "i.status NOT IN ('resolved', 'closed') AND i.merged_into IS NULL"
 OVERDUE_RULE = "ioc.incident-overdue"  # an alert the IOC raises itself (not from a rule file)
 EARTH_RADIUS_M = 6_371_000.0
@@ -210,6 +220,7 @@ async def open_incident(
     lon: float | None = None,
     agency_id: str | None = None,
     source_alert_id: int | None = None,
+    source: str | None = None,
     at: datetime | None = None,
     note: str | None = None,
     dispatch: bool = True,
@@ -238,11 +249,12 @@ async def open_incident(
         await cur.execute(
             f"""INSERT INTO incidents AS i (category, severity, status, title, description, city,
                    ward, lat, lon, agency_id, opened_at, deadline_at, source_alert_id,
-                   paused_since)
-                VALUES (%s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   paused_since, source)
+                VALUES (%s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                 RETURNING {COLUMNS}""",
             (category, severity, title, description, city, ward, lat, lon, agency, at, deadline,
-             source_alert_id, at if Status.NEW.value in ctx.routing.pause_in_status else None),
+             source_alert_id, at if Status.NEW.value in ctx.routing.pause_in_status else None,
+             _source(source, source_alert_id)),
         )  # fmt: skip
         row = await cur.fetchone()
         assert row is not None
@@ -256,6 +268,14 @@ async def open_incident(
         return await take_step(conn, ctx, row["id"], "dispatch", who, note=None, at=at)
     await _announce(conn, ctx, row, None)
     return row
+
+
+def _source(source: str | None, source_alert_id: int | None) -> str:
+    if source is None:
+        return "alert" if source_alert_id is not None else "operator"
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    return source
 
 
 async def take_step(
@@ -297,6 +317,8 @@ async def take_step(
         }.get(target)
         if stamp is not None:
             sets.append(f"{stamp} = %(at)s")
+        if target is Status.DISPATCHED:  # the IOC's forwarding clock stops at the first one
+            sets.append("first_dispatched_at = coalesce(first_dispatched_at, %(at)s)")
         if step.name == "reopen":
             # the old deadline stands (the KPI counts it); overdue_at is cleared so a reopened
             # incident past it raises a fresh overdue alert on the next pass
@@ -640,7 +662,7 @@ async def split(
         title=_report_title(ctx, first["service_code"], first["ward"]),
         description=first["description"], city=first["city"], ward=first["ward"],
         lat=first["lat"], lon=first["lon"], who=who, note=f"split from #{incident_id}: {note}",
-        dispatch=False,
+        dispatch=False, source="report",  # the reports moved are citizens'
     )  # fmt: skip
     async with conn.cursor(row_factory=dict_row) as cur:
         # reports move before the dispatch, so the agency's message carries them
@@ -797,3 +819,73 @@ async def _resolve_overdue_alert(
     alert = await alert_store.resolve_internal(conn, f"{OVERDUE_RULE}:{row['id']}", at)
     if alert is not None:
         await append(conn, [alert_store.feed_event(alert)])
+
+
+async def extend_deadline(
+    conn: psycopg.AsyncConnection,
+    ctx: Context,
+    incident_id: int,
+    who: Who,
+    *,
+    reason: str,
+    until: datetime | None = None,
+    working_days: float | None = None,
+    hours: float | None = None,
+    at: datetime | None = None,
+    expected_version: int | None = None,
+) -> dict[str, Any]:
+    """The case's one formal extension: its deadline moves to ``until``, or later by
+    ``working_days`` (in the working calendar) or ``hours``, counted from the current deadline.
+    Recorded in the history (``extended``: from, to, reason) and told to the agency
+    (``incident.deadline_extended``). A second extension raises :class:`ExtensionRefused`."""
+    at = at or datetime.now(UTC)
+    if sum(x is not None for x in (until, working_days, hours)) != 1:
+        raise StepError("give exactly one of deadline, working_days, hours")
+    async with conn.cursor(row_factory=dict_row) as cur:
+        row = await _fetch(cur, incident_id, lock=True)
+        if row["merged_into"] is not None:
+            raise StepError(f"incident {incident_id} was merged into {row['merged_into']}")
+        _check_version(row, expected_version)
+        check_extension(
+            row["status"], who.kind, reason, extended_at=_iso(row["extended_at"]),
+            previous=row["extension_reason"],
+        )  # fmt: skip
+        old = row["deadline_at"]
+        if old is None:
+            raise StepError(f"incident {incident_id} has no deadline to extend")
+        if until is not None:
+            if until.tzinfo is None:
+                raise StepError("deadline: needs an offset, e.g. +07:00")
+            new_deadline = until
+        elif working_days is not None:
+            cal = ctx.routing.calendar
+            new_deadline = cal.add_working_time(old, working_days * cal.hours_per_day)
+        else:
+            assert hours is not None
+            new_deadline = old + timedelta(hours=hours)
+        if new_deadline <= old:
+            raise StepError(
+                f"the new deadline {_iso(new_deadline)} is not after the current one {_iso(old)}"
+            )
+        await cur.execute(
+            f"""UPDATE incidents i SET deadline_at = %(new)s, deadline_before_extension = %(old)s,
+                   extended_at = %(at)s, extension_reason = %(reason)s,
+                   overdue_at = CASE WHEN %(new)s > %(at)s THEN NULL ELSE overdue_at END,
+                   version = version + 1, updated_at = now()
+                WHERE id = %(id)s RETURNING {COLUMNS}""",
+            {"new": new_deadline, "old": old, "at": at, "reason": reason.strip(),
+             "id": incident_id},
+        )  # fmt: skip
+        new = await cur.fetchone()
+        assert new is not None
+        await record_event(
+            cur, incident_id, "extended", who, at=at, from_status=row["status"],
+            to_status=row["status"], note=reason.strip(),
+            data={"from": _iso(old), "to": _iso(new_deadline)},
+        )  # fmt: skip
+    if row["overdue_at"] is not None and new["overdue_at"] is None:
+        await _resolve_overdue_alert(conn, row, at)
+    # the agency working on it hears of its new deadline; a new or rejected case has none yet
+    kind = "incident.deadline_extended" if row["status"] in AGENCY_ACTIVE else None
+    await _announce(conn, ctx, new, kind)
+    return new

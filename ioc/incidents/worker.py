@@ -200,7 +200,7 @@ class IncidentWorker:
             conn, self.ctx, category=category, severity="warning",
             title=store.report_title(self.ctx, category, report["ward"]),
             description=report["description"], city=report["city"], ward=report["ward"],
-            lat=report["lat"], lon=report["lon"], who=SYSTEM, dispatch=False,
+            lat=report["lat"], lon=report["lon"], who=SYSTEM, dispatch=False, source="report",
             route_text=f"{report['description'] or ''}\n{report['address'] or ''}",
             at=min(report["received_at"], now),  # the deadline runs from the report's receipt
             note=f"report #{report['id']} ({report['source']})",
