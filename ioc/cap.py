@@ -136,6 +136,10 @@ class AlertFacts:
     alarm_levels: tuple[float, float, float] | None = None
     station: str | None = None
     incident_id: int | None = None
+    # The alert's advisory (salinity: "lấy nước khi triều xuống" with the next low water),
+    # appended to the instruction.
+    advice_vi: str | None = None
+    advice_en: str | None = None
 
     @property
     def alarm_level(self) -> int:
@@ -169,6 +173,9 @@ class Classification:
 CATEGORIES: Final[Mapping[str, tuple[str, ...]]] = {
     "flood": ("Met",),  # CAP 1.2 lists flood under Met ("Meteorological (inc. flood)")
     "rain": ("Met",),
+    # Salinity intrusion spoils the water people and crops use: CAP's "Env" (pollution and other
+    # environmental); QĐ 18/2021 counts it a natural disaster, like flood.
+    "salinity": ("Env",),
     "traffic": ("Transport",),
     "lighting": ("Infra",),
 }
@@ -191,12 +198,14 @@ BY_ALERT_SEVERITY: Final[Mapping[str, tuple[str, str]]] = {
 RESPONSE_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "flood": ("Prepare", "Monitor"),
     "rain": ("Prepare", "Monitor"),
+    "salinity": ("Prepare", "Monitor"),
     "traffic": ("Avoid",),
     "lighting": ("Monitor",),
 }
 VALID_FOR: Final[Mapping[str, timedelta]] = {
     "flood": timedelta(hours=6),  # about half a semi-diurnal tide: the next peak gets an Update
     "rain": timedelta(hours=6),
+    "salinity": timedelta(hours=12),  # one semi-diurnal cycle: the next peak gets an Update
     "traffic": timedelta(hours=2),
     "lighting": timedelta(hours=12),
 }
@@ -205,6 +214,7 @@ CANCEL_VALID_FOR: Final = timedelta(hours=1)
 _EVENTS: Final[Mapping[str, tuple[str, str]]] = {
     "flood": ("Nước lên nhanh, nguy cơ ngập", "Water rising fast, flood risk"),
     "rain": ("Mưa lớn", "Heavy rain"),
+    "salinity": ("Xâm nhập mặn", "Salinity intrusion"),
     "traffic": ("Sự cố giao thông", "Traffic disruption"),
     "lighting": ("Sự cố chiếu sáng công cộng", "Public lighting outage"),
 }
@@ -229,6 +239,14 @@ _INSTRUCTIONS: Final[Mapping[str, tuple[str, str]]] = {
     "rain": (
         "Hạn chế ra đường khi mưa to; đề phòng ngập úng cục bộ.",
         "Stay off the roads in heavy rain; expect local flooding.",
+    ),
+    "salinity": (
+        "Không lấy nước sông, kênh khi triều lên và lúc mặn cao (thường khoảng 5–8 giờ và 18–21 "
+        "giờ); chỉ lấy nước khi triều xuống và đo độ mặn trước khi tưới; trữ nước ngọt cho sinh "
+        "hoạt.",
+        "Take no river or canal water on the flood tide or at the salinity peaks (usually about "
+        "05–08 h and 18–21 h); take water only on the ebb and measure salinity before "
+        "irrigating; store fresh water for household use.",
     ),
     "traffic": (
         "Tránh khu vực, chọn tuyến đường khác và làm theo hướng dẫn của lực lượng Cảnh sát giao "
@@ -271,6 +289,11 @@ def classify(w: AlertFacts, msg_type: MsgType) -> Classification:
         certainty = "Likely" if w.domain == "flood" else "Observed"
         responses = RESPONSE_TYPES[w.domain]
         instruction = _INSTRUCTIONS[w.domain]
+        if w.advice_vi or w.advice_en:
+            instruction = (
+                f"{instruction[0]} {w.advice_vi}." if w.advice_vi else instruction[0],
+                f"{instruction[1]} {w.advice_en}." if w.advice_en else instruction[1],
+            )
     valid_for = VALID_FOR[w.domain]
     if msg_type == "Cancel":
         # The hazard is over: CAP's all-clear (responseType AllClear, urgency Past).

@@ -41,7 +41,7 @@ METRICS: Final[Mapping[str, Mapping[str, Metric]]] = MappingProxyType(
         # river water reads ~0.1‰, sea water ~35‰, a logger above 45‰ is a fault.
         "salinity": _table(
             Metric("salinity_ppt", "‰", 0.0, 45.0, "salinity of the water at the intake"),
-            Metric("water_temp_c", "°C", 0.0, 45.0, "water temperature (conductivity compensation)"),
+            Metric("water_temp_c", "°C", 0.0, 45.0, "water temperature (for conductivity)"),
             _BATTERY,
         ),
         "rain": _table(

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from ioc.devices import Device
 
 M2_PERIOD_S = 12.4206012 * 3600.0
 S2_PERIOD_S = 12.0 * 3600.0
@@ -78,21 +81,35 @@ def next_low_water(
 
 
 def low_water_annotations(
-    tide: TidePredictor,
-    attributes: Mapping[str, object],
-    at: datetime,
-    tz: object,
+    tide: TidePredictor, attributes: Mapping[str, Any], at: datetime, tz: tzinfo
 ) -> dict[str, str]:
     """The advisory's annotations for a salinity station (its ``tide_station`` and
     ``tide_lag_min`` attributes) at ``at``: the next low water in local time (+07:00)."""
     station = str(attributes.get("tide_station") or "")
     if not station:
         return {}
-    lag = timedelta(minutes=float(attributes.get("tide_lag_min", 0) or 0))  # type: ignore[arg-type]
-    low = next_low_water(tide, station, at, lag).astimezone(tz)  # type: ignore[arg-type]
+    lag = timedelta(minutes=float(attributes.get("tide_lag_min") or 0))
+    low = next_low_water(tide, station, at, lag).astimezone(tz)
     when = low.strftime("%H:%M %d/%m")
     return {
         "next_low_water": low.isoformat(timespec="minutes"),
         "advice_vi": f"Lấy nước khi triều xuống: nước ròng kế tiếp khoảng {when}",
         "advice_en": f"Take water on the ebb: next low water about {when}",
     }
+
+
+LOW_WATER = "low-water"  # the `advisory` label value of rules that want the intake window
+
+
+@dataclass(frozen=True, slots=True)
+class LowWaterAdvisor:
+    """The rules engine's advisor (``rules.engine.Advisor``) for ``advisory: low-water``."""
+
+    timezone: str = "Asia/Ho_Chi_Minh"  # the site's (site file, site.timezone)
+    tide: TidePredictor = field(default_factory=SemidiurnalTide)
+
+    def __call__(self, advisory: str, device: Device, t: float) -> Mapping[str, str]:
+        if advisory != LOW_WATER:
+            return {}
+        at = datetime.fromtimestamp(t, UTC)
+        return low_water_annotations(self.tide, device.attributes, at, ZoneInfo(self.timezone))

@@ -23,7 +23,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,10 @@ from rules.language import Rule, RuleSet, compare
 from rules.template import render
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+# An advisor adds annotations to the pending/firing alerts of rules labelled ``advisory: NAME``:
+# (NAME, device, time) → annotations. It must be pure (a prediction from data, no clock or I/O);
+# the rules service passes ioc.low_water's low-water advisor (docs/salinity.md).
+Advisor = Callable[[str, Device, float], Mapping[str, str]]
 # A window buffer never holds more than this many points (oldest dropped first): a device
 # publishing far faster than its rule's window needs cannot grow memory without bound.
 MAX_WINDOW_POINTS = 10_000
@@ -110,7 +114,10 @@ class Series:
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, devices: Iterable[Device]) -> None:
+    def __init__(
+        self, ruleset: RuleSet, devices: Iterable[Device], advisor: Advisor | None = None
+    ) -> None:
+        self._advisor = advisor
         self._devices: dict[str, Device] = {}
         self._transitions: list[Transition] = []
         self._heap: list[
@@ -730,6 +737,10 @@ class Engine:
         ctx["count"] = reason.get("count", "")
         ctx["window"] = _human(s.rule.window_s or s.rule.after_s)
         annotations = {k: render(v, ctx) for k, v in s.rule.annotations.items()}
+        advisory = s.labels.get("advisory")
+        opening = to in (PENDING, FIRING)
+        if advisory and opening and self._advisor is not None and s.device is not None:
+            annotations.update(self._advisor(advisory, s.device, t))
         tr = Transition(
             fingerprint=s.fingerprint,
             rule=s.rule.id,

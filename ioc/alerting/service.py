@@ -44,7 +44,9 @@ from ingest.handoff import Delivery
 from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.devices import Device
+from ioc.low_water import LowWaterAdvisor
 from ioc.settings import Settings
+from ioc.site import load_site
 from ioc.storage import audit
 from ioc.storage import devices as device_store
 from ioc.storage.feed import FeedEvent, append
@@ -111,7 +113,7 @@ class RulesService:
         self._files_mtime = self._mtimes()
         conn = await self._connection()
         devices = await device_store.list_devices(conn, limit=1_000_000)
-        self.engine = Engine(ruleset, devices)
+        self.engine = Engine(ruleset, devices, advisor=_advisor(self._settings))
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(self.engine.rules))
@@ -568,3 +570,12 @@ def compact_backlog(transitions: Sequence[Transition]) -> list[Transition]:
             last_open[tr.fingerprint] = i
     keep.update(first.values(), last.values(), last_open.values())
     return [tr for i, tr in enumerate(transitions) if i in keep]
+
+
+def _advisor(settings: Settings) -> LowWaterAdvisor:
+    """Alerts of rules labelled ``advisory: low-water`` get the next low water (+07:00)."""
+    try:
+        timezone = load_site(settings.site_path()).timezone
+    except (OSError, ValueError):
+        timezone = LowWaterAdvisor().timezone  # the IOC refuses a bad site file elsewhere
+    return LowWaterAdvisor(timezone)

@@ -220,6 +220,8 @@ def _facts(
         alarm_levels=levels,
         station=device["name"] if device and levels else None,
         incident_id=incident_id,
+        advice_vi=ann.get("advice_vi"),
+        advice_en=ann.get("advice_en"),
     )
 
 
