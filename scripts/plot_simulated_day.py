@@ -105,8 +105,8 @@ def plot_salinity(site: Site, models: list[DeviceModel], day: date, out: Path) -
             for d in days
         ]
         season_ax.plot(days, peaks, lw=1, label=m.device.id)
-        t0 = scenario.start
-        ts = [t0 + timedelta(minutes=10 * k) for k in range(int(scenario.duration.total_seconds() // 600))]
+        steps = int(scenario.duration.total_seconds() // 600)
+        ts = [scenario.start + timedelta(minutes=10 * k) for k in range(steps)]
         day_ax.plot(ts, [m.salinity_ppt(t, scenario.conditions_at(t)) for t in ts], lw=1.2,
                     label=m.device.id)  # fmt: skip
     for ax in (season_ax, day_ax):
