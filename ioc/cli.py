@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--no-simulators", action="store_true", help="do not run the simulators")
     demo.add_argument(
         "--scenario",
-        default="vi-thanh-spring-tide-flood",
+        default="vi-thanh-spring-tide",
         help="scenario replayed first, on its time of day yesterday or today, accelerated; the "
         "normal day then goes on in real time (scenarios: `ioc simulate --help`)",
     )
@@ -410,6 +410,7 @@ async def _demo_simulation(
     """The simulators as the demo's field devices: the scenario replayed at ``speed`` on its
     time of day in the recent past (ending about now), then a normal day in real time."""
     from simulators.clock import recent_start
+    from simulators.flood import highest_tide_start
     from simulators.runner import Simulation
     from simulators.scenario import load_scenario
 
@@ -432,6 +433,16 @@ async def _demo_simulation(
 
     try:
         start = recent_start(scenario.start, scenario.duration, speed, datetime.now(zone))
+        # The tide is the real prediction of the replayed day: replay on the recent day with
+        # the highest tide, so that a spring tide in the window tells its story.
+        start, margin = highest_tide_start(site, start, scenario.duration)
+        logging.getLogger("ioc").info(
+            "demo: scenario %s replayed from %s; predicted tide %+.2f m from BĐ III at its "
+            "highest station",
+            scenario.name,
+            start.isoformat(),
+            margin,
+        )
         await run(scenario, start, speed, scenario.duration)
         # catch up from the scenario's end to now (no gap that would read as silent devices),
         # then go on in real time

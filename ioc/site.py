@@ -146,6 +146,8 @@ class Site:
     devices: tuple[Device, ...]
     note: str | None = None
     path: Path | None = None
+    # The tide data file beside the site file (harmonic constituents per station; ioc/tides.py).
+    tides_file: Path | None = None
     cities_by_id: Mapping[str, City] = field(init=False, repr=False, compare=False)
     wards_by_id: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
     agencies_by_id: Mapping[str, Agency] = field(init=False, repr=False, compare=False)
@@ -346,7 +348,7 @@ class _Loader:
 
     def site(self, raw: Any) -> Site:
         top = self.mapping(
-            raw, "", ("site", "cities", "devices"), ("version", "agencies", "alarm_levels")
+            raw, "", ("site", "cities", "devices"), ("version", "agencies", "alarm_levels", "tides")
         )
         version = top.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION or isinstance(version, bool):
@@ -363,6 +365,9 @@ class _Loader:
         agencies = self.agencies(top, {c.id for c in cities}, wards)
         levels = self.alarm_levels(top)
         devices = self.devices(top, cities, levels)
+        tides = top.get("tides")
+        if tides is not None and (not isinstance(tides, str) or not tides.strip()):
+            self.fail("tides", f"expected the name of a tides data file, got {_describe(tides)}")
         return Site(
             name=name,
             timezone=timezone,
@@ -372,6 +377,7 @@ class _Loader:
             alarm_levels=MappingProxyType(levels),
             devices=devices,
             path=self.path,
+            tides_file=self.path.parent / tides.strip() if tides else None,
         )
 
     def cities(self, top: dict[str, Any]) -> tuple[City, ...]:

@@ -85,7 +85,7 @@ def plot_flood(site: Site, models: list[DeviceModel], day: date, out: Path) -> N
             else:
                 ax.xaxis.set_major_formatter(mdates.DateFormatter("%d/%m", tz=LOCAL_TZ))
         axes[row][1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("Flood stations: M2 + S2 tide (spring/neap), season, rain-driven rise")
+    fig.suptitle("Flood stations: predicted tide (M2 S2 N2 K1 O1 Sa Ssa; docs/tides.md), rain")
     fig.tight_layout()
     fig.savefig(out / "sim-flood.png", dpi=110)
     plt.close(fig)

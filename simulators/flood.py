@@ -1,85 +1,81 @@
-"""Flood stations: water level = mean + tide + season + rain-driven rise + scenario offset.
+"""Flood stations: water level = predicted tide + rain-driven rise + scenario offset + noise.
 
-The delta's canals carry a semi-diurnal tide. Two constituents are enough to make it behave:
-M2 (principal lunar, 12 h 25.2 min) and S2 (principal solar, 12 h); their beat is the
-spring/neap cycle of 14.77 days. They are in phase — spring tide — about two days after each new
-and full moon (the "age of the tide" of the Mekong estuaries), anchored to the new moon of
-2026-01-18 19:52 UTC, with spring high waters near 06:00 and 18:00 local time.
+The astronomical tide (mean level, seasonal Sa/Ssa, M2, S2, N2, K1, O1) is ioc.tides's
+prediction from the harmonic constituents of ioc/site_data/tides.yaml, fitted to the published
+peaks of the stations (docs/tides.md): a mixed, mainly semi-diurnal East Sea tide at Phụng Hiệp,
+a mixed tide with a strong diurnal West Sea part at Vị Thanh, the high-water season Sep–Jan with
+the year's highest spring tides in Oct–Dec, which reach BĐ III at Vị Thanh on a few dozen days a
+year without any storm. An urban canal gauge sees its station's tide later and damped (its
+``gauges`` entry in the tide data: lag, amplitude factor, datum offset).
 
-Levels come from the station's alarm levels when the site gives no tidal constants: the M2
-amplitude is 30 % of BĐ III and S2 is 35 % of M2, a seasonal swell (flood season peaking late
-October) of ±8 % of BĐ III, and a mean level placed so that a flood-season spring tide peaks
-40 % of the way from BĐ I to BĐ II. So an ordinary day stays below BĐ I and spring tides reach
-BĐ I, as the 2023–2025 bulletins describe; rain, ``tide_factor`` and ``water_offset_m`` take it
-higher. The attributes ``mean_level_m``, ``tide_m2_m`` and ``tide_s2_m`` override the defaults.
+Scenarios act through ``tide_factor`` (multiplies the tidal part about the seasonal mean),
+``water_offset_m`` (a surge or backed-up drains, by device id or city) and rain: rain raises the
+level through two linear reservoirs (3 h and 24 h), i.e. a lagged, smoothed rise of ≈ 0.15 m for
+100 mm at a hydrological station, more at urban canal gauges.
 
-Rain raises the level through two linear reservoirs (3 h and 24 h), i.e. a lagged, smoothed
-rise of ≈ 0.15 m for 100 mm at a hydrological station, more at urban canal gauges, which also
-lag the station's tide by 10–40 minutes.
+A flood device with no tide data (no ``station`` with constituents and no ``gauges`` entry) keeps
+a flat mean level below its BĐ I: it still answers rain and scenario offsets.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
+from functools import lru_cache
 
 from ioc.devices import Device
+from ioc.site import Site
+from ioc.tides import PACKAGED_TIDES, GaugeTide, TidePredictor, UnknownStation
 from simulators.conditions import NORMAL, Conditions
-from simulators.model import device_key, device_rng, epoch_s, gauss_noise, within_catalogue
+from simulators.model import device_key, epoch_s, gauss_noise, within_catalogue
 from simulators.rain import CityRain, logger_battery_v
 
-M2_PERIOD_S = 12.4206012 * 3600.0
-S2_PERIOD_S = 12.0 * 3600.0
-# Spring tide: new moon 2026-01-18 19:52 UTC + ~2 days, at an S2 high water (23:00 UTC = 06:00
-# local). Both constituents peak here; they do again every 14.77 days.
-SPRING_ANCHOR_S = datetime(2026, 1, 20, 23, 0, tzinfo=UTC).timestamp()
-_YEAR_S = 365.2422 * 86_400.0
-_SEASON_PEAK_S = datetime(2026, 10, 25, tzinfo=UTC).timestamp()
 _STEP_S = 300.0
 _T1_S, _T2_S = 3 * 3600.0, 24 * 3600.0  # fast runoff store, slow canal store
+
+
+@lru_cache(maxsize=1)
+def packaged_tides() -> TidePredictor:
+    """The tide data of the packaged site (used when no predictor is handed in)."""
+    return TidePredictor.load(PACKAGED_TIDES)
 
 
 class FloodStationModel:
     """A water-level station (hydrological station or urban canal gauge)."""
 
-    def __init__(self, device: Device, seed: int, field: CityRain) -> None:
+    def __init__(
+        self, device: Device, seed: int, field: CityRain, tides: TidePredictor | None = None
+    ) -> None:
         self.device = device
         self.interval_s = 300.0
         self.field = field
         a = device.attributes
         self.bd1, self.bd2, self.bd3 = float(a["bd1"]), float(a["bd2"]), float(a["bd3"])
-        self.m2_m = float(a.get("tide_m2_m", 0.30 * self.bd3))
-        self.s2_m = float(a.get("tide_s2_m", 0.35 * self.m2_m))
-        self.season_m = 0.08 * self.bd3
-        spring_peak = self.bd1 + 0.4 * (self.bd2 - self.bd1)
-        default_mean = spring_peak - self.season_m - self.m2_m - self.s2_m
-        self.mean_m = float(a.get("mean_level_m", default_mean))
         self._key = device_key(seed, device.id)
-        rng = device_rng(seed, device.id)
-        if a.get("role") == "urban-gauge":
-            # A gauge up a side canal: the tide arrives later and a little damped; the bed and
-            # datum differ slightly; runoff from the streets raises it more.
-            self.lag_s = rng.uniform(600.0, 2400.0)
-            self.amp_factor = rng.uniform(0.85, 1.0)
-            self.mean_m += rng.uniform(-0.05, 0.02)
-            self.rain_m_per_mm = 0.003
-        else:
-            self.lag_s, self.amp_factor, self.rain_m_per_mm = 0.0, 1.0, 0.002
+        self.tide: GaugeTide | None
+        try:
+            self.tide = (tides if tides is not None else packaged_tides()).for_device(device)
+        except UnknownStation:
+            self.tide = None
+        self.flat_mean_m = self.bd1 - (self.bd3 - self.bd1)
+        # Runoff from the streets raises a side canal more than the river at a station.
+        self.rain_m_per_mm = 0.003 if a.get("role") == "urban-gauge" else 0.002
         self._fast = 0.0  # mm of runoff in the fast store
         self._slow = 0.0  # mm in the slow store; the level rises with it
         self._last_t: float | None = None
 
     def tide_m(self, t: datetime | float) -> float:
-        """Astronomical tide (m about the mean) at this station at ``t``, tide_factor 1."""
-        ts = (t if isinstance(t, float) else epoch_s(t)) - self.lag_s - SPRING_ANCHOR_S
-        return self.amp_factor * (
-            self.m2_m * math.cos(2 * math.pi * ts / M2_PERIOD_S)
-            + self.s2_m * math.cos(2 * math.pi * ts / S2_PERIOD_S)
-        )
+        """Astronomical tide (m about the seasonal mean) at this device at ``t``, tide_factor 1."""
+        if self.tide is None:
+            return 0.0
+        level, mean = self.tide.at(t if isinstance(t, float) else epoch_s(t))
+        return level - mean
 
-    def seasonal_m(self, ts: float) -> float:
-        """Seasonal swell of the mean level: highest with the Mekong flood in late October."""
-        return self.season_m * math.cos(2 * math.pi * (ts - _SEASON_PEAK_S) / _YEAR_S)
+    def mean_level_m(self, t: datetime | float) -> float:
+        """Seasonal mean level (Z0 + Sa + Ssa as this device sees it) at ``t``."""
+        if self.tide is None:
+            return self.flat_mean_m
+        return self.tide.at(t if isinstance(t, float) else epoch_s(t))[1]
 
     def rain_rise_m(self) -> float:
         """Current rise (m) from rain in the catchment, lagged and smoothed."""
@@ -109,13 +105,11 @@ class FloodStationModel:
         """Water level (m above datum) at ``t`` under ``cond``, noise-free."""
         ts = self._advance(t, cond)
         offset = cond.water_offset_m.get(self.device.id, cond.water_offset_m.get(self.device.city))
-        return (
-            self.mean_m
-            + self.seasonal_m(ts)
-            + cond.tide_factor * self.tide_m(ts)
-            + self.rain_rise_m()
-            + (offset or 0.0)
+        # No tide data: a flat mean, so the tide about it is 0.
+        level, mean = (
+            self.tide.at(ts) if self.tide is not None else (self.flat_mean_m, self.flat_mean_m)
         )
+        return mean + cond.tide_factor * (level - mean) + self.rain_rise_m() + (offset or 0.0)
 
     def online(self, t: datetime, cond: Conditions) -> bool:
         """Online unless the scenario silences it."""
@@ -136,3 +130,37 @@ class FloodStationModel:
         """No spontaneous events (alarm levels are the IOC's rules, not the station's)."""
         self._advance(t, cond)
         return []
+
+
+def highest_tide_start(
+    site: Site, start: datetime, duration: timedelta, back_days: int = 5
+) -> tuple[datetime, float]:
+    """Of ``start`` and the ``back_days`` days before it (same time of day), the start whose run
+    holds the highest predicted tide at a hydrological station relative to its BĐ III, and that
+    margin (m; positive: the tide alone crosses BĐ III).
+
+    ``ioc demo`` replays its scenario on a recent day (the IOC refuses readings older than its
+    window); the tide is the real prediction of that day, so the spring-tide story needs the day
+    of the week with the highest tide — a spring tide when one fell in the window.
+    """
+    tides = TidePredictor.from_site(site)
+    stations = [
+        d for d in site.devices
+        if d.kind == "flood" and d.attributes.get("role") == "station"
+        and d.attributes.get("station") in tides.stations
+    ]  # fmt: skip
+    if not stations:
+        return start, float("-inf")
+    best: tuple[datetime, float] | None = None
+    for k in range(back_days + 1):
+        s = start - timedelta(days=k)
+        n = max(2, int(duration / timedelta(minutes=10)) + 1)
+        times = [s + i * duration / (n - 1) for i in range(n)]
+        margin = max(
+            float(tides.for_device(d).level_m(times).max()) - float(d.attributes["bd3"])
+            for d in stations
+        )
+        if best is None or margin > best[1]:
+            best = (s, margin)
+    assert best is not None
+    return best

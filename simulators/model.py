@@ -133,6 +133,7 @@ def build_models(site: Site, seed: int) -> list[DeviceModel]:
     theirs); flood stations and rain gauges of one city share that city's rain field.
     """
     # Imported here: the kind modules import the helpers above.
+    from ioc.tides import TidePredictor
     from simulators.cabinet import CabinetModel
     from simulators.flood import FloodStationModel
     from simulators.lighting import LampModel
@@ -141,6 +142,7 @@ def build_models(site: Site, seed: int) -> list[DeviceModel]:
     from simulators.traffic import CameraModel, DetectorModel
 
     rain = {c.id: CityRain(c.id, seed) for c in site.cities}
+    tides = TidePredictor.from_site(site)
     lamps: dict[str, LampModel] = {}
     for cabinet in site.devices_of(kind="cabinet"):
         phases = int(cabinet.attributes.get("phases", 3) or 3)
@@ -153,7 +155,7 @@ def build_models(site: Site, seed: int) -> list[DeviceModel]:
         elif d.kind == "cabinet":
             models.append(CabinetModel(d, seed, [lamps[x.id] for x in site.lamps_on(d.id)]))
         elif d.kind == "flood":
-            models.append(FloodStationModel(d, seed, rain[d.city]))
+            models.append(FloodStationModel(d, seed, rain[d.city], tides))
         elif d.kind == "rain":
             models.append(RainGaugeModel(d, seed, rain[d.city]))
         elif d.kind == "salinity":

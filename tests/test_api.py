@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 
@@ -150,6 +151,94 @@ async def _committed(runtime: Runtime, n: int) -> bool:
     return runtime.ingest.committed >= n
 
 
+async def test_predicted_tide_of_a_flood_station(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    runtime, http = service
+    from ioc.tides import TidePredictor
+
+    url = "/api/v1/flood/stations/vt-flood-01/tide"
+    q = {"from": "2026-11-26T12:00:00+07:00", "to": "2026-11-27T00:00:00+07:00"}
+    r = await http.get(url, params=q, headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["station"] == "vt-flood-01"
+    assert len(body["points"]) == 73  # every 10 minutes, both ends
+    assert all(p["time"].endswith("+07:00") for p in body["points"] + body["extremes"])
+    expected = TidePredictor.from_site(runtime.site).view("vt-flood-01")
+    first = body["points"][0]
+    assert first["level_m"] == pytest.approx(
+        float(expected.level_m(datetime.fromisoformat(first["time"]))[0]), abs=0.001
+    )
+    highs = [e for e in body["extremes"] if e["kind"] == "high"]
+    assert [e["kind"] for e in body["extremes"]].count("low") >= 1
+    evening = max(highs, key=lambda e: e["level_m"])
+    # the routine spring tide of the vi-thanh-spring-tide scenario: over BĐ III at ~18:30
+    assert 0.78 <= evening["level_m"] <= 0.88
+    assert evening["time"].startswith("2026-11-26T18:")
+    # a gauge's own view: later and damped
+    g = (await http.get("/api/v1/flood/stations/vt-flood-03/tide", params=q, headers=AUTH)).json()
+    g_high = max((e for e in g["extremes"] if e["kind"] == "high"), key=lambda e: e["level_m"])
+    assert g_high["time"] > evening["time"] and g_high["level_m"] < evening["level_m"]
+    # bad ranges name the field; unknown and non-flood devices are 404
+    for params, field in [
+        ({**q, "to": "2026-11-26T11:00:00+07:00"}, "to"),
+        ({**q, "to": "2027-01-26T11:00:00+07:00"}, "to"),
+        ({**q, "from": "2026-11-26T12:00:00"}, "from"),
+        ({**q, "from": "yesterday"}, "from"),
+    ]:
+        r = await http.get(url, params=params, headers=AUTH)
+        assert r.status_code == 422, (params, r.text)
+        assert field in r.json()["message"], (params, r.json())
+    for device in ("nope", "vt-rain-01"):
+        r = await http.get(f"/api/v1/flood/stations/{device}/tide", params=q, headers=AUTH)
+        assert r.status_code == 404 and device in r.json()["message"]
+    # a flood device with its own levels and no station has no tide
+    assert (await http.post("/api/v1/devices", json=NEW_DEVICE, headers=AUTH)).status_code == 201
+    r = await http.get("/api/v1/flood/stations/vt-flood-99/tide", params=q, headers=AUTH)
+    assert r.status_code == 404 and "no tide data" in r.json()["message"]
+
+
+async def test_residual_readings_are_observed_minus_predicted(
+    service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
+) -> None:
+    runtime, http = service
+    from ioc.tides import TidePredictor
+
+    tide = TidePredictor.from_site(runtime.site).view("vt-flood-02")
+    topic = device_topic(
+        settings.mqtt_topic_prefix, "vi-thanh", "flood", "vt-flood-02", "telemetry"
+    )
+    # A whole past hour, one reading every 5 minutes: the predicted tide plus a 0.25 m surge.
+    t0 = (int(time.time()) // 3600 - 3) * 3600
+    times = [t0 + 300 * i for i in range(12)]
+    predicted = tide.level_m(np.array(times, dtype=float))
+    observed = [round(float(p) + 0.25, 3) for p in predicted]
+    publisher.publish_many(
+        [
+            (topic, orjson.dumps({"ts": t * 1000, "seq": i, "metrics": {"water_level_m": v}}))
+            for i, (t, v) in enumerate(zip(times, observed, strict=True))
+        ]
+    )
+    await eventually(lambda: _committed(runtime, 12))
+    q = {
+        "metric": "water_level_residual_m",
+        "from": datetime.fromtimestamp(t0, UTC).isoformat(),
+        "to": datetime.fromtimestamp(t0 + 3600, UTC).isoformat(),
+    }
+    url = "/api/v1/devices/vt-flood-02/readings"
+    raw = (await http.get(url, params=q, headers=AUTH)).json()
+    assert raw["metric"] == "water_level_residual_m"
+    assert [p["value"] for p in raw["points"]] == pytest.approx([0.25] * 12, abs=0.001)
+    hourly = (await http.get(url, params={**q, "bucket": "1h"}, headers=AUTH)).json()
+    (point,) = hourly["points"]
+    assert point["count"] == 12 and point["value"] == pytest.approx(0.25, abs=0.005)
+    assert point["min"] <= point["value"] <= point["max"]
+    # other kinds have no residual; a flood device without tide data is 404
+    r = await http.get("/api/v1/devices/vt-rain-01/readings", params={**q}, headers=AUTH)
+    assert r.status_code == 422 and "metric" in r.json()["message"]
+
+
 async def test_dead_letters_ready_and_metrics(
     service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
 ) -> None:
@@ -243,6 +332,7 @@ async def test_every_route_checks_the_token_and_the_role(
         if (p.startswith("/api/v1/") or p in ("/readyz", "/metrics")) and not p.startswith(_PUBLIC)
     ]  # fmt: skip
     assert len(routes) > 40  # the whole API, not a handful
+    assert ("GET", "/api/v1/flood/stations/1/tide") in routes  # the predicted tide: viewers
     wrong = []
     for method, path in routes:
         r = await http.request(method, path)

@@ -16,9 +16,10 @@ import pytest
 
 from ioc.catalogue import EVENT_TYPES, METRICS
 from ioc.site import Site, load_site
+from ioc.tides import TidePredictor
 from simulators.cabinet import CabinetModel
 from simulators.conditions import NORMAL, Conditions
-from simulators.flood import M2_PERIOD_S, S2_PERIOD_S, SPRING_ANCHOR_S, FloodStationModel
+from simulators.flood import FloodStationModel
 from simulators.lighting import FAULT_TYPES, FORCEABLE_FAULTS, LampModel
 from simulators.model import DeviceModel, Problems, ReportModel, build_models
 from simulators.rain import CityRain, RainGaugeModel
@@ -28,7 +29,9 @@ from simulators.traffic import CameraModel, DetectorModel
 
 VN = timezone(timedelta(hours=7))
 SITE_FILE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
-BEAT_S = 1.0 / (1.0 / S2_PERIOD_S - 1.0 / M2_PERIOD_S)  # spring-neap cycle, ≈ 14.77 days
+# Real new moons (UTC) and the mean synodic month, to date the spring tides against.
+NEW_MOON = datetime(2026, 1, 18, 19, 52, tzinfo=UTC)
+LUNAR = timedelta(days=29.530589)
 
 
 @pytest.fixture(scope="module")
@@ -270,13 +273,7 @@ def test_cabinet_power_loss_takes_its_lamps_offline(site: Site) -> None:
 
 def station(site: Site, device_id: str, seed: int = 7) -> FloodStationModel:
     d = site.device(device_id)
-    return FloodStationModel(d, seed, CityRain(d.city, seed))
-
-
-def spring_time(near: datetime) -> datetime:
-    """The spring-tide instant (M2 and S2 in phase) nearest ``near``."""
-    k = round((near.timestamp() - SPRING_ANCHOR_S) / BEAT_S)
-    return datetime.fromtimestamp(SPRING_ANCHOR_S + k * BEAT_S, VN)
+    return FloodStationModel(d, seed, CityRain(d.city, seed), TidePredictor.from_site(site))
 
 
 def levels(model: FloodStationModel, start: datetime, hours: float, cond: Conditions = NORMAL,
@@ -289,53 +286,64 @@ def levels(model: FloodStationModel, start: datetime, hours: float, cond: Condit
     return out
 
 
-def test_tide_period_is_m2(site: Site) -> None:
-    # 15 days of the dry season (little rain), smoothed over an hour against sensor noise.
+def test_level_is_the_predicted_tide_plus_rain_and_offsets(site: Site) -> None:
+    # The simulator adds rain, offsets and noise to ioc.tides's prediction of the device (an
+    # urban gauge: its station's tide, later and damped), nothing else.
+    model = station(site, "vt-flood-02")
+    view = TidePredictor.from_site(site).view("vt-flood-02")
+    assert view.gauge.lag_min > 0 and view.gauge.amplitude_factor < 1
+    for t in steps(datetime(2026, 2, 1, tzinfo=VN), datetime(2026, 2, 3, tzinfo=VN),
+                   timedelta(minutes=37)):  # fmt: skip
+        level = model.level_m(t, NORMAL)
+        assert level - model.rain_rise_m() == pytest.approx(float(view.level_m(t)[0]), abs=1e-9)
+        surge = Conditions(water_offset_m={"vi-thanh": 0.3})
+        assert model.level_m(t, surge) == pytest.approx(level + 0.3, abs=1e-9)
+        # tide_factor scales the tide about the seasonal mean, not the mean itself
+        tf = Conditions(tide_factor=0.0)
+        assert model.level_m(t, tf) - model.rain_rise_m() == pytest.approx(
+            float(view.mean_m(t)[0]), abs=1e-9
+        )
+
+
+def test_spring_tides_follow_new_and_full_moon(site: Site) -> None:
+    # Phụng Hiệp's East Sea tide: the widest daily range of a half lunar month falls up to four
+    # days after a new or full moon (the age of the tide) — in most half-months: the tide is
+    # mixed, and near the solstices the diurnal part's own fortnightly (declination) cycle can
+    # put the widest day elsewhere.
+    view = TidePredictor.from_site(site).view("nb-flood-01")
+    start = NEW_MOON + 4 * LUNAR
+    on_time = 0
+    for k in range(12):
+        a = start + k * LUNAR / 2 - timedelta(days=4)
+        days = [a + timedelta(days=i) for i in range(15)]
+        ranges = {}
+        for d in days:
+            day = view.level_m([d + timedelta(minutes=10 * i) for i in range(144)])
+            ranges[d] = float(day.max() - day.min())
+        widest = max(ranges, key=lambda d: ranges[d]) + timedelta(hours=12)
+        on_time += timedelta(days=-1) <= widest - (start + k * LUNAR / 2) <= timedelta(days=4)
+        neap = min(ranges.values())
+        assert ranges[widest - timedelta(hours=12)] > 1.3 * neap
+    assert on_time >= 9
+
+
+def test_vi_thanh_spring_tides_cross_bd3_in_the_season_without_a_storm(site: Site) -> None:
     vt = station(site, "vt-flood-01")
-    lv = levels(vt, datetime(2026, 2, 1, tzinfo=VN), 15 * 24)
-    smooth = [sum(lv[i : i + 6]) / 6 for i in range(len(lv) - 6)]
-    mean = sum(smooth) / len(smooth)
-    ups = [i for i in range(1, len(smooth)) if smooth[i - 1] < mean <= smooth[i]]
-    period_h = (ups[-1] - ups[0]) / (len(ups) - 1) * 10 / 60
-    assert period_h == pytest.approx(12.42, abs=5 / 60)
-
-
-def test_spring_range_exceeds_neap_range(site: Site) -> None:
-    vt = station(site, "nb-flood-01")
-    spring = spring_time(datetime(2026, 3, 1, tzinfo=VN))
-    neap = spring + timedelta(seconds=BEAT_S / 2)
-    day = timedelta(hours=12)
-    s = levels(vt, spring - day, 24)
-    n = levels(station(site, "nb-flood-01"), neap - day, 24)
-    assert max(s) - min(s) > 1.5 * (max(n) - min(n))
-    # Spring tides follow new and full moon by about two days: find the largest daily range in
-    # the model's own output (not from its anchor constant) and date it against a real new moon.
-    model = station(site, "nb-flood-01")
-    start = datetime(2026, 3, 1, tzinfo=VN)
-    windows = [start + timedelta(hours=6 * k) for k in range(4 * 15)]
-    ranges = {w: max(x := levels(model, w, 24, every_min=20)) - min(x) for w in windows}
-    widest = max(ranges, key=lambda w: ranges[w]) + timedelta(hours=12)
-    new_moon = datetime(2026, 1, 18, 19, 52, tzinfo=UTC)
-    lunar = timedelta(days=29.530589)
-    phase = (widest - new_moon) % (lunar / 2)
-    assert timedelta(days=0.5) <= phase <= timedelta(days=3.5)
-
-
-def test_vi_thanh_ordinary_days_below_bd1_spring_tides_reach_it(site: Site) -> None:
-    vt = station(site, "vt-flood-01")
+    view = TidePredictor.from_site(site).view("vt-flood-01")
     bd1, bd3 = vt.bd1, vt.bd3
-    spring = spring_time(datetime(2026, 10, 20, tzinfo=VN))
-    neap = spring - timedelta(seconds=BEAT_S / 2)
-    ordinary = levels(vt, neap - timedelta(days=3), 6 * 24)  # neap ± 3 days, flood season
-    assert max(ordinary) < bd1
-    peak = max(levels(vt, spring - timedelta(hours=13), 26))
-    assert bd1 - 0.05 <= peak <= vt.bd2 + 0.05  # "spring tides reach BĐ I–II"
-    # A scenario's higher tide plus an upstream surge crosses BĐ III.
-    surge = Conditions(tide_factor=1.3, water_offset_m={"vi-thanh": 0.2})
-    assert max(levels(vt, spring + timedelta(hours=13), 26, surge)) > bd3
+    # 2026-11-26: the spring tide after the full moon of 24/11 (docs/tides.md's table)
+    peak = max(levels(vt, datetime(2026, 11, 26, 12, tzinfo=VN), 12))
+    assert bd3 < peak < bd3 + 0.13  # bulletins: 0.03–0.13 m above BĐ III
+    # a neap week of the same season stays below BĐ III, and so do the dry season's springs
+    neap = view.level_m([datetime(2026, 11, 16, tzinfo=VN) + timedelta(minutes=10 * i)
+                         for i in range(6 * 144)])  # fmt: skip
+    assert max(neap) < bd3
+    dry = view.level_m([datetime(2026, 3, 15, tzinfo=VN) + timedelta(minutes=10 * i)
+                        for i in range(30 * 144)])  # fmt: skip
+    assert max(dry) < bd3 - 0.1 and max(neap) > bd1
     # An offset by device id wins over the city's.
     own = Conditions(water_offset_m={"vi-thanh": 5.0, "vt-flood-01": 0.0})
-    assert max(levels(vt, spring + timedelta(hours=40), 12, own)) < bd3
+    assert max(levels(vt, datetime(2026, 11, 26, 12, tzinfo=VN), 12, own)) < bd3 + 0.13
 
 
 def test_rain_raises_the_water_level(site: Site) -> None:

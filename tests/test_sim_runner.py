@@ -13,6 +13,7 @@ import textwrap
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
@@ -253,6 +254,8 @@ def test_the_four_scenarios_of_the_issue_ship() -> None:
     assert {
         "normal-day",
         "vi-thanh-spring-tide-flood",
+        "vi-thanh-spring-tide",
+        "vi-thanh-storm-surge",
         "nga-bay-cable-theft",
         "nga-bay-accident",
     } <= set(available_scenarios())
@@ -597,3 +600,67 @@ def test_spring_tide_scenario_crosses_the_three_alarm_levels_at_vi_thanh(site: S
     assert first == sorted(first) and first[0] < first[2]
     assert 0.75 < max(levels) < 1.0  # bulletins: peaks 0.03–0.13 m above BĐ III
     assert levels[-1] < 0.55  # back below BĐ I by the end of the night
+
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def _run(site: Site, name: str, device: str = "vt-flood-01") -> tuple[list[datetime], list[float]]:
+    from simulators.model import build_models
+
+    sc = load_scenario(name)
+    model = next(m for m in build_models(site, 7) if m.device.id == device)
+    times, levels = [], []
+    t = sc.start
+    while t < sc.end:
+        values = model.telemetry(t, sc.conditions_at(t))
+        if values:
+            times.append(t)
+            levels.append(values["water_level_m"])
+        t += timedelta(seconds=model.interval_s)
+    return times, levels
+
+
+def test_routine_spring_tide_crosses_bd3_in_the_evening_without_a_storm(site: Site) -> None:
+    from ioc.tides import TidePredictor
+
+    sc = load_scenario("vi-thanh-spring-tide")
+    assert all(
+        not c.rain_mm_h and not c.water_offset_m and c.tide_factor == 1.0
+        for c in (sc.conditions_at(sc.start + timedelta(minutes=m)) for m in range(0, 540, 30))
+    )
+    times, levels = _run(site, "vi-thanh-spring-tide")
+    first = [next(i for i, v in enumerate(levels) if v >= bd) for bd in (0.55, 0.65, 0.75)]
+    assert first == sorted(first)
+    peak = max(range(len(levels)), key=lambda i: levels[i])
+    assert 0.78 <= levels[peak] <= 0.88  # the bulletins' Oct–Dec peaks
+    assert 17 <= times[peak].astimezone(VN).hour <= 20  # the evening high water
+    assert levels[-1] < 0.55
+    # Nothing but the predicted tide (and the season's light showers): the residual stays small.
+    predicted = TidePredictor.from_site(site).view("vt-flood-01").level_m(times)
+    assert max(abs(o - p) for o, p in zip(levels, predicted, strict=True)) < 0.05
+
+
+def test_storm_surge_crosses_bd3_on_an_ordinary_tide(site: Site) -> None:
+    from ioc.tides import TidePredictor
+
+    times, levels = _run(site, "vi-thanh-storm-surge")
+    predicted = TidePredictor.from_site(site).view("vt-flood-01").level_m(times)
+    assert max(predicted) < 0.75 - 0.1  # the tide alone stays well below BĐ III
+    assert max(levels) > 0.75
+    residual = [o - p for o, p in zip(levels, predicted, strict=True)]
+    assert max(residual) > 0.3 and abs(residual[0]) < 0.05  # the surge is the residual
+
+
+def test_the_demo_replays_on_the_recent_day_with_the_highest_tide(site: Site) -> None:
+    from simulators.flood import highest_tide_start
+
+    # A week after the full moon of 24/11/2026: the replay goes back to the spring tide.
+    start, margin = highest_tide_start(
+        site, datetime(2026, 11, 29, 14, tzinfo=VN), timedelta(hours=9)
+    )
+    assert start.date().isoformat() in ("2026-11-25", "2026-11-26", "2026-11-27")
+    assert start.hour == 14 and margin > 0  # the tide alone crosses BĐ III at a station
+    # At neap there is nothing to go back to within the window: the margin says so.
+    _, neap = highest_tide_start(site, datetime(2026, 11, 19, 14, tzinfo=VN), timedelta(hours=9), 1)
+    assert neap < 0

@@ -8,8 +8,10 @@ a rule. Timeouts below are hang guards, never speed assertions. Screenshots go t
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,19 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
     # Everything has loaded (KPIs answered): the 1920×1080 screenshot for the README.
     await expect(page.locator("#kpis .kpi")).to_have_count(2, timeout=WAIT_MS)
     await expect(page.locator("#water polyline")).to_have_count(1, timeout=WAIT_MS)
+    # Under each station's chart: its next predicted high water, decimal comma, against BĐ.
+    from ioc.tides import TidePredictor
+
+    hw_line = page.locator('#water .next-hw[data-station="vt-flood-01"]')
+    await expect(hw_line).to_contain_text("Đỉnh triều kế tiếp", timeout=WAIT_MS)
+    text = await hw_line.inner_text()
+    assert re.fullmatch(
+        r"Đỉnh triều kế tiếp \d\d:\d\d, \d+,\d\d m — (trên|dưới) BĐ I{1,3} \d+,\d\d m", text
+    ), text
+    view = TidePredictor.from_site(runtime.site).view("vt-flood-01")
+    start = datetime.fromtimestamp(now - 120, UTC)
+    highs = view.high_waters(start, start + timedelta(hours=30))[:2]
+    assert any(f"{level:.2f}".replace(".", ",") + " m" in text for _, level in highs), text
     await shot(page, "wall-1920x1080")
     # The same grid on a 4K wall: everything scales with the viewport, nothing overflows.
     for width, height in ((3840, 2160), (1920, 1080)):

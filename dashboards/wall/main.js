@@ -14,7 +14,7 @@ const state = {
   devices: new Map(),     // id -> {id, name, kind, city, ward, lat, lon, attributes, online, latest}
   alerts: new Map(),      // id -> alert (pending/firing)
   alertSeq: new Map(),    // id -> seq of the last frame applied (a REST reload must not undo it)
-  incidents: [], incidentsAt: 0, kpis: null, water: new Map(),
+  incidents: [], incidentsAt: 0, kpis: null, water: new Map(), nextHw: new Map(),
   filter: { city: "", ward: "", domain: "" },
   muted: localStorage.getItem("ioc.muted") === "1",
   seenCritical: new Set(), detail: null, lastUpdate: null,
@@ -141,8 +141,17 @@ async function loadWater() {
       const r = await api(state.token, `/api/v1/devices/${encodeURIComponent(d.id)}/readings?metric=water_level_m&from=${from.toISOString()}&to=${to.toISOString()}&bucket=10m`);
       state.water.set(d.id, r.points.map((p) => ({ time: p.time, value: p.value })));
     } catch (e) { state.water.set(d.id, []); }
+    await loadNextHighWater(d.id, to);
   }));
   renderAll();
+}
+// The next predicted high water of a station (none when the site has no tide data for it).
+async function loadNextHighWater(id, now) {
+  try {
+    const until = new Date(now.getTime() + 30 * 3600 * 1000);
+    const r = await api(state.token, `/api/v1/flood/stations/${encodeURIComponent(id)}/tide?from=${now.toISOString()}&to=${until.toISOString()}`);
+    state.nextHw.set(id, r.extremes.find((e) => e.kind === "high") || null);
+  } catch (e) { state.nextHw.set(id, null); }
 }
 function updateIncidentLayer() {
   if (map) map.setIncidents(state.incidents.filter((i) => i.lat != null && i.lon != null)
@@ -212,7 +221,8 @@ function renderAll() {
   const devices = [...state.devices.values()];
   // Stations with data first: a chart tells more than a "no data" line.
   const water = [...state.water.entries()].sort((a, b) => (b[1].length > 0) - (a[1].length > 0));
-  swap("water", ...water.map(([id, pts]) => panels.waterChart(withLevels(state.devices.get(id)), pts)));
+  swap("water", ...water.flatMap(([id, pts]) => [panels.waterChart(withLevels(state.devices.get(id)), pts),
+    panels.nextHighWater(withLevels(state.devices.get(id)), state.nextHw.get(id))]));
   swap("rain", panels.rainPanel(devices));
   swap("salinity", salinityPanel(devices, [...state.alerts.values()]));
   swap("lighting", panels.lightingPanel(devices, stateOf, state.energy));

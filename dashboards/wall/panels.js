@@ -141,3 +141,24 @@ export function incidentPanel(i) {
     el("div", {}, `${t("deadline")}: ${fmtTime(i.deadline_at, true)}`),
     el("div", { class: "dim" }, [i.category, i.agency_id, i.city, i.ward].filter(Boolean).join(" · ")));
 }
+
+// The next predicted high water of a flood station (from GET /api/v1/flood/stations/{id}/tide),
+// under its chart: "Đỉnh triều kế tiếp 17:40, 0,78 m — trên BĐ III 0,03 m" (decimal comma in
+// Vietnamese), against the highest alarm level it reaches, or BĐ I when it stays below.
+const HW_CLOCK = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", hour: "2-digit", minute: "2-digit", hour12: false });
+export function nextHighWater(station, hw) {
+  if (!hw) return el("div", { class: "next-hw" }, "");
+  const vi = getLang() === "vi";
+  const num = (v) => (vi ? v.toFixed(2).replace(".", ",") : v.toFixed(2));
+  const levels = ["bd1", "bd2", "bd3"].map((k, i) => [i + 1, station.attributes?.[k]]).filter(([, v]) => v != null);
+  const reached = levels.filter(([, v]) => hw.level_m >= v).at(-1);
+  const [n, ref] = reached || levels[0] || [null, null];
+  let rel = "";
+  if (ref != null) {
+    const name = `BĐ ${"I".repeat(n)}`, d = Math.abs(hw.level_m - ref);
+    rel = vi ? ` — ${reached ? "trên" : "dưới"} ${name} ${num(d)} m` : ` — ${num(d)} m ${reached ? "above" : "below"} ${name}`;
+  }
+  const head = vi ? "Đỉnh triều kế tiếp" : "Next high water";
+  return el("div", { class: "next-hw", dataset: { station: station.id } },
+    `${head} ${HW_CLOCK.format(new Date(hw.time))}, ${num(hw.level_m)} m${rel}`);
+}

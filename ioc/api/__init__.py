@@ -27,6 +27,7 @@ from ioc.api import (
     open311,
     rules,
     site,
+    tides,
 )
 from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
 from ioc.logs import RequestIdMiddleware
@@ -58,6 +59,7 @@ def create_app(runtime: Any) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(site.router)  # /api/v1/site, /api/v1/whoami, /wall/
     app.include_router(lighting.router)  # /api/v1/lighting/energy
+    app.include_router(tides.router)  # /api/v1/flood/stations/{device_id}/tide
     app.add_middleware(audit.AuditMiddleware)  # every successful change, by whom
     settings = runtime.settings
     # Added last, so it runs first: a refused request costs no auth lookup and no audit row.

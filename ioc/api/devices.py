@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
+from ioc.api import tides as tides_api
 from ioc.api.auth import require_provisioning, require_viewer
 from ioc.catalogue import KINDS, METRICS
 from ioc.devices import Device, DeviceError
@@ -149,7 +150,11 @@ async def get_device(device_id: str, request: Request) -> DeviceDetail:
 async def get_readings(
     device_id: str,
     request: Request,
-    metric: str,
+    metric: Annotated[
+        str,
+        Query(description="a metric of the device's kind; flood devices also "
+                          "water_level_residual_m (observed − predicted tide, computed)"),
+    ],
     from_: Annotated[datetime, Query(alias="from", description="RFC 3339 with offset")],
     to: Annotated[datetime | None, Query(description="RFC 3339 with offset; default now")] = None,
     bucket: Annotated[str | None, Query(description="e.g. 30s, 5m, 1h, 1d; omit for raw")] = None,
@@ -159,7 +164,11 @@ async def get_readings(
         device = await store.get_device(conn, device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"device_id: no device {device_id!r}")
-        if metric not in METRICS[device.kind]:
+        # The residual (observed − predicted tide) is computed, not stored: read the level.
+        residual = device.kind == "flood" and metric == tides_api.RESIDUAL_METRIC
+        if residual:
+            tide = tides_api.device_tide(tides_api.predictor(request), device)
+        elif metric not in METRICS[device.kind]:
             raise _unprocessable(
                 "metric",
                 f"{metric!r} is not a {device.kind} metric: {sorted(METRICS[device.kind])}",
@@ -167,7 +176,7 @@ async def get_readings(
         try:
             q = ReadingQuery(
                 device_id=device_id,
-                metric=metric,
+                metric="water_level_m" if residual else metric,
                 start=from_,
                 end=to or datetime.now().astimezone(),
                 bucket=parse_bucket(bucket) if bucket else None,
@@ -175,6 +184,8 @@ async def get_readings(
             rows = await query_readings(conn, runtime.flavour, q)
         except QueryError as exc:
             raise _unprocessable(exc.field, exc.message) from None
+    if residual:
+        rows = tides_api.residual_points(tide, rows, q.bucket)
     return Readings(
         device_id=device_id, metric=metric, bucket=bucket, points=[Point(**r) for r in rows]
     )
