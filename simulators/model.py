@@ -159,7 +159,7 @@ def build_models(site: Site, seed: int) -> list[DeviceModel]:
         elif d.kind == "rain":
             models.append(RainGaugeModel(d, seed, rain[d.city]))
         elif d.kind == "salinity":
-            models.append(SalinityStationModel(d, seed))
+            models.append(SalinityStationModel(d, seed, tides))
         elif d.kind == "traffic":
             if d.attributes.get("role") == "camera":
                 models.append(CameraModel(d, seed))

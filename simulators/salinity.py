@@ -7,11 +7,14 @@ salinity = fresh + (dry_peak − fresh) × season × intrusion × tide shape (+ 
   small in December, high from February to April (maximum in mid-March) and zero again on
   1 June.
 - **Tide shape**: the salt comes in with the flood tide and goes out on the ebb, so salinity
-  follows the station's tide ``tide_lag_min`` later (an hour or so: the wedge's peak lags high
-  water). The tide is the shared M2 + S2 curve of ``ioc.low_water`` (spring high waters near
-  06:00 and 18:00 local), so the daily peaks fall at 05–08 h and 18–21 h as the Hậu Giang
-  bulletins report, higher at spring tides and lower at neaps; at low water a tenth of the
-  intrusion stays (the wedge does not leave at once).
+  follows the predicted tide of the station's ``tide_station`` (``ioc.tides``, the harmonic
+  prediction the flood stations use) ``tide_lag_min`` later. The tide about its seasonal mean,
+  as a share of a spring high water (``SPRING_SHARE`` of the sum of the constituents'
+  amplitudes), becomes ``0.1 + 0.9·h²`` with ``h`` from 0 (low) to 1 (spring high water): peaks
+  twice a day, higher at spring tides, the morning one higher in the dry season (the diurnal
+  inequality), in March at 05–08 h and 18–21 h local as the Hậu Giang bulletins report; at low
+  water a tenth of the intrusion stays (the wedge does not leave at once). A station without a
+  prediction gets the shape's mean, 0.55, all day.
 - **Magnitude** per station (``dry_peak_ppt``, calibrated on the bulletins in salinity.yaml): an
   ordinary dry season brings ~3‰ to the Xà No near Vị Thanh (West-Sea salt up the Cái Lớn) and
   ~0.4‰ to the Cái Côn at Ngã Bảy (East-Sea salt up the Hậu river).
@@ -22,10 +25,10 @@ salinity = fresh + (dry_peak − fresh) × season × intrusion × tide shape (+ 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ioc.devices import Device
-from ioc.low_water import SemidiurnalTide
+from ioc.tides import SEASONAL, GaugeTide, TidePredictor, UnknownStation
 from simulators.conditions import Conditions
 from simulators.model import LOCAL_TZ, device_key, epoch_s, gauss_noise, within_catalogue
 from simulators.rain import logger_battery_v
@@ -33,7 +36,10 @@ from simulators.rain import logger_battery_v
 FRESH_PPT = 0.08  # river water outside the salt season (a conductivity logger's fresh reading)
 RESIDUAL_AT_LOW_WATER = 0.1  # share of the intrusion still there at low water
 SEASON_SHAPE = 1.25  # x**1.25 moves the bump's maximum from early to mid March
-_TIDE = SemidiurnalTide()
+# A spring high water is about this share of the sum of the tidal constituents' amplitudes (the
+# constituents are never all in phase; ioc/site_data/tides.yaml, March 2026: 0.83 at both).
+SPRING_SHARE = 0.8
+NO_TIDE_SHAPE = 0.55  # the tide shape's mean over a cycle, for a station without a prediction
 
 
 def season_factor(t: datetime) -> float:
@@ -51,17 +57,36 @@ def season_factor(t: datetime) -> float:
 class SalinityStationModel:
     """A conductivity/salinity logger at an intake."""
 
-    def __init__(self, device: Device, seed: int) -> None:
+    def __init__(self, device: Device, seed: int, tides: TidePredictor) -> None:
         self.device = device
         self.interval_s = 600.0  # every 10 minutes, as intake salinity loggers commonly report
         a = device.attributes
         self.peak_ppt = float(a.get("dry_peak_ppt", 1.0))
-        self.lag = timedelta(minutes=float(a.get("tide_lag_min", 60)))
+        self.lag_s = 60.0 * float(a.get("tide_lag_min", 60))
         self._key = device_key(seed, device.id)
+        self._tide: GaugeTide | None = None
+        self._spring_m = 1.0
+        station = str(a.get("tide_station") or "")
+        try:
+            self._tide = tides.view(station)
+            self._spring_m = (
+                SPRING_SHARE
+                * sum(
+                    c.amplitude_m
+                    for c in tides.station(station).constituents
+                    if c.name not in SEASONAL
+                )
+                or 1.0
+            )
+        except UnknownStation:
+            self._tide = None
 
     def tide_shape(self, t: datetime) -> float:
-        """0 … 1: how far the wedge is in, following the tide ``lag`` earlier."""
-        high = (_TIDE.normalised(t - self.lag) + 1.0) / 2.0
+        """0.1 … 1: how far the wedge is in, following the tide ``tide_lag_min`` earlier."""
+        if self._tide is None:
+            return NO_TIDE_SHAPE
+        level, mean = self._tide.at(epoch_s(t) - self.lag_s)
+        high = min(1.0, max(0.0, ((level - mean) / self._spring_m + 1.0) / 2.0))
         return RESIDUAL_AT_LOW_WATER + (1.0 - RESIDUAL_AT_LOW_WATER) * high * high
 
     def intrusion(self, cond: Conditions) -> float:

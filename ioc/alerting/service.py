@@ -50,6 +50,7 @@ from ioc.site import load_site
 from ioc.storage import audit
 from ioc.storage import devices as device_store
 from ioc.storage.feed import FeedEvent, append
+from ioc.tides import TidePredictor
 from rules.engine import Engine, Transition
 from rules.language import DEFAULT_PACK, Problem, RuleErrors, RuleSet, load_rules, rule_files
 from rules.matchers import parse_matcher
@@ -573,9 +574,10 @@ def compact_backlog(transitions: Sequence[Transition]) -> list[Transition]:
 
 
 def _advisor(settings: Settings) -> LowWaterAdvisor:
-    """Alerts of rules labelled ``advisory: low-water`` get the next low water (+07:00)."""
+    """Alerts of rules labelled ``advisory: low-water`` get the next low water (+07:00) from the
+    site's tide prediction (none without a tide data file: then no advisory annotations)."""
     try:
-        timezone = load_site(settings.site_path()).timezone
-    except (OSError, ValueError):
-        timezone = LowWaterAdvisor().timezone  # the IOC refuses a bad site file elsewhere
-    return LowWaterAdvisor(timezone)
+        site = load_site(settings.site_path())
+        return LowWaterAdvisor(TidePredictor.from_site(site), site.timezone)
+    except (OSError, ValueError):  # the IOC refuses a bad site or tide file elsewhere
+        return LowWaterAdvisor(TidePredictor({}))
