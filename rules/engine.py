@@ -23,7 +23,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,10 @@ from rules.template import render
 from rules.tide import HighWater, TideSource
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+# An advisor adds annotations to the pending/firing alerts of rules labelled ``advisory: NAME``:
+# (NAME, device, time) → annotations. It must be pure (a prediction from data, no clock or I/O);
+# the rules service passes ioc.low_water's low-water advisor (docs/salinity.md).
+Advisor = Callable[[str, Device, float], Mapping[str, str]]
 # A window buffer never holds more than this many points (oldest dropped first): a device
 # publishing far faster than its rule's window needs cannot grow memory without bound.
 MAX_WINDOW_POINTS = 10_000
@@ -123,9 +127,14 @@ class Series:
 
 class Engine:
     def __init__(
-        self, ruleset: RuleSet, devices: Iterable[Device], tide: TideSource | None = None
+        self,
+        ruleset: RuleSet,
+        devices: Iterable[Device],
+        tide: TideSource | None = None,
+        advisor: Advisor | None = None,
     ) -> None:
         self._tide = tide  # predicted astronomical tide for residual/forecast rules, if any
+        self._advisor = advisor
         self._devices: dict[str, Device] = {}
         self._transitions: list[Transition] = []
         self._heap: list[
@@ -812,6 +821,10 @@ class Engine:
             judged = s.reading if risk.on == "reading" else s.value
             attrs = s.device.attributes if s.device is not None else {}
             risk_level = risk.level_for(judged, attrs)
+        advisory = s.labels.get("advisory")
+        opening = to in (PENDING, FIRING)
+        if advisory and opening and self._advisor is not None and s.device is not None:
+            annotations.update(self._advisor(advisory, s.device, t))
         tr = Transition(
             fingerprint=s.fingerprint,
             rule=s.rule.id,

@@ -20,7 +20,8 @@ export const TEXT = {
     deadline: "Hạn xử lý", station: "Trạm",
     statuses: { new: "Mới", dispatched: "Đã giao", accepted: "Đã nhận", in_progress: "Đang xử lý",
                 resolved: "Đã xử lý", closed: "Đã đóng", rejected: "Từ chối" },
-    domains: { flood: "Ngập", rain: "Mưa", lighting: "Chiếu sáng", traffic: "Giao thông" },
+    domains: { flood: "Ngập", rain: "Mưa", lighting: "Chiếu sáng", traffic: "Giao thông", salinity: "Xâm nhập mặn" },
+    salinity: "Độ mặn",
   },
   en: {
     title: "Hậu Giang IOC — Operations wall", lastUpdate: "Last update", map: "Map",
@@ -40,7 +41,8 @@ export const TEXT = {
     deadline: "Deadline", station: "Station",
     statuses: { new: "New", dispatched: "Dispatched", accepted: "Accepted", in_progress: "In progress",
                 resolved: "Resolved", closed: "Closed", rejected: "Rejected" },
-    domains: { flood: "Flood", rain: "Rain", lighting: "Lighting", traffic: "Traffic" },
+    domains: { flood: "Flood", rain: "Rain", lighting: "Lighting", traffic: "Traffic", salinity: "Salinity" },
+    salinity: "Salinity",
   },
 };
 

@@ -4,6 +4,7 @@ import { Feed } from "./feed.js";
 import { WallMap } from "./map.js";
 import { sortedAlerts, renderAlerts, silenceBody, beep } from "./alerts.js";
 import * as panels from "./panels.js";
+import { salinityPanel } from "./salinity.js";
 import { el } from "./dom.js";
 import { t, getLang, setLang, fmtTime, fmtClock } from "./i18n.js";
 
@@ -223,6 +224,7 @@ function renderAll() {
   swap("water", ...water.flatMap(([id, pts]) => [panels.waterChart(withLevels(state.devices.get(id)), pts),
     panels.nextHighWater(withLevels(state.devices.get(id)), state.nextHw.get(id))]));
   swap("rain", panels.rainPanel(devices));
+  swap("salinity", salinityPanel(devices, [...state.alerts.values()]));
   swap("lighting", panels.lightingPanel(devices, stateOf, state.energy));
   swap("traffic", panels.trafficPanel(devices));
   swap("incidents", panels.incidentsPanel(state.incidents, state.incidentsAt, (id) => pick("incident", id)));
