@@ -24,12 +24,15 @@ _UNIT_WORDS = ("Phường", "Xã", "Thị trấn", "Thành phố", "Tỉnh", "Qu
 def number(value: float, decimals: int = 0, lang: str = "vi") -> str:
     """``value`` with ``decimals`` places: ``1.234,5`` in Vietnamese, ``1,234.5`` in English."""
     text = f"{value:,.{decimals}f}"
-    if lang != "vi":
-        return text
-    return text.translate(_VI_SEPARATORS)
+    return vi_separators(text) if lang == "vi" else text
 
 
 _VI_SEPARATORS = str.maketrans({",": ".", ".": ","})
+
+
+def vi_separators(formatted: str) -> str:
+    """A number Python formatted (``1,234.5``) with Vietnamese separators (``1.234,5``)."""
+    return formatted.translate(_VI_SEPARATORS)
 
 
 def percent(ratio: float, lang: str = "vi") -> str:

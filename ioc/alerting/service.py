@@ -44,7 +44,10 @@ from ingest.handoff import Delivery
 from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.devices import Device
+from ioc.names import Names
+from ioc.routing import load_routing
 from ioc.settings import Settings
+from ioc.site import load_site
 from ioc.storage import audit
 from ioc.storage import devices as device_store
 from ioc.storage.feed import FeedEvent, append
@@ -111,13 +114,18 @@ class RulesService:
         self._files_mtime = self._mtimes()
         conn = await self._connection()
         devices = await device_store.list_devices(conn, limit=1_000_000)
-        self.engine = Engine(ruleset, devices)
+        self.engine = Engine(ruleset, devices, self._label_names().in_sentence)
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(self.engine.rules))
         await self._restore(conn)
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
         return self
+
+    def _label_names(self) -> Names:
+        """Names for the ids in group annotations ("Phường Ngã Bảy", not "phuong-nga-bay")."""
+        site = load_site(self._settings.site_path())
+        return Names(site, load_routing(self._settings.routing_path(), site))
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()

@@ -730,7 +730,7 @@ async def mark_overdue(
                 "city": row["city"] or "", "ward": row["ward"] or "", "domain": "incidents",
             },
             annotations={
-                "summary_vi": f"Sự vụ #{row['id']} quá hạn xử lý ({row['title']})",
+                "summary_vi": f"Sự cố #{row['id']} quá hạn xử lý ({row['title']})",
                 "summary_en": f"Incident #{row['id']} is past its deadline ({row['title']})",
             },
             at=now,
