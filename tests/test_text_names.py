@@ -10,7 +10,7 @@ check is in tests/test_wall_e2e.py. No database or broker: the engine and the ti
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -144,7 +144,7 @@ def test_the_formatter_writes_numbers_and_times_the_vietnamese_way() -> None:
     assert localise_numbers("0.82 m vượt 0.75 m, đèn 01-002 lúc 18:05", "vi") == (
         "0,82 m vượt 0,75 m, đèn 01-002 lúc 18:05"
     )
-    t = datetime(2026, 10, 27, 11, 5, tzinfo=timezone.utc)
+    t = datetime(2026, 10, 27, 11, 5, tzinfo=UTC)
     assert when(t) == "18:05 27/10/2026" and when(t, "en") == "27/10/2026 18:05"
     assert in_sentence("Phường Vị Tân") == "phường Vị Tân"
     assert (
