@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from ioc.routing import Routing
     from ioc.site import Site
 
+# The channels a citizen's report comes by (reports.source), as people call them.
+CHANNEL_NAMES = {
+    "app": ("ứng dụng", "the app"),
+    "hotline": ("đường dây nóng", "the hotline"),
+    "zalo": ("Zalo", "Zalo"),
+    "open311": ("cổng phản ánh", "the reporting portal"),
+}
+
+
+def channel_name(source: str, lang: str = "vi") -> str:
+    names = CHANNEL_NAMES.get(source)
+    return (names[1] if lang == "en" else names[0]) if names else source
+
+
 # Label names whose values are device ids (a cabinet is a device of kind cabinet).
 _DEVICE_LABELS = ("device_id", "cabinet", "device")
 

@@ -281,8 +281,10 @@ async def test_reports_open_join_and_dispatch(desk: Desk) -> None:
     late = await desk.report(*NEAR_A, at=now + after)
     await desk.worker.run_once(now + after)
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", late) != incident_id
-    kinds = [h["kind"] for h in await store.history(desk.db, incident_id)]
-    assert kinds == ["opened", "dispatch", "report_joined"]
+    history = await store.history(desk.db, incident_id)
+    assert [h["kind"] for h in history] == ["opened", "dispatch", "report_joined"]
+    # the opening note is written for people: the channel by its name, no id
+    assert history[0]["note"] == f"Mở từ phản ánh #{first} qua ứng dụng"
 
 
 async def test_same_report_category_elsewhere_is_its_own_incident(desk: Desk) -> None:

@@ -596,7 +596,7 @@ async def split(
         conn, ctx, category=first["service_code"], severity=src["severity"],
         title=_report_title(ctx, first["service_code"], first["ward"]),
         description=first["description"], city=first["city"], ward=first["ward"],
-        lat=first["lat"], lon=first["lon"], who=who, note=f"split from #{incident_id}: {note}",
+        lat=first["lat"], lon=first["lon"], who=who, note=f"Tách từ sự cố #{incident_id}: {note}",
         dispatch=False,
     )  # fmt: skip
     async with conn.cursor(row_factory=dict_row) as cur:
