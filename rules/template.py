@@ -87,6 +87,8 @@ def render(text: str, context: Mapping[str, Any], lang: str | None = None) -> st
         if spec and isinstance(value, int | float) and not isinstance(value, bool):
             try:
                 formatted = format(value, spec)
+                if spec.endswith("%"):  # "45 %": a space before the sign, as in both styles
+                    formatted = formatted[:-1] + " %"
                 out.append(vi_separators(formatted) if lang == "vi" else formatted)
                 continue
             except ValueError:

@@ -125,6 +125,8 @@ def test_every_alert_text_of_the_site_names_things_and_writes_vietnamese_numbers
     bd3 = next(tr for tr in transitions if tr.rule == "flood-bd3")
     assert re.search(r"\d,\d\d m", bd3.annotations["summary_vi"])  # 0,85 m
     assert re.search(r"\d\.\d\d m", bd3.annotations["summary_en"])  # 0.85 m
+    jam = next(tr for tr in transitions if tr.rule == "traffic-severe-congestion")
+    assert re.search(r"\d %", jam.annotations["summary_vi"])  # "5 %", a space before the sign
 
 
 def test_incident_titles_name_the_category_and_the_ward(site: Site, routing: Routing) -> None:
