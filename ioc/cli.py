@@ -368,9 +368,9 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                     f"    curl -H 'Authorization: Bearer {token}' "
                     f"'{url}/api/v1/devices/{example_id}/readings?metric={metric}"
                     f"&from={today}T00:00:00%2B07:00&bucket=5m'",
-                    "  Citizens' reports (simulated at "
-                    f"{args.report_factor or 'the demo factor of'}x their real volume of about 20"
-                    " a month a city) and alerts open incidents, dispatched to the simulated",
+                    f"  Citizens' reports (simulated at {_demo_report_factor(args):g}x their real "
+                    "volume of about 20 a month a city) and alerts open incidents, dispatched to "
+                    "the simulated",
                     "  agencies, who accept and resolve them within minutes; citizens rate them:",
                     f"    curl -H 'Authorization: Bearer {token}' "
                     f"'{url}/api/v1/incidents?open=true'",
@@ -387,6 +387,12 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
             simulation.cancel()
             agencies.cancel()
     return 0
+
+
+def _demo_report_factor(args: argparse.Namespace) -> float:
+    from simulators.reports import DEMO_FACTOR
+
+    return DEMO_FACTOR if args.report_factor is None else float(args.report_factor)
 
 
 async def _demo_agencies(settings: Settings, runtime: Runtime, url: str) -> None:
