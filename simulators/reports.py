@@ -155,8 +155,11 @@ class ReportModel:
                 continue
             if road not in roads[d.city]:
                 roads[d.city].append(road)
-            if d.ward and road not in by_ward.setdefault(d.ward, []):
-                by_ward[d.ward].append(road)
+            # by where the device stands, not its ward label: a label may be a former ward's id
+            # (an alias since the 2025 merger) while reports land in the current units
+            ward = next((w for w in self._wards[d.city] if w.contains(d.lat, d.lon)), None)
+            if ward is not None and road not in by_ward.setdefault(ward.id, []):
+                by_ward[ward.id].append(road)
         self._roads = roads
         self._roads_by_ward = by_ward
         # Rain of the last hours per city (mm, emptying with storm_memory_h): storms' aftermath.
@@ -265,6 +268,13 @@ class ReportModel:
                 return lat, lon
         return (lat0 + lat1) / 2, (lon0 + lon1) / 2  # a degenerate outline
 
+    def _ward_of(self, d: Device) -> Ward | None:
+        """The device's ward (an alias resolves as the site resolves it), else the one it is in."""
+        try:
+            return self.site.ward(d.ward) if d.ward else None
+        except KeyError:
+            return next((w for w in self._wards[d.city] if w.contains(d.lat, d.lon)), None)
+
     def _road(self, city: str, ward: str | None = None) -> str | None:
         roads = self._roads_by_ward.get(ward or "") or self._roads.get(city)
         return self._rng.choice(roads) if roads else None
@@ -306,10 +316,11 @@ class ReportModel:
                     111_320.0 * math.cos(math.radians(d.lat))
                 )
                 road = d.attributes.get("road")
-                ward = self.site.wards_by_id.get(d.ward or "")
+                ward = self._ward_of(d)
                 if not isinstance(road, str):
-                    road = self._road(d.city, d.ward)
+                    road = self._road(d.city, ward.id if ward else None)
                 # Near a problem, say what the problem looks like (a dark street, not a day burner).
-                text = self._describe(cat.near or cat.templates, road, ward.name if ward else "")
+                place = ward.name if ward else self.site.city(d.city).name
+                text = self._describe(cat.near or cat.templates, road, place)
                 out.append((self._when(a, span_h), d.city, category, lat, lon, text))
         return out
