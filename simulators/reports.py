@@ -5,8 +5,8 @@ about 20 reports a month a city on an ordinary day (Báo Hậu Giang, Feb 2024, 
 over the categories, shaped by the hour of the day (people report while awake) and multiplied by
 ``Conditions.report_boost["city/category"]``. Bursts come from the scenario's conditions: rain and
 drains backing up (water offset) bring flooding reports on a flood evening, and the rain of the
-last hours brings fallen trees and dark streets after a storm. ``factor`` multiplies everything
-(the demo's amplification; 1 = real volumes).
+last hours brings fallen trees and dark streets after a storm. ``factor`` multiplies the
+ordinary volume (the demo's amplification; 1 = real volumes).
 
 A report lands at a uniform point inside one of the city's wards (urban wards, phường, four times
 as likely as rural communes, xã), with a Vietnamese text naming a road of that ward and a spot
@@ -127,7 +127,8 @@ def road_phrase(road: str) -> str:
 class ReportModel:
     """Citizen reports for every city of the site; deterministic for (site, seed, calls).
 
-    ``factor`` multiplies every rate (ordinary, bursts, near problems): 1 is the real volume
+    ``factor`` multiplies the ordinary volume (not the bursts nor the reports near problems,
+    which already come within minutes of their cause): 1 is the real volume
     (``simulators/reports.yaml``), ``DEMO_FACTOR`` what ``ioc demo`` uses to show reports
     within minutes.
     """
@@ -171,7 +172,9 @@ class ReportModel:
         volume shaped by the hour of day, plus flood-evening and after-storm bursts."""
         boost = cond.report_boost.get(f"{city}/{category}", 1.0)
         hour = hourly_factor(t)
-        rate = self._categories[category].per_day / 24.0 * hour
+        # the demo's factor amplifies the ordinary trickle only: bursts already come within
+        # minutes of their cause, and thirty times a flood evening's would bury the wall
+        rate = self._categories[category].per_day / 24.0 * hour * self.factor
         d = self.data
         if category == "ngap-nuoc":
             # water in the streets is reported at any hour while it is there
@@ -181,7 +184,7 @@ class ReportModel:
         per_100 = d.after_storm_per_100mm.get(category)
         if per_100:
             rate += per_100 * self._storm_mm.get(city, 0.0) / 100.0 * hour
-        return rate * boost * self.factor
+        return rate * boost
 
     def reports(
         self, t0: datetime, t1: datetime, cond: Conditions, problems: Problems
@@ -309,7 +312,7 @@ class ReportModel:
         cat = self._categories[category]
         for d in sorted(devices, key=lambda x: x.id):
             boost = cond.report_boost.get(f"{d.city}/{category}", 1.0)
-            n = poisson(self._rng, per_h * boost * self.factor * span_h)
+            n = poisson(self._rng, per_h * boost * span_h)
             for _ in range(n):
                 lat = d.lat + self._rng.gauss(0.0, _NEAR_SD_M) / 111_320.0
                 lon = d.lon + self._rng.gauss(0.0, _NEAR_SD_M) / (

@@ -121,13 +121,19 @@ def test_a_flood_evening_and_the_morning_after_bring_bursts(site: Site) -> None:
     )
 
 
-def test_the_demo_factor_multiplies_every_rate(site: Site) -> None:
+def test_the_demo_factor_multiplies_the_ordinary_volume_not_the_bursts(site: Site) -> None:
     t = datetime(2026, 3, 3, 9, tzinfo=VN)
     plain, demo = ReportModel(site, 1), ReportModel(site, 1, DEMO_FACTOR)
     for cat in DATA.categories:
         assert demo.rate_per_h("nga-bay", cat.id, t, NORMAL) == pytest.approx(
             DEMO_FACTOR * plain.rate_per_h("nga-bay", cat.id, t, NORMAL)
         )
+    # a flood evening adds the same burst at any factor: 30 × ten flooding reports would bury
+    # the wall, and the burst already comes within minutes of the rain
+    storm = Conditions(rain_mm_h={"vi-thanh": 60.0}, water_offset_m={"vi-thanh": 0.1})
+    burst = [m.rate_per_h("vi-thanh", "ngap-nuoc", t, storm)
+             - m.rate_per_h("vi-thanh", "ngap-nuoc", t, NORMAL) for m in (plain, demo)]  # fmt: skip
+    assert burst[0] == pytest.approx(burst[1]) and burst[0] > 1.0
     week = run(ReportModel(site, 2, DEMO_FACTOR), datetime(2026, 3, 2, tzinfo=VN), 7 * 24)
     expected = 2 * DATA.per_city_per_month * 12 / 365 * 7 * DEMO_FACTOR
     assert len(week) == pytest.approx(expected, rel=0.15)
