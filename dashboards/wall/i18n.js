@@ -19,12 +19,12 @@ export const TEXT = {
     on: "Sáng", off: "Tắt", faulty: "Hỏng", tonightKwh: "kWh tối nay", lastWeekKwh: "tuần trước", congestion: "Ùn tắc", close: "Đóng", device: "Thiết bị",
     agencyView: "Sự cố của đơn vị", role: "Vai trò", noData: "Chưa có dữ liệu", status: "Trạng thái",
     deadline: "Hạn xử lý", station: "Trạm", agency: "Đơn vị xử lý", category: "Lĩnh vực phản ánh",
-    statuses: { new: "Mới", dispatched: "Đã chuyển đơn vị", accepted: "Đơn vị đã nhận", in_progress: "Đang xử lý",
-                resolved: "Đã xử lý xong", closed: "Đã đóng", rejected: "Đơn vị từ chối" },
+    statuses: { new: "Mới", dispatched: "Đã chuyển", accepted: "Đã nhận việc", in_progress: "Đang xử lý",
+                resolved: "Đã xử lý xong", closed: "Đã đóng", rejected: "Bị từ chối" },
     domains: { flood: "Ngập", rain: "Mưa", lighting: "Chiếu sáng", traffic: "Giao thông" },
     kinds: { flood: "Trạm đo mực nước", rain: "Trạm đo mưa", lighting: "Đèn chiếu sáng", cabinet: "Tủ điện chiếu sáng", traffic: "Thiết bị giao thông" },
     roles: { admin: "Quản trị", operator: "Điều hành viên", viewer: "Người xem" },
-    units: { h: "giờ", min: "phút" },
+    units: { h: "giờ", min: "ph" },  // "ph" (phút) to fit a countdown in the incident row
     metrics: {
       water_level_m: "Mực nước", battery_v: "Điện áp pin", rain_rate_mm_h: "Cường độ mưa", rain_mm: "Lượng mưa",
       rain_24h_mm: "Mưa 24 giờ", dim_level_pct: "Mức độ sáng", power_w: "Công suất", voltage_v: "Điện áp",

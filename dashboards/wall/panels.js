@@ -71,12 +71,17 @@ export function lightingPanel(devices, stateOf, energy) {
   if (!cabinets.size) return el("div", { class: "empty" }, t("noData"));
   const kwh = new Map((energy?.cabinets || []).map((c) => [c.cabinet, c]));
   const num = (v) => fmtNumber(v, 1);
+  // Cabinets by name; the words every name starts with ("Tủ điện chiếu sáng số") go to the
+  // column's header once, so the rows keep what tells them apart ("03 – đường Hùng Vương").
+  const names = new Map([...cabinets.keys()].map((cab) => [cab, nameOf("device", cab)]));
+  const prefix = commonWords([...names.values()]);
+  const short = (cab) => names.get(cab).slice(prefix.length).trim() || names.get(cab);
   const table = el("table", { class: "ranked" },
-    el("tr", {}, el("th", {}, ""), el("th", { class: "num" }, t("on")), el("th", { class: "num" }, t("off")),
+    el("tr", {}, el("th", {}, prefix), el("th", { class: "num" }, t("on")), el("th", { class: "num" }, t("off")),
       el("th", { class: "num" }, t("faulty")), el("th", { class: "num" }, t("tonightKwh")),
       el("th", { class: "num" }, t("lastWeekKwh"))),
     [...cabinets.entries()].sort((a, b) => b[1].faulty - a[1].faulty || a[0].localeCompare(b[0])).slice(0, 8)
-      .map(([cab, c]) => el("tr", { class: c.faulty ? "warm" : "" }, el("td", {}, nameOf("device", cab)),
+      .map(([cab, c]) => el("tr", { class: c.faulty ? "warm" : "" }, el("td", { class: "name", title: names.get(cab) }, short(cab)),
         el("td", { class: "num" }, c.on), el("td", { class: "num" }, c.off), el("td", { class: "num" }, c.faulty),
         el("td", { class: "num" }, num(kwh.get(cab)?.tonight_kwh)),
         el("td", { class: "num" }, num(kwh.get(cab)?.last_week_kwh)))));
@@ -86,6 +91,15 @@ export function lightingPanel(devices, stateOf, energy) {
   return el("div", {}, table, el("div", { class: "dim" },
     `${t("tonightKwh")}: ${num(energy.tonight_kwh)} · ${t("lastWeekKwh")}: ${num(energy.last_week_kwh)}` +
     (change == null ? "" : ` (${change >= 0 ? "+" : ""}${fmtNumber(change)} %)`)));
+}
+
+// The whole words all names start with ("" when fewer than two names or nothing in common).
+function commonWords(names) {
+  if (names.length < 2) return "";
+  const split = names.map((n) => n.split(" "));
+  let k = 0;
+  while (split.every((w) => k < w.length - 1 && w[k] === split[0][k])) k += 1;
+  return split[0].slice(0, k).join(" ");
 }
 
 // Open incidents by status; countdown from seconds_left at the time it was fetched.
