@@ -154,10 +154,8 @@ class AgencyDesk:
         try:
             await asyncio.sleep(self._delay(self._pace.accept_s))
             first_time = iid not in self._rejected
-            if (
-                first_time
-                and kind == "incident.dispatched"
-                and (self._rng.random() < self._pace.reject_p)
+            if first_time and kind == "incident.dispatched" and (
+                self._rng.random() < self._pace.reject_p
             ):
                 r = await http.post(f"{base}/reject", headers=auth, json={"note": _REJECT_NOTE})
                 if r.status_code == 200:
