@@ -232,7 +232,7 @@ def plot_reports(site: Site, seed: int, day: date, out: Path) -> None:
     model = ReportModel(site, seed)
     start = datetime.combine(day, datetime.min.time(), LOCAL_TZ)
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
-    for _ in range(30):  # a month of days folded onto one, for a readable hourly shape
+    for _ in range(365):  # a year folded onto one day: ~20 a month a city is too few for a day
         for h in range(24):
             t = start + timedelta(hours=h)
             for _city, _channel, p in model.reports(t, t + timedelta(hours=1), NORMAL, Problems()):
@@ -244,10 +244,12 @@ def plot_reports(site: Site, seed: int, day: date, out: Path) -> None:
         ax.bar(range(24), ys, bottom=bottom, label=category)
         bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
     ax.set_xlabel("hour of day (local)")
-    ax.set_ylabel("reports (30 days, both cities)")
+    ax.set_ylabel("reports (a year, both cities)")
     ax.legend(fontsize=7, ncol=4)
     ax.grid(alpha=0.3)
-    fig.suptitle("Citizen reports: Poisson by city and category, shaped by the hour of day")
+    fig.suptitle(
+        "Citizen reports at real volume (~20 a month a city): by category and hour of day, a year"
+    )
     fig.tight_layout()
     fig.savefig(out / "sim-reports.png", dpi=110)
     plt.close(fig)

@@ -46,6 +46,8 @@ from ioc.alerting import store
 from ioc.alerting.tide_source import PredictedTide, site_predictor
 from ioc.devices import Device
 from ioc.low_water import LowWaterAdvisor
+from ioc.names import Names
+from ioc.routing import load_routing
 from ioc.settings import Settings
 from ioc.site import load_site
 from ioc.storage import audit
@@ -128,7 +130,11 @@ class RulesService:
                 site_predictor(self._settings), lambda d: self._device(d)
             )
         self.engine = Engine(
-            ruleset, devices, tide=self._tide, advisor=_advisor(self._settings)
+            ruleset,
+            devices,
+            tide=self._tide,
+            advisor=_advisor(self._settings),
+            names=self._label_names().in_sentence,
         )
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
@@ -136,6 +142,11 @@ class RulesService:
         await self._restore(conn)
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
         return self
+
+    def _label_names(self) -> Names:
+        """Names for the ids in group annotations ("Phường Ngã Bảy", not "phuong-nga-bay")."""
+        site = load_site(self._settings.site_path())
+        return Names(site, load_routing(self._settings.routing_path(), site))
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()

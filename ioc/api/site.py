@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ioc.api.auth import Caller, authenticate, require_viewer
+from ioc.names import junction_names
 
 router = APIRouter(tags=["site"])
 
@@ -40,7 +41,7 @@ async def whoami(caller: Annotated[Caller, Depends(authenticate)]) -> dict[str, 
 @router.get("/api/v1/site", dependencies=[Depends(require_viewer)])
 async def site(request: Request) -> dict[str, Any]:
     """Cities and ward outlines (GeoJSON FeatureCollection, lon/lat), flood stations' alarm
-    levels, agencies and incident categories."""
+    levels, junction names, agencies and incident categories."""
     runtime = request.app.state.runtime
     s = runtime.site
     wards = [
@@ -75,6 +76,8 @@ async def site(request: Request) -> dict[str, Any]:
             }
             for key, lv in s.alarm_levels.items()
         ],
+        # junctions by name: traffic devices carry only the junction's id
+        "junctions": [{"id": k, "name": v} for k, v in sorted(junction_names(s).items())],
         "agencies": [
             {"id": a.id, "name_vi": a.name_vi, "name_en": a.name_en, "domains": list(a.domains)}
             for a in s.agencies
