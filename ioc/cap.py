@@ -138,6 +138,10 @@ class AlertFacts:
     station: str | None = None
     incident_id: int | None = None
     risk_level: int | None = None  # QĐ 18/2021/QĐ-TTg, from the alert's rule (1-5)
+    # The alert's advisory (salinity: "lấy nước khi triều xuống" with the next low water),
+    # appended to the instruction.
+    advice_vi: str | None = None
+    advice_en: str | None = None
 
     @property
     def alarm_level(self) -> int:
@@ -171,6 +175,9 @@ class Classification:
 CATEGORIES: Final[Mapping[str, tuple[str, ...]]] = {
     "flood": ("Met",),  # CAP 1.2 lists flood under Met ("Meteorological (inc. flood)")
     "rain": ("Met",),
+    # Salinity intrusion spoils the water people and crops use: CAP's "Env" (pollution and other
+    # environmental); QĐ 18/2021 counts it a natural disaster, like flood.
+    "salinity": ("Env",),
     "traffic": ("Transport",),
     "lighting": ("Infra",),
 }
@@ -193,12 +200,14 @@ BY_ALERT_SEVERITY: Final[Mapping[str, tuple[str, str]]] = {
 RESPONSE_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "flood": ("Prepare", "Monitor"),
     "rain": ("Prepare", "Monitor"),
+    "salinity": ("Prepare", "Monitor"),
     "traffic": ("Avoid",),
     "lighting": ("Monitor",),
 }
 VALID_FOR: Final[Mapping[str, timedelta]] = {
     "flood": timedelta(hours=6),  # about half a semi-diurnal tide: the next peak gets an Update
     "rain": timedelta(hours=6),
+    "salinity": timedelta(hours=12),  # one semi-diurnal cycle: the next peak gets an Update
     "traffic": timedelta(hours=2),
     "lighting": timedelta(hours=12),
 }
@@ -207,6 +216,7 @@ CANCEL_VALID_FOR: Final = timedelta(hours=1)
 _EVENTS: Final[Mapping[str, tuple[str, str]]] = {
     "flood": ("Nước lên nhanh, nguy cơ ngập", "Water rising fast, flood risk"),
     "rain": ("Mưa lớn", "Heavy rain"),
+    "salinity": ("Xâm nhập mặn", "Salinity intrusion"),
     "traffic": ("Sự cố giao thông", "Traffic disruption"),
     "lighting": ("Sự cố chiếu sáng công cộng", "Public lighting outage"),
 }
@@ -231,6 +241,14 @@ _INSTRUCTIONS: Final[Mapping[str, tuple[str, str]]] = {
     "rain": (
         "Hạn chế ra đường khi mưa to; đề phòng ngập úng cục bộ.",
         "Stay off the roads in heavy rain; expect local flooding.",
+    ),
+    "salinity": (
+        "Không lấy nước sông, kênh khi triều lên và lúc mặn cao (thường khoảng 5–8 giờ và 18–21 "
+        "giờ); chỉ lấy nước khi triều xuống và đo độ mặn trước khi tưới; trữ nước ngọt cho sinh "
+        "hoạt.",
+        "Take no river or canal water on the flood tide or at the salinity peaks (usually about "
+        "05–08 h and 18–21 h); take water only on the ebb and measure salinity before "
+        "irrigating; store fresh water for household use.",
     ),
     "traffic": (
         "Tránh khu vực, chọn tuyến đường khác và làm theo hướng dẫn của lực lượng Cảnh sát giao "
@@ -279,6 +297,11 @@ def classify(w: AlertFacts, msg_type: MsgType) -> Classification:
         # in 24 h is risk level 1 ("low"), Minor — not Severe for being a "critical" alert
         # (ioc/site_data/risk_levels.yaml says why each level maps where it does)
         severity = risk.cap_severity
+    if w.advice_vi or w.advice_en:
+        instruction = (
+            f"{instruction[0]} {w.advice_vi}." if w.advice_vi else instruction[0],
+            f"{instruction[1]} {w.advice_en}." if w.advice_en else instruction[1],
+        )
     valid_for = VALID_FOR[w.domain]
     if msg_type == "Cancel":
         # The hazard is over: CAP's all-clear (responseType AllClear, urgency Past).

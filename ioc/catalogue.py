@@ -36,6 +36,14 @@ METRICS: Final[Mapping[str, Mapping[str, Metric]]] = MappingProxyType(
             Metric("water_level_m", "m", -5.0, 15.0, "water level above the station datum"),
             _BATTERY,
         ),
+        # Salinity station at an intake (dry-season salt intrusion, docs/salinity.md). Salinity
+        # in parts per thousand (‰ = g/kg, practical salinity ≈ g/L in brackish water); fresh
+        # river water reads ~0.1‰, sea water ~35‰, a logger above 45‰ is a fault.
+        "salinity": _table(
+            Metric("salinity_ppt", "‰", 0.0, 45.0, "salinity of the water at the intake"),
+            Metric("water_temp_c", "°C", 0.0, 45.0, "water temperature (for conductivity)"),
+            _BATTERY,
+        ),
         "rain": _table(
             Metric("rain_rate_mm_h", "mm/h", 0.0, 500.0, "rain intensity over the interval"),
             Metric("rain_mm", "mm", 0.0, 500.0, "rain fallen during the reporting interval"),
@@ -84,6 +92,7 @@ EVENT_TYPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
     {
         "flood": frozenset({"sensor_fault", "tamper", "low_battery"}),
         "rain": frozenset({"sensor_fault", "tamper", "low_battery"}),
+        "salinity": frozenset({"sensor_fault", "tamper", "low_battery"}),
         "lighting": frozenset(
             {
                 "lamp_failure",

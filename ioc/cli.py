@@ -43,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (smoke runs)"
     )
+    demo.add_argument(
+        "--report-factor",
+        type=float,
+        default=None,
+        help="multiply the simulated citizen reports' real volume (~20 a month a city) so the "
+        "demo shows some within minutes (default: demo_factor in simulators/reports.yaml, 30)",
+    )
     sub.add_parser("serve", help="production: external database and broker (IOC_* settings)")
     sub.add_parser("ingest", help="MQTT ingest worker only (no HTTP); run several for scale-out")
     sim = sub.add_parser(
@@ -326,7 +333,9 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
         simulation = None
         if not args.no_simulators:
             simulation = tasks.create_task(
-                _demo_simulation(settings, runtime.site, args.scenario, args.speed)
+                _demo_simulation(
+                    settings, runtime.site, args.scenario, args.speed, args.report_factor
+                )
             )
             agencies = tasks.create_task(_demo_agencies(settings, runtime, url))
         example = next((d for d in runtime.site.devices if d.kind == "traffic"), None)
@@ -359,7 +368,9 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                     f"    curl -H 'Authorization: Bearer {token}' "
                     f"'{url}/api/v1/devices/{example_id}/readings?metric={metric}"
                     f"&from={today}T00:00:00%2B07:00&bucket=5m'",
-                    "  Citizens' reports and alerts open incidents, dispatched to the simulated",
+                    f"  Citizens' reports (simulated at {_demo_report_factor(args):g}x their real "
+                    "volume of about 20 a month a city) and alerts open incidents, dispatched to "
+                    "the simulated",
                     "  agencies, who accept and resolve them within minutes; citizens rate them:",
                     f"    curl -H 'Authorization: Bearer {token}' "
                     f"'{url}/api/v1/incidents?open=true'",
@@ -376,6 +387,12 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
             simulation.cancel()
             agencies.cancel()
     return 0
+
+
+def _demo_report_factor(args: argparse.Namespace) -> float:
+    from simulators.reports import DEMO_FACTOR
+
+    return DEMO_FACTOR if args.report_factor is None else float(args.report_factor)
 
 
 async def _demo_agencies(settings: Settings, runtime: Runtime, url: str) -> None:
@@ -405,14 +422,19 @@ async def _demo_agencies(settings: Settings, runtime: Runtime, url: str) -> None
 
 
 async def _demo_simulation(
-    settings: Settings, site: Site, scenario_name: str, speed: float
+    settings: Settings, site: Site, scenario_name: str, speed: float, report_factor: float | None
 ) -> None:
     """The simulators as the demo's field devices: the scenario replayed at ``speed`` on its
-    time of day in the recent past (ending about now), then a normal day in real time."""
+    time of day in the recent past (ending about now), then a normal day in real time. Citizen
+    reports are amplified (``report_factor``, default the data file's ``demo_factor``): at the
+    real ~20 a month a city a demo would show one a day."""
     from simulators.clock import recent_start
     from simulators.flood import highest_tide_start
-    from simulators.runner import Simulation
+    from simulators.reports import DEMO_FACTOR
+    from simulators.runner import Simulation, amplified_reports
     from simulators.scenario import load_scenario
+
+    reports = amplified_reports(DEMO_FACTOR if report_factor is None else report_factor)
 
     zone = ZoneInfo(DISPLAY_TIMEZONE)
     scenario = load_scenario(scenario_name)
@@ -428,6 +450,7 @@ async def _demo_simulation(
             duration=duration,
             topic_prefix=settings.mqtt_topic_prefix,
             final_offline=False,
+            reports=reports,
         )
         await sim.arun()
 

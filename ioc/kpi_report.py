@@ -29,6 +29,7 @@ from ioc.kpi import (
     month_range,
 )
 from ioc.settings import DISPLAY_TIMEZONE
+from ioc.wording import number
 
 _ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
 
@@ -176,7 +177,7 @@ _SECOND: Final = "#90a4ae"
 
 
 def _rate_text(v: float | None) -> str:
-    return "—" if v is None else f"{v * 100:.1f} %"
+    return "—" if v is None else f"{number(v * 100, 1)} %"  # Vietnamese first: 95,3 %
 
 
 def _met_text(v: bool | None) -> str:
@@ -191,7 +192,7 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     hours = seconds / 3600
-    return f"{hours:.1f} giờ" if hours < 48 else f"{hours / 24:.1f} ngày"
+    return f"{number(hours, 1)} giờ" if hours < 48 else f"{number(hours / 24, 1)} ngày"
 
 
 def rate_chart(
@@ -226,11 +227,11 @@ def rate_chart(
         colour = _GOOD if value >= target else _BAD
         parts.append(
             f'<rect x="{label_w}" y="{y + 4}" width="{bar_w * min(value, 1.0):.1f}" height="16" '
-            f'fill="{colour}"><title>{escape(label)}: {value * 100:.1f} %</title></rect>'
+            f'fill="{colour}"><title>{escape(label)}: {_rate_text(value)}</title></rect>'
         )
         parts.append(
             f'<text x="{label_w + bar_w * min(value, 1.0) + 4:.1f}" y="{y + 16}">'
-            f"{value * 100:.1f} %</text>"
+            f"{_rate_text(value)}</text>"
         )
     bottom = top + row_h * max(len(items), 1)
     parts.append(

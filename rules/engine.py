@@ -23,7 +23,7 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,10 @@ from rules.template import render
 from rules.tide import HighWater, TideSource
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+# An advisor adds annotations to the pending/firing alerts of rules labelled ``advisory: NAME``:
+# (NAME, device, time) → annotations. It must be pure (a prediction from data, no clock or I/O);
+# the rules service passes ioc.low_water's low-water advisor (docs/salinity.md).
+Advisor = Callable[[str, Device, float], Mapping[str, str]]
 # A window buffer never holds more than this many points (oldest dropped first): a device
 # publishing far faster than its rule's window needs cannot grow memory without bound.
 MAX_WINDOW_POINTS = 10_000
@@ -121,11 +125,27 @@ class Series:
     event_times: deque[float] | None = None  # group over events
 
 
+# Display name of a label value, by (label, value, language): annotations are read by people,
+# who read "Phường Ngã Bảy", not "phuong-nga-bay" (the caller knows the site; the engine does not).
+LabelNames = Callable[[str, str, str], str]
+
+
+def _no_names(label: str, value: str, lang: str) -> str:
+    return value
+
+
 class Engine:
     def __init__(
-        self, ruleset: RuleSet, devices: Iterable[Device], tide: TideSource | None = None
+        self,
+        ruleset: RuleSet,
+        devices: Iterable[Device],
+        tide: TideSource | None = None,
+        advisor: Advisor | None = None,
+        names: LabelNames | None = None,
     ) -> None:
         self._tide = tide  # predicted astronomical tide for residual/forecast rules, if any
+        self._advisor = advisor
+        self.names: LabelNames = names or _no_names
         self._devices: dict[str, Device] = {}
         self._transitions: list[Transition] = []
         self._heap: list[
@@ -803,15 +823,28 @@ class Engine:
         ctx["clear"] = s.clear if s.clear is not None else ""
         ctx["metric"] = s.rule.select.metric or ""
         ctx["count"] = reason.get("count", "")
-        ctx["window"] = _human(s.rule.window_s or s.rule.after_s)
+        window_s = s.rule.window_s or s.rule.after_s
         ctx.setdefault("peak", {})
-        annotations = {k: render(v, ctx) for k, v in s.rule.annotations.items()}
+        annotations = {}
+        for key, text in s.rule.annotations.items():
+            # summary_vi is Vietnamese: decimal comma, units in words, a group's members by name
+            lang = key.rsplit("_", 1)[-1] if key.endswith(("_vi", "_en")) else None
+            ctx["window"] = _human(window_s, lang)
+            if s.device is None and "group" in ctx:
+                ctx["group"] = {
+                    k: self._label_name(k, v, lang or "vi") for k, v in s.context["group"].items()
+                }
+            annotations[key] = render(text, ctx, lang)
         risk_level: int | None = None
         risk = s.rule.risk
         if risk is not None:
             judged = s.reading if risk.on == "reading" else s.value
             attrs = s.device.attributes if s.device is not None else {}
             risk_level = risk.level_for(judged, attrs)
+        advisory = s.labels.get("advisory")
+        opening = to in (PENDING, FIRING)
+        if advisory and opening and self._advisor is not None and s.device is not None:
+            annotations.update(self._advisor(advisory, s.device, t))
         tr = Transition(
             fingerprint=s.fingerprint,
             rule=s.rule.id,
@@ -831,6 +864,12 @@ class Engine:
         self._transitions.append(tr)
         if to in (FIRING, "resolved") and s.rule.type != "group":
             self._source_changed(s, to, t)
+
+    def _label_name(self, label: str, value: str, lang: str) -> str:
+        # a cabinet (or any device) the engine knows is named from its own record, which also
+        # covers devices registered through the API after the site file was read
+        device = self._devices.get(value) if label in ("cabinet", "device_id") else None
+        return device.name if device is not None else self.names(label, value, lang)
 
     def _schedule(self, s: Series, deadline: float | None) -> None:
         s.token += 1
@@ -962,11 +1001,12 @@ def _window_value(rule: Rule, w: deque[tuple[float, float]], total: float) -> fl
     return total
 
 
-def _human(seconds: float) -> str:
+def _human(seconds: float, lang: str | None = None) -> str:
+    vi = lang == "vi"
     if seconds <= 0:
         return ""
     if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)} h"
+        return f"{int(seconds // 3600)} {'giờ' if vi else 'h'}"
     if seconds % 60 == 0:
-        return f"{int(seconds // 60)} min"
-    return f"{int(seconds)} s"
+        return f"{int(seconds // 60)} {'phút' if vi else 'min'}"
+    return f"{int(seconds)} {'giây' if vi else 's'}"

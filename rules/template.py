@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from ioc.wording import vi_separators
+
 _FIELD = re.compile(
     r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)(?::([0-9.,+ <>^#%a-zA-Z-]*))?\}"
 )
@@ -65,10 +67,11 @@ def _compile(text: str) -> tuple[_Part, ...]:
     return tuple(parts)
 
 
-def render(text: str, context: Mapping[str, Any]) -> str:
+def render(text: str, context: Mapping[str, Any], lang: str | None = None) -> str:
     """Fill the fields from ``context`` (nested dicts); a field not found stays visible as
     written rather than blank. Templates are parsed once and cached (rendering is on the
-    engine's hot path: every transition renders its messages)."""
+    engine's hot path: every transition renders its messages). With ``lang="vi"`` numbers
+    formatted by a spec are written the Vietnamese way (``0,85``; ``ioc.wording``)."""
     out: list[str] = []
     for literal, path, spec in _compile(text):
         if path is None:
@@ -86,7 +89,10 @@ def render(text: str, context: Mapping[str, Any]) -> str:
                 break
         if spec and isinstance(value, int | float) and not isinstance(value, bool):
             try:
-                out.append(format(value, spec))
+                formatted = format(value, spec)
+                if spec.endswith("%"):  # "45 %": a space before the sign, as in both styles
+                    formatted = formatted[:-1] + " %"
+                out.append(vi_separators(formatted) if lang == "vi" else formatted)
                 continue
             except ValueError:
                 pass

@@ -28,6 +28,8 @@ from simulators.flood import FloodStationModel
 from simulators.lighting import LampModel
 from simulators.model import LOCAL_TZ, DeviceModel, Problems, ReportModel, build_models
 from simulators.rain import RainGaugeModel
+from simulators.salinity import SalinityStationModel
+from simulators.scenario import SCENARIO_DIR, load_scenario
 from simulators.traffic import DetectorModel
 
 SITE_FILE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
@@ -86,6 +88,41 @@ def plot_flood(site: Site, models: list[DeviceModel], day: date, out: Path) -> N
     fig.suptitle("Flood stations: predicted tide (M2 S2 N2 K1 O1 Sa Ssa; docs/tides.md), rain")
     fig.tight_layout()
     fig.savefig(out / "sim-flood.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_salinity(site: Site, models: list[DeviceModel], day: date, out: Path) -> None:
+    """A dry season (daily peaks, Nov–Jun) and the intrusion scenario's day, whatever ``day``
+    is: salinity is zero in the rainy season."""
+    stations = [m for m in models if isinstance(m, SalinityStationModel)]
+    scenario = load_scenario(SCENARIO_DIR / "dry-season-salinity-intrusion.yaml")
+    fig, (season_ax, day_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    start = datetime(2025, 11, 15, tzinfo=LOCAL_TZ)
+    for m in stations:
+        days = [start + timedelta(days=d) for d in range(215)]
+        peaks = [
+            max(m.salinity_ppt(d + timedelta(minutes=20 * k), NORMAL) for k in range(72))
+            for d in days
+        ]
+        season_ax.plot(days, peaks, lw=1, label=m.device.id)
+        steps = int(scenario.duration.total_seconds() // 600)
+        ts = [scenario.start + timedelta(minutes=10 * k) for k in range(steps)]
+        day_ax.plot(ts, [m.salinity_ppt(t, scenario.conditions_at(t)) for t in ts], lw=1.2,
+                    label=m.device.id)  # fmt: skip
+    for ax in (season_ax, day_ax):
+        for value, colour, name in ((0.5, "gold", "domestic 0.5‰"), (1.0, "orange", "rice 1‰"),
+                                    (4.0, "red", "4‰")):  # fmt: skip
+            ax.axhline(value, color=colour, ls="--", lw=1, label=name)
+        ax.set_ylabel("salinity (‰)")
+        ax.grid(alpha=0.3)
+    season_ax.set_title("Daily peak, ordinary dry season (Dec–May)")
+    season_ax.xaxis.set_major_formatter(mdates.DateFormatter("%m/%y", tz=LOCAL_TZ))
+    day_ax.set_title(f"Scenario {scenario.name}, {scenario.start:%d/%m/%Y}")
+    hour_axis(day_ax)
+    day_ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("Salinity stations: dry-season salt wedge following the predicted tide")
+    fig.tight_layout()
+    fig.savefig(out / "sim-salinity.png", dpi=110)
     plt.close(fig)
 
 
@@ -195,7 +232,7 @@ def plot_reports(site: Site, seed: int, day: date, out: Path) -> None:
     model = ReportModel(site, seed)
     start = datetime.combine(day, datetime.min.time(), LOCAL_TZ)
     counts: dict[str, list[int]] = defaultdict(lambda: [0] * 24)
-    for _ in range(30):  # a month of days folded onto one, for a readable hourly shape
+    for _ in range(365):  # a year folded onto one day: ~20 a month a city is too few for a day
         for h in range(24):
             t = start + timedelta(hours=h)
             for _city, _channel, p in model.reports(t, t + timedelta(hours=1), NORMAL, Problems()):
@@ -207,10 +244,12 @@ def plot_reports(site: Site, seed: int, day: date, out: Path) -> None:
         ax.bar(range(24), ys, bottom=bottom, label=category)
         bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
     ax.set_xlabel("hour of day (local)")
-    ax.set_ylabel("reports (30 days, both cities)")
+    ax.set_ylabel("reports (a year, both cities)")
     ax.legend(fontsize=7, ncol=4)
     ax.grid(alpha=0.3)
-    fig.suptitle("Citizen reports: Poisson by city and category, shaped by the hour of day")
+    fig.suptitle(
+        "Citizen reports at real volume (~20 a month a city): by category and hour of day, a year"
+    )
     fig.tight_layout()
     fig.savefig(out / "sim-reports.png", dpi=110)
     plt.close(fig)
@@ -225,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     site = load_site(args.site)
-    for plot in (plot_flood, plot_rain, plot_lighting, plot_cabinet, plot_traffic):
+    for plot in (plot_flood, plot_salinity, plot_rain, plot_lighting, plot_cabinet, plot_traffic):
         plot(site, build_models(site, args.seed), args.date, args.out)  # fresh models per plot
     plot_reports(site, args.seed, args.date, args.out)
     print(f"wrote {', '.join(sorted(p.name for p in args.out.glob('sim-*.png')))} to {args.out}")

@@ -40,6 +40,9 @@ class Conditions:
     silent_devices: frozenset[str] = frozenset()
     # Citizen-report rate multiplier by "city/category".
     report_boost: Mapping[str, float] = field(default_factory=_empty)
+    # Dry-season salt intrusion multiplier (low Mekong flow, strong sea tides), by salinity
+    # device id or city id; 1 = an ordinary dry season (simulators/salinity.py).
+    salinity_factor: Mapping[str, float] = field(default_factory=_empty)
 
 
 NORMAL = Conditions()

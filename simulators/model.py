@@ -8,7 +8,8 @@ cabinet that sums its lamps or the lamp itself). Never the global RNG nor ``hash
 process).
 
 One module per kind builds its models: :mod:`simulators.flood`, :mod:`simulators.rain`,
-:mod:`simulators.lighting`, :mod:`simulators.cabinet`, :mod:`simulators.traffic`; citizen
+:mod:`simulators.lighting`, :mod:`simulators.cabinet`, :mod:`simulators.traffic`,
+:mod:`simulators.salinity`; citizen
 reports, which are not devices, are :class:`simulators.reports.ReportModel` (also importable
 from here).
 """
@@ -137,6 +138,7 @@ def build_models(site: Site, seed: int) -> list[DeviceModel]:
     from simulators.flood import FloodStationModel
     from simulators.lighting import LampModel
     from simulators.rain import CityRain, RainGaugeModel
+    from simulators.salinity import SalinityStationModel
     from simulators.traffic import CameraModel, DetectorModel
 
     rain = {c.id: CityRain(c.id, seed) for c in site.cities}
@@ -156,6 +158,8 @@ def build_models(site: Site, seed: int) -> list[DeviceModel]:
             models.append(FloodStationModel(d, seed, rain[d.city], tides))
         elif d.kind == "rain":
             models.append(RainGaugeModel(d, seed, rain[d.city]))
+        elif d.kind == "salinity":
+            models.append(SalinityStationModel(d, seed, tides))
         elif d.kind == "traffic":
             if d.attributes.get("role") == "camera":
                 models.append(CameraModel(d, seed))

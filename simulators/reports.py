@@ -1,118 +1,112 @@
 """Citizen reports (phản ánh hiện trường): a Poisson process per city and category.
 
-Each city files reports of each category at a base rate (per day, a few per category for towns of
-60–80 thousand people), shaped by the hour of the day (people report while awake, most in the
-morning and early evening) and multiplied by ``Conditions.report_boost["city/category"]``.
-A report lands at a uniform point inside one of the city's wards (urban wards, phường, four times
-as likely as rural communes, xã), with a short Vietnamese description from a template, on one of
-the channels app / hotline / zalo.
+Volumes, category mix, bursts and wording are data (``simulators/reports.yaml``, with sources):
+about 20 reports a month a city on an ordinary day (Báo Hậu Giang, Feb 2024, for Vị Thanh), split
+over the categories, shaped by the hour of the day (people report while awake) and multiplied by
+``Conditions.report_boost["city/category"]``. Bursts come from the scenario's conditions: rain and
+drains backing up (water offset) bring flooding reports on a flood evening, and the rain of the
+last hours brings fallen trees and dark streets after a storm. ``factor`` multiplies the
+ordinary volume (the demo's amplification; 1 = real volumes).
 
-Real problems draw reports: each dark lamp adds street-lighting reports near it, each flood
-station above its alarm level adds flooding reports around it.
+A report lands at a uniform point inside one of the city's wards (urban wards, phường, four times
+as likely as rural communes, xã), with a Vietnamese text naming a road of that ward and a spot
+along it, on one of the channels app / hotline / zalo. Real problems draw reports: each dark
+lamp adds street-lighting reports near it, each flood station above its alarm level adds
+flooding reports around it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+
+import yaml
 
 from ioc.devices import Device
 from ioc.site import Site, Ward
+from ioc.wording import in_sentence
 from simulators.conditions import Conditions
 from simulators.model import LOCAL_TZ, Problems, device_rng, epoch_s, poisson
+
+DATA_FILE = Path(__file__).with_name("reports.yaml")
 
 
 @dataclass(frozen=True, slots=True)
 class Category:
-    """A report category: slug id, Vietnamese name, base rate per city per day, templates."""
+    """A report category: slug id, base rate per city per day, body templates."""
 
     id: str
-    name_vi: str
     per_day: float
     templates: tuple[str, ...]
+    near: tuple[str, ...] = ()
 
 
-CATEGORIES: tuple[Category, ...] = (
-    Category(
-        "chieu-sang",
-        "Chiếu sáng công cộng",
-        1.0,
-        (
-            "Đèn đường trên {road} không sáng, khu vực rất tối.",
-            "Đèn chiếu sáng {road} chập chờn, lúc sáng lúc tắt.",
-            "Đèn đường {road} sáng cả ban ngày, lãng phí điện.",
-            "Cột đèn gần {place} bị nghiêng, bóng đèn hư.",
-        ),
-    ),
-    Category(
-        "ngap-nuoc",
-        "Ngập nước",
-        0.4,
-        (
-            "Đường {road} ngập sâu sau mưa, xe máy chết máy.",
-            "Triều cường gây ngập khu dân cư {place}.",
-            "Cống thoát nước {road} bị tắc, nước không rút.",
-        ),
-    ),
-    Category(
-        "giao-thong",
-        "Giao thông",
-        0.8,
-        (
-            "Kẹt xe kéo dài trên {road} giờ tan tầm.",
-            "Đèn tín hiệu giao thông tại {road} không hoạt động.",
-            "Có ổ gà lớn trên {road}, nguy hiểm cho xe máy.",
-        ),
-    ),
-    Category(
-        "rac-thai",
-        "Rác thải, vệ sinh môi trường",
-        1.5,
-        (
-            "Rác thải tồn đọng nhiều ngày tại {place}, bốc mùi hôi.",
-            "Có người đổ rác xuống kênh gần {place}.",
-            "Xe thu gom rác không đến {place} đã nhiều ngày.",
-        ),
-    ),
-    Category(
-        "trat-tu",
-        "Trật tự đô thị",
-        1.0,
-        (
-            "Lấn chiếm vỉa hè buôn bán trên {road}.",
-            "Tiếng ồn karaoke kéo dài đến khuya tại {place}.",
-            "Đậu xe trái phép gây cản trở giao thông trên {road}.",
-        ),
-    ),
-    Category(
-        "ha-tang",
-        "Hạ tầng đô thị",
-        0.8,
-        (
-            "Nắp cống bị vỡ trên {road}, nguy hiểm cho người đi đường.",
-            "Vỉa hè {road} bị sụt lún.",
-            "Cây xanh gãy đổ tại {place} chưa được thu dọn.",
-        ),
-    ),
-    Category(
-        "khac",
-        "Khác",
-        0.5,
-        (
-            "Đề nghị kiểm tra sự việc tại {place}.",
-            "Phản ánh về thủ tục hành chính tại {place}.",
-        ),
-    ),
-)
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """``simulators/reports.yaml``: volume, category mix, bursts and wording."""
+
+    per_city_per_month: float
+    demo_factor: float
+    categories: tuple[Category, ...]
+    flooding_per_rain_mm_h: float
+    flooding_per_offset_m: float
+    storm_memory_h: float
+    after_storm_per_100mm: Mapping[str, float]
+    dark_lamp_per_h: float
+    flooded_station_per_h: float
+    spots: tuple[str, ...]
+    since: tuple[str, ...]
+    closings: tuple[str, ...]
+    closing_share: float
+
+
+def load_report_data(path: Path = DATA_FILE) -> ReportData:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    volume, bursts, texts = raw["volume"], raw["bursts"], raw["texts"]
+    per_day = float(volume["per_city_per_month"]) * 12.0 / 365.0
+    shares = {str(k): float(v) for k, v in raw["categories"].items()}
+    total = sum(shares.values())
+    categories = tuple(
+        Category(
+            cid,
+            per_day * share / total,
+            tuple(texts["bodies"][cid]),
+            tuple(texts.get("near", {}).get(cid, ())),
+        )
+        for cid, share in shares.items()
+    )
+    return ReportData(
+        per_city_per_month=float(volume["per_city_per_month"]),
+        demo_factor=float(volume["demo_factor"]),
+        categories=categories,
+        flooding_per_rain_mm_h=float(bursts["flooding_per_h_per_rain_mm_h"]),
+        flooding_per_offset_m=float(bursts["flooding_per_h_per_water_offset_m"]),
+        storm_memory_h=float(bursts["storm_memory_h"]),
+        after_storm_per_100mm={
+            str(k): float(v) for k, v in bursts["after_storm_per_h_per_100mm"].items()
+        },
+        dark_lamp_per_h=float(bursts["dark_lamp_per_h"]),
+        flooded_station_per_h=float(bursts["flooded_station_per_h"]),
+        spots=tuple(texts["spots"]),
+        since=tuple(texts["since"]),
+        closings=tuple(texts["closings"]),
+        closing_share=float(texts["closing_share"]),
+    )
+
+
+DATA = load_report_data()
+CATEGORIES: tuple[Category, ...] = DATA.categories
 CATEGORIES_BY_ID = {c.id: c for c in CATEGORIES}
+DEMO_FACTOR = DATA.demo_factor
 CHANNELS = ("app", "hotline", "zalo")
 _CHANNEL_WEIGHTS = (0.55, 0.25, 0.20)
 _URBAN_WARD_WEIGHT = 4.0  # phường vs xã: where the people and the streets are
-# Extra reports per hour near a dark lamp and near a station above BĐ I.
-DARK_LAMP_PER_H = 0.1
-FLOODED_STATION_PER_H = 0.5
 _NEAR_SD_M = 150.0
+# Road names that already say what they are: "Quốc lộ 1A", not "đường Quốc lộ 1A".
+_ROAD_WORDS = ("Quốc lộ", "Tỉnh lộ", "Đường", "Hương lộ", "Đại lộ")
 
 # Hour-of-day shape (local), mean 1 over the day: quiet at night, busy 7–11 h and 17–21 h.
 _HOURLY = (0.1, 0.05, 0.05, 0.05, 0.1, 0.4, 1.0, 1.6, 1.8, 1.7, 1.6, 1.4,
@@ -125,11 +119,27 @@ def hourly_factor(t: datetime) -> float:
     return _HOURLY[t.astimezone(LOCAL_TZ).hour] / _HOURLY_MEAN
 
 
-class ReportModel:
-    """Citizen reports for every city of the site; deterministic for (site, seed, calls)."""
+def road_phrase(road: str) -> str:
+    """A road as written in a sentence: ``đường Trần Hưng Đạo``, ``Quốc lộ 1A``."""
+    return road if road.startswith(_ROAD_WORDS) else f"đường {road}"
 
-    def __init__(self, site: Site, seed: int) -> None:
+
+class ReportModel:
+    """Citizen reports for every city of the site; deterministic for (site, seed, calls).
+
+    ``factor`` multiplies the ordinary volume (not the bursts nor the reports near problems,
+    which already come within minutes of their cause): 1 is the real volume
+    (``simulators/reports.yaml``), ``DEMO_FACTOR`` what ``ioc demo`` uses to show reports
+    within minutes.
+    """
+
+    def __init__(self, site: Site, seed: int, factor: float = 1.0, data: ReportData = DATA) -> None:
+        if factor < 0:
+            raise ValueError(f"report factor must be >= 0, not {factor}")
         self.site = site
+        self.factor = factor
+        self.data = data
+        self._categories = {c.id: c for c in data.categories}
         self._rng = device_rng(seed, "citizen-reports")
         self._serial = dict.fromkeys(CHANNELS, 0)
         self._wards = {c.id: c.wards for c in site.cities}
@@ -137,17 +147,44 @@ class ReportModel:
             c.id: [_URBAN_WARD_WEIGHT if w.type == "phuong" else 1.0 for w in c.wards]
             for c in site.cities
         }
+        # Roads by city and by ward (a report names a road of the ward it is in when it can).
         roads: dict[str, list[str]] = {c.id: [] for c in site.cities}
+        by_ward: dict[str, list[str]] = {}
         for d in site.devices:
             road = d.attributes.get("road")
-            if isinstance(road, str) and road not in roads[d.city]:
+            if not isinstance(road, str):
+                continue
+            if road not in roads[d.city]:
                 roads[d.city].append(road)
+            # by where the device stands, not its ward label: a label may be a former ward's id
+            # (an alias since the 2025 merger) while reports land in the current units
+            ward = next((w for w in self._wards[d.city] if w.contains(d.lat, d.lon)), None)
+            if ward is not None and road not in by_ward.setdefault(ward.id, []):
+                by_ward[ward.id].append(road)
         self._roads = roads
+        self._roads_by_ward = by_ward
+        # Rain of the last hours per city (mm, emptying with storm_memory_h): storms' aftermath.
+        self._storm_mm: dict[str, float] = {c.id: 0.0 for c in site.cities}
+        self._storm_t: float | None = None
 
     def rate_per_h(self, city: str, category: str, t: datetime, cond: Conditions) -> float:
-        """Background reports per hour of one category in one city at ``t`` (before problems)."""
+        """Reports per hour of one category in one city at ``t`` (before problems): the ordinary
+        volume shaped by the hour of day, plus flood-evening and after-storm bursts."""
         boost = cond.report_boost.get(f"{city}/{category}", 1.0)
-        return CATEGORIES_BY_ID[category].per_day / 24.0 * hourly_factor(t) * boost
+        hour = hourly_factor(t)
+        # the demo's factor amplifies the ordinary trickle only: bursts already come within
+        # minutes of their cause, and thirty times a flood evening's would bury the wall
+        rate = self._categories[category].per_day / 24.0 * hour * self.factor
+        d = self.data
+        if category == "ngap-nuoc":
+            # water in the streets is reported at any hour while it is there
+            rain = cond.rain_mm_h.get(city, 0.0)
+            offset = max(0.0, cond.water_offset_m.get(city, 0.0))
+            rate += d.flooding_per_rain_mm_h * rain + d.flooding_per_offset_m * offset
+        per_100 = d.after_storm_per_100mm.get(category)
+        if per_100:
+            rate += per_100 * self._storm_mm.get(city, 0.0) / 100.0 * hour
+        return rate * boost
 
     def reports(
         self, t0: datetime, t1: datetime, cond: Conditions, problems: Problems
@@ -159,6 +196,7 @@ class ReportModel:
         end = epoch_s(t1)
         while a < end:
             b = min(end, (math.floor(a / 3600.0) + 1) * 3600.0)
+            self._remember_rain(a, b, cond)
             drafts += self._window(a, b, cond, problems)
             a = b
         drafts.sort(key=lambda d: d[0])
@@ -183,6 +221,18 @@ class ReportModel:
 
     # ----------------------------------------------------------------------------- parts
 
+    def _remember_rain(self, a: float, b: float, cond: Conditions) -> None:
+        """Empty the storm stores since the last call and add this window's scenario rain."""
+        tau_s = self.data.storm_memory_h * 3600.0
+        if self._storm_t is not None and a > self._storm_t:
+            keep = math.exp(-(a - self._storm_t) / tau_s)
+            for city in self._storm_mm:
+                self._storm_mm[city] *= keep
+        span_h = (b - a) / 3600.0
+        for city in self._storm_mm:
+            self._storm_mm[city] += max(0.0, cond.rain_mm_h.get(city, 0.0)) * span_h
+        self._storm_t = b
+
     def _window(
         self, a: float, b: float, cond: Conditions, problems: Problems
     ) -> list[tuple[float, str, str, float, float, str]]:
@@ -191,16 +241,18 @@ class ReportModel:
         mid = datetime.fromtimestamp((a + b) / 2.0, LOCAL_TZ)
         drafts = []
         for city in self.site.cities:
-            for cat in CATEGORIES:
+            for cat in self.data.categories:
                 n = poisson(self._rng, self.rate_per_h(city.id, cat.id, mid, cond) * span_h)
                 for _ in range(n):
                     ward = self._pick_ward(city.id)
                     lat, lon = self._point_in(ward)
-                    text = self._describe(cat, self._road(city.id), ward.name)
+                    road = self._road(city.id, ward.id)
+                    text = self._describe(cat.templates, road, ward.name)
                     drafts.append((self._when(a, span_h), city.id, cat.id, lat, lon, text))
-        drafts += self._near(problems.dark_lamps, "chieu-sang", DARK_LAMP_PER_H, a, span_h, cond)
+        d = self.data
+        drafts += self._near(problems.dark_lamps, "chieu-sang", d.dark_lamp_per_h, a, span_h, cond)
         drafts += self._near(
-            problems.flooded_stations, "ngap-nuoc", FLOODED_STATION_PER_H, a, span_h, cond
+            problems.flooded_stations, "ngap-nuoc", d.flooded_station_per_h, a, span_h, cond
         )
         return drafts
 
@@ -219,15 +271,32 @@ class ReportModel:
                 return lat, lon
         return (lat0 + lat1) / 2, (lon0 + lon1) / 2  # a degenerate outline
 
-    def _road(self, city: str) -> str | None:
-        roads = self._roads.get(city)
+    def _ward_of(self, d: Device) -> Ward | None:
+        """The device's ward (an alias resolves as the site resolves it), else the one it is in."""
+        try:
+            return self.site.ward(d.ward) if d.ward else None
+        except KeyError:
+            return next((w for w in self._wards[d.city] if w.contains(d.lat, d.lon)), None)
+
+    def _road(self, city: str, ward: str | None = None) -> str | None:
+        roads = self._roads_by_ward.get(ward or "") or self._roads.get(city)
         return self._rng.choice(roads) if roads else None
 
-    def _describe(
-        self, category: Category, road: str | None, place: str, templates: int | None = None
-    ) -> str:
-        template = self._rng.choice(category.templates[:templates])
-        return template.format(road=f"đường {road}" if road else "khu vực", place=place)
+    def _describe(self, templates: tuple[str, ...], road: str | None, ward_name: str) -> str:
+        """A report text: a body naming the road (or the ward), a spot along it, how long it has
+        lasted, and now and then a closing sentence, as citizens write them."""
+        d, rng = self.data, self._rng
+        ward = in_sentence(ward_name)
+        spot = rng.choice(d.spots).format(n=rng.randint(2, 480), h=rng.randint(1, 40))
+        text = rng.choice(templates).format(
+            road=road_phrase(road) if road else f"khu vực {ward}",
+            spot=spot,
+            ward=ward,
+            since=rng.choice(d.since),
+        )
+        if rng.random() < d.closing_share:
+            text = f"{text} {rng.choice(d.closings)}"
+        return text
 
     def _near(
         self,
@@ -240,7 +309,7 @@ class ReportModel:
     ) -> list[tuple[float, str, str, float, float, str]]:
         """Reports of ``category`` scattered (~150 m) around each problem device."""
         out = []
-        cat = CATEGORIES_BY_ID[category]
+        cat = self._categories[category]
         for d in sorted(devices, key=lambda x: x.id):
             boost = cond.report_boost.get(f"{d.city}/{category}", 1.0)
             n = poisson(self._rng, per_h * boost * span_h)
@@ -250,9 +319,11 @@ class ReportModel:
                     111_320.0 * math.cos(math.radians(d.lat))
                 )
                 road = d.attributes.get("road")
-                ward = self.site.wards_by_id.get(d.ward or "")
-                place = ward.name if ward else d.name
+                ward = self._ward_of(d)
+                if not isinstance(road, str):
+                    road = self._road(d.city, ward.id if ward else None)
                 # Near a problem, say what the problem looks like (a dark street, not a day burner).
-                text = self._describe(cat, road if isinstance(road, str) else None, place, 2)
+                place = ward.name if ward else self.site.city(d.city).name
+                text = self._describe(cat.near or cat.templates, road, place)
                 out.append((self._when(a, span_h), d.city, category, lat, lon, text))
         return out

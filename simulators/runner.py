@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import heapq
 import logging
 import math
@@ -100,11 +101,16 @@ def default_models(site: Site, seed: int) -> Sequence[DeviceModel]:
     return build_models(site, seed)
 
 
-def default_reports(site: Site, seed: int) -> ReportSource:
+def default_reports(site: Site, seed: int, factor: float = 1.0) -> ReportSource:
     from simulators.model import ReportModel
 
-    source: ReportSource = ReportModel(site, seed)
+    source: ReportSource = ReportModel(site, seed, factor)
     return source
+
+
+def amplified_reports(factor: float) -> ReportFactory:
+    """The simulators' citizen reports at ``factor`` times the real volume (the demo's)."""
+    return functools.partial(default_reports, factor=factor)
 
 
 # --------------------------------------------------------------------------- results
@@ -968,6 +974,13 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--devices", type=int, default=None, help="scale to N devices (clones)")
     parser.add_argument("--connections", choices=CONNECTION_MODES, default="auto")
+    parser.add_argument(
+        "--report-factor",
+        type=float,
+        default=1.0,
+        help="multiply citizen-report volumes (1 = ~20 a month a city, simulators/reports.yaml; "
+        "`ioc demo` uses 30)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -1055,6 +1068,7 @@ def main_simulate(
             devices=args.devices,
             connections=args.connections,
             progress=None if args.quiet else _ProgressPrinter(err),
+            reports=amplified_reports(args.report_factor),
         )
     except (ScenarioError, SiteError, FaultConfigError, ValueError) as exc:
         print(f"ioc simulate: {exc}", file=err)

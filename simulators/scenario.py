@@ -54,7 +54,7 @@ _TOP_KEYS: Final = frozenset({"name", "description", "start", "duration", "timel
 # Value a mapping key stands for when absent (what the models assume), so a ramp that starts
 # from "not set" starts from the right number: full road capacity, no report boost.
 _ABSENT: Final[Mapping[str, float]] = MappingProxyType(
-    {"traffic_capacity": 1.0, "report_boost": 1.0}
+    {"traffic_capacity": 1.0, "report_boost": 1.0, "salinity_factor": 1.0}
 )
 # Plausibility bounds per numeric field; a value outside is a typo, not a scenario.
 _BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
@@ -64,6 +64,7 @@ _BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
         "tide_factor": (0.0, 5.0),
         "traffic_capacity": (0.0, 1.0),
         "report_boost": (0.0, 1000.0),
+        "salinity_factor": (0.0, 10.0),
     }
 )
 # Allowed words of the text-valued mappings, from the shared event catalogue.
@@ -258,6 +259,10 @@ def _site_problem(site: Site, name: str, key: str) -> str | None:
         dev = site.devices_by_id.get(key)
         if key not in site.cities_by_id and (dev is None or dev.kind != "flood"):
             return f"{key!r} is neither a city nor a flood station of the site"
+    if name == "salinity_factor":
+        dev = site.devices_by_id.get(key)
+        if key not in site.cities_by_id and (dev is None or dev.kind != "salinity"):
+            return f"{key!r} is neither a city nor a salinity station of the site"
     if name == "report_boost":
         city = key.split("/", 1)[0]
         if "/" not in key or city not in site.cities_by_id:

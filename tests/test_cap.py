@@ -211,6 +211,7 @@ def test_flood_level_decides_severity_urgency_certainty(
         ("traffic", "Transport", "Avoid"),
         ("lighting", "Infra", "Monitor"),
         ("rain", "Met", "Prepare"),
+        ("salinity", "Env", "Prepare"),
     ],
 )
 def test_domains_map_to_cap_categories(domain: str, category: str, response: str) -> None:

@@ -345,12 +345,15 @@ async def test_reports_open_join_and_dispatch(desk: Desk) -> None:
     assert (result.reports_joined, result.incidents_opened) == (1, 1)
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", second) == incident_id
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", third) != incident_id
-    # ... and after the join window a report at the same spot opens a new one
-    late = await desk.report(*NEAR_A, at=now + timedelta(hours=30))
-    await desk.worker.run_once(now + timedelta(hours=30))
+    # ... and after the join window (routing.yaml join.window_h) one at the same spot opens anew
+    after = timedelta(hours=desk.ctx.routing.join_window_h + 6)
+    late = await desk.report(*NEAR_A, at=now + after)
+    await desk.worker.run_once(now + after)
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", late) != incident_id
-    kinds = [h["kind"] for h in await store.history(desk.db, incident_id)]
-    assert kinds == ["opened", "dispatch", "report_joined"]
+    history = await store.history(desk.db, incident_id)
+    assert [h["kind"] for h in history] == ["opened", "dispatch", "report_joined"]
+    # the opening note is written for people: the channel by its name, no id
+    assert history[0]["note"] == f"Mở từ phản ánh #{first} qua ứng dụng"
 
 
 async def test_same_report_category_elsewhere_is_its_own_incident(desk: Desk) -> None:

@@ -365,15 +365,15 @@ async def test_monthly_html_has_svg_charts_and_figures(db: psycopg.AsyncConnecti
     assert "<script" not in html and "http" not in html.replace(
         'xmlns="http://www.w3.org/2000/svg"', ""
     )
-    assert "57.1 % (4/7)" in html and "75.0 % (3/4)" in html  # the headline, with its counts
-    assert "0.0 % (0/1)" in html  # the alert-born incidents, beside
+    assert "57,1 % (4/7)" in html and "75,0 % (3/4)" in html  # the headline, with its counts
+    assert "0,0 % (0/1)" in html  # the alert-born incidents, beside
     assert "Phản ánh của người dân" in html and "Sự cố từ cảnh báo" in html
     assert "IOC chuyển xử lý" in html and "Đơn vị xử lý" in html  # the two clocks
     assert "Không đạt" in html and "not met" in html
     assert "mục tiêu / target 95 %" in html and "mục tiêu / target 80 %" in html
     assert 'class="target"' in html
     assert "Công ty Công trình đô thị" in html and "Chiếu sáng công cộng" in html
-    assert "66.7 %" in html  # urban works' on-time rate
+    assert "66,7 %" in html  # urban works' on-time rate
     assert "01/11/2025 00:00 (+07:00)" in html
 
 
@@ -469,7 +469,7 @@ async def test_kpi_routes(settings: Settings, db: psycopg.AsyncConnection) -> No
         assert (first["group"], first["on_time_rate_pct"]) == ("headline", "57.1")
         r = await http.get("/api/v1/kpis/report", params={"month": "2025-11"}, headers=auth)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        assert "<svg" in r.text and "57.1 %" in r.text
+        assert "<svg" in r.text and "57,1 %" in r.text
         # names come from the site file and the routing file
         assert "Công ty Công trình đô thị" in r.text and "Chiếu sáng công cộng" in r.text
         r = await http.get("/api/v1/kpis/report", params={"month": "2025-13"}, headers=auth)

@@ -29,7 +29,10 @@ from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 SCHEMAS = Path(__file__).parent / "data" / "open311"
 V2 = "/open311/v2"
-PUBLIC = ["chieu-sang", "ngap-nuoc", "giao-thong", "rac-thai", "trat-tu", "ha-tang", "khac"]
+PUBLIC = [
+    "chieu-sang", "ngap-nuoc", "giao-thong", "rac-thai", "trat-tu", "ha-tang", "khac",
+    "xam-nhap-man",
+]  # fmt: skip
 VT = {"lat": "9.784", "long": "105.47"}  # Phường V, Vị Thanh
 # The spec's element names of a service request (GeoReport v2, GET requests, "Response").
 REQUEST_FIELDS = [

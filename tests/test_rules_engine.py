@@ -86,7 +86,7 @@ def test_pending_then_firing_after_for_then_resolved() -> None:
     assert [(t.to, t.at) for t in out] == [("firing", T0 + 11 * MIN)]
     firing = out[0]
     assert firing.labels["alertname"] == "flood-bd3" and firing.labels["device_id"] == GAUGE.id
-    assert firing.annotations["summary_vi"] == "Trạm Vị Thanh: 0.78 m vượt BĐ III (0.75 m)"
+    assert firing.annotations["summary_vi"] == "Trạm Vị Thanh: 0,78 m vượt BĐ III (0,75 m)"
     assert firing.reason["threshold"] == 0.75 and firing.reason["held_for_s"] == 600
     level(e, 20, 0.69)  # below the clear level 0.70
     assert steps(e) == [("flood-bd3", "resolved", 20)]

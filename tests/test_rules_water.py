@@ -174,7 +174,7 @@ def test_forecast_peak_warns_hours_ahead_with_time_and_level() -> None:
     assert (pending.to, firing.to, firing.at) == ("pending", "firing", T0 + 60 * MIN)
     assert firing.value == pytest.approx(0.80, abs=1e-3)
     assert firing.reason["peak_time"] == pytest.approx(T0 + 3 * HOUR, abs=300)
-    assert "0.65 m lúc 15:00 20/11" in firing.annotations["summary_vi"]
+    assert "0,65 m lúc 15:00 20/11" in firing.annotations["summary_vi"]
     assert firing.risk_level == 2  # 0.80 m ≥ BĐ III
     # the surge goes away: the forecast falls below BĐ III, the warning resolves
     level(e, 90, observed(90, 0.0))

@@ -392,6 +392,7 @@ def test_scale_site_clones_with_consistent_cabinets(site: Site) -> None:
 _FAKE_METRICS = {
     "flood": {"water_level_m": 0.4, "battery_v": 12.9},
     "rain": {"rain_rate_mm_h": 0.0, "rain_mm": 0.0},
+    "salinity": {"salinity_ppt": 0.2, "water_temp_c": 29.0},
     "lighting": {"power_w": 98.0, "voltage_v": 221.0, "current_a": 0.45, "power_factor": 0.96},
     "cabinet": {"voltage_l1_v": 221.0, "voltage_l2_v": 222.0, "voltage_l3_v": 220.0},
     "traffic": {"count_motorbike": 120, "count_car": 14, "speed_kmh": 32.0},
@@ -448,7 +449,7 @@ class FakeReports:
 
 # ------------------------------------------------------------------------- end to end
 
-_KIND_MODULES = ("flood", "rain", "lighting", "cabinet", "traffic", "reports", "sun")
+_KIND_MODULES = ("flood", "salinity", "rain", "lighting", "cabinet", "traffic", "reports", "sun")
 REAL_MODELS = all(importlib.util.find_spec(f"simulators.{m}") for m in _KIND_MODULES)
 
 

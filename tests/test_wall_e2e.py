@@ -88,6 +88,27 @@ async def firing(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     return out
 
 
+# A slug id as the site file writes them (phuong-nga-bay, nb-cab-01, vt-flood-01, chieu-sang).
+RAW_ID = re.compile(r"\b[a-z]+(?:-[a-z0-9]+)+\b")
+
+
+async def site_ids(http: httpx.AsyncClient) -> set[str]:
+    """Every id of the site a person could be shown instead of a name."""
+    site = (await http.get("/api/v1/site", headers=AUTH)).json()
+    ids = {c["id"] for c in site["cities"]} | {w["id"] for w in site["wards"]["features"]}
+    ids |= {a["id"] for a in site["agencies"]} | {c["code"] for c in site["categories"]}
+    ids |= {j["id"] for j in site["junctions"]}
+    devices = (await http.get("/api/v1/devices", params={"limit": 5000}, headers=AUTH)).json()
+    return ids | {d["id"] for d in (devices["items"] if isinstance(devices, dict) else devices)}
+
+
+def assert_no_raw_ids(text: str, ids: set[str], lang: str) -> None:
+    shown = set(RAW_ID.findall(text))
+    assert not shown & ids, f"ids shown where names belong: {sorted(shown & ids)}"
+    if lang == "vi":  # Vietnamese has no hyphenated words: any slug is an id leaking through
+        assert not shown, f"id-like words on the wall: {sorted(shown)}"
+
+
 async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
     service: tuple[Runtime, httpx.AsyncClient], browser: Any, publisher: MqttPublisher,
     wall_settings: Settings,
@@ -101,7 +122,7 @@ async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
 
     publish_levels(publisher, wall_settings, [(time.time() - 1, 0.80)])
     critical = page.locator("#alertList li.sev-critical")
-    await expect(critical).to_contain_text("BĐ III 0.80", timeout=WAIT_MS)
+    await expect(critical).to_contain_text("BĐ III 0,80", timeout=WAIT_MS)
     # its QĐ 18/2021 risk level (the rule's risk: level 2), in the level's colour
     await expect(critical.locator(".pill.risk")).to_have_text("Rủi ro cấp 2")
     assert await critical.locator(".pill.risk").evaluate("e => e.style.background") != ""
@@ -186,7 +207,7 @@ async def test_cut_socket_shows_the_banner_and_the_missed_alert_arrives_on_resum
 
         await proxy.start()  # same port: the page's retry reconnects with since=<last seq>
         await expect(page.locator("#alertList li.sev-warning")).to_contain_text(
-            "BĐ II 0.70", timeout=WAIT_MS
+            "BĐ II 0,70", timeout=WAIT_MS
         )
         await expect(banner).to_be_hidden(timeout=WAIT_MS)
         # It came as a replayed feed frame, not from a REST reload.
@@ -218,7 +239,7 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
 
     page = await open_wall(browser, base, viewer)
     await expect(page.locator("#alertList li.sev-critical")).to_be_visible(timeout=WAIT_MS)
-    await expect(page.locator("#role")).to_contain_text("viewer")
+    await expect(page.locator("#role")).to_contain_text("Người xem")  # the role by its name
     await expect(page.locator("#alertList button")).to_have_count(0)
     await shot(page, "wall-viewer")
     # Everything has loaded (KPIs answered): the 1920×1080 screenshot for the README.
@@ -263,6 +284,22 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
     )
     await expect(agency_page.locator("#wall")).to_be_hidden()
     await shot(agency_page, "wall-agency")
+
+    # Names, never ids: with alerts, the incident, every panel and the detail panels open, in
+    # both languages, the page shows no id of the site; numbers in Vietnamese have a comma.
+    incident_id = r.json()["id"]
+    await expect(page.locator("#incidents")).to_contain_text("Ngập tại trạm", timeout=WAIT_MS)
+    ids = await site_ids(http)
+    for lang, decimal in (("vi", "0,80 m"), ("en", "0.80 m")):
+        if await page.evaluate("document.documentElement.lang") != lang:
+            await page.locator("#lang").click()
+        await expect(page.locator("#water .value").first).to_contain_text(decimal)
+        for kind, key in (("device", f"'{GAUGE}'"), ("incident", str(incident_id))):
+            await page.evaluate(f"wall.pick('{kind}', {key})")
+            await expect(page.locator("#detail")).to_be_visible()
+            assert_no_raw_ids(await page.inner_text("body"), ids, lang)
+    await page.evaluate(f"wall.pick('device', '{GAUGE}')")
+    await expect(page.locator("#detail")).to_contain_text("Water level")  # metric by its name
 
 
 async def test_wrong_token_shows_the_sign_in_form(

@@ -1,6 +1,6 @@
 // The alert feed: firing alerts by severity then age, filters, and the operator's actions.
 import { el } from "./dom.js";
-import { t, getLang, fmtTime } from "./i18n.js";
+import { t, getLang, fmtTime, nameOf } from "./i18n.js";
 
 export const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
 
@@ -30,7 +30,8 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
         riskPill(a.risk),
         el("span", { class: "alert-summary" }, summary),
         el("span", { class: "time" }, fmtTime(a.started_at || a.active_at, true))),
-      el("div", { class: "dim" }, [a.device_id, a.city, a.ward, a.labels?.domain && t("domains")[a.labels.domain]]
+      el("div", { class: "dim" }, [nameOf("device", a.device_id), nameOf("city", a.city), nameOf("ward", a.ward),
+        a.labels?.domain && t("domains")[a.labels.domain]]
         .filter(Boolean).join(" · "), notes.length ? ` — ${notes.join(" · ")}` : ""),
       actions && el("div", { class: "actions" },
         !a.acknowledged_at && el("button", { class: "act-ack", type: "button", onclick: () => actions.ack(a) }, t("ack")),

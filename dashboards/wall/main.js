@@ -4,8 +4,9 @@ import { Feed } from "./feed.js";
 import { WallMap } from "./map.js";
 import { sortedAlerts, renderAlerts, silenceBody, beep } from "./alerts.js";
 import * as panels from "./panels.js";
+import { salinityPanel } from "./salinity.js";
 import { el } from "./dom.js";
-import { t, getLang, setLang, fmtTime, fmtClock } from "./i18n.js";
+import { t, getLang, setLang, fmtTime, fmtClock, setNames } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -211,7 +212,7 @@ function renderAll() {
   setText($("mute"), state.muted ? t("unmute") : t("mute"));
   renderStatus();
   if (!state.me) return;
-  setText($("role"), `${state.me.name} · ${state.me.role}`);
+  setText($("role"), `${state.me.name} · ${t("roles")[state.me.role] || (state.me.agency ? t("agency") : state.me.role)}`);
   if (state.me.agency) {
     $("agencyList").replaceChildren(panels.incidentsPanel(state.incidents, state.incidentsAt));
     return;
@@ -223,6 +224,7 @@ function renderAll() {
   swap("water", ...water.flatMap(([id, pts]) => [panels.waterChart(withLevels(state.devices.get(id)), pts),
     panels.nextHighWater(withLevels(state.devices.get(id)), state.nextHw.get(id))]));
   swap("rain", panels.rainPanel(devices));
+  swap("salinity", salinityPanel(devices, [...state.alerts.values()]));
   swap("lighting", panels.lightingPanel(devices, stateOf, state.energy));
   swap("traffic", panels.trafficPanel(devices));
   swap("incidents", panels.incidentsPanel(state.incidents, state.incidentsAt, (id) => pick("incident", id)));
@@ -310,6 +312,7 @@ async function start() {
     // from the first frame, not only once the feed says it again
     state.devices.set(d.id, { ...d, online: d.online ?? null, latest: d.latest ?? {} });
   }
+  setNames(state.site, state.devices.values());
   for (const d of state.devices.values()) mapDevice(d);
   state.feed = new Feed(state.token, {
     onFrame: applyFrame, onStatus: render,

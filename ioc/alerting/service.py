@@ -46,12 +46,16 @@ from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.alerting.tide_source import PredictedTide, site_predictor
 from ioc.devices import Device
+from ioc.low_water import LowWaterAdvisor
+from ioc.names import Names
 from ioc.outages import OutageBook, OutageListener
+from ioc.routing import load_routing
 from ioc.settings import Settings
 from ioc.site import load_site
 from ioc.storage import audit
 from ioc.storage import devices as device_store
 from ioc.storage.feed import FeedEvent, append
+from ioc.tides import TidePredictor
 from rules.engine import Engine, Transition
 from rules.language import DEFAULT_PACK, Problem, RuleErrors, RuleSet, load_rules, rule_files
 from rules.matchers import parse_matcher
@@ -130,7 +134,13 @@ class RulesService:
             self._tide = self._predicted = PredictedTide(
                 site_predictor(self._settings), lambda d: self._device(d)
             )
-        self.engine = Engine(ruleset, devices, tide=self._tide)
+        self.engine = Engine(
+            ruleset,
+            devices,
+            tide=self._tide,
+            advisor=_advisor(self._settings),
+            names=self._label_names().in_sentence,
+        )
         self._devices_at = time.monotonic()
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(self.engine.rules))
@@ -146,6 +156,11 @@ class RulesService:
             self._outage_listener.start()
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
         return self
+
+    def _label_names(self) -> Names:
+        """Names for the ids in group annotations ("Phường Ngã Bảy", not "phuong-nga-bay")."""
+        site = load_site(self._settings.site_path())
+        return Names(site, load_routing(self._settings.routing_path(), site))
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()
@@ -603,3 +618,13 @@ def compact_backlog(transitions: Sequence[Transition]) -> list[Transition]:
             last_open[tr.fingerprint] = i
     keep.update(first.values(), last.values(), last_open.values())
     return [tr for i, tr in enumerate(transitions) if i in keep]
+
+
+def _advisor(settings: Settings) -> LowWaterAdvisor:
+    """Alerts of rules labelled ``advisory: low-water`` get the next low water (+07:00) from the
+    site's tide prediction (none without a tide data file: then no advisory annotations)."""
+    try:
+        site = load_site(settings.site_path())
+        return LowWaterAdvisor(TidePredictor.from_site(site), site.timezone)
+    except (OSError, ValueError):  # the IOC refuses a bad site or tide file elsewhere
+        return LowWaterAdvisor(TidePredictor({}))

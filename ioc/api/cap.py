@@ -221,6 +221,8 @@ def _facts(
         station=device["name"] if device and levels else None,
         incident_id=incident_id,
         risk_level=alert.get("risk_level"),
+        advice_vi=ann.get("advice_vi"),
+        advice_en=ann.get("advice_en"),
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ioc.api.auth import Caller, authenticate, require_viewer
+from ioc.names import junction_names
 
 router = APIRouter(tags=["site"])
 
@@ -41,7 +42,7 @@ async def whoami(caller: Annotated[Caller, Depends(authenticate)]) -> dict[str, 
 async def site(request: Request) -> dict[str, Any]:
     """Cities and the current commune-level units with their outlines (GeoJSON
     FeatureCollection, lon/lat), official codes and aliases (the former wards each absorbed),
-    flood stations' alarm levels, agencies and incident categories."""
+    flood stations' alarm levels, junction names, agencies and incident categories."""
     runtime = request.app.state.runtime
     s = runtime.site
     wards = [
@@ -83,6 +84,8 @@ async def site(request: Request) -> dict[str, Any]:
             }
             for key, lv in s.alarm_levels.items()
         ],
+        # junctions by name: traffic devices carry only the junction's id
+        "junctions": [{"id": k, "name": v} for k, v in sorted(junction_names(s).items())],
         "agencies": [
             {
                 "id": a.id,

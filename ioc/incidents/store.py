@@ -661,7 +661,7 @@ async def split(
         conn, ctx, category=first["service_code"], severity=src["severity"],
         title=_report_title(ctx, first["service_code"], first["ward"]),
         description=first["description"], city=first["city"], ward=first["ward"],
-        lat=first["lat"], lon=first["lon"], who=who, note=f"split from #{incident_id}: {note}",
+        lat=first["lat"], lon=first["lon"], who=who, note=f"Tách từ sự cố #{incident_id}: {note}",
         dispatch=False, source="report",  # the reports moved are citizens'
     )  # fmt: skip
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -800,7 +800,7 @@ async def mark_overdue(
                 "city": row["city"] or "", "ward": row["ward"] or "", "domain": "incidents",
             },
             annotations={
-                "summary_vi": f"Sự vụ #{row['id']} quá hạn xử lý ({row['title']})",
+                "summary_vi": f"Sự cố #{row['id']} quá hạn xử lý ({row['title']})",
                 "summary_en": f"Incident #{row['id']} is past its deadline ({row['title']})",
             },
             at=now,

@@ -38,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ioc.incidents import store
 from ioc.incidents.store import SYSTEM, Context
+from ioc.names import channel_name
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class IncidentWorker:
             lat=report["lat"], lon=report["lon"], who=SYSTEM, dispatch=False, source="report",
             route_text=f"{report['description'] or ''}\n{report['address'] or ''}",
             at=min(report["received_at"], now),  # the deadline runs from the report's receipt
-            note=f"report #{report['id']} ({report['source']})",
+            note=f"Mở từ phản ánh #{report['id']} qua {channel_name(report['source'])}",
         )  # fmt: skip
         await conn.execute(
             "UPDATE reports SET incident_id = %s, routed_at = now() WHERE id = %s",
@@ -292,7 +293,7 @@ class IncidentWorker:
             city=city, ward=ward, lat=alert["lat"], lon=alert["lon"],
             labels=labels,  # the routing file decides, then the alert's agency label
             source_alert_id=alert_id, who=SYSTEM, at=now,
-            note=f"alert #{alert_id} {alert['rule']}",
+            note=f"Mở từ cảnh báo #{alert_id}",  # the title is the alert's summary
         )  # fmt: skip
         result.incidents_opened += 1
         result.opened_ids.append(row["id"])
