@@ -65,7 +65,7 @@ async def test_salinity_over_mqtt_fires_the_rice_rule_and_reaches_the_websocket(
             assert data["value"] == 1.18
             assert data["labels"]["agency"] == "agriculture-environment"
             assert data["labels"]["domain"] == "salinity"
-            assert "1.18‰" in data["annotations"]["summary_vi"]
+            assert "1,18‰" in data["annotations"]["summary_vi"]  # decimal comma in vi
             # the advisory: the next low water at the station, in +07:00, after the reading
             low = datetime.fromisoformat(data["annotations"]["next_low_water"])
             assert low.utcoffset() == timedelta(hours=7)
