@@ -44,7 +44,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -55,9 +55,11 @@ import orjson
 import psycopg
 import yaml
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ioc.settings import DISPLAY_TIMEZONE
+from ioc.site import Site
 from ioc.storage.feed import FeedEvent, append
 
 log = logging.getLogger(__name__)
@@ -93,14 +95,33 @@ PERIODS: Final = ("day", "week", "month")
 # group_by name → (SQL expression over `i`, output columns). Constant SQL, never user text.
 DIMENSIONS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
     "source": ("i.source", ("source",)),
-    "agency": ("i.agency_id", ("agency",)),
+    # rows stored under a former ward or agency id (before the July 2025 merger) count with the
+    # current one: the alias maps come from the site file (``Aliases``)
+    "agency": ("coalesce(%(agency_aliases)s::jsonb ->> i.agency_id, i.agency_id)", ("agency",)),
     "category": ("i.category", ("category",)),
-    "ward": ("i.city, i.ward", ("city", "ward")),
+    "ward": ("i.city, coalesce(%(ward_aliases)s::jsonb ->> i.ward, i.ward)", ("city", "ward")),
 }
 GROUPS: Final = (*DIMENSIONS, "period")
 MAX_BUCKETS: Final = 1000  # periods in one answer: a day grouping over ~3 years
 
 _ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
+
+
+@dataclass(frozen=True, slots=True)
+class Aliases:
+    """Former id → current id, for wards and agencies (``Site`` builds them: ``of_site``)."""
+
+    ward: Mapping[str, str] = field(default_factory=dict)
+    agency: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_site(cls, site: Site | None) -> Aliases:
+        if site is None:
+            return cls()
+        return cls(
+            ward={alias: w.id for alias, w in site.ward_aliases.items() if alias != w.id},
+            agency={alias: a.id for alias, a in site.agency_aliases.items() if alias != a.id},
+        )
 
 
 class KpiError(ValueError):
@@ -228,6 +249,7 @@ async def compute(
     group_by: Sequence[str] = (),
     period: Period = "month",
     source: str | None = None,
+    aliases: Aliases | None = None,
 ) -> list[KpiRow]:
     """The KPI rows for ``[start, end)``: one per group (ordered by period, then the groups),
     or one row for everything when ``group_by`` is empty. Groups with nothing in them are left
@@ -311,6 +333,8 @@ async def compute(
         "step": f"1 {period}",
         "source": source,
         "satisfied_from": SATISFIED_FROM,
+        "ward_aliases": Jsonb(dict((aliases or Aliases()).ward)),
+        "agency_aliases": Jsonb(dict((aliases or Aliases()).agency)),
     }
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql, params)

@@ -24,6 +24,7 @@ from ioc.kpi import (
     HEADLINE_SOURCE,
     ON_TIME_TARGET,
     SATISFACTION_TARGET,
+    Aliases,
     KpiRow,
     compute,
     month_range,
@@ -58,15 +59,19 @@ class MonthlyReport:
 
 
 async def monthly_report(
-    conn: psycopg.AsyncConnection[Any], month: str, now: datetime
+    conn: psycopg.AsyncConnection[Any], month: str, now: datetime, aliases: Aliases | None = None
 ) -> MonthlyReport:
-    """The figures of a local month (``"2026-11"``) as of ``now``."""
+    """The figures of a local month (``"2026-11"``) as of ``now``; rows stored under former
+    ward or agency ids count with the current unit or agency (``aliases``)."""
     start, end = month_range(month)
 
     async def rows(*group: str, source: str | None = HEADLINE_SOURCE) -> tuple[KpiRow, ...]:
         return tuple(
-            await compute(conn, start=start, end=end, now=now, group_by=group, source=source)
-        )
+            await compute(
+                conn, start=start, end=end, now=now, group_by=group, source=source,
+                aliases=aliases,
+            )
+        )  # fmt: skip
 
     (headline,) = await rows()
     (total,) = await rows(source=None)

@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ioc import kpi, kpi_report
 from ioc.settings import Settings
+from ioc.site import load_site
 from ioc.storage import feed, tokens
 from tests.conftest import TOKEN, running_service
 
@@ -222,6 +223,38 @@ async def test_grouped_by_agency_category_and_ward(db: psycopg.AsyncConnection) 
         ("pctt", "ngap-nuoc"),
         ("traffic-police", "giao-thong"),
     }
+
+
+async def test_former_wards_and_agencies_count_with_the_current_ones(
+    db: psycopg.AsyncConnection,
+) -> None:
+    # The seed is stored as before July 2025: Phường I and V, the old disaster committee. With
+    # the site's aliases, Phường I (→ phường Vị Thanh) and Phường V (→ phường Vị Tân) are
+    # reported under the current units and pctt under the civil-defence command it became.
+    await _seed(db)
+    site = load_site(Settings().site_path())
+    aliases = kpi.Aliases.of_site(site)
+    assert aliases.ward["phuong-5"] == "phuong-vi-tan" and aliases.ward["phuong-1"] == (
+        "phuong-vi-thanh"
+    )
+    by_ward = {
+        (r.city, r.ward): r
+        for r in await kpi.compute(
+            db, start=NOV[0], end=NOV[1], now=NOW, group_by="ward", aliases=aliases
+        )
+    }
+    assert set(by_ward) == {("vi-thanh", "phuong-vi-tan"), ("vi-thanh", "phuong-vi-thanh")}
+    vi_tan = by_ward[("vi-thanh", "phuong-vi-tan")]
+    assert (vi_tan.finished, vi_tan.due, vi_tan.on_time) == (4, 5, 3)  # former Phường V's
+    by_agency = {
+        r.agency
+        for r in await kpi.compute(
+            db, start=NOV[0], end=NOV[1], now=NOW, group_by="agency", aliases=aliases
+        )
+    }
+    assert "pctt" not in by_agency and aliases.agency["pctt"] in by_agency
+    report = await kpi_report.monthly_report(db, "2025-11", NOW, aliases)
+    assert {r.ward for r in report.by_ward} == {"phuong-vi-tan", "phuong-vi-thanh"}
 
 
 async def test_periods_cut_at_local_midnight(db: psycopg.AsyncConnection) -> None:
@@ -433,7 +466,10 @@ async def test_kpi_routes(settings: Settings, db: psycopg.AsyncConnection) -> No
         assert body["total"]["on_time_met"] is None
         assert body["total"]["as_of"] == "2025-12-01T00:00:00+07:00"
         agencies = {r["agency"]: r for r in body["rows"]}
-        assert agencies["pctt"]["satisfaction"] == 1.0
+        # the former disaster committee's cases count with the agency it became
+        assert "pctt" not in agencies
+        current = load_site(Settings().site_path()).agency("pctt").id
+        assert agencies[current]["satisfaction"] == 1.0
         assert agencies["urban-works"]["accept_median_s"] == pytest.approx(1800)
 
         r = await http.get(

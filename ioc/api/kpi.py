@@ -58,6 +58,7 @@ async def get_kpis(
     start = _aware("from", from_) or kpi.current_month(end - timedelta(microseconds=1))[0]
     try:
         groups = kpi.parse_group_by(group_by)
+        aliases = kpi.Aliases.of_site(request.app.state.runtime.site)
         async with request.app.state.runtime.pool.connection() as conn:
             (total,) = await kpi.compute(conn, start=start, end=end, now=now, period=period)
             (headline,) = await kpi.compute(
@@ -67,7 +68,7 @@ async def get_kpis(
             rows = (
                 await kpi.compute(
                     conn, start=start, end=end, now=now, group_by=groups, period=period,
-                    source=source,
+                    source=source, aliases=aliases,
                 )
                 if groups
                 else []
@@ -111,7 +112,9 @@ async def get_report(
         month = start.strftime("%Y-%m")
     try:
         async with runtime.pool.connection() as conn:
-            report = await kpi_report.monthly_report(conn, month, now)
+            report = await kpi_report.monthly_report(
+                conn, month, now, kpi.Aliases.of_site(runtime.site)
+            )
     except kpi.KpiError as exc:
         raise HTTPException(422, str(exc)) from None
     names = _names(runtime)
