@@ -6,14 +6,18 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from mqttclient import Client, Message
+from ioc.embedded.ports import LOOPBACK, free_port
+from ioc.provision import hash_password
+from mqttclient import Client, ConnectRefused, Message
 from tests.proxy import TcpProxy
+from tests.test_provision import mosquitto
 
 
 def _addr(mqtt_url: str) -> tuple[str, int]:
@@ -142,3 +146,24 @@ async def test_qos1_publish_window_and_packet_id_reuse(
         peer.disconnect()
         peer.loop_stop()
     assert sorted(received) == sorted(f"{i}".encode() for i in range(n))
+
+
+# ------------------------------------------------------------- a private broker with an ACL
+
+
+async def test_refused_connect_on_a_private_broker(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text(f"alice:{hash_password('right')}\n")
+    (tmp_path / "acl").write_text("user alice\ntopic read allowed/#\ntopic deny forbidden/#\n")
+    port = free_port()
+    with mosquitto(tmp_path, f"listener {port} {LOOPBACK}", port):
+        with pytest.raises(ConnectRefused) as refused:
+            async with Client(
+                LOOPBACK, port, client_id="conf-bad", username="alice", password="no"
+            ):
+                pass
+        assert refused.value.reason_code in (0x86, 0x87)  # bad credentials / not authorised
+        async with Client(
+            LOOPBACK, port, client_id="conf-good", username="alice", password="right"
+        ) as c:
+            await c.subscribe("allowed/x", qos=1)
+            assert not c.session_present
