@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from ioc.embedded.ports import LOOPBACK, free_port
 from ioc.provision import hash_password
 from mqttclient import Client, ConnectRefused, Message
 from tests.proxy import TcpProxy
-from tests.test_provision import mosquitto
+from tests.test_provision import make_ca, mosquitto
 
 
 def _addr(mqtt_url: str) -> tuple[str, int]:
@@ -167,3 +168,30 @@ async def test_refused_connect_on_a_private_broker(tmp_path: Path) -> None:
         ) as c:
             await c.subscribe("allowed/x", qos=1)
             assert not c.session_present
+
+
+async def test_tls_with_a_test_ca_and_an_untrusting_client(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text(f"alice:{hash_password('right')}\n")
+    (tmp_path / "acl").write_text("user alice\ntopic readwrite tls/#\n")
+    ca, cert, key = make_ca(tmp_path)
+    port = free_port()
+    listener = f"listener {port} {LOOPBACK}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}"
+    with mosquitto(tmp_path, listener, port):
+        trusted = ssl.create_default_context(cafile=str(ca))
+        async with Client(
+            LOOPBACK, port, client_id="conf-tls", username="alice", password="right", ssl=trusted
+        ) as c:
+            await c.subscribe("tls/x", qos=1)
+            await c.publish("tls/x", b"over tls", qos=1)
+            got = await c.next_message()
+            assert (got.topic, got.payload) == ("tls/x", b"over tls")
+        with pytest.raises(ssl.SSLError):
+            async with Client(
+                LOOPBACK,
+                port,
+                client_id="conf-tls-2",
+                username="alice",
+                password="right",
+                ssl=ssl.create_default_context(),
+            ):
+                pass
