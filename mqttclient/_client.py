@@ -1,0 +1,479 @@
+"""The client's implementation: one connection at a time, reconnected with backoff, no threads.
+
+Bounds and policies (each stated where it is enforced):
+- incoming messages: an ``asyncio.Queue`` of ``max_queued`` records; when full the reader stops
+  reading, so TCP pushes back on the broker (which also never sends more than our Receive
+  Maximum unacknowledged QoS 1 messages);
+- outgoing QoS 1: at most the broker's Receive Maximum in flight; ``publish`` waits for a slot;
+- pending PUBACKs: at most Receive Maximum (one per unacknowledged delivery), written together
+  once per event-loop turn;
+- read buffer: one packet plus one socket read (the broker honours our Maximum Packet Size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl as ssl_module
+from dataclasses import dataclass
+from types import TracebackType
+
+import mqtt5
+from mqtt5 import QoS, Will
+
+_READ_CHUNK = 256 * 1024
+
+
+class MqttError(Exception):
+    """Base of every error this client raises."""
+
+
+class ConnectRefused(MqttError):
+    def __init__(self, reason_code: int, reason: str | None = None) -> None:
+        super().__init__(f"CONNECT refused: reason code 0x{reason_code:02x} {reason or ''}".strip())
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+class SubscribeRefused(MqttError):
+    def __init__(self, topic_filters: list[str], reason_codes: list[int]) -> None:
+        super().__init__(
+            f"SUBSCRIBE refused: {dict(zip(topic_filters, reason_codes, strict=True))}"
+        )
+        self.topic_filters = topic_filters
+        self.reason_codes = reason_codes
+
+
+class PublishRefused(MqttError):
+    def __init__(self, topic: str, reason_code: int) -> None:
+        super().__init__(f"PUBLISH to {topic!r} refused: reason code 0x{reason_code:02x}")
+        self.topic = topic
+        self.reason_code = reason_code
+
+
+class PacketTooLarge(MqttError):
+    def __init__(self, size: int, maximum: int) -> None:
+        super().__init__(
+            f"packet of {size} bytes exceeds the broker's Maximum Packet Size {maximum}"
+        )
+        self.size = size
+        self.maximum = maximum
+
+
+class ProtocolError(MqttError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"MQTT protocol error: {detail}")
+        self.detail = detail
+
+
+class ConnectionLost(MqttError):
+    """Raised by calls that need a connection when the client has been closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One incoming PUBLISH. ``generation`` names the connection it arrived on: acknowledging it
+    after a reconnect is a no-op, because its packet id means nothing on the new connection."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    duplicate: bool
+    packet_id: int | None
+    generation: int
+
+
+class _Backoff:
+    # Duplicated from ioc/backoff.py on purpose (8 lines): this package must not import ioc.
+    def __init__(self, initial_s: float, maximum_s: float) -> None:
+        self._initial, self._maximum, self._next = initial_s, maximum_s, initial_s
+
+    def next_delay(self) -> float:
+        delay = random.uniform(0, self._next)
+        self._next = min(self._next * 2, self._maximum)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+class Client:
+    """An MQTT v5 client. ``async with Client(...) as c`` connects (raising :class:`ConnectRefused`
+    or ``OSError`` if the first attempt fails) and runs its loops in one TaskGroup; leaving the
+    block sends DISCONNECT after waiting up to ``disconnect_timeout_s`` for in-flight publishes."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 1883,
+        *,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        clean_start: bool = False,
+        session_expiry_s: int = 3600,
+        keep_alive_s: int = 30,
+        receive_maximum: int = 1000,
+        max_packet_size: int | None = None,
+        max_queued: int = 10_000,
+        will: Will | None = None,
+        manual_ack: bool = False,
+        reconnect: bool = True,
+        backoff_initial_s: float = 0.1,
+        backoff_maximum_s: float = 10.0,
+        disconnect_timeout_s: float = 5.0,
+    ) -> None:
+        self._host, self._port, self._ssl = host, port, ssl
+        self._connect = mqtt5.ConnectPacket(
+            client_id,
+            username=username,
+            password=password.encode() if password is not None else None,
+            clean_start=clean_start,
+            will=will,
+            keep_alive=keep_alive_s,
+            session_expiry_interval=session_expiry_s,
+            receive_max=receive_maximum,
+            max_packet_size=max_packet_size,
+        )
+        self._keep_alive_s = keep_alive_s
+        self._manual_ack = manual_ack
+        self._reconnect = reconnect
+        self._backoff = _Backoff(backoff_initial_s, backoff_maximum_s)
+        self._disconnect_timeout_s = disconnect_timeout_s
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(max_queued)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._generation = 0
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._session_present = False
+        self._broker_receive_max = 65535
+        self._broker_max_packet: int | None = None
+        self._inflight: dict[int, tuple[mqtt5.PublishPacket, asyncio.Future[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._requests: dict[int, tuple[list[str], asyncio.Future[list[int]]]] = {}
+        self._subscriptions: dict[str, QoS] = {}
+        self._next_id = 0
+        self._acks = bytearray()
+        self._flush_scheduled = False
+        self._leftover = b""
+        self._tasks: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._fatal: BaseException | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def session_present(self) -> bool:
+        """The CONNACK's Session Present flag of the current connection."""
+        return self._session_present
+
+    @property
+    def generation(self) -> int:
+        """Counts connections; a :class:`Message` carries the one it arrived on."""
+        return self._generation
+
+    async def __aenter__(self) -> Client:
+        await self._open()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        name = self._connect.client_id
+        self._loops = [
+            self._tasks.create_task(self._run(), name=f"mqtt-connection:{name}"),
+            self._tasks.create_task(self._keep_alive(), name=f"mqtt-keepalive:{name}"),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._disconnect_timeout_s):
+                while self._inflight and self._connected.is_set():
+                    self._slot_freed.clear()
+                    await self._slot_freed.wait()
+        self._closing = True
+        self._flush_acks()
+        if self._writer is not None and self._connected.is_set():
+            with contextlib.suppress(OSError):
+                self._writer.write(mqtt5.DisconnectPacket().write())
+                await self._writer.drain()
+        self._drop_connection()
+        assert self._tasks is not None
+        for task in self._loops:
+            task.cancel()
+        await self._tasks.__aexit__(None, None, None)
+        for _, future in self._inflight.values():
+            if not future.done():
+                future.set_exception(ConnectionLost("client closed before PUBACK"))
+
+    def __aiter__(self) -> Client:
+        return self
+
+    async def __anext__(self) -> Message:
+        return await self.next_message()
+
+    async def next_message(self) -> Message:
+        if self._fatal is not None:
+            raise self._fatal
+        return await self._messages.get()
+
+    def drain_queued(self, limit: int) -> list[Message]:
+        """Up to ``limit`` messages already queued, without waiting (for batching consumers)."""
+        out: list[Message] = []
+        while len(out) < limit:
+            try:
+                out.append(self._messages.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return out
+
+    def ack(self, message: Message) -> None:
+        """Queue the PUBACK for ``message`` (manual-ack mode). All acks queued in one event-loop
+        turn go out in one socket write. A message from an earlier connection is ignored."""
+        if message.packet_id is None or message.generation != self._generation:
+            return
+        self._acks += mqtt5.PubAckPacket(message.packet_id).write()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        """Subscribe (``$share/<group>/<filter>`` for a shared subscription); raises
+        :class:`SubscribeRefused` when the SUBACK carries a failure code."""
+        await self._subscribe_on_connection({topic_filter: QoS(qos)})
+        self._subscriptions[topic_filter] = QoS(qos)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """QoS 0 returns once written; QoS 1 returns when the PUBACK arrives (surviving reconnects:
+        an unacknowledged publish is sent again with DUP set)."""
+        if self._closing:
+            raise ConnectionLost("client is closing")
+        if qos == 0:
+            data = mqtt5.PublishPacket(topic, payload, retain=retain).write()
+            self._check_size(len(data))
+            await self._write(data)
+            return
+        while len(self._inflight) >= self._broker_receive_max:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        packet_id = self._allocate_id()
+        packet = mqtt5.PublishPacket(
+            topic, payload, qos=QoS(qos), retain=retain, packet_id=packet_id
+        )
+        data = packet.write()
+        self._check_size(len(data))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[packet_id] = (packet, future)
+        if self._connected.is_set() and self._writer is not None:
+            self._writer.write(data)
+        await future
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
+        try:
+            writer.write(self._connect.write())
+            buffer = bytearray()
+            while True:
+                chunk = await reader.read(_READ_CHUNK)
+                if not chunk:
+                    raise ConnectionResetError("broker closed the connection before CONNACK")
+                buffer += chunk
+                try:
+                    packet, used = mqtt5.read(memoryview(buffer))
+                except IndexError:
+                    continue
+                except ValueError as e:
+                    raise ProtocolError(str(e)) from e
+                break
+            if not isinstance(packet, mqtt5.ConnAckPacket):
+                raise ProtocolError(f"expected CONNACK, got {type(packet).__name__}")
+            if int(packet.reason_code) >= 0x80:
+                raise ConnectRefused(int(packet.reason_code), packet.reason_str)
+        except BaseException:
+            writer.close()
+            raise
+        self._reader, self._writer = reader, writer
+        self._generation += 1
+        self._acks.clear()  # acks of the old connection must never reach the new one
+        self._session_present = packet.session_present
+        self._broker_receive_max = packet.receive_max
+        self._broker_max_packet = packet.max_packet_size
+        # Queued deliveries may arrive in the same read as the CONNACK: keep them for the reader.
+        self._leftover = bytes(buffer[used:])
+        if not packet.session_present and self._subscriptions:
+            self._connected.set()
+            # The broker forgot us (expired or restarted without persistence): subscribe again.
+            for topic_filter, qos in self._subscriptions.items():
+                self._send_subscribe({topic_filter: qos})
+        for packet_id, (publish, _) in self._inflight.items():
+            writer.write(
+                mqtt5.PublishPacket(
+                    publish.topic,
+                    publish.payload,
+                    qos=publish.qos,
+                    retain=publish.retain,
+                    packet_id=packet_id,
+                    duplicate=True,
+                ).write()
+            )
+        self._connected.set()
+        self._backoff.reset()
+
+    def _drop_connection(self) -> None:
+        self._connected.clear()
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+        for _, future in self._requests.values():
+            if not future.done():
+                future.set_exception(ConnectionLost("connection lost before SUBACK"))
+        self._requests.clear()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self._read_loop()
+            except (OSError, asyncio.IncompleteReadError, ProtocolError):
+                pass
+            self._drop_connection()
+            if self._closing:
+                return
+            if not self._reconnect:
+                self._fatal = ConnectionLost("connection lost and reconnect is off")
+                return
+            while not self._closing:
+                await asyncio.sleep(self._backoff.next_delay())
+                try:
+                    await self._open()
+                    break
+                except (OSError, ProtocolError, ConnectRefused):
+                    continue
+
+    async def _read_loop(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        buffer = bytearray(self._leftover)
+        self._leftover = b""
+        pending = bool(buffer)
+        while True:
+            if not pending:
+                chunk = await reader.read(_READ_CHUNK)
+                if not chunk:
+                    raise ConnectionResetError("broker closed the connection")
+                buffer += chunk
+            pending = False
+            view = memoryview(buffer)
+            offset = 0
+            try:
+                while True:
+                    try:
+                        packet, used = mqtt5.read(view[offset:])
+                    except IndexError:
+                        break
+                    except ValueError as e:
+                        raise ProtocolError(str(e)) from e
+                    offset += used
+                    await self._handle(packet)
+            finally:
+                view.release()
+            del buffer[:offset]
+
+    async def _handle(self, packet: mqtt5.Packet) -> None:
+        if isinstance(packet, mqtt5.PublishPacket):
+            message = Message(
+                packet.topic,
+                packet.payload,
+                int(packet.qos),
+                packet.retain,
+                packet.duplicate,
+                packet.packet_id,
+                self._generation,
+            )
+            if self._messages.full():
+                await self._messages.put(message)  # backpressure: stop reading until consumed
+            else:
+                self._messages.put_nowait(message)
+            if not self._manual_ack and int(packet.qos) == 1:
+                self.ack(message)
+        elif isinstance(packet, mqtt5.PubAckPacket):
+            entry = self._inflight.pop(packet.packet_id, None)
+            if entry is not None:
+                publish, future = entry
+                if not future.done():
+                    if int(packet.reason_code) >= 0x80:
+                        future.set_exception(PublishRefused(publish.topic, int(packet.reason_code)))
+                    else:
+                        future.set_result(None)
+                self._slot_freed.set()
+        elif isinstance(packet, mqtt5.SubAckPacket):
+            request = self._requests.pop(packet.packet_id, None)
+            if request is not None and not request[1].done():
+                request[1].set_result([int(code) for code in packet.reason_codes])
+        elif isinstance(packet, mqtt5.DisconnectPacket):
+            raise ConnectionResetError(f"broker sent DISCONNECT 0x{int(packet.reason_code):02x}")
+        elif isinstance(packet, mqtt5.PingRespPacket):
+            pass
+        else:
+            raise ProtocolError(f"unexpected {type(packet).__name__}")
+
+    async def _keep_alive(self) -> None:
+        if self._keep_alive_s <= 0:
+            return
+        ping = mqtt5.PingReqPacket().write()
+        while True:
+            await asyncio.sleep(self._keep_alive_s / 2)
+            if self._connected.is_set() and self._writer is not None:
+                self._writer.write(ping)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _flush_acks(self) -> None:
+        self._flush_scheduled = False
+        if self._acks and self._writer is not None and self._connected.is_set():
+            self._writer.write(bytes(self._acks))
+        self._acks.clear()
+
+    def _check_size(self, size: int) -> None:
+        if self._broker_max_packet is not None and size > self._broker_max_packet:
+            raise PacketTooLarge(size, self._broker_max_packet)
+
+    def _allocate_id(self) -> int:
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._inflight and self._next_id not in self._requests:
+                return self._next_id
+        raise ProtocolError("no free packet identifier")
+
+    def _send_subscribe(self, filters: dict[str, QoS]) -> asyncio.Future[list[int]]:
+        packet_id = self._allocate_id()
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._requests[packet_id] = (list(filters), future)
+        packet = mqtt5.SubscribePacket(
+            packet_id, [mqtt5.TopicFilter(f, max_qos=q) for f, q in filters.items()]
+        )
+        assert self._writer is not None
+        self._writer.write(packet.write())
+        return future
+
+    async def _subscribe_on_connection(self, filters: dict[str, QoS]) -> None:
+        await self._connected.wait()
+        codes = await self._send_subscribe(filters)
+        if any(code >= 0x80 for code in codes):
+            raise SubscribeRefused(list(filters), codes)
+
+    async def _write(self, data: bytes) -> None:
+        await self._connected.wait()
+        assert self._writer is not None
+        self._writer.write(data)
+        await self._writer.drain()
