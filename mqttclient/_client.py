@@ -172,6 +172,15 @@ class Client:
         return self._session_present
 
     @property
+    def connected(self) -> bool:
+        """True while a connection is up (False between a loss and the next CONNACK)."""
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Return once a connection is up (at once if it is)."""
+        await self._connected.wait()
+
+    @property
     def generation(self) -> int:
         """Counts connections; a :class:`Message` carries the one it arrived on."""
         return self._generation
@@ -251,14 +260,29 @@ class Client:
         self._subscriptions[topic_filter] = QoS(qos)
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        content_type: str | None = None,
+        payload_format_indicator: int = 0,
+        user_properties: list[tuple[str, str]] | None = None,
     ) -> None:
         """QoS 0 returns once written; QoS 1 returns when the PUBACK arrives (surviving reconnects:
-        an unacknowledged publish is sent again with DUP set)."""
+        an unacknowledged publish is sent again with DUP set, with the same properties)."""
         if self._closing:
             raise ConnectionLost("client is closing")
         if qos == 0:
-            data = mqtt5.PublishPacket(topic, payload, retain=retain).write()
+            data = mqtt5.PublishPacket(
+                topic,
+                payload,
+                retain=retain,
+                content_type=content_type,
+                payload_format_indicator=payload_format_indicator,
+                user_properties=user_properties,
+            ).write()
             self._check_size(len(data))
             await self._write(data)
             return
@@ -267,7 +291,14 @@ class Client:
             await self._slot_freed.wait()
         packet_id = self._allocate_id()
         packet = mqtt5.PublishPacket(
-            topic, payload, qos=QoS(qos), retain=retain, packet_id=packet_id
+            topic,
+            payload,
+            qos=QoS(qos),
+            retain=retain,
+            packet_id=packet_id,
+            content_type=content_type,
+            payload_format_indicator=payload_format_indicator,
+            user_properties=user_properties,
         )
         data = packet.write()
         self._check_size(len(data))
@@ -325,6 +356,9 @@ class Client:
                     retain=publish.retain,
                     packet_id=packet_id,
                     duplicate=True,
+                    content_type=publish.content_type,
+                    payload_format_indicator=publish.payload_format_indicator,
+                    user_properties=publish.user_properties,
                 ).write()
             )
         self._connected.set()
