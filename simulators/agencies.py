@@ -7,7 +7,7 @@ its business), report progress, resolve with a note. After a resolution the citi
 the problem rates it through Open311's feedback extension; with an operator token, the IOC's
 duty operator checks each rejection and sends the case back (the agency was right to be asked).
 Like the field-device simulators it
-imports nothing of the IOC; it speaks only MQTT and HTTP.
+imports nothing of the IOC; it speaks only MQTT (through the shared ``mqttclient``) and HTTP.
 
 Times are compressed for the demo: ``speed`` divides every delay (the defaults are minutes, so
 a viewer sees incidents move from dispatched to resolved while watching).
@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+
+from mqttclient import Client, ConnectRefused, Message
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _REJECT_NOTE = "Không thuộc phạm vi quản lý của đơn vị; đề ngh�
 _PROGRESS_NOTE = "Đã cử tổ kỹ thuật đến hiện trường."
 _REDISPATCH_NOTE = "IOC đã xác minh: đúng thẩm quyền của đơn vị, đề nghị xử lý."
 _SEEN_MAX = 10_000  # idempotency keys remembered; the oldest are forgotten first
+_RETRY_MAX_S = 15.0  # the first connection is retried, doubling the wait up to this
 _RESOLVE_NOTES = {
     "chieu-sang": "Đã thay bóng đèn, kiểm tra tủ điện; đèn hoạt động bình thường.",
     "ngap-nuoc": "Đã khơi thông cống, bố trí máy bơm; nước đã rút.",
@@ -82,9 +83,8 @@ class AgencyDesk:
         self._speed = speed
         self._rng = random.Random(seed)
         self._pace = pace
-        # bounded: when full, a new dispatch is dropped and logged — paho has already
-        # acknowledged it, so the broker will not send it again and that incident waits for an
-        # operator (it goes overdue on the wall screen); acceptable for a simulator
+        # bounded: when full, the receiver waits (the dispatch is acknowledged only once queued
+        # here), so the client's own bounded queue and then the broker hold the rest
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
         # idempotency keys: a redelivered dispatch is worked once (bounded, oldest forgotten)
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -95,49 +95,55 @@ class AgencyDesk:
         )
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         host, port, user, password = self._mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"sim-agencies-{self._rng.randrange(10**9)}"
-        )
-        if user:
-            client.username_pw_set(user, password)
-
-        def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
-            if not rc.is_failure:
-                c.subscribe([(f"{self._prefix}/{agency}", 1) for agency in self._tokens])
-
-        def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        client_id = f"sim-agencies-{self._rng.randrange(10**9)}"
+        delay = 0.5
+        while True:
             try:
-                doc = orjson.loads(msg.payload)
-            except orjson.JSONDecodeError:
-                log.warning("agency desk: undecodable dispatch on %s", msg.topic)
-                return
-            loop.call_soon_threadsafe(self._offer, doc)
+                async with Client(
+                    host,
+                    port,
+                    client_id=client_id,
+                    username=user,
+                    password=password if user else None,
+                    clean_start=True,
+                    session_expiry_s=0,
+                    manual_ack=True,
+                ) as client:
+                    for agency in self._tokens:
+                        await client.subscribe(f"{self._prefix}/{agency}", qos=1)
+                    async with (
+                        httpx.AsyncClient(base_url=self._api_url, timeout=10) as http,
+                        asyncio.TaskGroup() as tg,
+                    ):
+                        tg.create_task(self._receive(client), name="agency-desk-receive")
+                        while True:
+                            doc = await self._inbox.get()
+                            tg.create_task(self._work(http, doc))
+            except (OSError, ConnectRefused) as exc:
+                # the first connection failed (later losses the client reconnects by itself)
+                log.warning("agency desk: broker %s:%s: %s; retrying", host, port, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
 
-        client.on_connect = on_connect
-        client.on_message = on_message
-        client.connect_async(host, port, keepalive=30)
-        client.loop_start()
+    async def _receive(self, client: Client) -> None:
+        async for message in client:
+            await self._offer(message)
+            client.ack(message)
+
+    async def _offer(self, message: Message) -> None:
         try:
-            async with httpx.AsyncClient(base_url=self._api_url, timeout=10) as http:
-                async with asyncio.TaskGroup() as tg:
-                    while True:
-                        doc = await self._inbox.get()
-                        tg.create_task(self._work(http, doc))
-        finally:
-            client.loop_stop()
-            client.disconnect()
-
-    def _offer(self, doc: dict[str, Any]) -> None:
+            doc = orjson.loads(message.payload)
+        except orjson.JSONDecodeError:
+            log.warning("agency desk: undecodable dispatch on %s", message.topic)
+            return
+        if not isinstance(doc, dict):
+            log.warning("agency desk: dispatch on %s is not an object", message.topic)
+            return
         key = str(doc.get("id"))
         if key in self._seen:
             return
-        try:
-            self._inbox.put_nowait(doc)
-        except asyncio.QueueFull:
-            log.warning("agency desk: inbox full; dispatch %s not worked", key)
-            return
+        await self._inbox.put(doc)  # full: wait, the broker keeps the rest unacknowledged
         _remember(self._seen, key)
 
     def _delay(self, median_s: float) -> float:
