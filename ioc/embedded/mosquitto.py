@@ -17,10 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import time
+import socket
+import struct
 from pathlib import Path
-
-import paho.mqtt.client as mqtt
 
 from ioc.embedded.ports import LOOPBACK
 from ioc.embedded.process import EmbeddedServer, EmbeddedServerError, make_private_dir, proc_comm
@@ -115,20 +114,61 @@ class EmbeddedMosquitto(EmbeddedServer):
         return proc_comm(pid) == "mosquitto" and os.fsencode(self._config) in argv
 
     def _ready(self) -> bool:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"ioc-embedded-probe-{os.getpid()}",
-            protocol=mqtt.MQTTv5,
-        )
-        results: list[bool] = []
-        client.on_connect = lambda _c, _u, _f, reason, _p: results.append(not reason.is_failure)
-        try:
-            client.connect(LOOPBACK, self.port, keepalive=10)
-            deadline = time.monotonic() + 2
-            while not results and time.monotonic() < deadline:
-                client.loop(timeout=0.1)
-        except OSError:
-            return False
-        finally:
-            client.disconnect()
-        return results == [True]
+        return probe(LOOPBACK, self.port)
+
+
+def probe(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Whether an MQTT broker at ``host:port`` accepts a connection: a raw MQTT v5
+    CONNECT/CONNACK exchange, then DISCONNECT.
+
+    Raw bytes rather than ``mqttclient``: this package imports only the standard library, and
+    the check is synchronous (``start()`` may run inside an event loop, where ``asyncio.run``
+    would fail). The two packets are fixed (MQTT v5 §3.1, §3.2, §3.14)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(_connect_packet(f"ioc-embedded-probe-{os.getpid()}"))
+            ok = _read_connack_reason(sock) == 0x00  # Success
+            if ok:
+                sock.sendall(b"\xe0\x00")  # DISCONNECT, normal: no will, clean close
+            return ok
+    except OSError:
+        return False
+
+
+def _connect_packet(client_id: str) -> bytes:
+    """CONNECT, MQTT v5, clean start, keep-alive 10 s, no properties, no will, no credentials."""
+    cid = client_id.encode()
+    variable = b"\x00\x04MQTT" + bytes([5, 0x02]) + struct.pack(">H", 10) + b"\x00"
+    body = variable + struct.pack(">H", len(cid)) + cid
+    return b"\x10" + _remaining_length(len(body)) + body
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_connack_reason(sock: socket.socket) -> int | None:
+    """The reason code of a CONNACK (body: acknowledge flags, reason code, properties); None if
+    the broker closed the connection or sent something else."""
+    head = _read_exactly(sock, 2)
+    if head is None or head[0] != 0x20 or head[1] & 0x80:  # ours fits a one-byte length
+        return None
+    body = _read_exactly(sock, head[1])
+    if body is None or len(body) < 2:
+        return None
+    return body[1]
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
