@@ -100,7 +100,10 @@ class MqttSubscriber:
         if qos == 0:
             return True
         client = self._client
-        if client is None or generation != client.generation or not self.connected.is_set():
+        # Gated on the connection, not on the SUBACK (``connected``): a resumed session's queued
+        # messages arrive before our SUBACK, and an ack refused then would pin them un-acked in
+        # the broker's window until the next reconnect.
+        if client is None or generation != client.generation or not client.connected:
             return False
         if self._thread is None:
             return client.ack_packet(mid, generation)
