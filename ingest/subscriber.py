@@ -169,6 +169,13 @@ class MqttSubscriber:
                 # The first connection failed (later ones are the client's own reconnects).
                 self.last_error = f"cannot connect: {exc}"
                 log.warning("MQTT %s; retrying", self.last_error)
+            except BaseException:
+                if not self._stopping.is_set():
+                    # the client's own tasks failed (its TaskGroup cancels us): say so, loudly
+                    self.last_error = "MQTT client stopped unexpectedly"
+                    log.exception("%s", self.last_error)
+                    self._mark_disconnected()
+                raise
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
 
