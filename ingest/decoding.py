@@ -1,7 +1,7 @@
 """Topic and payload decoding against the contract and the metric catalogue.
 
-This is the ingest hot path: it runs once per message in the MQTT network thread, so it avoids
-allocations it does not need (one ``orjson.loads``, one tuple of metrics) and raises a
+This is the ingest hot path: it runs once per message in the MQTT pump (on the event loop), so it
+avoids allocations it does not need (one ``orjson.loads``, one tuple of metrics) and raises a
 ``DecodeError`` naming the problem for anything it cannot accept. A message is accepted whole or
 refused whole: a reading set with one bad value is dead-lettered rather than half stored, so a
 dead letter always stands for the complete message.
@@ -34,7 +34,7 @@ from ioc.site import Site
 from ioc.topics import REPORTS, Channel, TopicError, parse_device_topic, parse_report_topic
 
 # device id -> (kind, city); replaced wholesale (never mutated) when the registry changes, so the
-# network thread can read it without a lock.
+# pump reads it without a lock.
 DeviceIndex = Mapping[str, tuple[str, str]]
 
 # Longest report id and media URL kept; anything longer is not an id or a link but a mistake.

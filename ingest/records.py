@@ -1,4 +1,4 @@
-"""Decoded MQTT messages: frozen, slotted, built once in the network thread and never copied.
+"""Decoded MQTT messages: frozen, slotted, built once in the MQTT pump and never copied.
 
 Times are UTC epoch seconds (float): cheap to compare and to write with COPY.
 """

@@ -70,7 +70,7 @@ def report_vocabulary(settings: Settings) -> ReportVocabulary:
 
 
 class IngestService:
-    """Async context manager owning the subscriber thread and the writer and registry tasks."""
+    """Async context manager owning the MQTT subscriber and the writer and registry tasks."""
 
     def __init__(
         self,
@@ -126,7 +126,7 @@ class IngestService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> IngestService:
-        self._handoff = Handoff(self._settings.ingest_queue_capacity, asyncio.get_running_loop())
+        self._handoff = Handoff(self._settings.ingest_queue_capacity)
         await self.reload_devices()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
@@ -148,7 +148,7 @@ class IngestService:
         try:
             await self._tasks.__aexit__(exc_type, exc, tb)
         finally:
-            await asyncio.to_thread(self._subscriber.stop)
+            await self._subscriber.aclose()
             await self._writer.close()
 
     def add_listener(self, listener: CommitListener) -> None:
@@ -170,17 +170,22 @@ class IngestService:
                 raise TimeoutError(f"not connected to the broker: {self._subscriber.last_error}")
             await asyncio.sleep(0.05)
 
-    # -- network thread ----------------------------------------------------------------------
+    # -- MQTT pump ---------------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
+    def _on_message(
+        self, topic: str, payload: bytes, mid: int, qos: int, generation: int
+    ) -> Awaitable[None] | None:
         now = time.time()
         record = self._decoder.decode_or_dead_letter(topic, payload, now)
-        assert self._handoff is not None
-        if not self._handoff.put(Delivery(mid, qos, generation, topic, payload, record, now)):
+        handoff = self._handoff
+        assert handoff is not None
+        if not handoff.put(Delivery(mid, qos, generation, topic, payload, record, now)):
             # Shutting down (left un-acknowledged: the broker redelivers it next session), or
             # a QoS 0 message finding the hand-off full (see handoff.py for why it is dropped).
             if qos == 0:
                 instruments.DROPPED_QOS0.inc()
+        # Full: the pump waits before the next message (backpressure, see handoff.py).
+        return handoff.wait_room() if handoff.full() else None
 
     # -- writer ------------------------------------------------------------------------------
 
@@ -288,7 +293,7 @@ class IngestService:
     async def reload_devices(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5) as conn:
             index: DeviceIndex = await device_store.device_index(conn)
-        self._decoder.devices = index  # swapped whole: the network thread reads it lock-free
+        self._decoder.devices = index  # swapped whole, never mutated in place
 
     async def _registry_loop(self) -> None:
         """Reload the index on NOTIFY from the API (and periodically, in case one was missed)."""

@@ -21,6 +21,8 @@ others stay. The list is bounded (:data:`MAX_OUTAGES` per source).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import logging
@@ -36,8 +38,10 @@ from zoneinfo import ZoneInfo
 import orjson
 import yaml
 
+from ioc.backoff import Backoff
 from ioc.settings import DISPLAY_TIMEZONE
 from ioc.site import Site
+from mqttclient import Client, MqttError
 from rules.matchers import make_matcher
 from rules.suppression import PlannedOutage
 
@@ -185,7 +189,7 @@ def parse_message(payload: bytes, site: Site, topic: str) -> ParsedList:
 class OutageBook:
     """The planned outages in force, from the file and the MQTT feed (each replaces its own part
     whole). The file is re-read when its modification time changes; a file that cannot be read
-    keeps the previous list. Thread-safe: the MQTT client delivers on its own thread."""
+    keeps the previous list. Thread-safe (a lock guards the two parts)."""
 
     def __init__(self, site: Site, file: Path | None = None) -> None:
         self._site = site
@@ -243,40 +247,57 @@ def planned_outages_topic(prefix: str) -> str:
 
 class OutageListener:
     """Subscribes to the retained planned-outage message and hands it to an :class:`OutageBook`.
-    A paho client of its own (MQTT v5, QoS 1): the broker redelivers the retained list on every
-    (re)connect, so a restarted service knows the cuts at once."""
+    An ``mqttclient`` session of its own (MQTT v5, QoS 1, clean start) on the event loop: the
+    broker redelivers the retained list on every (re)connect, so a restarted service knows the
+    cuts at once."""
 
     def __init__(self, settings: Any, book: OutageBook, client_suffix: str) -> None:
-        import paho.mqtt.client as mqtt
-
         self._settings = settings
         self._book = book
         self.topic = planned_outages_topic(settings.mqtt_topic_prefix)
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{settings.mqtt_client_id}-outages-{client_suffix}",
-            protocol=mqtt.MQTTv5,
-        )
-        settings.mqtt.configure(self._client)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self._client.on_connect = self._on_connect
-        self._client.on_message = self._on_message
+        self._client_id = f"{settings.mqtt_client_id}-outages-{client_suffix}"
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        address = self._settings.mqtt
-        self._client.connect_async(address.host, address.port, keepalive=60, clean_start=True)
-        self._client.loop_start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="planned-outages")
 
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if not getattr(reason, "is_failure", False):
-            client.subscribe(self.topic, qos=1)
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        try:
-            self._book.take_message(bytes(message.payload), message.topic)
-        except Exception:  # a paho callback must not die: the next message may be good
-            log.exception("planned outages: message on %s not taken", message.topic)
+    async def _run(self) -> None:
+        backoff = Backoff()
+        backoff.initial_s, backoff.maximum_s = 1.0, 30.0
+        backoff.reset()
+        while not self._stopping.is_set():
+            try:
+                async with Client(
+                    **self._settings.mqtt.client_options(),
+                    client_id=self._client_id,
+                    clean_start=True,
+                    session_expiry_s=0,
+                    keep_alive_s=60,
+                    backoff_initial_s=1.0,
+                    backoff_maximum_s=30.0,
+                ) as client:
+                    # the client subscribes again by itself on every reconnect (clean start)
+                    await client.subscribe(self.topic, qos=1)
+                    stop = asyncio.create_task(self._stopping.wait())
+                    while not self._stopping.is_set():  # until stop() (then stop is done)
+                        get = asyncio.create_task(client.next_message())
+                        await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+                        if not get.done():
+                            get.cancel()
+                            break
+                        message = get.result()
+                        try:
+                            self._book.take_message(message.payload, message.topic)
+                        except Exception:  # the next message may be good
+                            log.exception("planned outages: message on %s not taken", self.topic)
+                    return
+            except (OSError, MqttError) as exc:
+                log.warning("planned outages: MQTT %s; retrying", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -67,6 +67,18 @@ class MqttAddress:
         if self.cert_file is not None:
             ctx.load_cert_chain(self.cert_file, self.key_file)
         return ctx
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`mqttclient.Client`: address, credentials, TLS context."""
+        if self.tls and self._ssl is None:
+            self._ssl = self.ssl_context()
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+            "ssl": self._ssl if self.tls else None,
+        }
 
     def configure(self, client: mqtt.Client) -> None:
         """Credentials and, for TLS, the SSL context on a paho client before it connects."""

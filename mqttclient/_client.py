@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import random
 import ssl as ssl_module
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -125,7 +127,14 @@ class Client:
         backoff_initial_s: float = 0.1,
         backoff_maximum_s: float = 10.0,
         disconnect_timeout_s: float = 5.0,
+        on_connect: Callable[[bool], None] | None = None,
+        on_disconnect: Callable[[], None] | None = None,
     ) -> None:
+        """``on_connect(session_present)`` runs after each CONNACK accepted (first connection and
+        every reconnect), ``on_disconnect()`` when a connection is lost or closed; both on the
+        event loop, so keep them quick. A PINGREQ unanswered for ``keep_alive_s`` while the
+        reader is not paused by backpressure and nothing else arrived drops the connection (a
+        half-open link is detected and the client reconnects)."""
         self._host, self._port, self._ssl = host, port, ssl
         self._connect = mqtt5.ConnectPacket(
             client_id,
@@ -163,6 +172,11 @@ class Client:
         self._tasks: asyncio.TaskGroup | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._fatal: BaseException | None = None
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._ping_sent_at: float | None = None  # monotonic time of the unanswered PINGREQ
+        self._read_since_ping = False
+        self._paused = False  # the reader waits for room in the incoming queue
 
     # -- public -------------------------------------------------------------------------------
 
@@ -243,21 +257,35 @@ class Client:
                 break
         return out
 
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
     def ack(self, message: Message) -> None:
         """Queue the PUBACK for ``message`` (manual-ack mode). All acks queued in one event-loop
         turn go out in one socket write. A message from an earlier connection is ignored."""
-        if message.packet_id is None or message.generation != self._generation:
-            return
-        self._acks += mqtt5.PubAckPacket(message.packet_id).write()
+        if message.packet_id is not None:
+            self.ack_packet(message.packet_id, message.generation)
+
+    def ack_packet(self, packet_id: int, generation: int) -> bool:
+        """:meth:`ack` by packet id and connection generation (for consumers that keep those
+        rather than the :class:`Message`). False, and nothing sent, when ``generation`` is not
+        the current connection or no connection is up."""
+        if generation != self._generation or not self._connected.is_set():
+            return False
+        self._acks += mqtt5.PubAckPacket(packet_id).write()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_acks)
+        return True
 
-    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
         """Subscribe (``$share/<group>/<filter>`` for a shared subscription); raises
-        :class:`SubscribeRefused` when the SUBACK carries a failure code."""
-        await self._subscribe_on_connection({topic_filter: QoS(qos)})
+        :class:`SubscribeRefused` when the SUBACK carries a failure code, else returns the
+        granted QoS (which may be lower than asked)."""
+        (granted,) = await self._subscribe_on_connection({topic_filter: QoS(qos)})
         self._subscriptions[topic_filter] = QoS(qos)
+        return granted
 
     async def publish(
         self,
@@ -362,9 +390,13 @@ class Client:
                 ).write()
             )
         self._connected.set()
+        self._ping_sent_at = None
         self._backoff.reset()
+        if self._on_connect is not None:
+            self._on_connect(packet.session_present)
 
     def _drop_connection(self) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
         if self._writer is not None:
             self._writer.close()
@@ -373,6 +405,8 @@ class Client:
             if not future.done():
                 future.set_exception(ConnectionLost("connection lost before SUBACK"))
         self._requests.clear()
+        if was_connected and self._on_disconnect is not None:
+            self._on_disconnect()
 
     async def _run(self) -> None:
         while not self._closing:
@@ -406,6 +440,7 @@ class Client:
                 if not chunk:
                     raise ConnectionResetError("broker closed the connection")
                 buffer += chunk
+                self._read_since_ping = True
             pending = False
             view = memoryview(buffer)
             offset = 0
@@ -435,7 +470,11 @@ class Client:
                 self._generation,
             )
             if self._messages.full():
-                await self._messages.put(message)  # backpressure: stop reading until consumed
+                self._paused = True  # the keep-alive must not mistake this for a dead link
+                try:
+                    await self._messages.put(message)  # backpressure: stop reading until consumed
+                finally:
+                    self._paused = False
             else:
                 self._messages.put_nowait(message)
             if not self._manual_ack and int(packet.qos) == 1:
@@ -457,7 +496,7 @@ class Client:
         elif isinstance(packet, mqtt5.DisconnectPacket):
             raise ConnectionResetError(f"broker sent DISCONNECT 0x{int(packet.reason_code):02x}")
         elif isinstance(packet, mqtt5.PingRespPacket):
-            pass
+            self._ping_sent_at = None
         else:
             raise ProtocolError(f"unexpected {type(packet).__name__}")
 
@@ -467,8 +506,22 @@ class Client:
         ping = mqtt5.PingReqPacket().write()
         while True:
             await asyncio.sleep(self._keep_alive_s / 2)
-            if self._connected.is_set() and self._writer is not None:
-                self._writer.write(ping)
+            if not self._connected.is_set() or self._writer is None:
+                continue
+            sent_at = self._ping_sent_at
+            if sent_at is not None and time.monotonic() - sent_at >= self._keep_alive_s:
+                if self._read_since_ping or self._paused:
+                    # Bytes arrived (the PINGRESP is behind them) or we stopped reading: alive.
+                    self._ping_sent_at = None
+                else:
+                    # Half-open link: no PINGRESP and nothing else for a whole keep-alive. Abort
+                    # the transport; the reader sees EOF and the connection loop reconnects.
+                    self._writer.transport.abort()
+                    continue
+            if self._ping_sent_at is None:
+                self._ping_sent_at = time.monotonic()
+                self._read_since_ping = False
+            self._writer.write(ping)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -500,11 +553,12 @@ class Client:
         self._writer.write(packet.write())
         return future
 
-    async def _subscribe_on_connection(self, filters: dict[str, QoS]) -> None:
+    async def _subscribe_on_connection(self, filters: dict[str, QoS]) -> list[int]:
         await self._connected.wait()
         codes = await self._send_subscribe(filters)
         if any(code >= 0x80 for code in codes):
             raise SubscribeRefused(list(filters), codes)
+        return codes
 
     async def _write(self, data: bytes) -> None:
         await self._connected.wait()

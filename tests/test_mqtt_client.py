@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import mqtt5
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -17,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ioc.embedded.ports import LOOPBACK, free_port
 from ioc.provision import hash_password
 from mqttclient import Client, ConnectRefused, Message
+from tests.conftest import eventually
 from tests.proxy import TcpProxy
 from tests.test_provision import make_ca, mosquitto
 
@@ -195,3 +197,34 @@ async def test_tls_with_a_test_ca_and_an_untrusting_client(tmp_path: Path) -> No
                 ssl=ssl.create_default_context(),
             ):
                 pass
+
+
+async def test_unanswered_pingreq_drops_a_half_open_link_and_reconnects() -> None:
+    """A peer that accepted the connection but answers nothing more (a half-open link: the
+    NAT entry or the broker's host is gone) must not keep the client waiting for ever."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def silent_broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        await reader.read(65536)  # the CONNECT
+        writer.write(mqtt5.ConnAckPacket().write())
+        while await reader.read(65536):  # PINGREQs, never answered
+            pass
+
+    server = await asyncio.start_server(silent_broker, LOOPBACK, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Client(
+            LOOPBACK, port, client_id="half-open", keep_alive_s=1, backoff_initial_s=0.01
+        ) as c:
+            assert c.generation == 1 and c.connected
+
+            async def reconnected() -> bool:
+                return c.generation >= 2 and c.connected
+
+            await eventually(reconnected)
+            assert len(connections) >= 2
+    finally:
+        for w in connections:
+            w.transport.abort()
+        server.close()

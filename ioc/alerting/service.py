@@ -165,7 +165,7 @@ class RulesService:
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()
         if self._outage_listener is not None:
-            await asyncio.to_thread(self._outage_listener.stop)
+            await self._outage_listener.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
