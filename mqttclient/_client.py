@@ -257,10 +257,6 @@ class Client:
                 break
         return out
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
     def ack(self, message: Message) -> None:
         """Queue the PUBACK for ``message`` (manual-ack mode). All acks queued in one event-loop
         turn go out in one socket write. A message from an earlier connection is ignored."""
