@@ -22,6 +22,7 @@ import hashlib
 import heapq
 import itertools
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -959,24 +960,9 @@ def _device_context(device: Device) -> dict[str, Any]:
 def _peak_context(hw: HighWater) -> dict[str, Any]:
     """Template fields of a forecast peak: {peak.time} (HH:MM dd/MM, Asia/Ho_Chi_Minh) and
     {peak.level} (metres)."""
-    local = hw.time + 7 * 3600  # Asia/Ho_Chi_Minh has no daylight saving: UTC+7 all year
-    hh, mm = int(local // 3600) % 24, int(local // 60) % 60
-    day = _civil_date(int(local // 86400))
-    return {"time": f"{hh:02d}:{mm:02d} {day[2]:02d}/{day[1]:02d}", "level": hw.level_m}
-
-
-def _civil_date(days: int) -> tuple[int, int, int]:
-    """Days since 1970-01-01 → (year, month, day) (proleptic Gregorian; H. Hinnant's civil
-    algorithm), to avoid a datetime per emitted transition."""
-    z = days + 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return (yoe + era * 400 + (1 if m <= 2 else 0), m, d)
+    # Asia/Ho_Chi_Minh has no daylight saving: UTC+7 all year
+    local = time.gmtime(hw.time + 7 * 3600)
+    return {"time": time.strftime("%H:%M %d/%m", local), "level": hw.level_m}
 
 
 def _window_value(rule: Rule, w: deque[tuple[float, float]], total: float) -> float | None:
