@@ -156,19 +156,6 @@ class Routing:
     def public_categories(self) -> tuple[Category, ...]:
         return tuple(c for c in self.categories if c.public)
 
-    def agency_for(
-        self,
-        code: str,
-        city: str | None,
-        ward: str | None,
-        site: Site,
-        *,
-        text: str = "",
-        labels: Mapping[str, str] | None = None,
-    ) -> str:
-        """The responsible agency id (see :meth:`assign`)."""
-        return self.assign(code, city, ward, site, text=text, labels=labels).agency
-
     def assign(
         self,
         code: str,

@@ -88,18 +88,18 @@ def test_severity_without_its_own_deadline_falls_back(site: Site) -> None:
 
 def test_agency_for_category_ward_and_overrides(site: Site) -> None:
     routing = load_routing(ROUTING, site)
-    assert routing.agency_for("chieu-sang", "vi-thanh", "phuong-5", site) == "urban-works"
+    assert routing.assign("chieu-sang", "vi-thanh", "phuong-5", site).agency == "urban-works"
     # flooding: the civil-defence command of the ward (Lái Hiếu is now in Phường Ngã Bảy)
     assert (
-        routing.agency_for("ngap-nuoc", "nga-bay", "lai-hieu", site)
+        routing.assign("ngap-nuoc", "nga-bay", "lai-hieu", site).agency
         == "civil-defence-phuong-nga-bay"
     )
     # …of the city when the place is unknown
-    assert routing.agency_for("ngap-nuoc", None, None, site) == "civil-defence"
+    assert routing.assign("ngap-nuoc", None, None, site).agency == "civil-defence"
     # ward-committee: the People's Committee of the ward (a former ward id: of its unit);
     # unknown place → the IOC duty desk
-    assert routing.agency_for("trat-tu", "vi-thanh", "phuong-5", site) == "ubnd-phuong-vi-tan"
-    assert routing.agency_for("trat-tu", None, None, site) == "ioc"
+    assert routing.assign("trat-tu", "vi-thanh", "phuong-5", site).agency == "ubnd-phuong-vi-tan"
+    assert routing.assign("trat-tu", None, None, site).agency == "ioc"
 
 
 @pytest.mark.parametrize(
@@ -167,10 +167,10 @@ def test_a_road_alert_on_ql1a_goes_to_the_national_road_unit(site: Site, tmp_pat
     routing = load_routing(path, site)
     on_ql1a = {"alertname": "signal-fault", "road": "Quốc lộ 1A"}
     urban = {"alertname": "signal-fault", "road": "Hùng Vương"}
-    assert routing.agency_for("giao-thong", "nga-bay", "hiep-loi", site, labels=on_ql1a) == (
+    assert routing.assign("giao-thong", "nga-bay", "hiep-loi", site, labels=on_ql1a).agency == (
         "ql1a-unit"
     )
-    assert routing.agency_for("giao-thong", "nga-bay", "hiep-loi", site, labels=urban) == (
+    assert routing.assign("giao-thong", "nga-bay", "hiep-loi", site, labels=urban).agency == (
         "road-authority"
     )
 

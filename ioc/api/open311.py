@@ -368,7 +368,7 @@ def _notice(
     if not created:
         return f"Phản ánh này đã được tiếp nhận trước đó (mã {report_id})."
     routing, site = _routing(request), _site(request)
-    agency_id = routing.agency_for(category.code, city, ward, site, text=text)
+    agency_id = routing.assign(category.code, city, ward, site, text=text).agency
     agency = site.agencies_by_id.get(agency_id)
     to = f" và chuyển đến {agency.name_vi}" if agency else ""
     return f"Phản ánh đã được tiếp nhận (mã {report_id}){to}."
