@@ -230,6 +230,13 @@ async def test_dry_run_reports_and_writes_nothing_and_csv_goes_over_http(
         "/api/v1/devices/import", content=b"x", headers={**AUTH, "Content-Type": "text/plain"}
     )
     assert r.status_code == 422 and "csv" in r.json()["message"]
+    # documented in OpenAPI: both media types, the per-row result, PATCH and decommission
+    spec = (await http.get("/openapi.json")).json()
+    body = spec["paths"]["/api/v1/devices/import"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "text/csv"}
+    assert "rows" in spec["components"]["schemas"]["ImportResult"]["properties"]
+    assert "patch" in spec["paths"]["/api/v1/devices/{device_id}"]
+    assert "post" in spec["paths"]["/api/v1/devices/{device_id}/decommission"]
 
 
 # ------------------------------------------------------------------ edit and decommission
