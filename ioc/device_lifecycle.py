@@ -447,10 +447,7 @@ async def update(
     """``PATCH /api/v1/devices/{id}``: the fields given replace the device's (``attributes`` is
     merged, RFC 7396), then the whole record is checked as a registration is."""
     for key in patch:
-        if key not in EDITABLE:
-            why = "names the device" if key == "id" else "fixes its metrics and topics"
-            if key in ("id", "kind"):
-                raise DeviceError(key, f"cannot change (it {why}; register a new device)")
+        if key not in EDITABLE and key not in ("id", "kind"):
             raise DeviceError(key, f"unknown field (editable: {sorted(EDITABLE)})")
     async with conn.transaction():
         current = (await registry(conn, [device_id], lock=True)).get(device_id)
@@ -459,6 +456,9 @@ async def update(
         if current.decommissioned_at is not None:
             raise Decommissioned(device_id, current.decommissioned_at)
         before = current.device
+        for key, why in (("id", "names the device"), ("kind", "fixes its metrics and topics")):
+            if key in patch and patch[key] != getattr(before, key):
+                raise DeviceError(key, f"cannot change (it {why}; register a new device)")
         attributes = patch.get("attributes", {})
         if not isinstance(attributes, dict):
             raise DeviceError("attributes", "expected an object (null values remove keys)")

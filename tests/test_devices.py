@@ -239,6 +239,28 @@ async def test_dry_run_reports_and_writes_nothing_and_csv_goes_over_http(
     assert "post" in spec["paths"]["/api/v1/devices/{device_id}/decommission"]
 
 
+async def test_the_accepted_rows_are_written_in_one_transaction(
+    db: psycopg.AsyncConnection, site: Site
+) -> None:
+    """A database error on one accepted row (a trigger refusing it, standing for a constraint or
+    a lost connection) writes none of the others."""
+    await db.execute(
+        "CREATE FUNCTION refuse_two() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.id = 'imp-rain-0002' THEN RAISE EXCEPTION 'refused by the test'; END IF;"
+        " RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER refuse_two BEFORE INSERT ON devices"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_two()"
+    )
+    rows = [(n, rain(n)) for n in (1, 2, 3)]
+    with pytest.raises(psycopg.errors.RaiseException, match="refused by the test"):
+        await lifecycle.import_devices(db, site, rows)
+    assert await lifecycle.registry(db, ["imp-rain-0001", "imp-rain-0003"]) == {}
+    report = await lifecycle.import_devices(db, site, rows[::2])  # without the refused one
+    assert report.summary() == "2 created, 0 updated, 0 unchanged, 0 refused"
+
+
 # ------------------------------------------------------------------ edit and decommission
 
 
@@ -302,6 +324,9 @@ async def test_decommission_keeps_readings_dead_letters_new_messages_and_revokes
 
     publisher.publish(topic, message(1))
     await eventually(lambda: _at_least(readings, 1))
+    assert runtime.rules is not None and runtime.rules.engine is not None
+    await runtime.rules.reload_devices()
+    assert "imp-rain-0007" in runtime.rules.engine.devices
     monkeypatch.setenv("IOC_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("IOC_DATABASE_URL", settings.database_url or "")
     monkeypatch.setenv("IOC_MQTT_TOPIC_PREFIX", settings.mqtt_topic_prefix)
@@ -341,6 +366,10 @@ async def test_decommission_keeps_readings_dead_letters_new_messages_and_revokes
     assert len(r.json()["points"]) == 1
     detail = (await http.get("/api/v1/devices/imp-rain-0007", headers=AUTH)).json()
     assert detail["decommissioned_at"] == at
+    # the rules no longer watch it (no "device silent" alert for a device taken away)
+    await runtime.rules.reload_devices()  # what its periodic refresh does
+    assert "imp-rain-0007" not in runtime.rules.engine.devices
+    assert runtime.site.devices[0].id in runtime.rules.engine.devices  # the others still are
     r = await http.patch("/api/v1/devices/imp-rain-0007", json={"name": "x"}, headers=AUTH)
     assert r.status_code == 409 and "decommissioned" in r.json()["message"]
     r = await http.post("/api/v1/devices", json=rain(7), headers=AUTH)
