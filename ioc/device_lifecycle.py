@@ -58,6 +58,11 @@ class ImportFileError(ValueError):
     """A file that cannot be read as rows at all (not CSV/JSON, no header, too many rows)."""
 
 
+class AlreadyRegistered(DeviceError):
+    def __init__(self, device_id: str) -> None:
+        super().__init__("id", f"device {device_id!r} already exists")
+
+
 class DeviceNotFound(LookupError):
     def __init__(self, device_id: str) -> None:
         super().__init__(f"no device {device_id!r}")
@@ -331,17 +336,25 @@ async def _write(conn: psycopg.AsyncConnection, devices: Sequence[Device], sourc
 
 
 async def register(conn: psycopg.AsyncConnection, site: Site, raw: Mapping[str, Any]) -> Device:
-    """``POST /api/v1/devices``: a new device; :class:`DeviceError` when invalid (``id`` when
-    taken, ``Decommissioned`` when the id belonged to a decommissioned device)."""
+    """``POST /api/v1/devices``: a new device; :class:`DeviceError` when invalid,
+    :class:`AlreadyRegistered` when the id is taken, :class:`Decommissioned` when it belonged
+    to a decommissioned device."""
     device = site.check_device(raw)
     async with conn.transaction():
         existing = (await registry(conn, [device.id], lock=True)).get(device.id)
         if existing is not None and existing.decommissioned_at is not None:
             raise Decommissioned(device.id, existing.decommissioned_at)
         if existing is not None:
-            raise DeviceError("id", f"device {device.id!r} already exists")
+            raise AlreadyRegistered(device.id)
         await _check_cabinet(conn, device)
-        await _write(conn, [device], "api")
+        cur = await conn.execute(  # DO NOTHING: a concurrent registration of the id wins
+            "INSERT INTO devices (id, kind, city, ward, name, lat, lon, attributes, source)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            _insert_params(device, "api"),
+        )
+        if cur.rowcount != 1:
+            raise AlreadyRegistered(device.id)
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, device.id))
     return device
 
 

@@ -137,9 +137,9 @@ async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
             device = await lifecycle.register(conn, runtime.site, body.model_dump())
         except lifecycle.Decommissioned as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"id: {exc}") from None
+        except lifecycle.AlreadyRegistered as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         except DeviceError as exc:
-            if exc.field == "id" and "already exists" in exc.message:
-                raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
             raise _unprocessable(f"body.{exc.field}", exc.message) from None
     return _out(device)
 
