@@ -228,7 +228,7 @@ def main() -> int:
                 http("POST", f"{base}/api/v1/devices", {
                     "id": dev, "kind": "flood", "city": "vi-thanh", "ward": "phuong-5",
                     "name": f"Probe {dev}", "lat": 9.784, "lon": 105.47,
-                    "attributes": {"role": "probe"},
+                    "attributes": {"role": "probe", "station": "vi-thanh"},
                 })  # fmt: skip
             time.sleep(2)  # registry and rules pick the probes up (NOTIFY, then rules reload)
             load_s = (args.probes * 0.25 + 15) * 2 + 10

@@ -80,6 +80,8 @@ class Decoder:
         self._root_levels = topic_prefix.count("/") + 1
         self.reports = reports
         self.devices = devices
+        # ids of decommissioned devices (still in ``devices``: their rows stay); replaced whole
+        self.decommissioned: frozenset[str] = frozenset()
         self.max_payload_bytes = max_payload_bytes
         self.max_age_s = max_age_s
         self.max_future_s = max_future_s
@@ -116,6 +118,10 @@ class Decoder:
         if known is None:
             raise DecodeError(
                 topic, Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not registered"
+            )
+        if where.device_id in self.decommissioned:
+            raise DecodeError(
+                topic, Reason.DECOMMISSIONED, f"device {where.device_id!r} was decommissioned"
             )
         kind, city = known
         if kind != where.kind or city != where.city:

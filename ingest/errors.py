@@ -12,6 +12,8 @@ class Reason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     WRONG_TYPE = "wrong_type"
     UNKNOWN_DEVICE = "unknown_device"
+    # A device taken out of service (POST /api/v1/devices/{id}/decommission).
+    DECOMMISSIONED = "decommissioned"
     DEVICE_MISMATCH = "device_mismatch"
     UNKNOWN_METRIC = "unknown_metric"
     OUT_OF_RANGE = "out_of_range"

@@ -26,6 +26,7 @@ from ingest.records import DeadLetter
 from ingest.subscriber import MqttSubscriber
 from ingest.writer import BatchWriter, WriteResult, is_data_error
 from ioc.backoff import Backoff
+from ioc.device_lifecycle import decommissioned_ids
 from ioc.routing import load_routing
 from ioc.settings import Settings
 from ioc.site import load_site
@@ -293,7 +294,9 @@ class IngestService:
     async def reload_devices(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5) as conn:
             index: DeviceIndex = await device_store.device_index(conn)
+            decommissioned = await decommissioned_ids(conn)
         self._decoder.devices = index  # swapped whole, never mutated in place
+        self._decoder.decommissioned = decommissioned
 
     async def _registry_loop(self) -> None:
         """Reload the index on NOTIFY from the API (and periodically, in case one was missed)."""

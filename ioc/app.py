@@ -18,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.service import IngestService
+from ioc import device_lifecycle
 from ioc.alerting.service import RulesService
 from ioc.api import create_app
 from ioc.dispatch import DispatchWorker  # agency dispatch delivery (docs/dispatch.md)
@@ -94,7 +95,10 @@ async def run_service(
     pool = await open_pool(api_conninfo(conninfo), max_size=settings.db_pool_max)
     try:
         async with pool.connection() as conn:
+            # the site file wins for its devices; API/import devices and decommissions are kept
+            before = await device_lifecycle.registry(conn)
             n = await device_store.sync_site_devices(conn, site.devices)
+            device_lifecycle.log_differences(device_lifecycle.diff(site.devices, before))
             await apply_policies(conn, flavour, settings.retention_days, settings.reading_max_age_s)
         log.info("site %s: %d devices; storage flavour %s", settings.site_path().name, n, flavour)
         runtime = Runtime(settings, conninfo, flavour, pool, site, routing, token)

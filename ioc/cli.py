@@ -17,11 +17,11 @@ from zoneinfo import ZoneInfo
 import psycopg
 from pydantic import SecretStr, ValidationError
 
-from ioc.devices import Device
 from ioc.settings import DISPLAY_TIMEZONE, Settings
 
 if TYPE_CHECKING:
     from ioc.app import Runtime
+    from ioc.device_lifecycle import Registered
     from ioc.site import Site
     from simulators.scenario import Scenario
 
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     tok_sub.add_parser("list", help="tokens with role, name, created, revoked")
     revoke = tok_sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id", type=int)
-    dev = sub.add_parser("devices", help="field devices: MQTT credentials and ACL")
+    dev = sub.add_parser(
+        "devices", help="field devices: import, decommission, site diff, MQTT credentials and ACL"
+    )
     dev_sub = dev.add_subparsers(dest="devices_command", required=True)
     prov = dev_sub.add_parser(
         "provision",
@@ -92,6 +94,25 @@ def main(argv: list[str] | None = None) -> int:
         "--credentials",
         type=Path,
         help="plain passwords for the field team (default IOC_DATA_DIR/mosquitto/credentials.csv)",
+    )
+    imp = dev_sub.add_parser(
+        "import",
+        help="register or update devices from a CSV or JSON file (IOC_DATABASE_URL): a result "
+        "per row, the accepted rows in one transaction; exit 1 when a row was refused",
+    )
+    imp.add_argument("file", type=Path, help="a .csv or .json file (docs/devices.md)")
+    imp.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
+    imp.add_argument("--format", choices=("csv", "json"), help="default: from the file name")
+    dec = dev_sub.add_parser(
+        "decommission",
+        help="take a device out of service: readings kept, ingest refuses its messages, the "
+        "next `ioc devices provision` revokes its MQTT account",
+    )
+    dec.add_argument("id")
+    dec.add_argument("--reason", help="why (kept with the device)")
+    dev_sub.add_parser(
+        "diff",
+        help="how the site file and the device registry differ (what the next start resets)",
     )
     args = parser.parse_args(argv)
 
@@ -132,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             _require(settings, "database_url")
             return asyncio.run(_tokens(settings, args))
         if args.command == "devices":
-            return _provision(settings, args)
+            if args.devices_command == "provision":
+                return _provision(settings, args)
+            _require(settings, "database_url")
+            return _device_lifecycle(settings, args)
     except _ConfigMissing as exc:
         print(f"ioc: {exc}", file=sys.stderr)
         return 2
@@ -171,18 +195,11 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _registry_devices(url: str) -> list[Device]:
-    from ioc.storage import devices as device_store
+async def _registry(url: str) -> dict[str, Registered]:
+    from ioc.device_lifecycle import registry
 
-    out: list[Device] = []
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        while True:
-            page = await device_store.list_devices(
-                conn, limit=5000, after=out[-1].id if out else None
-            )
-            out += page
-            if len(page) < 5000:
-                return out
+        return await registry(conn)
 
 
 def _provision(settings: Settings, args: argparse.Namespace) -> int:
@@ -193,12 +210,17 @@ def _provision(settings: Settings, args: argparse.Namespace) -> int:
     try:
         site = load_site(settings.site_path())
         devices = None
+        decommissioned: set[str] = set()
         if settings.database_url is not None:
-            # the registry: the site file's devices and those registered through the API
-            devices = asyncio.run(_registry_devices(settings.database_url))
+            # the registry: the site file's devices and those registered through the API or
+            # an import; decommissioned devices get no account (a re-run revokes theirs)
+            found = asyncio.run(_registry(settings.database_url))
+            devices = [r.device for r in found.values()]
+            decommissioned = {i for i, r in found.items() if r.decommissioned_at is not None}
         result = provision(
             site,
             devices=devices,
+            decommissioned=decommissioned,
             passwords=args.passwords or base / "passwd",
             acl=args.acl or base / "acl",
             credentials=args.credentials or base / "credentials.csv",
@@ -217,11 +239,69 @@ def _provision(settings: Settings, args: argparse.Namespace) -> int:
         )
         + ")"
     )
+    if result.decommissioned:
+        print(f"  no account (decommissioned): {', '.join(result.decommissioned)}")
     print(f"  password file: {result.passwords}")
     print(f"  ACL file:      {result.acl}")
     print(f"  credentials:   {result.credentials} (0600; hand to the field team, keep secret)")
     print("  reload a running broker: kill -HUP <pid> (docker compose kill -s HUP mosquitto)")
     return 0
+
+
+def _device_lifecycle(settings: Settings, args: argparse.Namespace) -> int:
+    """``ioc devices import | decommission | diff`` against the registry (docs/devices.md)."""
+    from ioc import device_lifecycle as lifecycle
+    from ioc.site import SiteError, load_site
+    from ioc.storage import migrate
+
+    assert settings.database_url is not None
+    url = settings.database_url
+    try:
+        site = load_site(settings.site_path())
+    except SiteError as exc:
+        print(f"ioc devices {args.devices_command}: {exc}", file=sys.stderr)
+        return 2
+    if args.devices_command == "import":
+        try:
+            fmt = args.format or lifecycle.format_of(args.file.name)
+            rows = lifecycle.parse_rows(args.file.read_bytes(), fmt)
+        except (lifecycle.ImportFileError, OSError, UnicodeDecodeError) as exc:
+            print(f"ioc devices import: {args.file}: {exc}", file=sys.stderr)
+            return 2
+    migrate(url)
+
+    async def run() -> int:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if args.devices_command == "import":
+                report = await lifecycle.import_devices(conn, site, rows, dry_run=args.dry_run)
+                for r in report.rows:
+                    why = f"  {r.field}: {r.reason}" if r.result == "refused" else ""
+                    print(f"row {r.row:>5}  {r.id or '-':<32} {r.result}{why}")
+                print(("dry run, nothing written: " if args.dry_run else "") + report.summary())
+                return 1 if report.count("refused") else 0
+            if args.devices_command == "decommission":
+                try:
+                    state = await lifecycle.decommission(conn, args.id, args.reason)
+                except lifecycle.DeviceNotFound as exc:
+                    print(f"ioc devices decommission: {exc}", file=sys.stderr)
+                    return 1
+                assert state.decommissioned_at is not None
+                print(
+                    f"{args.id} decommissioned at {state.decommissioned_at.isoformat()}; run "
+                    "`ioc devices provision` and reload the broker to revoke its MQTT account"
+                )
+                return 0
+            differences = lifecycle.diff(site.devices, await lifecycle.registry(conn))
+            for d in differences:
+                print(d)
+            print(
+                f"{len(differences)} difference(s) between {settings.site_path().name} and the "
+                "registry; at start the site file wins for its devices, devices added by the "
+                "API or an import are kept, decommissioned devices stay decommissioned"
+            )
+            return 0
+
+    return asyncio.run(run())
 
 
 class _ConfigMissing(Exception):

@@ -15,6 +15,10 @@
   account). It is the source of truth on a re-run: existing passwords are kept, new devices get
   new ones, devices gone from the site lose their account.
 
+With a database, the devices are the registry's (the site file's plus those registered through
+the API or an import); a **decommissioned** device gets no account: a re-run revokes its
+credentials (its lines leave all three files), and the result names it.
+
 Nothing here talks to the broker: Mosquitto re-reads both files on SIGHUP.
 """
 
@@ -27,7 +31,7 @@ import hmac
 import io
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +68,8 @@ class ProvisionResult:
     passwords: Path
     acl: Path
     credentials: Path
+    # accounts withheld because their device is decommissioned (revoked if they existed)
+    decommissioned: tuple[str, ...] = ()
 
 
 def plan_accounts(
@@ -72,9 +78,11 @@ def plan_accounts(
     prefix: str = "hg",
     dispatch_prefix: str = "ioc/dispatch",
     devices: Sequence[Device] | None = None,
+    decommissioned: Collection[str] = (),
 ) -> list[AccountSpec]:
     """Every account the site needs, services first, then devices in site order (``devices``:
-    the registry's, which adds those registered through the API to the site file's)."""
+    the registry's, which adds those registered through the API to the site file's), except
+    the ``decommissioned`` devices'."""
     accounts = [
         AccountSpec(
             IOC_ACCOUNT,
@@ -94,6 +102,8 @@ def plan_accounts(
         )
     taken = {a.username for a in accounts}
     for device in site.devices if devices is None else devices:
+        if device.id in decommissioned:
+            continue
         if device.id in taken:
             raise ValueError(f"device id {device.id!r} collides with a service account name")
         taken.add(device.id)
@@ -199,9 +209,16 @@ def provision(
     prefix: str = "hg",
     dispatch_prefix: str = "ioc/dispatch",
     devices: Sequence[Device] | None = None,
+    decommissioned: Collection[str] = (),
 ) -> ProvisionResult:
     """Write the three files; idempotent (same site, same files, same passwords)."""
-    accounts = plan_accounts(site, prefix=prefix, dispatch_prefix=dispatch_prefix, devices=devices)
+    accounts = plan_accounts(
+        site,
+        prefix=prefix,
+        dispatch_prefix=dispatch_prefix,
+        devices=devices,
+        decommissioned=decommissioned,
+    )
     known = read_credentials(credentials)
     hashes = _read_password_file(passwords)
     wanted = {a.username for a in accounts}
@@ -232,4 +249,9 @@ def provision(
     _write(passwords, "".join(pw_lines), 0o640)
     _write(acl, acl_text(accounts), 0o644)
     removed = tuple(sorted(u for u in known.keys() | hashes.keys() if u not in wanted))
-    return ProvisionResult(len(accounts), tuple(added), removed, passwords, acl, credentials)
+    withheld = sorted(
+        d.id for d in (site.devices if devices is None else devices) if d.id in decommissioned
+    )
+    return ProvisionResult(
+        len(accounts), tuple(added), removed, passwords, acl, credentials, tuple(withheld)
+    )

@@ -300,6 +300,21 @@ class Site:
         except KeyError:
             raise KeyError(f"no device {device_id!r} in the site") from None
 
+    def check_device(self, raw: Mapping[str, Any]) -> Device:
+        """A device record from the API, an import file or a PATCH, checked exactly as the site
+        file's own devices are (one validation path): field types, id, kind, position, city,
+        ward (a former ward id is stored as the unit that absorbed it), a flood gauge's BĐ
+        levels (copied from its ``station``), lamp and traffic attributes. Raises
+        :class:`DeviceError` naming the field (``ward``, ``attributes.bd2``). References to
+        other devices (a lamp's cabinet) are the caller's to check, against the registry."""
+        try:
+            return _Loader(self.path or Path("site")).device(
+                dict(raw), "device", self.cities_by_id, self.alarm_levels
+            )
+        except SiteError as exc:
+            field = exc.where.removeprefix("device").removeprefix(".") or "device"
+            raise DeviceError(field, exc.message) from None
+
     def city(self, city_id: str) -> City:
         try:
             return self.cities_by_id[city_id]
@@ -846,59 +861,13 @@ class _Loader:
         first_at: dict[str, int] = {}
         for i, item in enumerate(self.seq(top, "devices", "", empty_ok=True)):
             where = f"devices[{i}]"
-            d = self.mapping(
-                item, where, ("id", "kind", "city", "name", "lat", "lon"), ("ward", "attributes")
-            )
-            for key in ("id", "kind", "city"):
-                if not isinstance(d[key], str):
-                    self.fail(f"{where}.{key}", f"expected a string, got {_describe(d[key])}")
-            ident = f" (device {d['id']!r})"
-            name = d["name"]
-            if not isinstance(name, str) or not name.strip():
-                self.fail(f"{where}.name", f"expected a non-empty string{ident}")
-            ward = d.get("ward")
-            if ward is not None and not isinstance(ward, str):
-                self.fail(f"{where}.ward", f"expected a ward id or null, got {ward!r}{ident}")
-            attributes = d.get("attributes") or {}
-            if not isinstance(attributes, dict) or not all(isinstance(k, str) for k in attributes):
-                self.fail(f"{where}.attributes", f"expected a mapping with string keys{ident}")
-            attributes = dict(attributes)
-            if d["kind"] == "flood":
-                self.flood_levels(attributes, levels, where, ident)
-            try:
-                device = Device(
-                    id=d["id"],
-                    kind=d["kind"],
-                    city=d["city"],
-                    ward=ward,
-                    name=name.strip(),
-                    lat=self.number(d["lat"], f"{where}.lat"),
-                    lon=self.number(d["lon"], f"{where}.lon"),
-                    attributes=attributes,
-                )
-            except DeviceError as exc:
-                self.fail(f"{where}.{exc.field}", f"{exc.message}{ident}")
+            device = self.device(item, where, by_city, levels)
             if device.id in first_at:
                 self.fail(
                     f"{where}.id",
                     f"duplicate device id {device.id!r} (first at devices[{first_at[device.id]}])",
                 )
             first_at[device.id] = i
-            city = by_city.get(device.city)
-            if city is None:
-                known = sorted(by_city)
-                self.fail(f"{where}.city", f"{device.city!r} is not one of {known}{ident}")
-            if device.ward is not None:
-                unit = next((w for w in city.wards if device.ward in w.ids), None)
-                if unit is None:
-                    self.fail(
-                        f"{where}.ward",
-                        f"{device.ward!r} is not a ward of {city.id} "
-                        f"(one of {[w.id for w in city.wards]} or a former ward){ident}",
-                    )
-                if unit.id != device.ward:  # filed under a former ward: normalised
-                    device = dataclasses.replace(device, ward=unit.id)
-            self.kind_attributes(device, where, ident)
             devices.append(device)
         # Lamps may come before their cabinet in the file: check references once all are read.
         by_id = {dev.id: dev for dev in devices}
@@ -916,8 +885,70 @@ class _Loader:
                 self.fail(where, f"{cabinet_id!r} is in {cabinet.city}, not {dev.city}{ident}")
         return tuple(devices)
 
+    def device(
+        self,
+        item: Any,
+        where: str,
+        by_city: Mapping[str, City],
+        levels: Mapping[str, AlarmLevels],
+    ) -> Device:
+        """One device record checked on its own (references to other devices are checked by
+        the caller): the site file's path, and :meth:`Site.check_device`'s for the API."""
+        d = self.mapping(
+            item, where, ("id", "kind", "city", "name", "lat", "lon"), ("ward", "attributes")
+        )
+        for key in ("id", "kind", "city"):
+            if not isinstance(d[key], str):
+                self.fail(f"{where}.{key}", f"expected a string, got {_describe(d[key])}")
+        ident = f" (device {d['id']!r})"
+        name = d["name"]
+        if not isinstance(name, str) or not name.strip():
+            self.fail(f"{where}.name", f"expected a non-empty string{ident}")
+        ward = d.get("ward")
+        if ward is not None and not isinstance(ward, str):
+            self.fail(f"{where}.ward", f"expected a ward id or null, got {ward!r}{ident}")
+        attributes = d.get("attributes") or {}
+        if not isinstance(attributes, dict) or not all(isinstance(k, str) for k in attributes):
+            self.fail(f"{where}.attributes", f"expected a mapping with string keys{ident}")
+        attributes = dict(attributes)
+        if d["kind"] == "flood":
+            self.flood_levels(attributes, levels, where, ident)
+        try:
+            device = Device(
+                id=d["id"],
+                kind=d["kind"],
+                city=d["city"],
+                ward=ward,
+                name=name.strip(),
+                lat=self.number(d["lat"], f"{where}.lat"),
+                lon=self.number(d["lon"], f"{where}.lon"),
+                attributes=attributes,
+            )
+        except DeviceError as exc:
+            self.fail(f"{where}.{exc.field}", f"{exc.message}{ident}")
+        city = by_city.get(device.city)
+        if city is None:
+            known = sorted(by_city)
+            self.fail(f"{where}.city", f"{device.city!r} is not one of {known}{ident}")
+        if device.ward is not None:
+            unit = next((w for w in city.wards if device.ward in w.ids), None)
+            if unit is None:
+                self.fail(
+                    f"{where}.ward",
+                    f"{device.ward!r} is not a ward of {city.id} "
+                    f"(one of {[w.id for w in city.wards]} or a former ward){ident}",
+                )
+            if unit.id != device.ward:  # filed under a former ward: normalised
+                device = dataclasses.replace(device, ward=unit.id)
+        self.kind_attributes(device, where, ident)
+        return device
+
     def flood_levels(
-        self, attributes: dict[str, Any], levels: dict[str, AlarmLevels], where: str, ident: str
+        self,
+        attributes: dict[str, Any],
+        levels: Mapping[str, AlarmLevels],
+        where: str,
+        ident: str,
     ) -> None:
         """Copy the station's BĐ levels into the device's attributes, or check the device's own."""
         aw = f"{where}.attributes"

@@ -306,6 +306,10 @@ def _needs(method: str, path: str) -> set[str]:
         return {"admin", "operator", "viewer", "agency", "provisioning"}
     if method == "POST" and path == "/api/v1/devices":  # installers register field devices
         return {"admin", "provisioning"}
+    if method == "PATCH" and path.startswith("/api/v1/devices/"):  # ... and correct them
+        return {"admin", "provisioning"}
+    if path in ("/api/v1/devices/import", "/api/v1/devices/1/decommission"):
+        return {"admin"}
     admin_only = path.startswith(("/api/v1/dead-letters", "/api/v1/audit"))
     if admin_only or path in ("/readyz", "/metrics"):
         return {"admin"}

@@ -45,6 +45,7 @@ from ingest.handoff import Delivery
 from ingest.records import DeviceEvent, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.alerting.tide_source import PredictedTide, site_predictor
+from ioc.device_lifecycle import decommissioned_ids
 from ioc.devices import Device
 from ioc.low_water import LowWaterAdvisor
 from ioc.names import Names
@@ -524,10 +525,13 @@ class RulesService:
         try:
             conn = await self._connection()
             devices = await device_store.list_devices(conn, limit=1_000_000)
+            retired = await decommissioned_ids(conn)
         except psycopg.Error as exc:
             log.warning("rules: device reload failed: %s", exc)
             self._conn = None
             return
+        # a decommissioned device is no longer watched (no "silent" alert); its open alerts end
+        devices = [d for d in devices if d.id not in retired]
         if {d.id: d for d in devices} != engine.devices:
             async with self._lock:
                 engine.set_devices(devices)

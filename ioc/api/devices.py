@@ -1,23 +1,23 @@
-"""/api/v1/devices: register, list, get, readings."""
+"""/api/v1/devices: register, import, edit, decommission, list, get, readings."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
+from ioc import device_lifecycle as lifecycle
 from ioc.api import tides as tides_api
-from ioc.api.auth import require_provisioning, require_viewer
+from ioc.api.auth import require_admin, require_provisioning, require_viewer
 from ioc.catalogue import KINDS, METRICS
 from ioc.devices import Device, DeviceError
 from ioc.storage import devices as store
 from ioc.storage.readings import QueryError, ReadingQuery, parse_bucket, query_readings
 
-# Viewers read devices and readings; registering one is for administrators and the installers'
-# device-provisioning tokens.
+# Viewers read devices and readings; registering or editing one is for administrators and the
+# installers' device-provisioning tokens; a bulk import and a decommission, administrators only.
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 
@@ -33,7 +33,46 @@ class DeviceIn(BaseModel):
 
 
 class DeviceOut(DeviceIn):
-    pass
+    decommissioned_at: datetime | None = Field(
+        None, description="when the device was taken out of service; null while in service"
+    )
+    decommission_reason: str | None = None
+
+
+class DevicePatch(BaseModel):
+    """The fields given replace the device's; ``attributes`` is merged (RFC 7396: a key set to
+    null is removed). ``id`` and ``kind`` cannot change. The result is checked as a
+    registration is (a former ward id is stored as its current unit)."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    city: str | None = None
+    ward: str | None = Field(None, examples=["phuong-vi-tan"])
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    attributes: dict[str, Any] | None = None
+    id: str | None = Field(None, description="refused: an id cannot change")
+    kind: str | None = Field(None, description="refused: a kind cannot change")
+
+
+class Decommission(BaseModel):
+    reason: str | None = Field(None, max_length=500, examples=["thay thế bằng vt-flood-12"])
+
+
+class ImportRow(BaseModel):
+    row: int = Field(description="1-based record number (CSV: n-th line after the header)")
+    id: str | None
+    result: Literal["created", "updated", "unchanged", "refused"]
+    field: str | None = Field(None, description="refused: the offending field")
+    reason: str | None = Field(None, description="refused: what is wrong")
+
+
+class ImportResult(BaseModel):
+    dry_run: bool
+    created: int
+    updated: int
+    unchanged: int
+    refused: int
+    rows: list[ImportRow]
 
 
 class DeviceListItem(DeviceOut):
@@ -66,7 +105,7 @@ class Readings(BaseModel):
     points: list[Point]
 
 
-def _out(d: Device) -> DeviceOut:
+def _out(d: Device, state: lifecycle.Registered | None = None) -> DeviceOut:
     return DeviceOut(
         id=d.id,
         kind=d.kind,
@@ -76,6 +115,8 @@ def _out(d: Device) -> DeviceOut:
         lon=d.lon,
         name=d.name,
         attributes=d.attributes,
+        decommissioned_at=state.decommissioned_at if state else None,
+        decommission_reason=state.decommission_reason if state else None,
     )
 
 
@@ -91,27 +132,113 @@ def _unprocessable(field: str, message: str) -> HTTPException:
 )
 async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
     runtime = request.app.state.runtime
-    try:
-        device = Device(**body.model_dump())
-    except DeviceError as exc:
-        raise _unprocessable(f"body.{exc.field}", exc.message) from None
-    city = runtime.site.cities_by_id.get(device.city)
-    if city is None:
-        raise _unprocessable(
-            "body.city", f"{device.city!r} is not one of {sorted(runtime.site.cities_by_id)}"
-        )
-    if device.ward is not None:
-        unit = next((w for w in city.wards if device.ward in w.ids), None)
-        if unit is None:
-            raise _unprocessable("body.ward", f"{device.ward!r} is not a ward of {device.city}")
-        # a former ward id (before July 2025) is stored as the unit that absorbed it
-        device = dataclasses.replace(device, ward=unit.id)
     async with runtime.pool.connection() as conn:
-        if not await store.insert_device(conn, device):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"id: device {device.id!r} already exists"
-            )
+        try:
+            device = await lifecycle.register(conn, runtime.site, body.model_dump())
+        except lifecycle.Decommissioned as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"id: {exc}") from None
+        except lifecycle.AlreadyRegistered as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        except DeviceError as exc:
+            raise _unprocessable(f"body.{exc.field}", exc.message) from None
     return _out(device)
+
+
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "A JSON array of devices (the registration's fields), or CSV with a "
+        "header line: id,kind,city,ward,name,lat,lon and attributes as one JSON object in "
+        "`attributes` and/or one column each as `attributes.<key>` (docs/devices.md).",
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceIn"}}
+            },
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "id,kind,city,ward,name,lat,lon,attributes.station\n"
+                "vt-flood-20,flood,vi-thanh,phuong-vi-tan,Cống Cái Nhúc,9.78,105.46,vi-thanh\n",
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/import",
+    response_model=ImportResult,
+    dependencies=[Depends(require_admin)],
+    openapi_extra=_IMPORT_BODY,
+    summary="Bulk import (CSV or JSON): a result per row, one transaction",
+)
+async def import_devices(
+    request: Request,
+    dry_run: Annotated[
+        bool, Query(description="check every row and report, write nothing")
+    ] = False,
+) -> ImportResult:
+    """Rows are created, updated (a device already registered), unchanged, or refused with the
+    row number, field and reason; one bad row refuses only itself. The accepted rows are
+    written in one transaction. At most 10,000 rows per request; one request counts once
+    against the rate limit."""
+    runtime = request.app.state.runtime
+    media = request.headers.get("content-type", "application/json")
+    try:
+        rows = lifecycle.parse_rows(await request.body(), lifecycle.format_of(media))
+    except UnicodeDecodeError as exc:
+        raise _unprocessable("body", f"not UTF-8 text: {exc.reason}") from None
+    except lifecycle.ImportFileError as exc:
+        raise _unprocessable("body", str(exc)) from None
+    async with runtime.pool.connection() as conn:
+        report = await lifecycle.import_devices(conn, runtime.site, rows, dry_run=dry_run)
+    return ImportResult(
+        dry_run=dry_run,
+        created=report.count("created"),
+        updated=report.count("updated"),
+        unchanged=report.count("unchanged"),
+        refused=report.count("refused"),
+        rows=[ImportRow(**r.as_dict()) for r in report.rows],
+    )
+
+
+@router.patch(
+    "/{device_id}", response_model=DeviceOut, dependencies=[Depends(require_provisioning)]
+)
+async def edit_device(device_id: str, body: DevicePatch, request: Request) -> DeviceOut:
+    runtime = request.app.state.runtime
+    async with runtime.pool.connection() as conn:
+        try:
+            device = await lifecycle.update(
+                conn, runtime.site, device_id, body.model_dump(exclude_unset=True)
+            )
+        except lifecycle.DeviceNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"device_id: {exc}") from None
+        except lifecycle.Decommissioned as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"device_id: {exc}") from None
+        except DeviceError as exc:
+            raise _unprocessable(f"body.{exc.field}", exc.message) from None
+    return _out(device)
+
+
+@router.post(
+    "/{device_id}/decommission",
+    response_model=DeviceOut,
+    dependencies=[Depends(require_admin)],
+    summary="Take a device out of service (readings kept, new messages dead-lettered)",
+)
+async def decommission_device(
+    device_id: str, request: Request, body: Decommission | None = None
+) -> DeviceOut:
+    """Idempotent: a second call answers with the first time. Ingest dead-letters the device's
+    new messages (reason `decommissioned`); the next `ioc devices provision` removes its MQTT
+    account; its readings and events stay queryable."""
+    runtime = request.app.state.runtime
+    async with runtime.pool.connection() as conn:
+        try:
+            state = await lifecycle.decommission(conn, device_id, body.reason if body else None)
+        except lifecycle.DeviceNotFound as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"device_id: {exc}") from None
+    return _out(state.device, state)
 
 
 @router.get(
@@ -138,7 +265,11 @@ async def list_devices(
             ward=request.app.state.runtime.site.ward_ids(ward) if ward else None,
         )  # fmt: skip
         states = await store.live_states(conn, [d.id for d in found]) if with_state else {}
-    return [DeviceListItem(**_out(d).model_dump(), **states.get(d.id, {})) for d in found]
+        kept = await lifecycle.registry(conn, [d.id for d in found])
+    return [
+        DeviceListItem(**_out(d, kept.get(d.id)).model_dump(), **states.get(d.id, {}))
+        for d in found
+    ]
 
 
 @router.get("/{device_id}", response_model=DeviceDetail, dependencies=[Depends(require_viewer)])
@@ -148,7 +279,8 @@ async def get_device(device_id: str, request: Request) -> DeviceDetail:
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"device_id: no device {device_id!r}")
         state = await store.device_live_state(conn, device_id)
-    return DeviceDetail(**_out(device).model_dump(), **state)
+        kept = await lifecycle.registry(conn, [device_id])
+    return DeviceDetail(**_out(device, kept.get(device_id)).model_dump(), **state)
 
 
 @router.get(
@@ -159,8 +291,10 @@ async def get_readings(
     request: Request,
     metric: Annotated[
         str,
-        Query(description="a metric of the device's kind; flood devices also "
-                          "water_level_residual_m (observed − predicted tide, computed)"),
+        Query(
+            description="a metric of the device's kind; flood devices also "
+            "water_level_residual_m (observed − predicted tide, computed)"
+        ),
     ],
     from_: Annotated[datetime, Query(alias="from", description="RFC 3339 with offset")],
     to: Annotated[datetime | None, Query(description="RFC 3339 with offset; default now")] = None,
