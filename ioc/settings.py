@@ -228,7 +228,22 @@ class Settings(BaseSettings):
     )
 
     # --- storage ---
+    storage_flavour: Literal["auto", "plain", "timescale"] = Field(
+        "auto",
+        description="storage of a database migrated for the first time: timescale (TimescaleDB "
+        "required), plain (never TimescaleDB) or auto (TimescaleDB when the server has it; a "
+        "server with the extension installed but unusable is refused, naming the fix)",
+    )
     retention_days: int = Field(400, ge=1, description="raw readings older than this are dropped")
+    rollup_1m_retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="1-minute rollups older than this are dropped (default: IOC_RETENTION_DAYS, "
+        "so raw and 1-minute answers cover the same span)",
+    )
+    rollup_1h_retention_days: int = Field(
+        3650, ge=1, description="1-hour rollups, the long-term history, older than this are dropped"
+    )
     dead_letter_limit: int = Field(100_000, ge=100, description="dead letters kept; oldest pruned")
     maintenance_interval_s: float = Field(
         30.0, gt=0, description="rollup refresh, partitions, retention"
@@ -240,8 +255,10 @@ class Settings(BaseSettings):
         10_000, ge=0, description="recent feed frames kept in memory per API process (/ws resume)"
     )
     feed_buffer_bytes: int = Field(
-        32 * 2**20, ge=0, description="…and at most this many bytes of them (a readings frame of "
-        "a large batch is big): the oldest go first; resume reads older frames from the database"
+        32 * 2**20,
+        ge=0,
+        description="…and at most this many bytes of them (a readings frame of "
+        "a large batch is big): the oldest go first; resume reads older frames from the database",
     )
     ws_client_queue: int = Field(
         1_000, ge=1, description="frames queued per /ws client before readings are coalesced"
@@ -332,6 +349,26 @@ class Settings(BaseSettings):
             raise ValueError(
                 "IOC_RETENTION_DAYS must exceed IOC_READING_MAX_AGE_S by at least a day "
                 f"(retention {self.retention_days} d, max age {self.reading_max_age_s} s)"
+            )
+        return self
+
+    @property
+    def rollup_1m_days(self) -> int:
+        return self.rollup_1m_retention_days or self.retention_days
+
+    @model_validator(mode="after")
+    def _rollups_outlive_their_sources(self) -> Settings:
+        # A late reading (up to IOC_READING_MAX_AGE_S) re-computes its minute and its hour: both
+        # rollups must still hold them, and the hourly one is rebuilt from the 1-minute one.
+        if self.rollup_1m_days * 86_400 < self.reading_max_age_s + 86_400:
+            raise ValueError(
+                "IOC_ROLLUP_1M_RETENTION_DAYS must exceed IOC_READING_MAX_AGE_S by at least a day "
+                f"(retention {self.rollup_1m_days} d, max age {self.reading_max_age_s} s)"
+            )
+        if self.rollup_1h_retention_days < self.rollup_1m_days:
+            raise ValueError(
+                "IOC_ROLLUP_1H_RETENTION_DAYS must be at least the 1-minute rollups' retention "
+                f"({self.rollup_1h_retention_days} d < {self.rollup_1m_days} d)"
             )
         return self
 
