@@ -238,8 +238,8 @@ class Settings(BaseSettings):
     rollup_1m_retention_days: int | None = Field(
         None,
         ge=1,
-        description="1-minute rollups older than this are dropped (default: IOC_RETENTION_DAYS, "
-        "so raw and 1-minute answers cover the same span)",
+        description="1-minute rollups older than this are dropped; at least, and by default, "
+        "IOC_RETENTION_DAYS",
     )
     rollup_1h_retention_days: int = Field(
         3650, ge=1, description="1-hour rollups, the long-term history, older than this are dropped"
@@ -358,12 +358,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _rollups_outlive_their_sources(self) -> Settings:
-        # A late reading (up to IOC_READING_MAX_AGE_S) re-computes its minute and its hour: both
-        # rollups must still hold them, and the hourly one is rebuilt from the 1-minute one.
-        if self.rollup_1m_days * 86_400 < self.reading_max_age_s + 86_400:
+        # A query picks raw or rollup rows by its bucket width, not by age: a rollup kept for
+        # less time than the raw readings would answer "no data" where raw data exists. The
+        # hourly rollup is rebuilt from the 1-minute one.
+        if self.rollup_1m_days < self.retention_days:
             raise ValueError(
-                "IOC_ROLLUP_1M_RETENTION_DAYS must exceed IOC_READING_MAX_AGE_S by at least a day "
-                f"(retention {self.rollup_1m_days} d, max age {self.reading_max_age_s} s)"
+                "IOC_ROLLUP_1M_RETENTION_DAYS must be at least IOC_RETENTION_DAYS "
+                f"({self.rollup_1m_days} d < {self.retention_days} d)"
             )
         if self.rollup_1h_retention_days < self.rollup_1m_days:
             raise ValueError(
