@@ -29,6 +29,32 @@ from ioc.storage import Flavour, migrate
 TOKEN = "test-admin-token"
 
 
+def fallbacks_of(base: Path) -> list[Path]:
+    """The embedded servers' /tmp fallback directories (ioc.embedded.process) of data dirs
+    under ``base``; other runs' are not counted: the machine may be running other suites."""
+    from ioc.embedded.process import FALLBACK_PREFIX, FALLBACK_ROOT
+
+    found = []
+    for outer in FALLBACK_ROOT.glob(f"{FALLBACK_PREFIX}*"):
+        try:
+            origin = Path((outer / "origin").read_text().strip())
+        except OSError:
+            continue
+        if origin.is_relative_to(base):
+            found.append(outer)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite leaves nothing in /tmp: checked after every other session fixture (the
+    embedded servers among them) has been torn down; an error at the last test's teardown."""
+    base = tmp_path_factory.getbasetemp()
+    yield
+    left = fallbacks_of(base)
+    assert not left, f"embedded servers' /tmp directories left behind: {left}"
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Admin URL of the PostgreSQL server the suite uses."""
