@@ -222,6 +222,44 @@ async def test_timescale_retention_policies(
     assert await _rollup_buckets(db, "readings_1h") == [70, 35]
 
 
+async def test_timescale_compression_keeps_answers(
+    database_url: str, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    """The compression policy (chunks older than 8 days, segmented by device and metric): run,
+    it compresses the old chunk, and raw and bucketed queries answer the same from it."""
+    if flavour is not Flavour.TIMESCALE:
+        pytest.skip("needs the suite on TimescaleDB (README, Tests)")
+    await store.insert_device(db, FLOOD)
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=12)
+    points = [(base + timedelta(seconds=30 * i), round(i / 1000, 3)) for i in range(240)]
+    await write(database_url, flavour, [reading(t, v) for t, v in points])
+    start, end = base, base + timedelta(hours=2)
+
+    async def answers() -> list[list[tuple]]:  # type: ignore[type-arg]
+        raw = await query_readings(db, flavour, ReadingQuery(FLOOD.id, "water_level_m", start, end))
+        out = [[(r["time"], r["value"]) for r in raw]]
+        for b in ("5m", "1h"):
+            q = ReadingQuery(FLOOD.id, "water_level_m", start, end, parse_bucket(b))
+            out.append(as_tuples(await query_readings(db, flavour, q)))
+        return out
+
+    before = await answers()
+    assert len(before[0]) == 240
+    cur = await db.execute(
+        "SELECT job_id, config->>'compress_after' FROM timescaledb_information.jobs"
+        " WHERE proc_name = 'policy_compression' AND hypertable_name = 'readings'"
+    )
+    job = await cur.fetchone()
+    assert job is not None and job[1] == "8 days"
+    await db.execute(f"CALL run_job({job[0]})")
+    cur = await db.execute(
+        "SELECT count(*) FILTER (WHERE is_compressed) FROM timescaledb_information.chunks"
+        " WHERE hypertable_name = 'readings'"
+    )
+    assert await cur.fetchone() == (1,)
+    assert await answers() == before
+
+
 async def test_dead_letter_pruning_keeps_the_newest(db: psycopg.AsyncConnection) -> None:
     for i in range(150):
         await db.execute(
