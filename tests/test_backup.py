@@ -201,6 +201,9 @@ async def test_cli_backup_and_restore(
     junk.write_text("not an archive")
     bad = ioc_cli("db", "restore", str(junk), database_url=empty_database)
     assert bad.returncode == 1 and "is not a pg_dump archive" in bad.stderr
+    nowhere = make_conninfo(database_url, dbname="ioc_no_such_database")
+    lost = ioc_cli("db", "backup", str(tmp_path / "x.dump"), database_url=nowhere)
+    assert lost.returncode == 1 and "cannot connect to the database" in lost.stderr
 
 
 def test_a_timescale_archive_needs_timescaledb_on_the_target(

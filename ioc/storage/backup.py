@@ -29,8 +29,11 @@ class BackupError(RuntimeError):
 
 
 def server_major(conninfo: str) -> int:
-    with psycopg.connect(conninfo) as conn:
-        return int(conn.info.server_version // 10000)
+    try:
+        with psycopg.connect(conninfo) as conn:
+            return int(conn.info.server_version // 10000)
+    except psycopg.OperationalError as exc:
+        raise BackupError(f"cannot connect to the database: {str(exc).strip()}") from exc
 
 
 def tool(name: str, major: int) -> str:
