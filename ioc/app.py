@@ -84,7 +84,7 @@ async def run_service(
     if settings.database_url is None:
         raise RuntimeError("IOC_DATABASE_URL is unset (the CLI starts an embedded server for demo)")
     conninfo = settings.database_url
-    flavour = await asyncio.to_thread(migrate, conninfo)
+    flavour = await asyncio.to_thread(migrate, conninfo, choice=settings.storage_flavour)
     site = load_site(settings.site_path())
     routing = load_routing(settings.routing_path(), site)
     token = (
@@ -99,7 +99,14 @@ async def run_service(
             before = await device_lifecycle.registry(conn)
             n = await device_store.sync_site_devices(conn, site.devices)
             device_lifecycle.log_differences(device_lifecycle.diff(site.devices, before))
-            await apply_policies(conn, flavour, settings.retention_days, settings.reading_max_age_s)
+            await apply_policies(
+                conn,
+                flavour,
+                settings.retention_days,
+                settings.reading_max_age_s,
+                rollup_1m_days=settings.rollup_1m_days,
+                rollup_1h_days=settings.rollup_1h_retention_days,
+            )
         log.info("site %s: %d devices; storage flavour %s", settings.site_path().name, n, flavour)
         runtime = Runtime(settings, conninfo, flavour, pool, site, routing, token)
         async with contextlib.AsyncExitStack() as stack:
@@ -189,6 +196,8 @@ async def _maintenance_loop(runtime: Runtime, stop: asyncio.Event) -> None:
                     max_age_s=s.reading_max_age_s,
                     feed_retention=timedelta(hours=s.feed_retention_hours),
                     delivered_retention=timedelta(days=s.delivered_retention_days),
+                    rollup_1m_days=s.rollup_1m_days,
+                    rollup_1h_days=s.rollup_1h_retention_days,
                 )
             log.debug("maintenance: %s", report)
         except Exception:
@@ -210,7 +219,7 @@ async def run_rules_worker(settings: Settings) -> AsyncIterator[RulesService]:
     if settings.database_url is None:
         raise RuntimeError("IOC_DATABASE_URL is unset")
     conninfo = settings.database_url
-    flavour = await asyncio.to_thread(migrate, conninfo)
+    flavour = await asyncio.to_thread(migrate, conninfo, choice=settings.storage_flavour)
     async with RulesService(settings, conninfo) as rules:
         consumer = IngestService(
             settings.model_copy(update={"mqtt_shared_group": None}),

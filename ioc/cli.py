@@ -1,4 +1,5 @@
-"""The ``ioc`` command: demo, serve, ingest, simulate, rules check/backtest, db migrate."""
+"""The ``ioc`` command: demo, serve, ingest, simulate, rules check/backtest, db migrate/backup/
+restore, tokens, devices; ``ioc --version``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import psycopg
 from pydantic import SecretStr, ValidationError
 
 from ioc.settings import DISPLAY_TIMEZONE, Settings
+from ioc.storage.migrations import FlavourError
 
 if TYPE_CHECKING:
     from ioc.app import Runtime
@@ -27,7 +29,10 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ioc import __version__
+
     parser = argparse.ArgumentParser(prog="ioc", description="Hậu Giang IOC backend")
+    parser.add_argument("--version", action="version", version=f"ioc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="everything embedded: database, broker, simulators, API")
     demo.add_argument("--no-simulators", action="store_true", help="do not run the simulators")
@@ -65,6 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("migrate", help="apply pending migrations and report the storage flavour")
+    backup = db_sub.add_parser(
+        "backup", help="dump the database (pg_dump, custom format) to an archive file"
+    )
+    backup.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="archive to write (default ioc-<UTC date and time>.dump here); never overwritten",
+    )
+    restore = db_sub.add_parser(
+        "restore",
+        help="restore an archive of `ioc db backup` into IOC_DATABASE_URL, which must be a new, "
+        "empty database (TimescaleDB: timescaledb_pre_restore()/post_restore() around it)",
+    )
+    restore.add_argument("file", type=Path, help="archive written by `ioc db backup`")
     tok = sub.add_parser("tokens", help="API tokens: create, list, revoke")
     tok_sub = tok.add_subparsers(dest="tokens_command", required=True)
     create = tok_sub.add_parser("create", help="issue a token (printed once; stored hashed)")
@@ -144,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_rules_command(settings, args)
         if args.command == "db":
             _require(settings, "database_url")
-            from ioc.storage import migrate
-
-            assert settings.database_url is not None
-            print(f"storage flavour: {migrate(settings.database_url)}")
-            return 0
+            return _db(settings, args)
         if args.command == "tokens":
             _require(settings, "database_url")
             return asyncio.run(_tokens(settings, args))
@@ -160,6 +176,31 @@ def main(argv: list[str] | None = None) -> int:
     except _ConfigMissing as exc:
         print(f"ioc: {exc}", file=sys.stderr)
         return 2
+    except FlavourError as exc:  # a server state the operator must settle: say what to set
+        print(f"ioc: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    from ioc.storage import backup, migrate
+
+    assert settings.database_url is not None
+    url = settings.database_url
+    if args.db_command == "migrate":
+        print(f"storage flavour: {migrate(url, choice=settings.storage_flavour)}")
+        return 0
+    try:
+        if args.db_command == "backup":
+            path = args.file or Path(f"ioc-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.dump")
+            backup.dump(url, path)
+            print(f"backup written: {path} ({path.stat().st_size:,} bytes)")
+            return 0
+        flavour = backup.restore(url, args.file)
+    except backup.BackupError as exc:
+        print(f"ioc db {args.db_command}: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {args.file} ({flavour} flavour); start the service on this database")
     return 0
 
 
@@ -170,7 +211,7 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
     from ioc.storage import tokens as token_store
 
     assert settings.database_url is not None
-    await asyncio.to_thread(migrate, settings.database_url)
+    await asyncio.to_thread(migrate, settings.database_url, choice=settings.storage_flavour)
     async with await psycopg.AsyncConnection.connect(settings.database_url) as conn:
         if args.tokens_command == "create":
             try:
@@ -575,7 +616,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
                 await device_store.sync_site_devices(conn, site.devices)
                 await conn.commit()
 
-        migrate(settings.database_url)
+        migrate(settings.database_url, choice=settings.storage_flavour)
         asyncio.run(register())
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:

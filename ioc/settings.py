@@ -231,7 +231,22 @@ class Settings(BaseSettings):
     )
 
     # --- storage ---
+    storage_flavour: Literal["auto", "plain", "timescale"] = Field(
+        "auto",
+        description="storage of a database migrated for the first time: timescale (TimescaleDB "
+        "required), plain (never TimescaleDB) or auto (TimescaleDB when the server has it; a "
+        "server with the extension installed but unusable is refused, naming the fix)",
+    )
     retention_days: int = Field(400, ge=1, description="raw readings older than this are dropped")
+    rollup_1m_retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="1-minute rollups older than this are dropped; at least, and by default, "
+        "IOC_RETENTION_DAYS",
+    )
+    rollup_1h_retention_days: int = Field(
+        3650, ge=1, description="1-hour rollups, the long-term history, older than this are dropped"
+    )
     dead_letter_limit: int = Field(100_000, ge=100, description="dead letters kept; oldest pruned")
     maintenance_interval_s: float = Field(
         30.0, gt=0, description="rollup refresh, partitions, retention"
@@ -337,6 +352,27 @@ class Settings(BaseSettings):
             raise ValueError(
                 "IOC_RETENTION_DAYS must exceed IOC_READING_MAX_AGE_S by at least a day "
                 f"(retention {self.retention_days} d, max age {self.reading_max_age_s} s)"
+            )
+        return self
+
+    @property
+    def rollup_1m_days(self) -> int:
+        return self.rollup_1m_retention_days or self.retention_days
+
+    @model_validator(mode="after")
+    def _rollups_outlive_their_sources(self) -> Settings:
+        # A query picks raw or rollup rows by its bucket width, not by age: a rollup kept for
+        # less time than the raw readings would answer "no data" where raw data exists. The
+        # hourly rollup is rebuilt from the 1-minute one.
+        if self.rollup_1m_days < self.retention_days:
+            raise ValueError(
+                "IOC_ROLLUP_1M_RETENTION_DAYS must be at least IOC_RETENTION_DAYS "
+                f"({self.rollup_1m_days} d < {self.retention_days} d)"
+            )
+        if self.rollup_1h_retention_days < self.rollup_1m_days:
+            raise ValueError(
+                "IOC_ROLLUP_1H_RETENTION_DAYS must be at least the 1-minute rollups' retention "
+                f"({self.rollup_1h_retention_days} d < {self.rollup_1m_days} d)"
             )
         return self
 

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from ioc.embedded import EmbeddedMosquitto, EmbeddedPostgres, EmbeddedServerError
 from ioc.embedded.ports import is_listening
 from ioc.embedded.process import pid_alive
+from tests.conftest import fallbacks_of
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or os.access("/usr/sbin/mosquitto", os.X_OK)
@@ -43,6 +44,13 @@ def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 def gone(pid: int, port: int) -> Callable[[], bool]:
     return lambda: not pid_alive(pid) and not is_listening(port)
+
+
+def unreachable_data_dir(tmp_path: Path, name: str) -> Path:
+    """A data dir whose state must live in /tmp while the server runs, whoever runs the test:
+    its path is too long for PostgreSQL's socket (and, as root, the server account cannot pass
+    pytest's 0700 temporary directory)."""
+    return tmp_path / ("long-" * 12) / name
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
@@ -70,6 +78,22 @@ def test_postgres_keeps_data_across_restarts(tmp_path: Path) -> None:
     with EmbeddedPostgres(tmp_path / "pg", database="city") as pg:
         with psycopg.connect(pg.url) as conn:
             assert conn.execute("SELECT upper(name) FROM t").fetchone() == ("PHƯỜNG 5",)
+
+
+def test_postgres_leaves_nothing_in_tmp_and_keeps_its_data(tmp_path: Path) -> None:
+    data_dir = unreachable_data_dir(tmp_path, "pg")
+    assert fallbacks_of(tmp_path) == []
+    with EmbeddedPostgres(data_dir, database="city") as pg:
+        assert pg.state is not None and pg.state.parent in fallbacks_of(tmp_path)
+        assert (data_dir / "pgdata.location").read_text().startswith(str(pg.state))
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t AS SELECT 'Phường 5' AS name")
+    assert fallbacks_of(tmp_path) == []  # stopped: the fallback is gone...
+    assert (data_dir / "pgdata" / "PG_VERSION").exists()  # ...its files back in the data dir
+    assert not (data_dir / "pgdata.location").exists()
+    with EmbeddedPostgres(data_dir, database="city") as pg, psycopg.connect(pg.url) as conn:
+        assert conn.execute("SELECT name FROM t").fetchone() == ("Phường 5",)
+    assert fallbacks_of(tmp_path) == []
 
 
 @pytest.mark.parametrize("holder", ["dead", "not-postgres"])
@@ -259,6 +283,29 @@ def test_servers_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> N
         child.kill()
         child.wait()
         stderr.close()
-    # The data dirs are free again and start cleanly (after a SIGKILL: crash recovery).
+    # The data dirs are free again and start cleanly (after a SIGKILL: crash recovery), and a
+    # clean stop leaves no /tmp fallback, whatever the launcher before left there.
     with EmbeddedPostgres(tmp_path / "pg") as pg, psycopg.connect(pg.url) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+    if HAVE_MOSQUITTO:
+        with EmbeddedMosquitto(tmp_path / "mq"):
+            pass
+    assert fallbacks_of(tmp_path) == []
+
+
+@needs_mosquitto
+def test_demo_leaves_nothing_in_tmp(tmp_path: Path) -> None:
+    """`ioc demo` with embedded servers whose files must run from /tmp: nothing left there
+    after it ends, the demo's database kept in its data dir for the next run."""
+    data_dir = unreachable_data_dir(tmp_path, "demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update(PYTHONPATH=str(REPO), IOC_DATA_DIR=str(data_dir), IOC_HTTP_PORT="0")
+    assert fallbacks_of(tmp_path) == []
+    done = subprocess.run(
+        [sys.executable, "-m", "ioc", "demo", "--no-simulators", "--duration", "1"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "demo is running" in done.stdout
+    assert fallbacks_of(tmp_path) == []
+    assert (data_dir / "postgres" / "pgdata" / "PG_VERSION").exists()

@@ -16,9 +16,12 @@ from ingest.writer import BatchWriter
 from ioc.storage import Flavour, migrate
 from ioc.storage import devices as store
 from ioc.storage.maintenance import (
+    apply_policies,
     drop_expired_partitions,
     prune_dead_letters,
+    prune_rollups,
     refresh_rollups,
+    run_maintenance,
 )
 from ioc.storage.readings import ReadingQuery, parse_bucket, query_readings
 from tests.conftest import FLOOD
@@ -149,6 +152,119 @@ async def test_plain_partitions_and_retention(
     assert await cur.fetchall() == [(0.5,)]
 
 
+async def _rollup_buckets(db: psycopg.AsyncConnection, view: str) -> list[int]:
+    """Age in whole days of each bucket of ``view``, oldest first."""
+    cur = await db.execute(f"SELECT (now()::date - bucket::date) FROM {view} ORDER BY bucket")
+    return [int(r[0]) for r in await cur.fetchall()]
+
+
+async def test_plain_rollups_have_their_own_retention(
+    flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    """Each rollup is pruned by its own setting, whether or not a raw partition was dropped the
+    same round (before, the 1-minute rollup went only with a dropped partition, the hourly one
+    never)."""
+    if flavour is not Flavour.PLAIN:
+        pytest.skip("plain flavour; under TimescaleDB: test_timescale_retention_policies")
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for view in ("readings_1m", "readings_1h"):
+        for days in (900, 400, 45, 5):
+            await db.execute(
+                f"INSERT INTO {view} (bucket, device_id, metric, min, max, sum, count)"
+                " VALUES (%s, 'd', 'm', 1, 1, 1, 1)",
+                (now - timedelta(days=days),),
+            )
+    report = await run_maintenance(
+        db, flavour, retention_days=30, dead_letter_limit=100, max_age_s=3600,
+        rollup_1m_days=40, rollup_1h_days=500,
+    )  # fmt: skip
+    assert report.partitions_dropped == 0  # no raw partition that old: rollups pruned anyway
+    assert await _rollup_buckets(db, "readings_1m") == [5]
+    assert await _rollup_buckets(db, "readings_1h") == [400, 45, 5]
+    # once a day per setting: the next round of the same day leaves rows it would keep anyway
+    assert not await prune_rollups(db, 40, 500)
+    # a changed setting applies at once
+    assert await prune_rollups(db, 40, 60)
+    assert await _rollup_buckets(db, "readings_1h") == [45, 5]
+
+
+async def test_timescale_retention_policies(
+    database_url: str, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    """Retention policies on the hypertable and on both continuous aggregates, from the
+    settings; run (CALL run_job) they drop the old rollups and keep the younger ones."""
+    if flavour is not Flavour.TIMESCALE:
+        pytest.skip("needs the suite on TimescaleDB (README, Tests)")
+    await apply_policies(db, flavour, 30, 3600, rollup_1m_days=40, rollup_1h_days=500)
+    await apply_policies(db, flavour, 30, 3600, rollup_1m_days=40, rollup_1h_days=500)  # again
+    # new policies are scheduled to run at once: this test runs them when the data is in
+    await db.execute(
+        "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs"
+        " WHERE job_id >= 1000"
+    )
+    cur = await db.execute(
+        "SELECT coalesce(c.view_name, j.hypertable_name), j.config->>'drop_after', j.job_id"
+        " FROM timescaledb_information.jobs j"
+        " LEFT JOIN timescaledb_information.continuous_aggregates c"
+        "   ON c.materialization_hypertable_name = j.hypertable_name"
+        " WHERE j.proc_name = 'policy_retention'"
+    )
+    policies = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+    assert {k: v[0] for k, v in policies.items()} == {
+        "readings": "30 days", "readings_1m": "40 days", "readings_1h": "500 days",
+    }  # fmt: skip
+    await store.insert_device(db, FLOOD)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    await write(database_url, flavour, [reading(now - timedelta(days=d), 0.5) for d in (70, 35)])
+    for view in ("readings_1m", "readings_1h"):
+        await db.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+    assert await _rollup_buckets(db, "readings_1m") == [70, 35]
+    for table in ("readings", "readings_1m", "readings_1h"):
+        await db.execute(f"CALL run_job({policies[table][1]})")
+    cur = await db.execute("SELECT count(*) FROM readings")
+    assert await cur.fetchone() == (0,)  # raw: both older than 30 days
+    assert await _rollup_buckets(db, "readings_1m") == [35]
+    assert await _rollup_buckets(db, "readings_1h") == [70, 35]
+
+
+async def test_timescale_compression_keeps_answers(
+    database_url: str, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    """The compression policy (chunks older than 8 days, segmented by device and metric): run,
+    it compresses the old chunk, and raw and bucketed queries answer the same from it."""
+    if flavour is not Flavour.TIMESCALE:
+        pytest.skip("needs the suite on TimescaleDB (README, Tests)")
+    await store.insert_device(db, FLOOD)
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=12)
+    points = [(base + timedelta(seconds=30 * i), round(i / 1000, 3)) for i in range(240)]
+    await write(database_url, flavour, [reading(t, v) for t, v in points])
+    start, end = base, base + timedelta(hours=2)
+
+    async def answers() -> list[list[tuple]]:  # type: ignore[type-arg]
+        raw = await query_readings(db, flavour, ReadingQuery(FLOOD.id, "water_level_m", start, end))
+        out = [[(r["time"], r["value"]) for r in raw]]
+        for b in ("5m", "1h"):
+            q = ReadingQuery(FLOOD.id, "water_level_m", start, end, parse_bucket(b))
+            out.append(as_tuples(await query_readings(db, flavour, q)))
+        return out
+
+    before = await answers()
+    assert len(before[0]) == 240
+    cur = await db.execute(
+        "SELECT job_id, config->>'compress_after' FROM timescaledb_information.jobs"
+        " WHERE proc_name = 'policy_compression' AND hypertable_name = 'readings'"
+    )
+    job = await cur.fetchone()
+    assert job is not None and job[1] == "8 days"
+    await db.execute(f"CALL run_job({job[0]})")
+    cur = await db.execute(
+        "SELECT count(*) FILTER (WHERE is_compressed) FROM timescaledb_information.chunks"
+        " WHERE hypertable_name = 'readings'"
+    )
+    assert await cur.fetchone() == (1,)
+    assert await answers() == before
+
+
 async def test_dead_letter_pruning_keeps_the_newest(db: psycopg.AsyncConnection) -> None:
     for i in range(150):
         await db.execute(
@@ -210,3 +326,17 @@ async def test_only_old_delivered_dispatches_are_pruned(db: psycopg.AsyncConnect
     assert await prune_delivered(db, timedelta(days=90)) == 1
     rows = await (await db.execute("SELECT idempotency_key FROM outbox ORDER BY 1")).fetchall()
     assert [r[0] for r in rows] == ["new-delivered", "old-failed", "old-pending"]
+
+
+def test_retention_settings_that_would_lose_answers_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from ioc.settings import Settings
+
+    assert Settings(retention_days=30).rollup_1m_days == 30  # by default, with the raw readings
+    with pytest.raises(ValidationError, match="IOC_ROLLUP_1M_RETENTION_DAYS must be at least"):
+        Settings(retention_days=30, rollup_1m_retention_days=20)
+    with pytest.raises(ValidationError, match="IOC_ROLLUP_1H_RETENTION_DAYS must be at least"):
+        Settings(retention_days=30, rollup_1h_retention_days=29)
+    with pytest.raises(ValidationError, match="storage_flavour"):
+        Settings(storage_flavour="hypertable")

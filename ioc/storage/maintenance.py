@@ -1,8 +1,11 @@
 """Periodic storage upkeep: rollups, partitions and retention (plain PostgreSQL), dead letters,
 the live feed's retention.
 
-Under TimescaleDB the extension's own jobs do rollups (continuous aggregates), compression and
-retention; ``apply_policies`` only keeps the retention policy in line with IOC_RETENTION_DAYS.
+Retention covers every table of readings: raw readings (``IOC_RETENTION_DAYS``), the 1-minute
+rollup (``IOC_ROLLUP_1M_RETENTION_DAYS``, by default the same) and the 1-hour rollup
+(``IOC_ROLLUP_1H_RETENTION_DAYS``). Under TimescaleDB the extension's own jobs do rollups
+(continuous aggregates), compression and retention; ``apply_policies`` keeps the three retention
+policies in line with the settings.
 """
 
 from __future__ import annotations
@@ -42,12 +45,17 @@ async def run_maintenance(
     max_age_s: int,
     feed_retention: timedelta | None = None,
     delivered_retention: timedelta | None = None,
+    rollup_1m_days: int | None = None,
+    rollup_1h_days: int | None = None,
 ) -> MaintenanceReport:
+    """One round of upkeep. ``rollup_1m_days`` defaults to ``retention_days``; without
+    ``rollup_1h_days`` the hourly rollup is not pruned (the service always passes it)."""
     created = dropped = rolled = 0
     if flavour is Flavour.PLAIN:
         created = await ensure_partitions_ahead(conn, max_age_s)
         rolled = await refresh_rollups(conn)
         dropped = await drop_expired_partitions(conn, retention_days)
+        await prune_rollups(conn, rollup_1m_days or retention_days, rollup_1h_days)
     else:
         await refresh_continuous_aggregates(conn)
     pruned = await prune_dead_letters(conn, dead_letter_limit)
@@ -70,15 +78,33 @@ async def prune_delivered(conn: psycopg.AsyncConnection, older_than: timedelta) 
 
 
 async def apply_policies(
-    conn: psycopg.AsyncConnection, flavour: Flavour, retention_days: int, max_age_s: int
+    conn: psycopg.AsyncConnection,
+    flavour: Flavour,
+    retention_days: int,
+    max_age_s: int,
+    *,
+    rollup_1m_days: int | None = None,
+    rollup_1h_days: int | None = None,
 ) -> None:
+    """At start: TimescaleDB retention policies from the settings (the raw hypertable and both
+    continuous aggregates; ``rollup_1m_days`` defaults to ``retention_days``, no
+    ``rollup_1h_days`` means no policy on the hourly one); plain: partitions ahead."""
     if flavour is Flavour.TIMESCALE:
+        policies: list[tuple[str, int | None]] = [
+            ("readings", retention_days),
+            ("readings_1m", rollup_1m_days or retention_days),
+            ("readings_1h", rollup_1h_days),
+        ]
         async with conn.transaction():
-            await conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
-            await conn.execute(
-                "SELECT add_retention_policy('readings', make_interval(days => %s))",
-                (retention_days,),
-            )
+            for table, days in policies:
+                await conn.execute(
+                    "SELECT remove_retention_policy(%s::regclass, if_exists => true)", (table,)
+                )
+                if days is not None:
+                    await conn.execute(
+                        "SELECT add_retention_policy(%s::regclass, make_interval(days => %s))",
+                        (table, days),
+                    )
     else:
         await ensure_partitions_ahead(conn, max_age_s)
 
@@ -98,7 +124,7 @@ async def ensure_partitions_ahead(conn: psycopg.AsyncConnection, max_age_s: int)
 
 
 async def drop_expired_partitions(conn: psycopg.AsyncConnection, retention_days: int) -> int:
-    """Retention by dropping whole daily partitions (no DELETE, no bloat), and old rollups."""
+    """Retention of raw readings by dropping whole daily partitions (no DELETE, no bloat)."""
     cur = await conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_p[0-9]{8}$'"
@@ -111,17 +137,41 @@ async def drop_expired_partitions(conn: psycopg.AsyncConnection, retention_days:
         async with conn.transaction():
             await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
         log.info("retention: dropped partition %s", name)
-    if names:
-        # 1-minute rollups go with the raw data they summarise (same cut-off as the dropped
-        # partitions, so raw and rollup answers keep agreeing); 1-hour rollups are kept as the
-        # long-term history.
-        async with conn.transaction():
-            await conn.execute(
-                "DELETE FROM readings_1m WHERE bucket <"
-                " (((now() AT TIME ZONE 'UTC')::date - %s)::timestamp AT TIME ZONE 'UTC')",
-                (retention_days,),
-            )
     return len(names)
+
+
+async def prune_rollups(
+    conn: psycopg.AsyncConnection, rollup_1m_days: int, rollup_1h_days: int | None
+) -> bool:
+    """Plain flavour: delete rollup rows from UTC days older than their retention (the same
+    day cut as the raw partitions, so raw and 1-minute answers agree with equal retentions).
+
+    Once a UTC day, or at once when the retentions change: a DELETE by bucket scans the table
+    (its key leads with the device), too much for every round. ``ioc_meta`` remembers the last
+    run, and its row lock keeps two API processes from pruning together. Returns whether it ran.
+    """
+    marker = f"{rollup_1m_days} {rollup_1h_days}"
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO ioc_meta AS m (key, value)"
+            " VALUES ('rollups_pruned', (now() AT TIME ZONE 'UTC')::date || ' ' || %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            " WHERE m.value IS DISTINCT FROM excluded.value RETURNING 1",
+            (marker,),
+        )
+        if await cur.fetchone() is None:
+            return False
+        for table, days in (("readings_1m", rollup_1m_days), ("readings_1h", rollup_1h_days)):
+            if days is None:
+                continue
+            cur = await conn.execute(
+                f"DELETE FROM {table} WHERE bucket <"
+                " (((now() AT TIME ZONE 'UTC')::date - %s)::timestamp AT TIME ZONE 'UTC')",
+                (days,),
+            )
+            if cur.rowcount:
+                log.info("retention: %d rows of %s older than %d days", cur.rowcount, table, days)
+    return True
 
 
 async def refresh_rollups(conn: psycopg.AsyncConnection) -> int:
