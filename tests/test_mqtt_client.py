@@ -92,7 +92,7 @@ async def test_unacked_message_redelivered_with_dup_and_old_ack_is_ignored(
         assert again.payload == b"once" and again.duplicate
         assert again.generation == first.generation + 1
         c.ack(first)  # a packet id from the dead connection: must not be sent
-        assert c._acks == bytearray()
+        assert c._out == bytearray()
         c.ack(again)
     # acked on the live connection: a new session sees nothing pending
     async with Client(host, port, client_id=cid, session_expiry_s=0) as c:
