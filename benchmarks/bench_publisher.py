@@ -9,7 +9,8 @@ to paho's in the same run:
   in flight and queues the other publishers in order (one PUBACK sends one queued message);
 - ``mqttclient x1000``: the same with 1,000 coroutines (``--herd``), the load that woke every
   waiter on every PUBACK before the queue was FIFO;
-- ``simulator``: the simulators' own path — a ``_LinkPool`` of ``--links`` shared connections
+- ``simulator``: the simulators' own path — a ``_LinkPool`` of one, then ``--links`` (default
+  8, as a 4,000-device run in ``shared`` mode has) connections
   (``simulators/runner.py``), ``pool.ready`` then ``_Link.publish`` (``publish_nowait``) per
   message exactly as ``Simulation`` sends telemetry, then ``pool.drain``.
 
@@ -134,7 +135,7 @@ def main() -> None:
     # max_inflight_messages, default 20) bounds what is in flight, the rest wait in the queue
     p.add_argument("--concurrency", type=int, default=20)
     p.add_argument("--herd", type=int, default=1000, help="coroutines of the x1000 variant")
-    p.add_argument("--links", type=int, default=1, help="connections of the simulator variant")
+    p.add_argument("--links", type=int, default=8, help="connections of the 2nd simulator variant")
     args = p.parse_args()
     address = MqttAddress(args.mqtt_url)
     n = args.messages
@@ -146,6 +147,7 @@ def main() -> None:
         f"mqttclient x{args.herd}": lambda tag: asyncio.run(
             run_mqttclient(address, n, tag, args.herd)
         ),
+        "simulator _Link x1": lambda tag: asyncio.run(run_simulator(address, n, tag, 1)),
         f"simulator _Link x{args.links}": lambda tag: asyncio.run(
             run_simulator(address, n, tag, args.links)
         ),

@@ -623,6 +623,10 @@ class Client:
             finally:
                 view.release()
             del buffer[:offset]
+            if self._out:
+                # the publishes these PUBACKs let out, and our acks, leave now rather than one
+                # loop turn later: the window is small (mosquitto: 20), so latency is throughput
+                self._flush()
 
     async def _handle(self, packet: mqtt5.Packet) -> None:
         if isinstance(packet, mqtt5.PublishPacket):
