@@ -326,11 +326,12 @@ class Client:
         policy (backoff), or, with ``stay_down``, only once :meth:`reconnect_now` is called.
         Unacknowledged publishes stay in flight and are sent again with DUP after the
         reconnect. False when no connection was up (``stay_down`` still applies)."""
-        self._stay_down = stay_down
-        self._resume.clear()
         writer = self._writer
         if writer is None or not self._connected.is_set():
+            self._stay_down = self._stay_down or stay_down
             return False
+        self._stay_down = stay_down
+        self._resume.clear()
         writer.transport.abort()  # the reader sees EOF; the connection loop takes over
         self._connection_closed()
         return True
@@ -587,13 +588,17 @@ class Client:
                     continue
                 try:
                     await self._open()
-                    break
                 except (OSError, MqttError):  # refused, timed out, protocol: try again later
                     continue
+                if self._stay_down:  # dropped for good while this attempt was under way
+                    self.drop_connection(stay_down=True)
+                    continue
+                break
 
     async def _read_loop(self) -> None:
         reader = self._reader
-        assert reader is not None
+        if reader is None:  # dropped (drop_connection) before this loop first ran
+            raise ConnectionResetError("connection dropped")
         buffer = bytearray(self._leftover)
         self._leftover = b""
         pending = bool(buffer)

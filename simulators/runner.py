@@ -304,8 +304,9 @@ class _Link:
     def cut(self) -> bool:
         """Drop the TCP connection without DISCONNECT (the broker fires the will). The client
         reconnects by itself unless the link is retired (``want_up`` false)."""
-        if self.client is None or not self.up.is_set():
+        if self.client is None:
             return False
+        # also when down (reconnecting): a retired link must then not come back by itself
         return self.client.drop_connection(stay_down=not self.want_up)
 
     async def run(
