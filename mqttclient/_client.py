@@ -430,11 +430,55 @@ class Client:
             )
             self._check_size(len(probe.write()))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (topic, payload, retain, content_type, payload_format_indicator, user_properties)
-        self._queue.append((*entry, future))
         self._idle.clear()
-        self._pump()
+        if not self._queue and len(self._inflight) < self._broker_receive_max and self.connected:
+            # room in the window and nobody waiting before us: straight out
+            self._send_publish(
+                topic,
+                payload,
+                retain,
+                content_type,
+                payload_format_indicator,
+                user_properties,
+                future,
+            )
+            self._schedule_flush()
+        else:
+            entry = (
+                topic,
+                payload,
+                retain,
+                content_type,
+                payload_format_indicator,
+                user_properties,
+            )
+            self._queue.append((*entry, future))
         return future
+
+    def _send_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        content_type: str | None,
+        payload_format_indicator: int,
+        user_properties: list[tuple[str, str]] | None,
+        future: asyncio.Future[None],
+    ) -> None:
+        """Into the window: a packet id, the in-flight table, this turn's outgoing bytes."""
+        packet_id = self._allocate_id()
+        packet = mqtt5.PublishPacket(
+            topic,
+            payload,
+            qos=QoS.AT_LEAST_ONCE,
+            retain=retain,
+            packet_id=packet_id,
+            content_type=content_type,
+            payload_format_indicator=payload_format_indicator,
+            user_properties=user_properties,
+        )
+        self._out += packet.write()
+        self._inflight[packet_id] = (packet, future)
 
     def _pump(self) -> None:
         """Move queued publishes into the in-flight window while it has room (FIFO)."""
@@ -443,23 +487,10 @@ class Client:
         queue, inflight, limit = self._queue, self._inflight, self._broker_receive_max
         sent = False
         while queue and len(inflight) < limit:
-            topic, payload, retain, ctype, pfi, props, future = queue.popleft()
-            if future.done():
+            entry = queue.popleft()
+            if entry[-1].done():
                 continue  # its caller was cancelled while it waited: never sent
-            packet_id = self._allocate_id()
-            packet = mqtt5.PublishPacket(
-                topic,
-                payload,
-                qos=QoS.AT_LEAST_ONCE,
-                retain=retain,
-                packet_id=packet_id,
-                content_type=ctype,
-                payload_format_indicator=pfi,
-                user_properties=props,
-            )
-            data = packet.write()
-            inflight[packet_id] = (packet, future)
-            self._out += data
+            self._send_publish(*entry)
             sent = True
         if sent:
             self._schedule_flush()
