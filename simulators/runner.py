@@ -256,6 +256,7 @@ class _Link:
         self.idle.set()
         self.outstanding = 0
         self.want_up = True
+        self.held = False  # dropped with stay_down (retired): only revive() brings it back
         self.connects = 0
         self.last_error: str | None = None
 
@@ -307,7 +308,8 @@ class _Link:
         if self.client is None:
             return False
         # also when down (reconnecting): a retired link must then not come back by itself
-        return self.client.drop_connection(stay_down=not self.want_up)
+        self.held = not self.want_up
+        return self.client.drop_connection(stay_down=self.held)
 
     async def run(
         self, started: asyncio.Future[None], attempts: int | None, timeout_s: float
@@ -474,8 +476,10 @@ class _LinkPool:
             return
         if link.task is None or link.task.done():
             self._spawn(self._bring_up(link, None, 30.0), f"connect {link.client_id}")
-        elif link.client is not None:
-            link.client.reconnect_now()  # retired (stayed down), or between backoff attempts
+        elif link.held and link.client is not None:
+            link.held = False
+            link.client.reconnect_now()
+        # else its client is reconnecting by its own backoff (a storm's jitter stays)
 
     def retire(self, link: _Link) -> None:
         """Take a device's link down once its messages are acknowledged (the will fires)."""
