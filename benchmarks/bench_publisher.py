@@ -1,7 +1,8 @@
 """One publisher process: N QoS 1 messages to a broker, timed until the last PUBACK.
 
 Side by side in one run, alternating, ``--runs`` times each, every rate also given as a ratio
-to paho's in the same run:
+to paho's in the same run, with the process CPU time per message (steadier than the rate when
+the cores are shared):
 - ``paho``: paho-mqtt 2.x, MQTT v3.1.1, no paho in-flight or queue limit, its network thread
   (``loop_start``) — the independent reference client;
 - ``mqttclient``: the asyncio client on the ``mqtt5`` codec, ``--concurrency`` coroutines
@@ -43,7 +44,12 @@ def _payload(i: int) -> bytes:
     return orjson.dumps(body).ljust(120)
 
 
-def run_paho(address: MqttAddress, n: int, tag: str) -> float:
+# (msg/s, CPU µs per message): the process's CPU time (all its threads) over the timed part —
+# on shared cores the rate follows the neighbours' load, the CPU per message much less
+Result = tuple[float, float]
+
+
+def run_paho(address: MqttAddress, n: int, tag: str) -> Result:
     done = threading.Event()
     acked = 0
 
@@ -66,18 +72,18 @@ def run_paho(address: MqttAddress, n: int, tag: str) -> float:
     c.connect(address.host, address.port)
     c.loop_start()
     payloads = [_payload(i) for i in range(n)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i, body in enumerate(payloads):
         c.publish(f"bench/pub/{tag}/d{i % 100}/telemetry", body, qos=1)
     if not done.wait(600):
         raise RuntimeError(f"paho: only {acked} of {n} acknowledged")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     c.disconnect()
     c.loop_stop()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
-async def run_mqttclient(address: MqttAddress, n: int, tag: str, concurrency: int) -> float:
+async def run_mqttclient(address: MqttAddress, n: int, tag: str, concurrency: int) -> Result:
     payloads = [_payload(i) for i in range(n)]
     async with Client(
         **address.client_options(),
@@ -94,15 +100,15 @@ async def run_mqttclient(address: MqttAddress, n: int, tag: str, concurrency: in
                 next_index += 1
                 await c.publish(f"bench/pub/{tag}/d{i % 100}/telemetry", payloads[i], qos=1)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as tg:
             for _ in range(concurrency):
                 tg.create_task(worker())
-        elapsed = time.perf_counter() - start
-    return n / elapsed
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return n / elapsed, cpu / n * 1e6
 
 
-async def run_simulator(address: MqttAddress, n: int, tag: str, links: int) -> float:
+async def run_simulator(address: MqttAddress, n: int, tag: str, links: int) -> Result:
     payloads = [_payload(i) for i in range(n)]
 
     def nothing(_link: _Link) -> None:
@@ -113,17 +119,17 @@ async def run_simulator(address: MqttAddress, n: int, tag: str, links: int) -> f
     ) as pool:
         pool_links = [pool.add(f"bench-sim-{tag}-{k}", []) for k in range(links)]
         await pool.start()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i, body in enumerate(payloads):
             link = pool_links[i % links]
             if not (link.up.is_set() and link.space.is_set()):  # as Simulation._ready
                 await pool.ready(link)
             link.publish(f"bench/pub/{tag}/d{i % 100}/telemetry", body)
         left = await pool.drain(600)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     if left or pool.refused:
         raise RuntimeError(f"simulator: {left} unacknowledged, {pool.refused} refused")
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
 def main() -> None:
@@ -139,7 +145,7 @@ def main() -> None:
     args = p.parse_args()
     address = MqttAddress(args.mqtt_url)
     n = args.messages
-    variants: dict[str, Callable[[str], float]] = {
+    variants: dict[str, Callable[[str], Result]] = {
         "paho": lambda tag: run_paho(address, n, tag),
         f"mqttclient x{args.concurrency}": lambda tag: asyncio.run(
             run_mqttclient(address, n, tag, args.concurrency)
@@ -153,21 +159,30 @@ def main() -> None:
         ),
     }
     rates: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
     for run in range(args.runs):
         for name, variant in variants.items():
-            rates[name].append(variant(f"{time.time_ns()}-{run}"))
+            rate, cpu_us = variant(f"{time.time_ns()}-{run}")
+            rates[name].append(rate)
+            cpus[name].append(cpu_us)
         paho = rates["paho"][-1]
         print(
             f"run {run + 1}: "
-            + ", ".join(f"{k} {v[-1]:,.0f} msg/s ({v[-1] / paho:.1f}x)" for k, v in rates.items()),
+            + ", ".join(
+                f"{k} {v[-1]:,.0f} msg/s ({v[-1] / paho:.1f}x, {cpus[k][-1]:.1f} µs CPU/msg)"
+                for k, v in rates.items()
+            ),
             flush=True,
         )
     for name, values in rates.items():
         ratios = [v / p for v, p in zip(values, rates["paho"], strict=True)]
+        cpu_ratios = [p / c for c, p in zip(cpus[name], cpus["paho"], strict=True)]
         print(
             f"{name}: {n:,} QoS 1 messages, {args.runs} runs: "
             f"{min(values):,.0f}–{max(values):,.0f} msg/s (median {statistics.median(values):,.0f})"
-            f"; ratio to paho {min(ratios):.1f}–{max(ratios):.1f}x"
+            f"; ratio to paho {min(ratios):.1f}–{max(ratios):.1f}x; CPU per message "
+            f"{min(cpus[name]):.1f}–{max(cpus[name]):.1f} µs, paho's / this "
+            f"{min(cpu_ratios):.1f}–{max(cpu_ratios):.1f}x"
         )
 
 
