@@ -80,7 +80,9 @@ def _restartable_broker(
     tmp_path: Path, port: int, *, persistence: bool
 ) -> Iterator[Callable[[], None]]:
     """A private anonymous mosquitto; yields ``restart()`` (SIGTERM — which saves the store when
-    persistence is on — then start it again on the same port and files)."""
+    persistence is on — then start it again on the same port and files). Not
+    ``tests.test_provision.mosquitto``: that one is an authenticated broker without persistence,
+    started once."""
     try:
         binary = find_mosquitto()
     except EmbeddedServerError as exc:
