@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:
-    import paho.mqtt.client as mqtt
 
 DISPLAY_TIMEZONE = "Asia/Ho_Chi_Minh"
 
@@ -71,6 +68,7 @@ class MqttAddress:
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`mqttclient.Client`: address, credentials, TLS context."""
         if self.tls and self._ssl is None:
+            # one context for every client of this address (the simulators open thousands)
             self._ssl = self.ssl_context()
         return {
             "host": self.host,
@@ -79,16 +77,6 @@ class MqttAddress:
             "password": self.password,
             "ssl": self._ssl if self.tls else None,
         }
-
-    def configure(self, client: mqtt.Client) -> None:
-        """Credentials and, for TLS, the SSL context on a paho client before it connects."""
-        if self.username:
-            client.username_pw_set(self.username, self.password)
-        if self.tls:
-            # one context for every client of this address (the simulators open thousands)
-            if self._ssl is None:
-                self._ssl = self.ssl_context()
-            client.tls_set_context(self._ssl)
 
 
 # `ioc serve` refuses an admin token shorter than this or containing a placeholder word (the

@@ -4,9 +4,13 @@ Bounds and policies (each stated where it is enforced):
 - incoming messages: an ``asyncio.Queue`` of ``max_queued`` records; when full the reader stops
   reading, so TCP pushes back on the broker (which also never sends more than our Receive
   Maximum unacknowledged QoS 1 messages);
-- outgoing QoS 1: at most the broker's Receive Maximum in flight; ``publish`` waits for a slot;
-- pending PUBACKs: at most Receive Maximum (one per unacknowledged delivery), written together
-  once per event-loop turn;
+- outgoing QoS 1: at most the broker's Receive Maximum in flight; beyond that, publishes wait in
+  one FIFO queue (``publish`` callers: one entry each, so bounded by the callers;
+  ``publish_nowait``: at most ``max_queued_publishes`` entries, then :class:`PublishQueueFull`).
+  Each PUBACK sends exactly the next queued publish: one freed slot, one message, no herd of
+  woken waiters;
+- outgoing bytes (PUBLISHes and PUBACKs): collected and written together once per event-loop
+  turn; the socket's buffer holds at most a window of publishes and a window of acks;
 - read buffer: one packet plus one socket read (the broker honours our Maximum Packet Size).
 """
 
@@ -17,6 +21,7 @@ import contextlib
 import random
 import ssl as ssl_module
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -73,6 +78,22 @@ class ConnectionLost(MqttError):
     """Raised by calls that need a connection when the client has been closed."""
 
 
+class ConnectTimeout(MqttError, TimeoutError):
+    """No CONNACK (or no TCP/TLS connection) within ``connect_timeout_s``."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        super().__init__(f"no CONNACK from {host}:{port} within {timeout_s:g} s")
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+
+
+class PublishQueueFull(MqttError):
+    """``publish_nowait`` with ``max_queued_publishes`` publishes already waiting for a slot."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} publishes already wait for the in-flight window")
+        self.limit = limit
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One incoming PUBLISH. ``generation`` names the connection it arrived on: acknowledging it
@@ -85,6 +106,13 @@ class Message:
     duplicate: bool
     packet_id: int | None
     generation: int
+
+
+# A QoS 1 publish waiting for a slot in the in-flight window: topic, payload, retain,
+# content type, payload format indicator, user properties, and the future its PUBACK resolves.
+_Queued = tuple[
+    str, bytes, bool, str | None, int, list[tuple[str, str]] | None, asyncio.Future[None]
+]
 
 
 class _Backoff:
@@ -127,6 +155,8 @@ class Client:
         backoff_initial_s: float = 0.1,
         backoff_maximum_s: float = 10.0,
         disconnect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 30.0,
+        max_queued_publishes: int = 100_000,
         on_connect: Callable[[bool], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
     ) -> None:
@@ -134,7 +164,12 @@ class Client:
         every reconnect), ``on_disconnect()`` when a connection is lost or closed; both on the
         event loop, so keep them quick. A PINGREQ unanswered for ``keep_alive_s`` while the
         reader is not paused by backpressure and nothing else arrived drops the connection (a
-        half-open link is detected and the client reconnects)."""
+        half-open link is detected and the client reconnects). Each connection attempt (TCP, TLS
+        and CONNACK) gets ``connect_timeout_s``, then fails with :class:`ConnectTimeout`."""
+        if connect_timeout_s <= 0:
+            raise ValueError(f"connect_timeout_s must be positive, got {connect_timeout_s}")
+        if max_queued_publishes < 1:
+            raise ValueError(f"max_queued_publishes must be ≥ 1, got {max_queued_publishes}")
         self._host, self._port, self._ssl = host, port, ssl
         self._connect = mqtt5.ConnectPacket(
             client_id,
@@ -152,6 +187,8 @@ class Client:
         self._reconnect = reconnect
         self._backoff = _Backoff(backoff_initial_s, backoff_maximum_s)
         self._disconnect_timeout_s = disconnect_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._max_queued_publishes = max_queued_publishes
         self._messages: asyncio.Queue[Message] = asyncio.Queue(max_queued)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -162,11 +199,13 @@ class Client:
         self._broker_receive_max = 65535
         self._broker_max_packet: int | None = None
         self._inflight: dict[int, tuple[mqtt5.PublishPacket, asyncio.Future[None]]] = {}
-        self._slot_freed = asyncio.Event()
+        self._queue: deque[_Queued] = deque()  # QoS 1 publishes waiting for a window slot
+        self._idle = asyncio.Event()  # nothing queued, nothing in flight
+        self._idle.set()
         self._requests: dict[int, tuple[list[str], asyncio.Future[list[int]]]] = {}
         self._subscriptions: dict[str, QoS] = {}
         self._next_id = 0
-        self._acks = bytearray()
+        self._out = bytearray()  # PUBLISHes and PUBACKs of this event-loop turn, written at its end
         self._flush_scheduled = False
         self._leftover = b""
         self._tasks: asyncio.TaskGroup | None = None
@@ -177,6 +216,8 @@ class Client:
         self._ping_sent_at: float | None = None  # monotonic time of the unanswered PINGREQ
         self._read_since_ping = False
         self._paused = False  # the reader waits for room in the incoming queue
+        self._stay_down = False  # drop_connection(stay_down=True): no reconnect until asked
+        self._resume = asyncio.Event()  # reconnect_now(): skip the backoff (or the stay-down)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -189,6 +230,11 @@ class Client:
     def connected(self) -> bool:
         """True while a connection is up (False between a loss and the next CONNACK)."""
         return self._connected.is_set()
+
+    @property
+    def outstanding(self) -> int:
+        """QoS 1 publishes not yet acknowledged: queued for the window plus in flight."""
+        return len(self._queue) + len(self._inflight)
 
     async def wait_connected(self) -> None:
         """Return once a connection is up (at once if it is)."""
@@ -216,23 +262,24 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._disconnect_timeout_s):
-                while self._inflight and self._connected.is_set():
-                    self._slot_freed.clear()
-                    await self._slot_freed.wait()
+        if self._connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._disconnect_timeout_s):
+                    await self._idle.wait()
         self._closing = True
-        self._flush_acks()
+        self._flush()
         if self._writer is not None and self._connected.is_set():
             with contextlib.suppress(OSError):
                 self._writer.write(mqtt5.DisconnectPacket().write())
                 await self._writer.drain()
-        self._drop_connection()
+        self._connection_closed()
         assert self._tasks is not None
         for task in self._loops:
             task.cancel()
         await self._tasks.__aexit__(None, None, None)
-        for _, future in self._inflight.values():
+        futures = [f for _, f in self._inflight.values()] + [q[-1] for q in self._queue]
+        self._queue.clear()
+        for future in futures:
             if not future.done():
                 future.set_exception(ConnectionLost("client closed before PUBACK"))
 
@@ -269,11 +316,31 @@ class Client:
         the current connection or no connection is up."""
         if generation != self._generation or not self._connected.is_set():
             return False
-        self._acks += mqtt5.PubAckPacket(packet_id).write()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._out += mqtt5.PubAckPacket(packet_id).write()
+        self._schedule_flush()
         return True
+
+    def drop_connection(self, *, stay_down: bool = False) -> bool:
+        """Abort the TCP connection at once, without DISCONNECT, as a device losing its link
+        does: the broker publishes the Will and keeps the session. The client reconnects by its
+        policy (backoff), or, with ``stay_down``, only once :meth:`reconnect_now` is called.
+        Unacknowledged publishes stay in flight and are sent again with DUP after the
+        reconnect. False when no connection was up (``stay_down`` still applies)."""
+        writer = self._writer
+        if writer is None or not self._connected.is_set():
+            self._stay_down = self._stay_down or stay_down
+            return False
+        self._stay_down = stay_down
+        self._resume.clear()
+        writer.transport.abort()  # the reader sees EOF; the connection loop takes over
+        self._connection_closed()
+        return True
+
+    def reconnect_now(self) -> None:
+        """End a stay-down and skip the current backoff wait: connect again at once (no-op
+        while connected)."""
+        self._stay_down = False
+        self._resume.set()
 
     async def subscribe(self, topic_filter: str, qos: int = 1) -> int:
         """Subscribe (``$share/<group>/<filter>`` for a shared subscription); raises
@@ -310,31 +377,153 @@ class Client:
             self._check_size(len(data))
             await self._write(data)
             return
-        while len(self._inflight) >= self._broker_receive_max:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+        if qos != 1:
+            raise ValueError(f"qos must be 0 or 1, got {qos}")
+        future = self._enqueue(
+            topic, payload, retain, content_type, payload_format_indicator, user_properties
+        )
+        await future
+
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        content_type: str | None = None,
+        payload_format_indicator: int = 0,
+        user_properties: list[tuple[str, str]] | None = None,
+    ) -> asyncio.Future[None]:
+        """A QoS 1 publish that does not wait: sent now if the in-flight window has room, else
+        queued (FIFO); returns the future its PUBACK resolves (:class:`PublishRefused` on a
+        failure code, :class:`ConnectionLost` if the client closes first). Raises
+        :class:`PublishQueueFull` when ``max_queued_publishes`` already wait: bound what you
+        have outstanding (:attr:`outstanding`) below it. Retrieve every future's result or
+        exception (asyncio logs the ones never retrieved)."""
+        if self._closing:
+            raise ConnectionLost("client is closing")
+        if len(self._queue) >= self._max_queued_publishes:
+            raise PublishQueueFull(self._max_queued_publishes)
+        return self._enqueue(
+            topic, payload, retain, content_type, payload_format_indicator, user_properties
+        )
+
+    def _enqueue(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        content_type: str | None,
+        payload_format_indicator: int,
+        user_properties: list[tuple[str, str]] | None,
+    ) -> asyncio.Future[None]:
+        if self._broker_max_packet is not None:  # refuse now, not when a slot frees
+            probe = mqtt5.PublishPacket(
+                topic,
+                payload,
+                qos=QoS.AT_LEAST_ONCE,
+                retain=retain,
+                packet_id=1,
+                content_type=content_type,
+                payload_format_indicator=payload_format_indicator,
+                user_properties=user_properties,
+            )
+            self._check_size(len(probe.write()))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle.clear()
+        if not self._queue and len(self._inflight) < self._broker_receive_max and self.connected:
+            # room in the window and nobody waiting before us: straight out
+            self._send_publish(
+                topic,
+                payload,
+                retain,
+                content_type,
+                payload_format_indicator,
+                user_properties,
+                future,
+            )
+            self._schedule_flush()
+        else:
+            entry = (
+                topic,
+                payload,
+                retain,
+                content_type,
+                payload_format_indicator,
+                user_properties,
+            )
+            self._queue.append((*entry, future))
+        return future
+
+    def _send_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        content_type: str | None,
+        payload_format_indicator: int,
+        user_properties: list[tuple[str, str]] | None,
+        future: asyncio.Future[None],
+    ) -> None:
+        """Into the window: a packet id, the in-flight table, this turn's outgoing bytes."""
         packet_id = self._allocate_id()
         packet = mqtt5.PublishPacket(
             topic,
             payload,
-            qos=QoS(qos),
+            qos=QoS.AT_LEAST_ONCE,
             retain=retain,
             packet_id=packet_id,
             content_type=content_type,
             payload_format_indicator=payload_format_indicator,
             user_properties=user_properties,
         )
-        data = packet.write()
-        self._check_size(len(data))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._out += packet.write()
         self._inflight[packet_id] = (packet, future)
-        if self._connected.is_set() and self._writer is not None:
-            self._writer.write(data)
-        await future
+
+    def _pump(self) -> None:
+        """Move queued publishes into the in-flight window while it has room (FIFO)."""
+        if not self._connected.is_set():
+            return
+        queue, inflight, limit = self._queue, self._inflight, self._broker_receive_max
+        sent = False
+        while queue and len(inflight) < limit:
+            entry = queue.popleft()
+            if entry[-1].done():
+                continue  # its caller was cancelled while it waited: never sent
+            self._send_publish(*entry)
+            sent = True
+        if sent:
+            self._schedule_flush()
+        elif not queue and not inflight:
+            self._idle.set()
+
+    def _on_puback(self, packet: mqtt5.PubAckPacket) -> None:
+        entry = self._inflight.pop(packet.packet_id, None)
+        if entry is None:
+            return
+        publish, future = entry
+        if not future.done():
+            if int(packet.reason_code) >= 0x80:
+                future.set_exception(PublishRefused(publish.topic, int(packet.reason_code)))
+            else:
+                future.set_result(None)
+        if self._queue:
+            self._pump()  # the freed slot goes to the next queued publish, and only to it
+        elif not self._inflight:
+            self._idle.set()
 
     # -- connection ---------------------------------------------------------------------------
 
     async def _open(self) -> None:
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self._open_connection()
+        except TimeoutError as e:
+            if isinstance(e, ConnectTimeout):
+                raise
+            raise ConnectTimeout(self._host, self._port, self._connect_timeout_s) from None
+
+    async def _open_connection(self) -> None:
         reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
         try:
             writer.write(self._connect.write())
@@ -360,7 +549,7 @@ class Client:
             raise
         self._reader, self._writer = reader, writer
         self._generation += 1
-        self._acks.clear()  # acks of the old connection must never reach the new one
+        self._out.clear()  # acks of the old connection must never reach the new one
         self._session_present = packet.session_present
         self._broker_receive_max = packet.receive_max
         self._broker_max_packet = packet.max_packet_size
@@ -388,12 +577,14 @@ class Client:
         self._connected.set()
         self._ping_sent_at = None
         self._backoff.reset()
+        self._pump()  # the window may have room (a larger Receive Maximum, or none was sent)
         if self._on_connect is not None:
             self._on_connect(packet.session_present)
 
-    def _drop_connection(self) -> None:
+    def _connection_closed(self) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        self._out.clear()  # in-flight publishes are resent from _inflight; acks are void
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
@@ -410,23 +601,35 @@ class Client:
                 await self._read_loop()
             except (OSError, asyncio.IncompleteReadError, ProtocolError):
                 pass
-            self._drop_connection()
+            self._connection_closed()
             if self._closing:
                 return
             if not self._reconnect:
                 self._fatal = ConnectionLost("connection lost and reconnect is off")
                 return
             while not self._closing:
-                await asyncio.sleep(self._backoff.next_delay())
+                if self._stay_down:
+                    await self._resume.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._backoff.next_delay()):
+                            await self._resume.wait()
+                self._resume.clear()
+                if self._stay_down:
+                    continue
                 try:
                     await self._open()
-                    break
-                except (OSError, ProtocolError, ConnectRefused):
+                except (OSError, MqttError):  # refused, timed out, protocol: try again later
                     continue
+                if self._stay_down:  # dropped for good while this attempt was under way
+                    self.drop_connection(stay_down=True)
+                    continue
+                break
 
     async def _read_loop(self) -> None:
         reader = self._reader
-        assert reader is not None
+        if reader is None:  # dropped (drop_connection) before this loop first ran
+            raise ConnectionResetError("connection dropped")
         buffer = bytearray(self._leftover)
         self._leftover = b""
         pending = bool(buffer)
@@ -449,10 +652,17 @@ class Client:
                     except ValueError as e:
                         raise ProtocolError(str(e)) from e
                     offset += used
-                    await self._handle(packet)
+                    if type(packet) is mqtt5.PubAckPacket:
+                        self._on_puback(packet)  # the publisher's hot path: no coroutine
+                    else:
+                        await self._handle(packet)
             finally:
                 view.release()
             del buffer[:offset]
+            if self._out:
+                # the publishes these PUBACKs let out, and our acks, leave now rather than one
+                # loop turn later: the window is small (mosquitto: 20), so latency is throughput
+                self._flush()
 
     async def _handle(self, packet: mqtt5.Packet) -> None:
         if isinstance(packet, mqtt5.PublishPacket):
@@ -476,15 +686,7 @@ class Client:
             if not self._manual_ack and int(packet.qos) == 1:
                 self.ack(message)
         elif isinstance(packet, mqtt5.PubAckPacket):
-            entry = self._inflight.pop(packet.packet_id, None)
-            if entry is not None:
-                publish, future = entry
-                if not future.done():
-                    if int(packet.reason_code) >= 0x80:
-                        future.set_exception(PublishRefused(publish.topic, int(packet.reason_code)))
-                    else:
-                        future.set_result(None)
-                self._slot_freed.set()
+            self._on_puback(packet)
         elif isinstance(packet, mqtt5.SubAckPacket):
             request = self._requests.pop(packet.packet_id, None)
             if request is not None and not request[1].done():
@@ -521,11 +723,19 @@ class Client:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _flush_acks(self) -> None:
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._acks and self._writer is not None and self._connected.is_set():
-            self._writer.write(bytes(self._acks))
-        self._acks.clear()
+        if self._out and self._writer is not None and self._connected.is_set():
+            # hand the buffer over (the transport may keep a view of it) and start a new one
+            data, self._out = self._out, bytearray()
+            self._writer.write(data)
+        else:
+            self._out.clear()
 
     def _check_size(self, size: int) -> None:
         if self._broker_max_packet is not None and size > self._broker_max_packet:
@@ -559,5 +769,6 @@ class Client:
     async def _write(self, data: bytes) -> None:
         await self._connected.wait()
         assert self._writer is not None
+        self._flush()  # after what this turn queued, in order
         self._writer.write(data)
         await self._writer.drain()

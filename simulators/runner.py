@@ -1,9 +1,8 @@
 """The simulation runner: device models + scenario + faults → MQTT, paced by a simulated clock.
 
 Scale (10,000 devices from one process, 2 cores): everything runs in one asyncio event loop.
-Each MQTT connection is a paho client driven through paho's external-loop API (``loop_read`` /
-``loop_write`` on the loop's socket readiness, ``loop_misc`` once a second) — no thread per
-connection, which is what stops paho's ``loop_start`` from scaling. Two connection modes:
+Each MQTT connection is an :class:`mqttclient.Client` (asyncio, the ``mqtt5`` codec; no thread
+per connection). Two connection modes:
 
 ``per-device``
     one connection per device, its own client id and a last will (retained ``offline`` on its
@@ -18,12 +17,14 @@ connection, which is what stops paho's ``loop_start`` from scaling. Two connecti
     dies the devices stay ``online`` in the IOC until their data goes stale.
 ``auto`` (default) is per-device up to ``per_device_limit`` devices, shared above.
 
-Devices speak MQTT 3.1.1 (as most field devices do; its acks are cheaper to decode than v5's).
-Flow control: QoS 1 everywhere; a connection holds at most ``max_outstanding`` messages not yet
-acknowledged by the broker (paho's packet ids are 16-bit, so far below 65,535); the producer
-waits when a connection is full, so a slow broker slows simulated time down instead of growing
-memory. Connects are done on the loop thread (one blocking TCP connect each — microseconds on a
-local broker; with a distant broker use ``shared`` so there are few of them).
+Devices speak MQTT v5 (mqttclient's only protocol; the IOC reads v3.1.1 and v5 devices alike,
+the broker translates). Flow control: QoS 1 everywhere, published without waiting for each
+PUBACK (``publish_nowait``): the client keeps the broker's Receive Maximum in flight and queues
+the rest in order; a connection holds at most ``max_outstanding`` messages not yet acknowledged
+and the producer waits when a connection is full, so a slow broker slows simulated time down
+instead of growing memory. Connects run 256 at a time (the broker's accept queue is finite),
+each bounded by a connect timeout. A storm (``reconnect_storm``) and a device going dark drop
+connections with ``Client.drop_connection`` — an abort, no DISCONNECT, so wills fire.
 
 Accounting (:class:`Summary`): every message published is counted by kind and type; each
 telemetry message carries the number of readings the IOC should store and, when broken on
@@ -42,7 +43,6 @@ import heapq
 import logging
 import math
 import random
-import socket
 import sys
 import time
 import zlib
@@ -50,18 +50,16 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any, Protocol
 
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from ioc.backoff import Backoff
 from ioc.catalogue import EVENT_TYPES, METRICS
 from ioc.settings import MqttAddress, Settings
 from ioc.site import Site, SiteError, load_site
 from ioc.topics import Channel, device_topic, report_topic
+from mqttclient import Client, MqttError, PublishRefused, QoS, Will
 from simulators.clock import SimClock, recent_start
 from simulators.conditions import Conditions
 from simulators.faults import FaultConfig, FaultConfigError, FaultInjector, Message, Outgoing
@@ -231,7 +229,11 @@ def scale_site(site: Site, devices: int | None) -> Site:
 
 
 class _Link:
-    """One MQTT connection (paho client) driven by the event loop; carries one or many devices."""
+    """One MQTT connection (an :class:`mqttclient.Client`); carries one or many devices.
+
+    Publishing does not wait for the PUBACK (``publish_nowait``): the client keeps at most the
+    broker's Receive Maximum in flight and queues the rest in order; this link counts what is
+    not yet acknowledged and closes ``space`` at ``max_outstanding``."""
 
     def __init__(
         self,
@@ -244,26 +246,9 @@ class _Link:
         self.client_id = client_id
         self.devices = device_ids  # indices into the runner's device table
         self.will_topic = will_topic
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=pool.protocol)
-        address = pool.address
-        address.configure(c)
-        # No paho limits: our own bound (max_outstanding) applies instead. A paho inflight limit
-        # would also make every PUBACK scan all outstanding messages (_update_inflight): O(n).
-        c.max_inflight_messages_set(0)
-        c.max_queued_messages_set(0)
-        if will_topic is not None:
-            c.will_set(will_topic, b"offline", qos=1, retain=True)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_publish = self._on_publish
-        c.on_socket_open = self._on_socket_open
-        c.on_socket_close = self._on_socket_close
-        c.on_socket_register_write = self._on_socket_register_write
-        c.on_socket_unregister_write = self._on_socket_unregister_write
-        self.client = c
-        self.fd: int | None = None
-        self.closed = asyncio.Event()
-        self.closed.set()
+        self.client: Client | None = None
+        self.task: asyncio.Task[None] | None = None  # the client's life: connect, run, close
+        self.stop = asyncio.Event()
         self.up = asyncio.Event()
         self.space = asyncio.Event()
         self.space.set()
@@ -271,66 +256,32 @@ class _Link:
         self.idle.set()
         self.outstanding = 0
         self.want_up = True
-        self.connecting = False
+        self.held = False  # dropped with stay_down (retired): only revive() brings it back
         self.connects = 0
-        self.connack: asyncio.Future[ReasonCode] | None = None
         self.last_error: str | None = None
 
-    # -- paho callbacks (always on the loop thread: paho runs only inside our loop) ----------
+    # -- client callbacks (on the event loop) ------------------------------------------------
 
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.fd = sock.fileno()
-        self.closed.clear()
-        self.pool.loop.add_reader(self.fd, self._readable)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self.fd is not None:
-            self.pool.loop.remove_reader(self.fd)
-            self.pool.loop.remove_writer(self.fd)
-            self.fd = None
-        self.closed.set()
-
-    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self.fd is not None:
-            self.pool.loop.add_writer(self.fd, self._writable)
-
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self.fd is not None:
-            self.pool.loop.remove_writer(self.fd)
-
-    def _readable(self) -> None:
-        self.client.loop_read()
-
-    def _writable(self) -> None:
-        self.client.loop_write()
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
-    ) -> None:
-        if self.connack is not None and not self.connack.done():
-            self.connack.set_result(rc)
-        if rc.is_failure:
-            self.last_error = f"broker refused the connection: {rc}"
-            return
+    def _on_connect(self, session_present: bool) -> None:
         self.connects += 1
         self.up.set()
         self.pool.link_up(self)
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
-    ) -> None:
+    def _on_disconnect(self) -> None:
         was_up = self.up.is_set()
         self.up.clear()
         self.pool.link_down(self, was_up)
 
-    def _on_publish(
-        self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any
-    ) -> None:
+    def _acked(self, future: asyncio.Future[None]) -> None:
         self.outstanding -= 1
-        self.pool.acked += 1
-        if rc.is_failure:
+        exc = None if future.cancelled() else future.exception()
+        if exc is None:
+            self.pool.acked += 1
+        elif isinstance(exc, PublishRefused):
+            self.pool.acked += 1
             self.pool.refused += 1
-            log.warning("%s: broker refused message %d: %s", self.client_id, mid, rc)
+            log.warning("%s: %s", self.client_id, exc)
+        # ConnectionLost: the run closed first; drain() already counted it as unconfirmed
         if self.outstanding <= self.pool.max_outstanding // 2:
             self.space.set()
         if self.outstanding == 0:
@@ -339,25 +290,87 @@ class _Link:
     # -- actions ----------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        # NO_CONN: paho keeps the message and sends it after the reconnect.
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            raise SimulationError(f"{self.client_id}: publish failed: {mqtt.error_string(info.rc)}")
+        if self.client is None:
+            raise SimulationError(f"{self.client_id}: publish before the first connection")
+        try:
+            future = self.client.publish_nowait(topic, payload, retain=retain)
+        except MqttError as exc:
+            raise SimulationError(f"{self.client_id}: publish failed: {exc}") from exc
+        future.add_done_callback(self._acked)
         self.outstanding += 1
         self.idle.clear()
         if self.outstanding >= self.pool.max_outstanding:
             self.space.clear()
 
     def cut(self) -> bool:
-        """Drop the TCP connection without DISCONNECT (the broker fires the will)."""
-        sock = self.client.socket()
-        if sock is None or not self.up.is_set():
+        """Drop the TCP connection without DISCONNECT (the broker fires the will). The client
+        reconnects by itself unless the link is retired (``want_up`` false)."""
+        if self.client is None:
             return False
-        with contextlib.suppress(OSError):
-            cast(socket.socket, sock).shutdown(
-                socket.SHUT_RDWR
-            )  # paho reads EOF next and reports the loss
-        return True
+        # also when down (reconnecting): a retired link must then not come back by itself
+        self.held = not self.want_up
+        return self.client.drop_connection(stay_down=self.held)
+
+    async def run(
+        self, started: asyncio.Future[None], attempts: int | None, timeout_s: float
+    ) -> None:
+        """Connect (``attempts`` tries, ``None``: until stopped), then let the client keep the
+        connection (it reconnects with backoff) until ``stop``; close with DISCONNECT."""
+        try:
+            await self._run(started, attempts, timeout_s)
+        finally:
+            if not started.done():
+                stopped = SimulationError(f"{self.client_id}: stopped before connecting")
+                started.set_exception(stopped)
+
+    async def _run(
+        self, started: asyncio.Future[None], attempts: int | None, timeout_s: float
+    ) -> None:
+        pool = self.pool
+        backoff = Backoff()
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            client = Client(
+                **pool.address.client_options(),
+                client_id=self.client_id,
+                # publishers only: the broker keeps no session; unacknowledged publishes live
+                # in the client and are sent again (DUP) after a reconnect
+                clean_start=True,
+                session_expiry_s=0,
+                keep_alive_s=pool.keepalive_s,
+                will=(
+                    Will(self.will_topic, payload=b"offline", qos=QoS.AT_LEAST_ONCE, retain=True)
+                    if self.will_topic is not None
+                    else None
+                ),
+                connect_timeout_s=timeout_s,
+                # the link stops at max_outstanding; status messages on (re)connect come on top
+                max_queued_publishes=2 * pool.max_outstanding + len(self.devices) + 16,
+                on_connect=self._on_connect,
+                on_disconnect=self._on_disconnect,
+            )
+            self.client = client  # before connecting: on_connect publishes through it
+            try:
+                async with client:
+                    if not started.done():
+                        started.set_result(None)
+                    await self.stop.wait()
+                return
+            except (OSError, MqttError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            if attempts is not None and n >= attempts:
+                if not started.done():
+                    started.set_exception(
+                        SimulationError(
+                            f"cannot connect {self.client_id} to {pool.address.host}:"
+                            f"{pool.address.port}: {self.last_error}"
+                        )
+                    )
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff.next_delay()):
+                    await self.stop.wait()
 
 
 # A device waiting longer than this for its connection ends the run with an error, not a hang.
@@ -365,7 +378,7 @@ READY_TIMEOUT_S = 120.0
 
 
 class _LinkPool:
-    """Owns the connections: connects, reconnects with backoff, keepalives, ordered close."""
+    """Owns the connections: connects (each client then reconnects by itself), ordered close."""
 
     def __init__(
         self,
@@ -376,15 +389,11 @@ class _LinkPool:
         on_up: Callable[[_Link], None],
         on_down: Callable[[_Link], None],
     ) -> None:
-        if not 0 < max_outstanding < 60_000:
-            raise ValueError("max_outstanding must be in 1..59,999 (16-bit packet ids)")
+        if max_outstanding < 1:
+            raise ValueError(f"max_outstanding must be at least 1, got {max_outstanding}")
         self.address = address
-        # MQTT 3.1.1, as most field devices speak: its PUBACK is 4 bytes where v5's carries a
-        # reason code and properties, and paho decodes v5 acks several times slower.
-        self.protocol = mqtt.MQTTv311
         self.keepalive_s = keepalive_s
         self.max_outstanding = max_outstanding
-        self.loop = asyncio.get_running_loop()
         self.links: list[_Link] = []
         self.acked = 0
         self.refused = 0
@@ -392,9 +401,7 @@ class _LinkPool:
         self._on_up = on_up
         self._on_down = on_down
         self._closing = False
-        self._started = False
         self._tasks = asyncio.TaskGroup()
-        self._misc: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     def add(self, client_id: str, devices: list[int], will_topic: str | None = None) -> _Link:
@@ -404,31 +411,20 @@ class _LinkPool:
 
     async def __aenter__(self) -> _LinkPool:
         await self._tasks.__aenter__()
-        self._misc = self._tasks.create_task(self._misc_loop(), name="mqtt-keepalive")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Ordered close: no more reconnects, DISCONNECT every link (no wills), wait, cut the rest.
+        # Ordered close: no more revivals, DISCONNECT every link (no wills), wait, abort the rest.
         self._closing = True
         for task in self._background:
             task.cancel()
         for link in self.links:
-            if link.up.is_set():
-                link.client.disconnect()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(link.closed.wait() for link in self.links)), 5.0
-            )
-        for link in self.links:
-            if link.fd is not None:
-                self.loop.remove_reader(link.fd)
-                self.loop.remove_writer(link.fd)
-                link.fd = None
-                sock = link.client.socket()
-                if sock is not None:
-                    sock.close()
-        if self._misc is not None:
-            self._misc.cancel()
+            link.stop.set()
+        running = [link.task for link in self.links if link.task is not None]
+        if running:
+            _, late = await asyncio.wait(running, timeout=10.0)
+            for task in late:
+                task.cancel()
         await self._tasks.__aexit__(None, None, None)
 
     @property
@@ -450,7 +446,6 @@ class _LinkPool:
             await asyncio.gather(
                 *(self._bring_up(link, attempts, timeout_s) for link in self.links[i : i + batch])
             )
-        self._started = True
 
     async def ready(self, link: _Link) -> None:
         """Wait until ``link`` is connected and has room for another message."""
@@ -474,14 +469,17 @@ class _LinkPool:
     def link_down(self, link: _Link, was_up: bool) -> None:
         if was_up:
             self._on_down(link)
-        # Also during start(): a link dropped right after its own connect must come back too.
-        if link.want_up and not self._closing and not link.connecting:
-            self._spawn(self._bring_up(link, None, 30.0), f"reconnect {link.client_id}")
 
     def revive(self, link: _Link) -> None:
         link.want_up = True
-        if not link.up.is_set() and not link.connecting and link.fd is None:
+        if self._closing or link.up.is_set():
+            return
+        if link.task is None or link.task.done():
             self._spawn(self._bring_up(link, None, 30.0), f"connect {link.client_id}")
+        elif link.held and link.client is not None:
+            link.held = False
+            link.client.reconnect_now()
+        # else its client is reconnecting by its own backoff (a storm's jitter stays)
 
     def retire(self, link: _Link) -> None:
         """Take a device's link down once its messages are acknowledged (the will fires)."""
@@ -517,36 +515,19 @@ class _LinkPool:
             link.cut()
 
     async def _bring_up(self, link: _Link, attempts: int | None, timeout_s: float) -> None:
-        link.connecting = True
-        backoff = Backoff()
-        n = 0
+        """Start the link's client and wait for its first connection (or its last failure)."""
+        if link.task is not None and not link.task.done():
+            return
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        link.task = self._tasks.create_task(
+            link.run(started, attempts, timeout_s), name=f"mqtt-link {link.client_id}"
+        )
         try:
-            while link.want_up and not self._closing:
-                n += 1
-                link.connack = self.loop.create_future()
-                try:
-                    link.client.connect(self.address.host, self.address.port, self.keepalive_s)
-                    rc = await asyncio.wait_for(link.connack, timeout_s)
-                    if not rc.is_failure:
-                        return
-                except (OSError, TimeoutError) as exc:
-                    link.last_error = f"{type(exc).__name__}: {exc}"
-                    link.cut()
-                if attempts is not None and n >= attempts:
-                    raise SimulationError(
-                        f"cannot connect {link.client_id} to {self.address.host}:"
-                        f"{self.address.port}: {link.last_error}"
-                    )
-                await asyncio.sleep(backoff.next_delay())
-        finally:
-            link.connecting = False
-
-    async def _misc_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            for link in self.links:
-                if link.up.is_set():
-                    link.client.loop_misc()  # keepalive pings, and paho's own timeouts
+            await started
+        except SimulationError:
+            if attempts is not None:
+                raise  # start(): the run cannot begin
+            # a revival: only the pool's close stops it before it connects
 
 
 # ------------------------------------------------------------------------------ runner
