@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -71,6 +72,22 @@ class _PlainWithId(logging.Formatter):
         return f"{line} [req {rid}]" if rid is not None else line
 
 
+# Query parameters that carry a credential (the /ws token, Open311's api_key): never logged.
+_SECRET_PARAMS = re.compile(r"([?&](?:token|api_key|access_token)=)[^&#]*", re.IGNORECASE)
+
+
+class _RedactSecrets(logging.Filter):
+    """Masks credentials in the path of uvicorn's access lines (it logs the query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == len(_ACCESS_FIELDS) and isinstance(
+            args[2], str
+        ):
+            record.args = (*args[:2], _SECRET_PARAMS.sub(r"\1***", args[2]), *args[3:])
+        return True
+
+
 # Loggers that libraries give handlers of their own; their records must reach the root handler
 # instead, so that every line has the chosen format (uvicorn's error and access loggers).
 _OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
@@ -91,6 +108,9 @@ def configure(level: str, fmt: str) -> None:
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactSecrets) for f in access.filters):
+        access.addFilter(_RedactSecrets())
     # uvicorn.error's INFO lines ("Started server process", "Uvicorn running on") restate the
     # service's own start-up line; its warnings (invalid requests) and errors still show.
     logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, root.level))

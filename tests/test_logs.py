@@ -87,6 +87,8 @@ async def test_every_line_of_a_real_serve_run_is_one_json_object(
                                 "Authorization": f"Bearer {TOKEN}"})  # fmt: skip
             assert ok.status_code == 200
             assert (await http.get(f"{base}/api/v1/alerts")).status_code == 401
+            # a credential in the query string is masked in the access line
+            await http.get(f"{base}/api/v1/alerts?state=firing&api_key=S3CRET-in-url")
             # Prometheus' listener: no token (the API's own /metrics needs the admin token)
             scraped = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
             assert scraped.status_code == 200 and "ioc_http_requests_total" in scraped.text
@@ -119,5 +121,7 @@ async def test_every_line_of_a_real_serve_run_is_one_json_object(
     mine = next(d for d in access if d.get("request_id") == "logs-1")
     assert (mine["method"], mine["path"], mine["status"]) == ("GET", "/api/v1/alerts", 200)
     assert any(d["status"] == 401 for d in access)
+    assert not any("S3CRET" in line for line in proc.lines)
+    assert any(d["path"] == "/api/v1/alerts?state=firing&api_key=***" for d in access)
     invalid = next(d for d in docs if d["logger"] == "uvicorn.error")
     assert invalid["level"] == "WARNING" and "Invalid HTTP request" in invalid["message"]
