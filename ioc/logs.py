@@ -15,6 +15,7 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,6 +89,23 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (like logging's last resort): a harness
+    that swaps stderr (pytest's capture, an in-process ``ioc`` call) never leaves it writing
+    to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 # Loggers that libraries give handlers of their own; their records must reach the root handler
 # instead, so that every line has the chosen format (uvicorn's error and access loggers).
 _OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
@@ -96,7 +114,7 @@ _OWN_HANDLERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 def configure(level: str, fmt: str) -> None:
     """Root logging for a command; ``fmt`` is ``plain`` or ``json``. Every logger goes through
     the one root handler (on stderr), Python's warnings too."""
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
