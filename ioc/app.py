@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.service import IngestService
-from ioc import device_lifecycle
+from ioc import build_info, device_lifecycle
 from ioc.alerting.service import RulesService
 from ioc.api import create_app
 from ioc.dispatch import DispatchWorker  # agency dispatch delivery (docs/dispatch.md)
@@ -84,6 +84,7 @@ async def run_service(
     if settings.database_url is None:
         raise RuntimeError("IOC_DATABASE_URL is unset (the CLI starts an embedded server for demo)")
     conninfo = settings.database_url
+    build_info.publish(settings.build_commit)
     flavour = await asyncio.to_thread(migrate, conninfo, choice=settings.storage_flavour)
     site = load_site(settings.site_path())
     routing = load_routing(settings.routing_path(), site)
@@ -152,8 +153,12 @@ async def run_service(
                             host=settings.http_host,
                             port=settings.http_port,
                             lifespan="off",
-                            log_level="warning",
-                            access_log=False,
+                            # uvicorn's loggers go through the root handler set by
+                            # ioc.logs.configure (JSON under IOC_LOG_FORMAT=json), at the levels
+                            # set there: no handlers or levels of uvicorn's own.
+                            log_config=None,
+                            log_level=None,
+                            access_log=settings.http_access_log,
                             # A /ws client that stops reading keeps its socket from draining;
                             # uvicorn would wait for it forever on shutdown.
                             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
@@ -219,6 +224,7 @@ async def run_rules_worker(settings: Settings) -> AsyncIterator[RulesService]:
     if settings.database_url is None:
         raise RuntimeError("IOC_DATABASE_URL is unset")
     conninfo = settings.database_url
+    build_info.publish(settings.build_commit)
     flavour = await asyncio.to_thread(migrate, conninfo, choice=settings.storage_flavour)
     async with RulesService(settings, conninfo) as rules:
         consumer = IngestService(

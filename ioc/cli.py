@@ -376,8 +376,9 @@ async def wait_for_stop_signal(duration: float | None) -> None:
 
 
 def start_metrics_listener(settings: Settings) -> None:
-    """Prometheus /metrics for the roles without the HTTP API (``IOC_METRICS_PORT``); a daemon
-    thread of prometheus_client, gone with the process."""
+    """Prometheus /metrics without auth on an internal port (``IOC_METRICS_PORT``), for every
+    long-running role (the API's own /metrics needs the admin token); a daemon thread of
+    prometheus_client, gone with the process."""
     if settings.metrics_port is None:
         return
     from prometheus_client import start_http_server
@@ -391,8 +392,7 @@ def start_metrics_listener(settings: Settings) -> None:
 async def _serve(settings: Settings, *, with_http: bool, duration: float | None = None) -> int:
     from ioc.app import run_service
 
-    if not with_http:
-        start_metrics_listener(settings)
+    start_metrics_listener(settings)
 
     # `ioc serve` with IOC_SERVE_INGEST=false is an API/live-feed process only (scale-out:
     # `ioc ingest` workers take the telemetry); `ioc ingest` never serves HTTP

@@ -41,6 +41,7 @@ import yaml
 from ioc.backoff import Backoff
 from ioc.settings import DISPLAY_TIMEZONE
 from ioc.site import Site
+from ioc.topics import planned_outages_topic
 from mqttclient import Client, MqttError
 from rules.matchers import make_matcher
 from rules.suppression import PlannedOutage
@@ -238,11 +239,6 @@ class OutageBook:
     def current(self) -> tuple[PlannedOutage, ...]:
         with self._lock:
             return self._from_file + self._from_mqtt
-
-
-def planned_outages_topic(prefix: str) -> str:
-    """Not matched by the ingest filters (two levels, not four): only this feed reads it."""
-    return f"{prefix}/power/planned-outages"
 
 
 class OutageListener:

@@ -158,11 +158,9 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
     )
     metrics_port: int | None = Field(
-        None,
-        ge=0,
-        le=65535,
-        description="`ioc ingest` and `ioc rules run` (no HTTP API) serve "
-        "Prometheus /metrics on this port, without auth: bind it to an internal network",
+        None, ge=0, le=65535, description="`ioc serve`, `ioc ingest` and `ioc rules run` serve "
+        "Prometheus /metrics on this port, without auth (Prometheus holds no API token): bind it "
+        "to an internal network"
     )
     metrics_host: str = Field("127.0.0.1", description="address of that /metrics listener")
     serve_ingest: bool = Field(
@@ -314,7 +312,18 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO")
     log_format: Literal["plain", "json"] = Field(
-        "plain", description="plain lines, or one JSON object per line with the request id"
+        "plain",
+        description="plain lines, or one JSON object per line (every logger, uvicorn's "
+        "included) with the request id and the record's extra fields",
+    )
+    http_access_log: bool = Field(
+        False, description="one log line per HTTP request (uvicorn.access; JSON under "
+        "IOC_LOG_FORMAT=json); off by default: the request metrics count them already"
+    )
+    build_commit: str | None = Field(
+        None,
+        description="git commit the running code was built from, for the ioc_build_info "
+        "metric (the image sets it from its build argument; a git checkout is asked otherwise)",
     )
 
     @field_validator("mqtt_url")

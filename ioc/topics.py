@@ -1,12 +1,19 @@
-"""The MQTT topic scheme of contract v1, shared by ingest (parsing) and simulators (formatting).
+"""Every MQTT topic the IOC publishes or reads, shared by ingest (parsing), the outage feed,
+dispatch and the simulators (formatting); docs/asyncapi.yaml has one channel for each
+(:func:`every_topic`, checked by tests/test_asyncapi.py).
 
-``{prefix}/{city}/{kind}/{device_id}/{telemetry|event|status}`` and
-``{prefix}/{city}/reports/{app|hotline|zalo}``; the prefix is ``hg`` in production and unique per
-test.
+- ``{prefix}/{city}/{kind}/{device_id}/{telemetry|event|status}`` — field devices → ingest;
+- ``{prefix}/{city}/reports/{app|hotline|zalo}`` — citizen reports → ingest;
+- ``{prefix}/power/planned-outages`` — the power company's planned cuts (retained) → rules;
+- ``{dispatch_prefix}/{agency}`` — the IOC's dispatches → each agency's system.
+
+The prefix is ``hg`` in production and unique per test; the dispatch prefix is ``ioc/dispatch``
+(``IOC_DISPATCH_MQTT_PREFIX``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,6 +54,31 @@ def device_topic(prefix: str, city: str, kind: str, device_id: str, channel: Cha
 
 def report_topic(prefix: str, city: str, channel: str) -> str:
     return f"{prefix}/{city}/reports/{channel}"
+
+
+def planned_outages_topic(prefix: str) -> str:
+    """Not matched by the ingest filters (two levels, not four): only the outage feed reads it."""
+    return f"{prefix}/power/planned-outages"
+
+
+def dispatch_topic(dispatch_prefix: str, agency: str) -> str:
+    """An agency's dispatches (QoS 1, not retained): published by ``ioc.dispatch``, read by the
+    agency's own system (``simulators.agencies`` in the demo); its ACL lets it read only this."""
+    return f"{dispatch_prefix}/{agency}"
+
+
+def every_topic(prefix: str, dispatch_prefix: str, kinds: Iterable[str]) -> set[str]:
+    """The address templates of every topic the system uses, ``{city}``-style parameters for the
+    variable levels: the channels docs/asyncapi.yaml must have."""
+    topics = {
+        device_topic(prefix, "{city}", kind, "{device_id}", channel)
+        for kind in kinds
+        for channel in Channel
+    }
+    topics.add(report_topic(prefix, "{city}", "{channel}"))
+    topics.add(planned_outages_topic(prefix))
+    topics.add(dispatch_topic(dispatch_prefix, "{agency}"))
+    return topics
 
 
 def subscriptions(prefix: str, *, reports: bool = True) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
+import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,16 @@ from ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
 from ingest.service import report_vocabulary
 from ioc.catalogue import EVENT_TYPES, METRICS
 from ioc.devices import DEVICE_ID
-from ioc.outages import parse_message, planned_outages_topic
+from ioc.outages import parse_message
 from ioc.settings import Settings
 from ioc.topics import (
     REPORT_CHANNELS,
     Channel,
     device_topic,
+    dispatch_topic,
+    every_topic,
     parse_device_topic,
+    planned_outages_topic,
     report_topic,
     subscriptions,
 )
@@ -42,10 +46,11 @@ CITIES = {"vi-thanh", "nga-bay"}  # the site's cities, contract v1 (DESIGN.md)
 DOC_URI = "urn:hau-giang-ioc:asyncapi"
 
 _DEFAULTS = {name: f.default for name, f in Settings.model_fields.items()}
+DISPATCH_PREFIX = _DEFAULTS["dispatch_mqtt_prefix"]  # ioc/dispatch
 _DEVICE_ADDRESS = re.compile(
     rf"^{PREFIX}/\{{city\}}/(?P<kind>[^/{{}}]+)/\{{device_id\}}/(?P<channel>[a-z]+)$"
 )
-_TOPIC_IN_TEXT = re.compile(r"`(" + PREFIX + r"/[^`\s]+)`")
+_TOPIC_IN_TEXT = re.compile(r"`((?:" + PREFIX + "|" + DISPATCH_PREFIX + r")/[^`\s]+)`")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +187,9 @@ def example_devices(doc: dict[str, Any]) -> dict[str, tuple[str, str]]:
     devices: dict[str, tuple[str, str]] = {}
     for _, _, _, example in examples(doc):
         topic = example_topic(example)
-        if "/reports/" in topic or topic == planned_outages_topic(PREFIX):
+        if not topic.startswith(f"{PREFIX}/") or "/reports/" in topic:
+            continue  # an agency's dispatch topic, or a citizen report's
+        if topic == planned_outages_topic(PREFIX):
             continue
         where = parse_device_topic(PREFIX, topic)
         known = devices.setdefault(where.device_id, (where.kind, where.city))
@@ -231,7 +238,25 @@ def test_one_channel_per_kind_and_channel(doc: dict[str, Any]) -> None:
         address_regex(f.replace("+", "{x}")).match(planned_outages_topic(PREFIX))
         for f in subscriptions(PREFIX)
     )
-    assert len(doc["channels"]) == len(channels) + 2
+    # and the IOC's dispatches to each agency, outside the device prefix
+    dispatch = doc["channels"]["agencyDispatch"]["address"]
+    assert dispatch == dispatch_topic(DISPATCH_PREFIX, "{agency}")
+    assert len(doc["channels"]) == len(channels) + 3
+
+
+def test_the_channels_are_every_topic_the_code_uses(doc: dict[str, Any]) -> None:
+    """Each topic of ioc/topics.py that the system publishes or reads has its channel, and the
+    document has no channel the code does not use."""
+    addresses = [c["address"] for c in doc["channels"].values()]
+    assert len(addresses) == len(set(addresses))
+    assert set(addresses) == every_topic(PREFIX, DISPATCH_PREFIX, METRICS)
+    # each channel has the operations of both sides: who publishes and who reads
+    actions: dict[str, set[str]] = {}
+    for op in doc["operations"].values():
+        actions.setdefault(op["channel"]["$ref"].removeprefix("#/channels/"), set()).add(
+            op["action"]
+        )
+    assert all(actions.get(cid) == {"send", "receive"} for cid in doc["channels"]), actions
 
 
 def test_parameters_match_the_code(doc: dict[str, Any]) -> None:
@@ -239,6 +264,10 @@ def test_parameters_match_the_code(doc: dict[str, Any]) -> None:
         if "parameters" not in channel:
             continue  # the planned-outage list: one fixed topic
         params = {k: resolve(doc, v) for k, v in channel["parameters"].items()}
+        if "agency" in params:  # dispatch: the site's agencies (data, so examples, no enum)
+            site = _report_vocabulary().site
+            assert set(params["agency"]["examples"]) <= {a.id for a in site.agencies}
+            continue
         assert set(params["city"]["enum"]) == CITIES
         if "device_id" in params:
             device_id = params["device_id"]
@@ -359,7 +388,7 @@ def test_examples_name_a_topic_of_their_channel(doc: dict[str, Any]) -> None:
     count = 0
     for cid, _, _, example in examples(doc):  # examples() checks each fits its channel
         topic = example_topic(example)
-        if cid == "plannedOutages":
+        if cid in ("plannedOutages", "agencyDispatch"):
             continue
         city = topic.split("/")[1]
         assert city in CITIES, topic
@@ -377,6 +406,8 @@ def test_examples_are_accepted_by_the_decoder(doc: dict[str, Any]) -> None:
     for cid, _, message, example in examples(doc):
         topic = example_topic(example)
         payload = example["payload"]
+        if cid == "agencyDispatch":  # sent by the IOC: see test_dispatch_message_is_the_code
+            continue
         if cid == "plannedOutages":  # read by the rules service, not the decoder
             parsed = parse_message(orjson.dumps(payload), _report_vocabulary().site, topic)
             assert not parsed.problems and len(parsed.outages) == len(payload["outages"])
@@ -558,3 +589,33 @@ def test_report_position_must_be_in_the_topics_city(doc: dict[str, Any]) -> None
             topic, orjson.dumps(example["payload"]), received_at_for(example["payload"])
         )
     assert err.value.reason is Reason.CITY_MISMATCH
+
+
+def test_dispatch_message_is_the_code(doc: dict[str, Any]) -> None:
+    """What ioc.dispatch publishes matches the schema, and the schema's kinds are the kinds the
+    incident workflow sends (ioc/incidents)."""
+    pytest.importorskip("jsonschema")
+    from ioc.dispatch.delivery import MQTT, Delivery
+    from ioc.dispatch.envelope import envelope
+    from ioc.dispatch.outbox import mqtt_topic
+
+    pointer = "/components/schemas/DispatchMessage"
+    schema = resolve(doc, {"$ref": f"#{pointer}"})
+    root = Path(__file__).resolve().parents[1] / "ioc" / "incidents"
+    sent = set()
+    for path in root.glob("*.py"):
+        sent |= set(re.findall(r"\"(incident\.[a-z_]+)\"", path.read_text(encoding="utf-8")))
+    assert sent and set(schema["properties"]["kind"]["enum"]) == sent
+    now = datetime.now(UTC)
+    settings = Settings()
+    validator = _validator(doc, pointer)
+    for kind in sorted(sent):
+        delivery = Delivery(
+            id=1, idempotency_key=str(uuid.uuid4()), incident_id=42, agency_id="urban-works",
+            channel=MQTT, target=mqtt_topic(settings, "urban-works"), kind=kind,
+            payload={"id": 42, "status": "dispatched"}, attempts=1, created_at=now, lease=now,
+        )  # fmt: skip
+        assert address_regex(doc["channels"]["agencyDispatch"]["address"]).match(delivery.target)
+        message = orjson.loads(envelope(delivery, now))
+        errors = [e.message for e in validator.iter_errors(message)]
+        assert not errors, (kind, errors)

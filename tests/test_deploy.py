@@ -446,10 +446,20 @@ def test_prometheus_queries_use_metrics_the_ioc_exports() -> None:
                 seen += 1
                 assert name in exported, f"{path.name}: {panel['title']}: {name} not exported"
     assert seen >= 8
+    # Prometheus scrapes every IOC service on its internal metrics port, with no token
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text("utf-8"))
-    job = prom["scrape_configs"][0]
-    assert job["metrics_path"] == "/metrics"
-    assert job["authorization"]["credentials_file"] == "/run/secrets/ioc_metrics_token"
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    targets = set()
+    for job in prom["scrape_configs"]:
+        assert job["metrics_path"] == "/metrics" and "authorization" not in job
+        targets |= {t for c in job["static_configs"] for t in c["targets"]}
+    assert "secrets" not in compose["services"]["prometheus"]
+    expected = {
+        f"{name}:{compose['services'][name]['environment']['IOC_METRICS_PORT']}"
+        for name in IOC_SERVICES
+        if name != "migrate"
+    }
+    assert targets == expected
 
 
 async def test_grafana_reader_role_reads_every_dashboard_and_writes_nothing(

@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): /api/v1, health, metrics, OpenAPI at /docs."""
+"""The HTTP API (FastAPI): /api/v1, health, metrics, OpenAPI at /docs (served offline)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ioc.api import (
     cap,
     dead_letters,
     devices,
+    docs,
     health,
     incidents,
     kpi,
@@ -30,6 +31,7 @@ from ioc.api import (
     tides,
 )
 from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
+from ioc.api.http_metrics import HttpMetricsMiddleware
 from ioc.logs import RequestIdMiddleware
 
 
@@ -43,8 +45,13 @@ def create_app(runtime: Any) -> FastAPI:
         "admin, operator, viewer, agency:{code}, open311) except the public CAP feed and "
         "messages under /api/v1/cap/; Open311 GeoReport v2 is at /open311/v2/ (api_key). Times "
         "are RFC 3339 with offset, shown in Asia/Ho_Chi_Minh (+07:00).",
+        # Swagger UI from the package, ReDoc not at all: the defaults load from a CDN, which the
+        # IOC's closed network cannot reach (ioc/api/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    docs.install(app)  # /docs and its assets
     app.include_router(health.router)
     app.include_router(devices.router)
     app.include_router(dead_letters.router)
@@ -68,6 +75,8 @@ def create_app(runtime: Any) -> FastAPI:
         max_body=settings.http_max_body,
         limiter=limits.RateLimiter(settings.http_rate_per_s, settings.http_rate_burst),
     )
+    # Counts every answer, refusals by the limits included, by route template and status.
+    app.add_middleware(HttpMetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of a request carries its id
 
     @app.exception_handler(RequestValidationError)

@@ -9,15 +9,20 @@ and tokens issued with ``ioc tokens create`` / stored hashed in ``api_tokens``
 - ``open311`` — a citizen-facing application posting service requests (its Open311 api_key).
 
 Route dependencies: :func:`require_admin`, :func:`require_operator`, :func:`require_viewer`,
-:func:`require_agency`; each answers 401 without a valid token and 403 for a wrong role.
+:func:`require_agency`; each answers 401 without a valid token and 403 for a wrong role. Each
+also depends on :data:`BEARER`, which only declares the HTTP bearer scheme (``bearerAuth``) in
+the OpenAPI document, on exactly the operations behind a check, so Swagger UI's "Authorize" takes
+a token; the checks themselves read the header (with their own error messages).
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from ioc.storage import tokens as token_store
@@ -43,6 +48,15 @@ class Caller:
             "admin" if self.name == "admin" and self.role == "admin" else f"{self.role}/{self.name}"
         )
 
+
+BEARER = HTTPBearer(
+    auto_error=False,  # the checks below answer, naming what is wrong
+    scheme_name="bearerAuth",
+    description="An API token: the admin token (IOC_ADMIN_TOKEN) or one issued with "
+    "`ioc tokens create --role ROLE --name NAME`.",
+)
+# A parameter of every check: declares the scheme in OpenAPI; its value is not used.
+Declared = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 _OPERATORS = frozenset({"admin", "operator"})
 VIEWERS = frozenset({"admin", "operator", "viewer"})
@@ -72,7 +86,7 @@ async def identify(connection: HTTPConnection, token: str) -> Caller | None:
     return Caller(found.name, found.role) if found is not None else None
 
 
-async def authenticate(request: Request) -> Caller:
+async def authenticate(request: Request, _bearer: Declared = None) -> Caller:
     """FastAPI dependency: any valid token, or 401."""
     caller = await identify(request, bearer_token(request))
     if caller is None:
@@ -91,7 +105,7 @@ def _forbidden(caller: Caller, needed: str) -> HTTPException:
     )
 
 
-async def require_admin(request: Request) -> str:
+async def require_admin(request: Request, _bearer: Declared = None) -> str:
     """Admin only; returns the actor name (kept as ``str`` for the routes written before roles)."""
     caller = await authenticate(request)
     if caller.role != "admin":
@@ -99,21 +113,21 @@ async def require_admin(request: Request) -> str:
     return caller.actor
 
 
-async def require_operator(request: Request) -> Caller:
+async def require_operator(request: Request, _bearer: Declared = None) -> Caller:
     caller = await authenticate(request)
     if caller.role not in _OPERATORS:
         raise _forbidden(caller, "operator or admin")
     return caller
 
 
-async def require_viewer(request: Request) -> Caller:
+async def require_viewer(request: Request, _bearer: Declared = None) -> Caller:
     caller = await authenticate(request)
     if caller.role not in VIEWERS:
         raise _forbidden(caller, "viewer, operator or admin")
     return caller
 
 
-async def require_provisioning(request: Request) -> Caller:
+async def require_provisioning(request: Request, _bearer: Declared = None) -> Caller:
     """Registering devices: administrators, and the installers' device-provisioning tokens."""
     caller = await authenticate(request)
     if caller.role not in ("admin", "device-provisioning"):
@@ -121,7 +135,7 @@ async def require_provisioning(request: Request) -> Caller:
     return caller
 
 
-async def require_agency(request: Request) -> Caller:
+async def require_agency(request: Request, _bearer: Declared = None) -> Caller:
     caller = await authenticate(request)
     if caller.agency is None:
         raise _forbidden(caller, "an agency:{code} token")

@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from ioc.dispatch.delivery import MQTT, WEBHOOK, Attempt, Delivery, Outcome
 from ioc.dispatch.webhook import webhook_targets
 from ioc.settings import Settings
+from ioc.topics import dispatch_topic
 
 OUTBOX_CHANNEL = "ioc_outbox"
 MQTT_QOS = 1
@@ -37,7 +38,7 @@ def _dumps(obj: Any) -> str:
 
 
 def mqtt_topic(settings: Settings, agency_id: str) -> str:
-    return f"{settings.dispatch_mqtt_prefix}/{agency_id}"
+    return dispatch_topic(settings.dispatch_mqtt_prefix, agency_id)
 
 
 async def enqueue(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from itertools import islice
 from types import TracebackType
@@ -270,6 +271,8 @@ class LiveHub:
                 self._publish(Frame.from_row(row))
             if rows:
                 instruments.FEED_SEQ.set(self.last_seq)
+                lag = time.time() - rows[-1].time.timestamp()
+                instruments.FEED_LAG.set(max(0.0, lag))
             if len(rows) < self.PAGE:
                 return
             await asyncio.sleep(0)  # let the senders run between pages

@@ -20,6 +20,11 @@ BACKLOG_ROWS = Counter(
     "ioc_live_backlog_rows", "feed rows read from the database to resume a client"
 )
 FEED_SEQ = Gauge("ioc_live_feed_seq", "newest feed seq this process has read")
+FEED_LAG = Gauge(
+    "ioc_live_feed_lag_seconds",
+    "age of the newest feed row when this process read it (commit → /ws fan-out; a growing "
+    "value: wall screens show the IOC late)",
+)
 LISTENER_CONNECTED = Gauge(
     "ioc_live_listener_connected", "1 while the hub's LISTEN connection is up"
 )
