@@ -476,7 +476,7 @@ async def test_compacted_backlog_leaves_every_alert_in_its_true_state(db: Any) -
     """Past its bound the database-outage backlog is compacted; stored alerts must still end in
     the state the full sequence would have left them in."""
     from ioc.alerting import store
-    from ioc.alerting.service import compact_backlog
+    from ioc.alerting.persist import compact_backlog
     from rules.engine import Transition
 
     def tr(fp: str, to: str, at: float, active: float, started: float | None) -> Transition:

@@ -18,6 +18,7 @@ import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
+from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_agency, require_operator, require_viewer
 from ioc.incidents import store
 from ioc.incidents.lifecycle import Actor, StepError
@@ -246,8 +247,7 @@ async def open_incident(
         raise HTTPException(422, f"ward: unknown ward {body.ward!r}")
     async with _change(request) as conn:
         if body.alert_id is not None:
-            found = await conn.execute("SELECT 1 FROM alerts WHERE id = %s", (body.alert_id,))
-            if await found.fetchone() is None:
+            if not await alert_store.exists(conn, body.alert_id):
                 raise HTTPException(422, f"alert_id: no alert {body.alert_id}")
             taken = await conn.execute(
                 """SELECT id FROM incidents WHERE source_alert_id = %s

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ioc.alerting import store as alert_store
+from ioc.alerting.announce import frame as alert_frame
 from ioc.dispatch import outbox
 from ioc.incidents.lifecycle import (
     AGENCY_ACTIVE,
@@ -184,14 +185,7 @@ async def dispatch_payload(conn: psycopg.AsyncConnection, row: Mapping[str, Any]
         rows = await cur.fetchall()
         doc["reports_total"] = rows[0]["total"] if rows else 0
         doc["reports"] = [{k: _iso(v) for k, v in r.items() if k != "total"} for r in rows]
-        await cur.execute(
-            """SELECT a.id, a.rule, a.severity, a.device_id, a.state, a.value,
-                      a.annotations FROM alerts a
-               WHERE a.id = %s OR a.id IN (SELECT alert_id FROM incident_alerts
-                                           WHERE incident_id = %s) ORDER BY a.id""",
-            (row["source_alert_id"], row["id"]),
-        )
-        doc["alerts"] = await cur.fetchall()
+    doc["alerts"] = await alert_store.of_incident(conn, row["source_alert_id"], row["id"])
     return doc
 
 
@@ -806,7 +800,7 @@ async def mark_overdue(
             at=now,
         )  # fmt: skip
         if alert is not None:
-            events.append(alert_store.feed_event(alert))
+            events.append(alert_frame(alert))
     await append(conn, events)
     return rows
 
@@ -818,7 +812,7 @@ async def _resolve_overdue_alert(
         return
     alert = await alert_store.resolve_internal(conn, f"{OVERDUE_RULE}:{row['id']}", at)
     if alert is not None:
-        await append(conn, [alert_store.feed_event(alert)])
+        await append(conn, [alert_frame(alert)])
 
 
 async def extend_deadline(
