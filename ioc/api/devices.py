@@ -159,10 +159,8 @@ async def get_readings(
     request: Request,
     metric: Annotated[
         str,
-        Query(
-            description="a metric of the device's kind; flood devices also "
-            "water_level_residual_m (observed − predicted tide, computed)"
-        ),
+        Query(description="a metric of the device's kind; flood devices also "
+                          "water_level_residual_m (observed − predicted tide, computed)"),
     ],
     from_: Annotated[datetime, Query(alias="from", description="RFC 3339 with offset")],
     to: Annotated[datetime | None, Query(description="RFC 3339 with offset; default now")] = None,
