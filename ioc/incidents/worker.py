@@ -16,10 +16,11 @@ Rows are claimed with ``FOR UPDATE SKIP LOCKED``, "join the nearest, else open" 
 per-category advisory lock (:func:`store.lock_category`) and alerts open at most one incident
 (unique index), so several API processes may each run a worker without opening one problem twice.
 A report or alert whose routing fails is logged and retried on the next pass; it never blocks
-the others. It wakes on ``NOTIFY ioc_reports``
-(new report) and ``ioc_alerts`` (alerts changed: :mod:`ioc.alerting.announce`) — not on the
-live feed, which carries every readings batch — at most every ``_DEBOUNCE_S``, and at least
-every ``IOC_INCIDENT_TICK_S``.
+the others. A pass runs at one ``now``, read here and passed to every store function.
+
+It wakes on ``NOTIFY ioc_reports`` (new report) and ``ioc_alerts`` (alerts changed:
+:mod:`ioc.alerting.announce`) — not on the live feed, which carries every readings batch — at
+most every ``_DEBOUNCE_S``, and at least every ``IOC_INCIDENT_TICK_S``.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class IncidentWorker:
                 radius_m=self.join_radius_m, since=now - self.join_window,
             )  # fmt: skip
             if near is not None and await store.join_report(
-                conn, near[0], report["id"], SYSTEM, near[1]
+                conn, near[0], report["id"], SYSTEM, near[1], at=now
             ):
                 result.reports_joined += 1
                 SIGNS.labels("report", "joined").inc()
