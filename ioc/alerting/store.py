@@ -548,6 +548,21 @@ async def firing_without_incident(conn: psycopg.AsyncConnection) -> list[int]:
     return [int(r[0]) for r in await cur.fetchall()]
 
 
+async def newest_incident_of_device(
+    conn: psycopg.AsyncConnection, device_id: str | None, *, category: str, open_sql: str
+) -> int | None:
+    """The newest incident of ``category`` opened from an alert of ``device_id`` that is still
+    open by ``open_sql`` (:data:`ioc.incidents.store.OPEN_SQL`, a constant condition on ``i``)."""
+    cur = await conn.execute(
+        f"""SELECT i.id FROM incidents i JOIN alerts a ON a.id = i.source_alert_id
+            WHERE {open_sql} AND i.category = %s AND a.device_id = %s
+            ORDER BY i.id DESC LIMIT 1""",
+        (category, device_id),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row is not None else None
+
+
 async def claim_without_incident(
     conn: psycopg.AsyncConnection, alert_id: int
 ) -> dict[str, Any] | None:

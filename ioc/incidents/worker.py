@@ -282,16 +282,11 @@ class IncidentWorker:
         """An open incident this alert is another sign of: one opened by an alert of the same
         device, or one of the same category nearby (a flooded street reported by citizens
         before the gauge fired)."""
-        async with conn.cursor() as cur:
-            await cur.execute(
-                f"""SELECT i.id FROM incidents i JOIN alerts a ON a.id = i.source_alert_id
-                    WHERE {store.OPEN_SQL} AND i.category = %s AND a.device_id = %s
-                    ORDER BY i.id DESC LIMIT 1""",
-                (category, alert["device_id"]),
-            )
-            row = await cur.fetchone()
-        if row is not None:
-            return int(row[0])
+        found = await alert_store.newest_incident_of_device(
+            conn, alert["device_id"], category=category, open_sql=store.OPEN_SQL
+        )
+        if found is not None:
+            return found
         if alert["lat"] is None or alert["lon"] is None:
             return None
         near = await store.nearest_open(
