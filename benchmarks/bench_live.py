@@ -49,7 +49,7 @@ from ioc.settings import MqttAddress  # noqa: E402
 from ioc.site import load_site  # noqa: E402
 from rules.language import DEFAULT_PACK  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"  # IOC_ADMIN_TOKEN needs at least 16 characters
 PROBES = [f"probe-{i}" for i in range(8)]
 PROBE_RULE = """rules:
   - id: probe

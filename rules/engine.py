@@ -22,15 +22,17 @@ import hashlib
 import heapq
 import itertools
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ioc.devices import Device
+from ioc.settings import DISPLAY_TIMEZONE
 from rules.language import METRIC_TYPES, TIDE_TYPES, Rule, RuleSet, compare
 from rules.template import render
 from rules.tide import HighWater, TideSource
@@ -48,6 +50,8 @@ MAX_WINDOW_POINTS = 10_000
 RESUM_EVERY = 4096
 # forecast_peak: high waters are fetched for horizon + this much, then reused until needed
 HIGH_WATER_LOOKAHEAD_S = 12 * 3600.0
+# the site's time zone (ioc.settings): local hours of anomaly baselines, forecast peak times
+SITE_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +413,10 @@ class Engine:
         device = self._devices.get(device_id)
         if device is None or len(times) == 0:
             return
-        hours = ((times.astype(np.int64) + 7 * 3600) // 3600) % 24
+        # the zone's offset at the newest sample for the whole history: vectorised, and right
+        # for a zone without daylight saving such as the site's
+        offset = _utc_offset_s(float(times.max()))
+        hours = ((times.astype(np.int64) + offset) // 3600) % 24
         n = np.bincount(hours, minlength=24).astype(float)
         sums = np.bincount(hours, weights=values, minlength=24)
         mean = np.divide(sums, n, out=np.zeros(24), where=n > 0)
@@ -684,7 +691,7 @@ class Engine:
         if s.rule.baseline == "residual":
             hour = 0  # one bucket: the residual has no time of day
         else:
-            hour = int((t + 7 * 3600) // 3600) % 24  # local hour (Asia/Ho_Chi_Minh, UTC+7)
+            hour = datetime.fromtimestamp(t, SITE_ZONE).hour  # the site's local hour
         n, mean, m2 = s.hist[hour]
         z = 0.0
         if n >= s.rule.min_samples:
@@ -960,9 +967,13 @@ def _device_context(device: Device) -> dict[str, Any]:
 def _peak_context(hw: HighWater) -> dict[str, Any]:
     """Template fields of a forecast peak: {peak.time} (HH:MM dd/MM, Asia/Ho_Chi_Minh) and
     {peak.level} (metres)."""
-    # Asia/Ho_Chi_Minh has no daylight saving: UTC+7 all year
-    local = time.gmtime(hw.time + 7 * 3600)
-    return {"time": time.strftime("%H:%M %d/%m", local), "level": hw.level_m}
+    local = datetime.fromtimestamp(hw.time, SITE_ZONE)
+    return {"time": local.strftime("%H:%M %d/%m"), "level": hw.level_m}
+
+
+def _utc_offset_s(t: float) -> int:
+    offset = datetime.fromtimestamp(t, SITE_ZONE).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
 
 
 def _window_value(rule: Rule, w: deque[tuple[float, float]], total: float) -> float | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ioc import durations
 from ioc.catalogue import EVENT_TYPES, KINDS, METRICS
 from rules.matchers import Matcher, MatcherError, parse_matcher
 from rules.schedule import Schedule, ScheduleError, parse_schedule
@@ -40,7 +41,6 @@ RULE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Labels the engine sets itself on every device alert; a rule may not override them.
 RESERVED_LABELS = frozenset({"alertname", "rule", "device_id", "kind", "city", "ward"})
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _EXPR = re.compile(r"^\s*device\.([A-Za-z_][A-Za-z0-9_]*)\s*(?:([*+-])\s*(-?\d+(?:\.\d+)?)\s*)?$")
 
 
@@ -282,19 +282,9 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def parse_duration(value: Any) -> float:
-    """``90`` (seconds), ``"30s"``, ``"10m"``, ``"1h30m"``, ``"2d"`` → seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value} must not be negative")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION.match(value.strip())
-        if m and any(m.groups()):
-            d, h, mi, s = (int(g or 0) for g in m.groups())
-            return float(d * 86400 + h * 3600 + mi * 60 + s)
-    raise ValueError(f"{value!r} is not a duration (e.g. 90s, 10m, 1h30m, 2d)")
+    """``90`` (seconds), ``"30s"``, ``"10m"``, ``"1h30m"``, ``"2d"`` → seconds
+    (:mod:`ioc.durations`, the one grammar)."""
+    return durations.parse_seconds(value)
 
 
 def parse_expr(value: Any) -> Expr:

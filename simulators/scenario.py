@@ -40,14 +40,13 @@ from typing import Any, Final
 
 import yaml
 
+from ioc import durations
 from ioc.catalogue import EVENT_TYPES
 from ioc.site import Site
 from simulators.conditions import Conditions
 
 SCENARIO_DIR: Final = Path(__file__).with_name("scenarios")
 _SLUG: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
-_UNIT_S: Final = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
 _STEP_KEYS: Final = frozenset({"at", "set", "clear", "ramp", "note"})
 _TOP_KEYS: Final = frozenset({"name", "description", "start", "duration", "timeline"})
 
@@ -355,14 +354,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 def parse_duration(text: str | float | int) -> timedelta:
     """``"90s"``, ``"45m"``, ``"1h30m"``, ``"2d"`` (or a number of seconds) as a timedelta."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0 or not math.isfinite(text):
-            raise ValueError(f"duration {text!r} must be a non-negative number of seconds")
-        return timedelta(seconds=float(text))
-    s = str(text).strip()
-    if not s or _DURATION.sub("", s):
-        raise ValueError(f"duration {text!r} is not like 90s, 45m, 1h30m or 2d")
-    return timedelta(seconds=sum(float(n) * _UNIT_S[u] for n, u in _DURATION.findall(s)))
+    return durations.parse(text)  # the one grammar
 
 
 class _Parser:
@@ -466,7 +458,7 @@ class _Parser:
                 return parse_duration(value.strip()[1:]).total_seconds()
             except ValueError as exc:
                 self.fail(where, str(exc))
-        if isinstance(value, str) and _DURATION.fullmatch(value.strip()) is not None:
+        if isinstance(value, str) and durations.is_duration(value):
             self.fail(where, f"{value!r}: write offsets with a sign, '+{value}'")
         offset = (self.time(value, where) - start).total_seconds()
         if offset < 0:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
 from ioc.alerting.backtest import run_backtest
@@ -476,7 +477,7 @@ async def test_compacted_backlog_leaves_every_alert_in_its_true_state(db: Any) -
     """Past its bound the database-outage backlog is compacted; stored alerts must still end in
     the state the full sequence would have left them in."""
     from ioc.alerting import store
-    from ioc.alerting.service import compact_backlog
+    from ioc.alerting.persist import compact_backlog
     from rules.engine import Transition
 
     def tr(fp: str, to: str, at: float, active: float, started: float | None) -> Transition:
@@ -579,3 +580,47 @@ async def test_a_forecast_alert_keeps_its_risk_rising_and_its_peak_time_readable
     history = await store.history(db, rows[-1]["id"])
     peak = history[0]["reason"]["peak_time"]
     assert isinstance(peak, str) and peak.endswith("+07:00")
+
+
+async def test_the_stages_store_mute_and_announce_in_one_transaction_and_wake_incidents(
+    db: Any, database_url: str
+) -> None:
+    """persist → mute → announce: the alert row, why it is muted, its frame on the live feed and
+    the ``ioc_alerts`` signal the incident worker listens for — and nothing on that channel when
+    only the feed gets a row (a readings batch no longer wakes the incident worker)."""
+    from ioc.alerting import pipeline
+    from ioc.alerting.announce import ALERTS_CHANNEL, announce
+    from ioc.alerting.mute import Mute
+    from ioc.alerting.persist import persist
+    from ioc.storage.feed import FeedEvent, append
+    from rules.engine import Transition
+    from rules.matchers import parse_matcher
+    from rules.suppression import Silence
+
+    t0 = time.time()
+    labels = {"alertname": "stage", "device_id": "x", "ward": "phuong-vi-tan"}
+    fire = Transition(
+        "fp-stage", "stage", "firing", t0, labels, {"summary_en": "s"}, "critical", None, 1.0,
+        {"value": 1.0}, t0, t0,
+    )  # fmt: skip
+    silence = Silence(7, (parse_matcher('ward="phuong-vi-tan"'),), t0 - 60, t0 + 3600)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {ALERTS_CHANNEL}")
+        async with db.transaction():  # a readings-like feed row: no alert signal
+            await append(db, [FeedEvent("readings", {"devices": {}})])
+        assert [n async for n in listener.notifies(timeout=0.5)] == []
+
+        book = pipeline.OpenAlerts()
+        p = pipeline.Pass(t0, book, [fire])
+        await pipeline.run(db, p, [persist, Mute(silences=[silence]), announce])
+        got = [n.channel async for n in listener.notifies(timeout=5, stop_after=1)]
+    assert got == [ALERTS_CHANNEL]
+    assert [(r["state"], r["suppressed_by"]) for r in p.changed] == [
+        ("firing", None), ("firing", {"silence": 7}),
+    ]  # fmt: skip
+    assert book.by_fingerprint["fp-stage"].suppressed_by == {"silence": 7}
+    cur = await db.execute(
+        "SELECT payload->>'state', payload->>'silenced' FROM feed_events WHERE type = 'alert'"
+        " ORDER BY seq"
+    )
+    assert await cur.fetchall() == [("firing", "false"), ("firing", "true")]

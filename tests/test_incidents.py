@@ -429,7 +429,9 @@ async def test_overdue_raises_an_alert_that_resolution_clears(desk: Desk) -> Non
     agency = Who(Actor.AGENCY, "agency:civil-defence-phuong-vi-tan/x",
                  agency="civil-defence-phuong-vi-tan")  # fmt: skip
     async with desk.db.transaction():
-        await store.take_step(desk.db, desk.ctx, incident_id, "resolve", agency, note="nước rút")
+        await store.take_step(
+            desk.db, desk.ctx, incident_id, "resolve", agency, note="nước rút", at=datetime.now(UTC)
+        )
     assert await desk.scalar("SELECT state FROM alerts WHERE fingerprint = %s", fp) == "resolved"
 
 
@@ -467,7 +469,9 @@ async def test_merge_and_split_move_reports(desk: Desk) -> None:
     b = await desk.report(*FAR, at=now)
     first, second = (await desk.worker.run_once(now)).opened_ids
     async with desk.db.transaction():
-        kept = await store.merge(desk.db, desk.ctx, second, first, SYSTEM, "cùng một tuyến đèn")
+        kept = await store.merge(
+            desk.db, desk.ctx, second, first, SYSTEM, "cùng một tuyến đèn", at=datetime.now(UTC)
+        )
     assert kept["id"] == first
     gone = await desk.incident(second)
     assert (gone["status"], gone["merged_into"]) == ("closed", first)
@@ -476,9 +480,13 @@ async def test_merge_and_split_move_reports(desk: Desk) -> None:
     ) == [a, b]
     with pytest.raises(StepError, match="merged into"):
         async with desk.db.transaction():
-            await store.take_step(desk.db, desk.ctx, second, "dispatch", SYSTEM, note=None)
+            await store.take_step(
+                desk.db, desk.ctx, second, "dispatch", SYSTEM, note=None, at=datetime.now(UTC)
+            )
     async with desk.db.transaction():
-        new = await store.split(desk.db, desk.ctx, first, [b], SYSTEM, "hai sự cố khác nhau")
+        new = await store.split(
+            desk.db, desk.ctx, first, [b], SYSTEM, "hai sự cố khác nhau", at=datetime.now(UTC)
+        )
     assert new["id"] not in (first, second)
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", b) == new["id"]
     assert new["status"] == "dispatched"
@@ -522,17 +530,24 @@ async def test_a_report_does_not_join_an_incident_closed_meanwhile(desk: Desk) -
     late = await desk.report(*NEAR_B, at=now)
     async with desk.db.transaction():  # an operator resolves it after the worker found it
         await store.take_step(desk.db, desk.ctx, first, "resolve", Who(Actor.OPERATOR, "op"),
-                              note="đã thay bóng")  # fmt: skip
-        assert await store.join_report(desk.db, first, late, SYSTEM, 90.0) is None
+                              note="đã thay bóng", at=datetime.now(UTC))  # fmt: skip
+        assert (
+            await store.join_report(desk.db, first, late, SYSTEM, 90.0, at=datetime.now(UTC))
+            is None
+        )
     # a merged incident forwards to the one that stays
     a = await desk.report(*FAR, at=now)
     b = await desk.report(*NEAR_A, at=now)
     second, third = (await desk.worker.run_once(now)).opened_ids
     async with desk.db.transaction():
-        await store.merge(desk.db, desk.ctx, third, second, SYSTEM, "cùng một việc")
+        await store.merge(
+            desk.db, desk.ctx, third, second, SYSTEM, "cùng một việc", at=datetime.now(UTC)
+        )
     c = await desk.report(*FAR, at=now)
     async with desk.db.transaction():
-        assert await store.join_report(desk.db, third, c, SYSTEM, 10.0) == second
+        assert (
+            await store.join_report(desk.db, third, c, SYSTEM, 10.0, at=datetime.now(UTC)) == second
+        )
     assert await desk.scalar("SELECT incident_id FROM reports WHERE id = %s", c) == second
     del a, b
 
@@ -548,7 +563,7 @@ async def test_reopen_clears_rating_and_overdue_so_it_can_fire_again(desk: Desk)
         await store.take_step(desk.db, desk.ctx, incident_id, "resolve", op, note="nước rút",
                               at=late)  # fmt: skip
         await store.rate_incident(desk.db, incident_id, rating=2, comment="chậm", actor="c",
-                                  ctx=desk.ctx)  # fmt: skip
+                                  ctx=desk.ctx, at=datetime.now(UTC))  # fmt: skip
         row = await store.take_step(desk.db, desk.ctx, incident_id, "reopen", op,
                                     note="lại ngập", at=late)  # fmt: skip
     assert (row["overdue_at"], row["rating"], row["rating_comment"]) == (None, None, None)
@@ -574,7 +589,9 @@ async def test_merge_keeps_the_earlier_deadline_and_tells_the_agency(desk: Desk)
     t2 = local(2026, 11, 19, 10, 0)  # Thursday, past the older one's 3 working days
     assert (await desk.worker.run_once(t2)).overdue == 1
     async with desk.db.transaction():
-        kept = await store.merge(desk.db, desk.ctx, older, newer, SYSTEM, "cùng một tuyến đèn")
+        kept = await store.merge(
+            desk.db, desk.ctx, older, newer, SYSTEM, "cùng một tuyến đèn", at=datetime.now(UTC)
+        )
     assert kept["deadline_at"] == (await desk.incident(older))["deadline_at"]
     # the source's overdue alert is resolved; the survivor goes overdue on the next pass
     fp = f"{store.OVERDUE_RULE}:{older}"
@@ -593,7 +610,9 @@ async def test_split_dispatches_with_its_reports_and_refuses_closed_incidents(
     b = await desk.report(*NEAR_B, at=now)
     (first,) = (await desk.worker.run_once(now)).opened_ids
     async with desk.db.transaction():
-        new = await store.split(desk.db, desk.ctx, first, [b], SYSTEM, "hai cột khác nhau")
+        new = await store.split(
+            desk.db, desk.ctx, first, [b], SYSTEM, "hai cột khác nhau", at=datetime.now(UTC)
+        )
     payload = await desk.scalar(
         "SELECT payload FROM outbox WHERE incident_id = %s AND kind = 'incident.dispatched'"
         " AND channel = 'mqtt'",
@@ -602,10 +621,13 @@ async def test_split_dispatches_with_its_reports_and_refuses_closed_incidents(
     assert [r["id"] for r in payload["reports"]] == [b]
     async with desk.db.transaction():
         await store.take_step(desk.db, desk.ctx, new["id"], "resolve",
-                              Who(Actor.OPERATOR, "op"), note="xong")  # fmt: skip
+                              Who(Actor.OPERATOR, "op"), note="xong",
+                              at=datetime.now(UTC))  # fmt: skip
     with pytest.raises(StepError, match="only open ones split"):
         async with desk.db.transaction():
-            await store.split(desk.db, desk.ctx, new["id"], [b], SYSTEM, "thử")
+            await store.split(
+                desk.db, desk.ctx, new["id"], [b], SYSTEM, "thử", at=datetime.now(UTC)
+            )
     del a
 
 
@@ -616,17 +638,22 @@ async def test_rejected_closes_with_a_note_and_reassign_needs_another_agency(des
     op = Who(Actor.OPERATOR, "op")
     with pytest.raises(StepError, match="already with urban-works"):
         async with desk.db.transaction():
-            await store.reassign(desk.db, desk.ctx, incident_id, "urban-works", op, "")
+            await store.reassign(
+                desk.db, desk.ctx, incident_id, "urban-works", op, "", at=datetime.now(UTC)
+            )
     works = Who(Actor.AGENCY, "agency:urban-works/x", agency="urban-works")
     async with desk.db.transaction():
         await store.take_step(desk.db, desk.ctx, incident_id, "reject", works,
-                              note="đèn của khu công nghiệp")  # fmt: skip
+                              note="đèn của khu công nghiệp", at=datetime.now(UTC))  # fmt: skip
     with pytest.raises(StepError, match="needs a note"):
         async with desk.db.transaction():
-            await store.take_step(desk.db, desk.ctx, incident_id, "close", op, note=None)
+            await store.take_step(
+                desk.db, desk.ctx, incident_id, "close", op, note=None, at=datetime.now(UTC)
+            )
     async with desk.db.transaction():
         row = await store.take_step(desk.db, desk.ctx, incident_id, "close", op,
-                                    note="đã chuyển khu công nghiệp tự xử lý")  # fmt: skip
+                                    note="đã chuyển khu công nghiệp tự xử lý",
+                                    at=datetime.now(UTC))  # fmt: skip
     assert row["status"] == "closed"
 
 
@@ -662,12 +689,16 @@ async def test_one_formal_extension_per_case(desk: Desk) -> None:
     # a second extension is refused, naming the first; so after a reopening too
     with pytest.raises(StepError, match="already extended once") as refused:
         async with desk.db.transaction():
-            await store.extend_deadline(desk.db, desk.ctx, iid, op, reason="lại chờ", hours=8)
+            await store.extend_deadline(
+                desk.db, desk.ctx, iid, op, reason="lại chờ", hours=8, at=datetime.now(UTC)
+            )
     assert "chờ vật tư thay cột" in str(refused.value)
     agency = Who(Actor.AGENCY, "agency:urban-works/x", agency="urban-works")
     with pytest.raises(StepError, match="agency may not extend") as forbidden:
         async with desk.db.transaction():
-            await store.extend_deadline(desk.db, desk.ctx, iid, agency, reason="x", hours=8)
+            await store.extend_deadline(
+                desk.db, desk.ctx, iid, agency, reason="x", hours=8, at=datetime.now(UTC)
+            )
     assert forbidden.value.forbidden
 
 
@@ -896,9 +927,13 @@ async def test_a_former_agency_id_still_works_its_incidents(desk: Desk) -> None:
         assert [r["id"] for r in rows] == [incident_id], token_agency
     old_token = Who(Actor.AGENCY, "agency:pctt/x", agency="pctt")
     async with desk.db.transaction():
-        row = await store.take_step(desk.db, desk.ctx, incident_id, "accept", old_token, note=None)
+        row = await store.take_step(
+            desk.db, desk.ctx, incident_id, "accept", old_token, note=None, at=datetime.now(UTC)
+        )
     assert row["status"] == "accepted"
     other = Who(Actor.AGENCY, "agency:power/x", agency="power")
     with pytest.raises(store.IncidentNotFound):
         async with desk.db.transaction():
-            await store.take_step(desk.db, desk.ctx, incident_id, "resolve", other, note="x")
+            await store.take_step(
+                desk.db, desk.ctx, incident_id, "resolve", other, note="x", at=datetime.now(UTC)
+            )

@@ -193,7 +193,7 @@ def test_conditions_at_step_boundaries_and_ramps(tmp_path: Path) -> None:
             "outside",
         ),
         ('  - {at: "+1h", clear: [fog]}', "timeline[0].clear[0]", "not a field"),
-        ('  - {at: "+1h", ramp: soon, set: {tide_factor: 1}}', "timeline[0].ramp", "not like"),
+        ('  - {at: "+1h", ramp: soon, set: {tide_factor: 1}}', "timeline[0].ramp", "a duration"),
         ('  - {at: "+1h", sett: {tide_factor: 1}}', "timeline[0].sett", "unknown key"),
     ],
 )

@@ -1,15 +1,17 @@
-"""Alerts in PostgreSQL: engine transitions → ``alerts`` rows + ``alert_events`` history + feed.
+"""Every SQL statement on ``alerts``, ``alert_events``, ``silences`` and ``maintenance_windows``.
 
 One open row (pending or firing) per fingerprint (a partial unique index enforces it). Every
-transition is an ``alert_events`` row carrying its reason (the values that made the rule move),
-and a ``feed_events`` row in the same transaction, so the wall screen hears of exactly what
-committed. Operator actions (acknowledge, resolve by hand) go through here too.
+change of an alert is an ``alert_events`` row carrying its reason (the values that made the rule
+move, who acted, why it was muted), written by the same function as the change. Functions that
+change alerts return the changed rows and do not announce them: the caller runs
+:func:`ioc.alerting.announce.announce` in the same transaction, so the wall screen and the
+incident worker hear of exactly what committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +21,6 @@ from psycopg.types.json import Jsonb
 
 from ioc.risk import risk_level
 from ioc.settings import DISPLAY_TIMEZONE
-from ioc.storage.feed import FeedEvent, append
 from rules.engine import OpenAlert, Transition
 
 _COLUMNS = """a.id, a.fingerprint, a.rule, a.state, a.severity, a.labels, a.annotations,
@@ -62,11 +63,6 @@ def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def feed_event(row: Mapping[str, Any]) -> FeedEvent:
-    doc = alert_json(row)
-    return FeedEvent("alert", doc, city=doc["city"], ward=doc["ward"], kind=doc["kind"])
-
-
 def _reason(tr: Transition) -> dict[str, Any]:
     """JSON-safe reason: numbers and strings, times as RFC 3339."""
     out: dict[str, Any] = {}
@@ -89,7 +85,7 @@ async def apply_transitions(
     in order (an alert can move twice in one batch: a flash flood fires and resolves between two
     commits — the wall screen must see both). A ``pending`` immediately followed by ``firing`` of
     the same alert (a rule without ``for``) is reported once, as firing. Call inside a
-    transaction; the caller appends the feed events (``feed_event(row)``) in the same one."""
+    transaction; the caller announces the rows in the same one."""
     out: list[tuple[str, dict[str, Any]]] = []
     async with conn.cursor(row_factory=dict_row) as cur:
         for tr in transitions:
@@ -298,9 +294,10 @@ async def _operator_action(
     kind: str,
     reason: dict[str, Any],
 ) -> dict[str, Any] | None:
-    """Change an open alert, record who did what in its history and tell the live feed — one
-    transaction. ``assignments`` and ``condition`` are constant SQL of this module."""
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    """Change an open alert and record who did what in its history. Call inside a transaction
+    and announce the row in it. ``assignments`` and ``condition`` are constant SQL of this
+    module."""
+    async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""UPDATE alerts a SET {assignments}, updated_at = now()
                 WHERE id = %(id)s AND state <> 'resolved' {condition}
@@ -315,7 +312,6 @@ async def _operator_action(
             " VALUES (%s, %s, %s, %s, %s)",
             (params["id"], params["at"], kind, params["who"], Jsonb(reason)),
         )
-        await append(conn, [feed_event(row)])
         return row
 
 
@@ -393,3 +389,289 @@ async def resolve_internal(
                 (row["id"], at, "resolved", Jsonb({})),
             )
     return row
+
+
+# -- what the rules service keeps in memory -----------------------------------------------------
+
+
+async def open_ids(conn: psycopg.AsyncConnection) -> dict[str, tuple[int, dict[str, Any] | None]]:
+    """Open alerts by fingerprint: (row id, why it is muted or None)."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT fingerprint, id, suppressed_by FROM alerts WHERE state <> 'resolved'"
+        )
+        return {str(fp): (int(i), why) for fp, i, why in await cur.fetchall()}
+
+
+async def set_suppression(
+    conn: psycopg.AsyncConnection, alert_id: int, reason: dict[str, Any] | None, at: float
+) -> dict[str, Any] | None:
+    """Mute (``reason``: the silence, window, inhibiting alert or outage) or unmute an open
+    alert, with its history row; None when it was resolved meanwhile."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""UPDATE alerts a SET suppressed_by = %s, updated_at = now()
+                WHERE id = %s AND state <> 'resolved' RETURNING {_COLUMNS}""",
+            (Jsonb(reason) if reason else None, alert_id),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await cur.execute(
+                "INSERT INTO alert_events (alert_id, time, kind, reason) VALUES (%s, %s, %s, %s)",
+                (
+                    alert_id,
+                    _ts(at),
+                    "suppressed" if reason else "unsuppressed",
+                    Jsonb(reason or {}),
+                ),
+            )
+    return row
+
+
+async def escalate(
+    conn: psycopg.AsyncConnection, at: float, *, max_level: int, after_s: float
+) -> list[dict[str, Any]]:
+    """Raise the escalation level of firing critical alerts nobody acknowledged (and nothing
+    mutes) for ``after_s`` since they started or last escalated, up to ``max_level``."""
+    now = _ts(at)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""UPDATE alerts a SET escalation_level = escalation_level + 1,
+                   escalated_at = %(now)s, updated_at = now()
+                WHERE state = 'firing' AND severity = 'critical'
+                  AND acknowledged_at IS NULL AND suppressed_by IS NULL
+                  AND escalation_level < %(max)s
+                  AND COALESCE(escalated_at, started_at)
+                      <= %(now)s - make_interval(secs => %(after)s)
+                RETURNING {_COLUMNS}""",
+            {"now": now, "max": max_level, "after": after_s},
+        )
+        rows = await cur.fetchall()
+        for r in rows:
+            await cur.execute(
+                "INSERT INTO alert_events (alert_id, time, kind, reason)"
+                " VALUES (%s, %s, 'escalated', %s)",
+                (
+                    r["id"],
+                    now,
+                    Jsonb(
+                        {
+                            "level": r["escalation_level"],
+                            "unacknowledged_for_s": at - r["started_at"].timestamp(),
+                        }
+                    ),
+                ),
+            )
+    return rows
+
+
+async def silences_in_force(conn: psycopg.AsyncConnection) -> list[tuple[Any, ...]]:
+    """Silences not yet ended or expired: (id, matchers, start, end) with times in epoch s."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT id, matchers, extract(epoch FROM starts_at),"
+            " extract(epoch FROM COALESCE(expired_at, ends_at)) FROM silences"
+            " WHERE COALESCE(expired_at, ends_at) > now()"
+        )
+        return await cur.fetchall()
+
+
+async def maintenance_windows(conn: psycopg.AsyncConnection) -> list[tuple[Any, ...]]:
+    """Every maintenance window: (id, name, matchers, weekdays, start time, duration s, valid
+    from, valid to) with times in epoch s."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT id, name, matchers, weekdays, start_time, extract(epoch FROM duration),"
+            " extract(epoch FROM valid_from), extract(epoch FROM valid_to)"
+            " FROM maintenance_windows"
+        )
+        return await cur.fetchall()
+
+
+# -- for the API and the incident worker ---------------------------------------------------------
+
+
+async def exists(conn: psycopg.AsyncConnection, alert_id: int) -> bool:
+    cur = await conn.execute("SELECT 1 FROM alerts WHERE id = %s", (alert_id,))
+    return await cur.fetchone() is not None
+
+
+async def lock_for_cap(conn: psycopg.AsyncConnection, alert_id: int) -> dict[str, Any] | None:
+    """The alert a CAP message is about, locked: issuers of one alert are serialised, so its
+    message numbers and reference chain stay gap-free and in order. Call inside a transaction."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT id, rule, state, severity, labels, annotations, device_id, value,
+                      active_at, started_at FROM alerts WHERE id = %s FOR UPDATE""",
+            (alert_id,),
+        )
+        return await cur.fetchone()
+
+
+async def open_counts_by_rule(conn: psycopg.AsyncConnection) -> dict[str, dict[str, int]]:
+    """{rule: {state: count}} of the alerts now pending or firing."""
+    cur = await conn.execute(
+        "SELECT rule, state, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY 1, 2"
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for rule, state, n in await cur.fetchall():
+        counts.setdefault(rule, {})[state] = n
+    return counts
+
+
+async def of_incident(
+    conn: psycopg.AsyncConnection, source_alert_id: int | None, incident_id: int
+) -> list[dict[str, Any]]:
+    """The alerts an incident was opened from or linked to, oldest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """SELECT a.id, a.rule, a.severity, a.device_id, a.state, a.value,
+                      a.annotations FROM alerts a
+               WHERE a.id = %s OR a.id IN (SELECT alert_id FROM incident_alerts
+                                           WHERE incident_id = %s) ORDER BY a.id""",
+            (source_alert_id, incident_id),
+        )
+        return await cur.fetchall()
+
+
+_WITHOUT_INCIDENT = """a.state = 'firing' AND a.suppressed_by IS NULL
+    AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.source_alert_id = a.id)
+    AND NOT EXISTS (SELECT 1 FROM incident_alerts x WHERE x.alert_id = a.id)"""
+
+
+async def firing_without_incident(conn: psycopg.AsyncConnection) -> list[int]:
+    """Ids of firing, unmuted rule alerts no incident was opened from or linked to yet."""
+    cur = await conn.execute(
+        f"""SELECT a.id FROM alerts a
+            WHERE {_WITHOUT_INCIDENT} AND a.rule NOT LIKE 'ioc.%' ORDER BY a.id"""
+    )
+    return [int(r[0]) for r in await cur.fetchall()]
+
+
+async def newest_incident_of_device(
+    conn: psycopg.AsyncConnection, device_id: str | None, *, category: str, open_sql: str
+) -> int | None:
+    """The newest incident of ``category`` opened from an alert of ``device_id`` that is still
+    open by ``open_sql`` (:data:`ioc.incidents.store.OPEN_SQL`, a constant condition on ``i``)."""
+    cur = await conn.execute(
+        f"""SELECT i.id FROM incidents i JOIN alerts a ON a.id = i.source_alert_id
+            WHERE {open_sql} AND i.category = %s AND a.device_id = %s
+            ORDER BY i.id DESC LIMIT 1""",
+        (category, device_id),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row is not None else None
+
+
+async def claim_without_incident(
+    conn: psycopg.AsyncConnection, alert_id: int
+) -> dict[str, Any] | None:
+    """Lock a firing alert still without an incident, with its device's place; None when
+    another worker holds it or it was resolved, muted or linked meanwhile."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""SELECT a.id, a.rule, a.severity, a.labels, a.annotations, a.device_id,
+                      a.state, d.lat, d.lon, d.city, d.ward, d.attributes->>'road' AS road
+               FROM alerts a LEFT JOIN devices d ON d.id = a.device_id
+               WHERE a.id = %s AND {_WITHOUT_INCIDENT}
+               FOR UPDATE OF a SKIP LOCKED""",
+            (alert_id,),
+        )
+        return await cur.fetchone()
+
+
+# -- silences and maintenance windows (the API's) -----------------------------------------------
+
+_SILENCE_COLUMNS = "id, matchers, starts_at, ends_at, comment, created_by, created_at, expired_at"
+_WINDOW_COLUMNS = """id, name, matchers, weekdays, start_time,
+    (extract(epoch FROM duration) / 60)::int AS duration_minutes, valid_from, valid_to, comment,
+    created_by"""
+
+
+async def _one(conn: psycopg.AsyncConnection, query: str, params: Any) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def _all(conn: psycopg.AsyncConnection, query: str, params: Any) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def create_silence(
+    conn: psycopg.AsyncConnection,
+    matchers: list[dict[str, str]],
+    starts_at: datetime,
+    ends_at: datetime,
+    created_by: str,
+    comment: str,
+) -> dict[str, Any]:
+    row = await _one(
+        conn,
+        f"""INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment)
+            VALUES (%s, %s, %s, %s, %s) RETURNING {_SILENCE_COLUMNS}""",
+        (Jsonb(matchers), starts_at, ends_at, created_by, comment),
+    )
+    assert row is not None
+    return row
+
+
+async def list_silences(
+    conn: psycopg.AsyncConnection, *, include_expired: bool
+) -> list[dict[str, Any]]:
+    return await _all(
+        conn,
+        f"SELECT {_SILENCE_COLUMNS} FROM silences"
+        " WHERE %s OR COALESCE(expired_at, ends_at) > now() ORDER BY starts_at DESC, id DESC",
+        (include_expired,),
+    )
+
+
+async def get_silence(conn: psycopg.AsyncConnection, silence_id: int) -> dict[str, Any] | None:
+    return await _one(conn, f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = %s", (silence_id,))
+
+
+async def expire_silence(conn: psycopg.AsyncConnection, silence_id: int) -> dict[str, Any] | None:
+    """Expire now (kept for the record, as in Alertmanager); an expired one keeps its time."""
+    return await _one(
+        conn,
+        f"""UPDATE silences SET expired_at = LEAST(COALESCE(expired_at, now()), now())
+            WHERE id = %s RETURNING {_SILENCE_COLUMNS}""",
+        (silence_id,),
+    )
+
+
+async def create_window(
+    conn: psycopg.AsyncConnection,
+    *,
+    name: str,
+    matchers: list[dict[str, str]],
+    weekdays: list[int],
+    start_time: Any,
+    duration: timedelta,
+    valid_from: datetime | None,
+    valid_to: datetime | None,
+    created_by: str,
+    comment: str,
+) -> dict[str, Any]:
+    row = await _one(
+        conn,
+        f"""INSERT INTO maintenance_windows (name, matchers, weekdays, start_time, duration,
+                valid_from, valid_to, created_by, comment)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_WINDOW_COLUMNS}""",
+        (name, Jsonb(matchers), weekdays, start_time, duration, valid_from, valid_to,
+         created_by, comment),
+    )  # fmt: skip
+    assert row is not None
+    return row
+
+
+async def list_windows(conn: psycopg.AsyncConnection) -> list[dict[str, Any]]:
+    return await _all(conn, f"SELECT {_WINDOW_COLUMNS} FROM maintenance_windows ORDER BY id", ())
+
+
+async def delete_window(conn: psycopg.AsyncConnection, window_id: int) -> bool:
+    cur = await conn.execute("DELETE FROM maintenance_windows WHERE id = %s", (window_id,))
+    return cur.rowcount > 0

@@ -11,11 +11,10 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ioc.alerting import store
+from ioc.alerting.announce import announce_rows
 from ioc.api.auth import Caller, require_operator, require_viewer
 from rules.matchers import MatcherError, parse_matcher
 
@@ -137,7 +136,10 @@ async def acknowledge(
     body = body or AckIn()
     actor = _actor(caller, body.by)
     async with request.app.state.runtime.pool.connection() as conn:
-        row = await store.acknowledge(conn, alert_id, actor, body.comment, datetime.now(UTC))
+        async with conn.transaction():
+            row = await store.acknowledge(conn, alert_id, actor, body.comment, datetime.now(UTC))
+            if row is not None:
+                await announce_rows(conn, [row])
         if row is None:
             row = await store.get_alert(conn, alert_id)
             if row is None:
@@ -156,9 +158,12 @@ async def resolve(
     caller: Annotated[Caller, Depends(require_operator)],
 ) -> dict[str, Any]:
     async with request.app.state.runtime.pool.connection() as conn:
-        row = await store.resolve_by_hand(
-            conn, alert_id, _actor(caller, body.by), body.reason, datetime.now(UTC)
-        )
+        async with conn.transaction():
+            row = await store.resolve_by_hand(
+                conn, alert_id, _actor(caller, body.by), body.reason, datetime.now(UTC)
+            )
+            if row is not None:
+                await announce_rows(conn, [row])
         if row is None:
             row = await store.get_alert(conn, alert_id)
             if row is None:
@@ -215,9 +220,6 @@ def _silence(row: dict[str, Any], now: datetime) -> SilenceOut:
     return SilenceOut(**row, state=state)
 
 
-_SILENCE_COLUMNS = "id, matchers, starts_at, ends_at, comment, created_by, created_at, expired_at"
-
-
 @router.post("/silences", status_code=201, response_model=SilenceOut, tags=["silences"])
 async def create_silence(
     body: SilenceIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
@@ -226,49 +228,30 @@ async def create_silence(
     starts = body.starts_at or now
     if body.ends_at <= starts:
         raise HTTPException(422, "ends_at: must be after starts_at")
-    async with (
-        request.app.state.runtime.pool.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        await cur.execute(
-            f"""INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment)
-                VALUES (%s, %s, %s, %s, %s) RETURNING {_SILENCE_COLUMNS}""",
-            (
-                Jsonb([m.model_dump() for m in body.matchers]),
-                starts,
-                body.ends_at,
-                _actor(caller, body.created_by),
-                body.comment,
-            ),
+    async with request.app.state.runtime.pool.connection() as conn:
+        row = await store.create_silence(
+            conn,
+            [m.model_dump() for m in body.matchers],
+            starts,
+            body.ends_at,
+            _actor(caller, body.created_by),
+            body.comment,
         )
-        row = await cur.fetchone()
-    assert row is not None
     return _silence(row, now)
 
 
 @router.get("/silences", response_model=list[SilenceOut], tags=["silences"])
 async def list_silences(request: Request, include_expired: bool = False) -> list[SilenceOut]:
     now = datetime.now(UTC)
-    async with (
-        request.app.state.runtime.pool.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        await cur.execute(
-            f"SELECT {_SILENCE_COLUMNS} FROM silences"
-            " WHERE %s OR COALESCE(expired_at, ends_at) > now() ORDER BY starts_at DESC, id DESC",
-            (include_expired,),
-        )
-        return [_silence(r, now) for r in await cur.fetchall()]
+    async with request.app.state.runtime.pool.connection() as conn:
+        rows = await store.list_silences(conn, include_expired=include_expired)
+    return [_silence(r, now) for r in rows]
 
 
 @router.get("/silences/{silence_id}", response_model=SilenceOut, tags=["silences"])
 async def get_silence(silence_id: int, request: Request) -> SilenceOut:
-    async with (
-        request.app.state.runtime.pool.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        await cur.execute(f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = %s", (silence_id,))
-        row = await cur.fetchone()
+    async with request.app.state.runtime.pool.connection() as conn:
+        row = await store.get_silence(conn, silence_id)
     if row is None:
         raise HTTPException(404, f"silence {silence_id} does not exist")
     return _silence(row, datetime.now(UTC))
@@ -282,16 +265,8 @@ async def get_silence(silence_id: int, request: Request) -> SilenceOut:
 )
 async def expire_silence(silence_id: int, request: Request) -> SilenceOut:
     """Expire a silence now (kept for the record, as in Alertmanager)."""
-    async with (
-        request.app.state.runtime.pool.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        await cur.execute(
-            f"""UPDATE silences SET expired_at = LEAST(COALESCE(expired_at, now()), now())
-                WHERE id = %s RETURNING {_SILENCE_COLUMNS}""",
-            (silence_id,),
-        )
-        row = await cur.fetchone()
+    async with request.app.state.runtime.pool.connection() as conn:
+        row = await store.expire_silence(conn, silence_id)
     if row is None:
         raise HTTPException(404, f"silence {silence_id} does not exist")
     return _silence(row, datetime.now(UTC))
@@ -334,42 +309,24 @@ class WindowOut(BaseModel):
     created_by: str
 
 
-_WINDOW_COLUMNS = """id, name, matchers, weekdays, start_time,
-    (extract(epoch FROM duration) / 60)::int AS duration_minutes, valid_from, valid_to, comment,
-    created_by"""
-
-
 @router.post("/maintenance-windows", status_code=201, response_model=WindowOut, tags=["silences"])
 async def create_window(
     body: WindowIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
 ) -> dict[str, Any]:
-    async with (
-        request.app.state.runtime.pool.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        await cur.execute(
-            f"""INSERT INTO maintenance_windows (name, matchers, weekdays, start_time, duration,
-                    valid_from, valid_to, created_by, comment)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_WINDOW_COLUMNS}""",
-            (
-                body.name, Jsonb([m.model_dump() for m in body.matchers]), body.weekdays,
-                body.start_time, timedelta(minutes=body.duration_minutes), body.valid_from,
-                body.valid_to, _actor(caller, body.created_by), body.comment,
-            ),
+    async with request.app.state.runtime.pool.connection() as conn:
+        return await store.create_window(
+            conn, name=body.name, matchers=[m.model_dump() for m in body.matchers],
+            weekdays=body.weekdays, start_time=body.start_time,
+            duration=timedelta(minutes=body.duration_minutes), valid_from=body.valid_from,
+            valid_to=body.valid_to, created_by=_actor(caller, body.created_by),
+            comment=body.comment,
         )  # fmt: skip
-        row = await cur.fetchone()
-    assert row is not None
-    return row
 
 
 @router.get("/maintenance-windows", response_model=list[WindowOut], tags=["silences"])
 async def list_windows(request: Request) -> list[dict[str, Any]]:
-    async with (
-        request.app.state.runtime.pool.connection() as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        await cur.execute(f"SELECT {_WINDOW_COLUMNS} FROM maintenance_windows ORDER BY id")
-        return await cur.fetchall()
+    async with request.app.state.runtime.pool.connection() as conn:
+        return await store.list_windows(conn)
 
 
 @router.delete(
@@ -380,6 +337,5 @@ async def list_windows(request: Request) -> list[dict[str, Any]]:
 )
 async def delete_window(window_id: int, request: Request) -> None:
     async with request.app.state.runtime.pool.connection() as conn:
-        cur = await conn.execute("DELETE FROM maintenance_windows WHERE id = %s", (window_id,))
-        if cur.rowcount == 0:
+        if not await store.delete_window(conn, window_id):
             raise HTTPException(404, f"maintenance window {window_id} does not exist")

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
 from ioc import cap
+from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_operator
 from ioc.storage import cap_messages
 
@@ -79,12 +80,7 @@ async def issue(
     ):
         # The row lock serialises issuers of the same alert: message numbers and reference
         # chains stay gap-free and in order.
-        await cur.execute(
-            """SELECT id, rule, state, severity, labels, annotations, device_id, value,
-                      active_at, started_at FROM alerts WHERE id = %s FOR UPDATE""",
-            (alert_id,),
-        )
-        alert = await cur.fetchone()
+        alert = await alert_store.lock_for_cap(conn, alert_id)
         if alert is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"alert {alert_id} does not exist")
         labels: dict[str, str] = alert["labels"] or {}

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
+from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_agency, require_operator, require_viewer
 from ioc.incidents import store
 from ioc.incidents.lifecycle import Actor, StepError
@@ -166,7 +168,7 @@ async def _detail(
 ) -> dict[str, Any]:
     """The incident with its history and reports; for an agency (``agency`` set) only what
     that agency should see — see :func:`_for_agency`."""
-    out = store.incident_json(row)
+    out = store.incident_json(row, datetime.now(UTC))
     out["history"] = await store.history(conn, row["id"])
     out["reports"] = await store.reports_of(conn, row["id"])
     return out if agency is None else _for_agency(out, agency)
@@ -221,7 +223,8 @@ async def list_incidents(
             ward=site.ward_ids(ward) if ward else None,
             overdue=overdue, open_only=open, limit=limit, before_id=before_id,
         )  # fmt: skip
-    return [store.incident_json(r) for r in rows]
+    now = datetime.now(UTC)
+    return [store.incident_json(r, now) for r in rows]
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentOut)
@@ -246,8 +249,7 @@ async def open_incident(
         raise HTTPException(422, f"ward: unknown ward {body.ward!r}")
     async with _change(request) as conn:
         if body.alert_id is not None:
-            found = await conn.execute("SELECT 1 FROM alerts WHERE id = %s", (body.alert_id,))
-            if await found.fetchone() is None:
+            if not await alert_store.exists(conn, body.alert_id):
                 raise HTTPException(422, f"alert_id: no alert {body.alert_id}")
             taken = await conn.execute(
                 """SELECT id FROM incidents WHERE source_alert_id = %s
@@ -262,7 +264,7 @@ async def open_incident(
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,
             lon=body.lon, agency_id=body.agency, source_alert_id=body.alert_id,
             source="alert" if body.alert_id is not None else body.source,
-            who=_operator(caller), note=body.note, dispatch=body.dispatch,
+            who=_operator(caller), note=body.note, dispatch=body.dispatch, at=datetime.now(UTC),
         )  # fmt: skip
         return await _detail(conn, row)
 
@@ -286,7 +288,7 @@ async def dispatch(
         if body.agency is not None and row["status"] in ("dispatched", "accepted", "in_progress"):
             row = await store.reassign(
                 conn, ctx, incident_id, body.agency, who, body.note or "",
-                expected_version=body.version,
+                expected_version=body.version, at=datetime.now(UTC),
             )  # fmt: skip
         else:
             if body.agency is not None and ctx.site.find_agency(body.agency) is None:
@@ -294,7 +296,7 @@ async def dispatch(
             row = await store.take_step(
                 conn, ctx, incident_id, "dispatch", who, note=body.note,
                 agency_id=ctx.site.current_agency_id(body.agency),
-                expected_version=body.version,
+                expected_version=body.version, at=datetime.now(UTC),
             )  # fmt: skip
         return await _detail(conn, row)
 
@@ -309,7 +311,7 @@ async def update_status(
     async with _change(request) as conn:
         row = await store.take_step(
             conn, _ctx(request), incident_id, _STATUS_STEP[body.status], _operator(caller),
-            note=body.note, expected_version=body.version,
+            note=body.note, expected_version=body.version, at=datetime.now(UTC),
         )  # fmt: skip
         return await _detail(conn, row)
 
@@ -325,7 +327,7 @@ async def close(
     async with _change(request) as conn:
         row = await store.take_step(
             conn, _ctx(request), incident_id, "close", _operator(caller), note=body.note,
-            expected_version=body.version,
+            expected_version=body.version, at=datetime.now(UTC),
         )  # fmt: skip
         return await _detail(conn, row)
 
@@ -340,7 +342,7 @@ async def reopen(
     async with _change(request) as conn:
         row = await store.take_step(
             conn, _ctx(request), incident_id, "reopen", _operator(caller), note=body.note,
-            expected_version=body.version,
+            expected_version=body.version, at=datetime.now(UTC),
         )  # fmt: skip
         return await _detail(conn, row)
 
@@ -361,7 +363,7 @@ async def extend(
         row = await store.extend_deadline(
             conn, _ctx(request), incident_id, _operator(caller), reason=body.reason,
             until=body.deadline, working_days=body.working_days, hours=body.hours,
-            expected_version=body.version,
+            expected_version=body.version, at=datetime.now(UTC),
         )  # fmt: skip
         return await _detail(conn, row)
 
@@ -378,7 +380,7 @@ async def rate(
     async with _change(request) as conn:
         row = await store.rate_incident(
             conn, incident_id, rating=body.rating, comment=body.comment,
-            actor=f"{caller.actor} (for the citizen)", ctx=_ctx(request),
+            actor=f"{caller.actor} (for the citizen)", ctx=_ctx(request), at=datetime.now(UTC),
         )  # fmt: skip
         return await _detail(conn, row)
 
@@ -393,7 +395,13 @@ async def merge(
     """Merge this incident into ``into`` (the same problem); returns the one that stays."""
     async with _change(request) as conn:
         row = await store.merge(
-            conn, _ctx(request), incident_id, body.into, _operator(caller), body.note
+            conn,
+            _ctx(request),
+            incident_id,
+            body.into,
+            _operator(caller),
+            body.note,
+            at=datetime.now(UTC),
         )
         return await _detail(conn, row)
 
@@ -408,7 +416,13 @@ async def split(
     """Move the named reports into a new incident; returns the new one."""
     async with _change(request) as conn:
         row = await store.split(
-            conn, _ctx(request), incident_id, body.report_ids, _operator(caller), body.note
+            conn,
+            _ctx(request),
+            incident_id,
+            body.report_ids,
+            _operator(caller),
+            body.note,
+            at=datetime.now(UTC),
         )
         return await _detail(conn, row)
 
@@ -435,8 +449,13 @@ async def agency_incidents(
             conn, status=statuses, open_only=open, limit=limit, before_id=before_id,
             agency=request.app.state.runtime.site.agency_ids(caller.agency or ""),
         )  # fmt: skip
+    now = datetime.now(UTC)
     return [
-        {k: v for k, v in store.incident_json(r).items() if k not in store.AGENCY_HIDDEN_FIELDS}
+        {
+            k: v
+            for k, v in store.incident_json(r, now).items()
+            if k not in store.AGENCY_HIDDEN_FIELDS
+        }
         for r in rows
     ]
 
@@ -459,7 +478,14 @@ async def _agency_step(
     data = {"photo_url": str(body.photo_url)} if body.photo_url else None
     async with _change(request) as conn:
         row = await store.take_step(
-            conn, _ctx(request), incident_id, step, _agency(caller), note=body.note, data=data
+            conn,
+            _ctx(request),
+            incident_id,
+            step,
+            _agency(caller),
+            note=body.note,
+            data=data,
+            at=datetime.now(UTC),
         )
         return await _detail(conn, row, agency=caller.agency)
 

@@ -302,7 +302,7 @@ async def post_feedback(request: Request, service_request_id: str, fmt: str) -> 
             try:
                 await rate_incident(
                     conn, row["incident_id"], rating=feedback.rating, comment=feedback.comment,
-                    actor=f"citizen/report-{report_id}",
+                    actor=f"citizen/report-{report_id}", at=rated_at,
                     ctx=Context(_routing(request), _site(request), _runtime(request).settings),
                 )  # fmt: skip
             except StepError as exc:

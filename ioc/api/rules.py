@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ioc.alerting import store as alert_store
 from ioc.alerting.backtest import run_backtest
-from ioc.alerting.service import rules_path
+from ioc.alerting.rule_files import rules_path
 from ioc.alerting.store import iso_time
 from ioc.alerting.tide_source import site_predictor
 from ioc.api.auth import require_operator, require_viewer
@@ -76,12 +77,7 @@ async def list_rules(request: Request) -> dict[str, Any]:
     runtime = request.app.state.runtime
     ruleset = _current(request)
     async with runtime.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT rule, state, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY 1, 2"
-        )
-        counts: dict[str, dict[str, int]] = {}
-        for rule, state, n in await cur.fetchall():
-            counts.setdefault(rule, {})[state] = n
+        counts = await alert_store.open_counts_by_rule(conn)
     status = runtime.rules.status if runtime.rules is not None else None
     out = []
     for r in ruleset.rules:

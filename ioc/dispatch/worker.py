@@ -39,6 +39,7 @@ from ioc.dispatch.mqtt_channel import MqttChannel
 from ioc.dispatch.retry import retry_delay
 from ioc.dispatch.webhook import WebhookChannel, webhook_targets
 from ioc.settings import Settings
+from ioc.workers import first_line, listen, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,8 @@ class DispatchWorker:
             except TimeoutError:
                 log.warning("dispatch: worker did not stop in time; cancelled")
             self._run_task = None
-        if self._listen_task is not None:
-            self._listen_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listen_task
-            self._listen_task = None
+        await stop_task(self._listen_task)
+        self._listen_task = None
         if self._mqtt is not None:
             await self._mqtt.stop()
         if self._webhook is not None:
@@ -169,7 +167,7 @@ class DispatchWorker:
                             next_due_s = await self._read_backlog(conn)
                     except Exception as exc:
                         # database away (or a bug): the worker stays up and tries again
-                        self.last_error = _first_line(exc)
+                        self.last_error = first_line(exc)
                         wait_s = backoff.next_delay()
                         log.warning(
                             "dispatch: claiming failed (%s); retrying in %.1f s",
@@ -226,7 +224,7 @@ class DispatchWorker:
                 await outbox.release(conn, cut, "interrupted: dispatch worker stopping")
         except _DB_ERRORS as exc:
             # their leases end on their own; a later worker redelivers them then
-            log.warning("dispatch: could not release %d rows (%s)", len(cut), _first_line(exc))
+            log.warning("dispatch: could not release %d rows (%s)", len(cut), first_line(exc))
 
     # -- one attempt -------------------------------------------------------------------------
 
@@ -311,7 +309,7 @@ class DispatchWorker:
                         )
                 return
             except _DB_ERRORS as exc:
-                self.last_error = _first_line(exc)
+                self.last_error = first_line(exc)
                 await asyncio.sleep(backoff.next_delay())
         log.warning(
             "dispatch %d: result not recorded (%s); redelivered with the same key after its lease",
@@ -322,30 +320,23 @@ class DispatchWorker:
     # -- wake-ups ----------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute(f"LISTEN {outbox.OUTBOX_CHANNEL}")
-                    self.listening = True
-                    instruments.LISTENER_CONNECTED.set(1)
-                    backoff.reset()
-                    self._wake.set()  # rows written while nobody listened
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except psycopg.Error as exc:
-                self.listening = False
-                instruments.LISTENER_CONNECTED.set(0)
-                delay = backoff.next_delay()
-                log.warning(
-                    "dispatch: LISTEN connection lost (%s); polling meanwhile, again in %.1f s",
-                    _first_line(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        await listen(
+            self._conninfo,
+            [outbox.OUTBOX_CHANNEL],
+            self._woken,
+            what="dispatch (polling meanwhile)",
+            on_connected=self._listening,
+            on_lost=self._not_listening,
+        )
 
+    async def _woken(self, conn: psycopg.AsyncConnection) -> None:
+        self._wake.set()
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [repr(exc)])[0]
+    async def _listening(self, conn: psycopg.AsyncConnection) -> None:
+        self.listening = True
+        instruments.LISTENER_CONNECTED.set(1)
+        self._wake.set()  # rows written while nobody listened
+
+    def _not_listening(self) -> None:
+        self.listening = False
+        instruments.LISTENER_CONNECTED.set(0)

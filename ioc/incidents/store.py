@@ -4,13 +4,16 @@ Every change is one transaction holding the incident row (``FOR UPDATE``), its h
 (``incident_events``: who, when, from → to, note), the live-feed frame and, when an agency must
 hear of it, its outbox rows (:func:`ioc.dispatch.outbox.enqueue`) — so an agency is told exactly
 when the change committed, and a crash in between loses nothing.
+
+No clock is read here: every change takes its time (``at``) from the caller — the API route or
+the incident worker's pass — so one change has one time in its row, history, frame and message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ioc.alerting import store as alert_store
+from ioc.alerting.announce import frame as alert_frame
 from ioc.dispatch import outbox
 from ioc.incidents.lifecycle import (
     AGENCY_ACTIVE,
@@ -89,9 +93,9 @@ def _iso(v: Any) -> Any:
     return v.astimezone(_ZONE).isoformat() if isinstance(v, datetime) else v
 
 
-def incident_json(row: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
-    """The incident as the API, the feed and agencies see it (times RFC 3339 in +07:00)."""
-    now = now or datetime.now(UTC)
+def incident_json(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The incident as the API, the feed and agencies see it at ``now`` (times RFC 3339 in
+    +07:00; ``overdue`` and ``seconds_left`` as of ``now``)."""
     out = {k: _iso(v) for k, v in row.items()}
     deadline = row.get("deadline_at")
     is_open = row["status"] not in ("resolved", "closed") and row.get("merged_into") is None
@@ -110,8 +114,11 @@ def incident_json(row: Mapping[str, Any], now: datetime | None = None) -> dict[s
     return out
 
 
-def feed_event(row: Mapping[str, Any]) -> FeedEvent:
-    return FeedEvent("incident", incident_json(row), city=row["city"], ward=row["ward"], kind=None)
+def feed_event(row: Mapping[str, Any], at: datetime) -> FeedEvent:
+    """The incident's feed frame for a change made at ``at``."""
+    return FeedEvent(
+        "incident", incident_json(row, at), city=row["city"], ward=row["ward"], kind=None
+    )
 
 
 async def record_event(
@@ -152,10 +159,11 @@ async def _announce(
     row: Mapping[str, Any],
     kind: str | None,
     *,
+    at: datetime,
     agency: str | None = None,
 ) -> None:
     """Feed frame always; outbox rows for the agency when ``kind`` says it must hear of it."""
-    await append(conn, [feed_event(row)])
+    await append(conn, [feed_event(row, at)])
     target = agency or row["agency_id"]
     if kind is not None and target:
         await _enqueue(
@@ -164,14 +172,16 @@ async def _announce(
             incident_id=row["id"],
             agency_id=target,
             kind=kind,
-            payload=await dispatch_payload(conn, row),
+            payload=await dispatch_payload(conn, row, at),
         )
 
 
-async def dispatch_payload(conn: psycopg.AsyncConnection, row: Mapping[str, Any]) -> dict[str, Any]:
-    """What an agency receives: the incident, its reports (without the reporters' personal
-    data) and the alerts behind it."""
-    doc = {k: v for k, v in incident_json(row).items() if k not in AGENCY_HIDDEN_FIELDS}
+async def dispatch_payload(
+    conn: psycopg.AsyncConnection, row: Mapping[str, Any], at: datetime
+) -> dict[str, Any]:
+    """What an agency receives about a change made at ``at``: the incident, its reports
+    (without the reporters' personal data) and the alerts behind it."""
+    doc = {k: v for k, v in incident_json(row, at).items() if k not in AGENCY_HIDDEN_FIELDS}
     async with conn.cursor(row_factory=dict_row) as cur:
         # bounded: a flooded street can gather hundreds of reports; the message carries the
         # first ones and the count, the agency API lists them all
@@ -184,14 +194,7 @@ async def dispatch_payload(conn: psycopg.AsyncConnection, row: Mapping[str, Any]
         rows = await cur.fetchall()
         doc["reports_total"] = rows[0]["total"] if rows else 0
         doc["reports"] = [{k: _iso(v) for k, v in r.items() if k != "total"} for r in rows]
-        await cur.execute(
-            """SELECT a.id, a.rule, a.severity, a.device_id, a.state, a.value,
-                      a.annotations FROM alerts a
-               WHERE a.id = %s OR a.id IN (SELECT alert_id FROM incident_alerts
-                                           WHERE incident_id = %s) ORDER BY a.id""",
-            (row["source_alert_id"], row["id"]),
-        )
-        doc["alerts"] = await cur.fetchall()
+    doc["alerts"] = await alert_store.of_incident(conn, row["source_alert_id"], row["id"])
     return doc
 
 
@@ -221,7 +224,7 @@ async def open_incident(
     agency_id: str | None = None,
     source_alert_id: int | None = None,
     source: str | None = None,
-    at: datetime | None = None,
+    at: datetime,
     note: str | None = None,
     dispatch: bool = True,
     labels: Mapping[str, str] | None = None,
@@ -232,7 +235,6 @@ async def open_incident(
     transaction. ``at`` is when the problem was made known (a report's receipt): the deadline
     runs from it. ``labels`` (an alert's) and ``route_text`` (a report's description and
     address; title and description by default) are what the routing file's routes look at."""
-    at = at or datetime.now(UTC)
     if category not in ctx.routing.by_code:
         raise CategoryError(f"category: unknown category {category!r}")
     ward = ctx.site.current_ward_id(ward)  # a former ward id: the unit that absorbed it
@@ -266,7 +268,7 @@ async def open_incident(
         )  # fmt: skip
     if dispatch and agency:
         return await take_step(conn, ctx, row["id"], "dispatch", who, note=None, at=at)
-    await _announce(conn, ctx, row, None)
+    await _announce(conn, ctx, row, None, at=at)
     return row
 
 
@@ -286,7 +288,7 @@ async def take_step(
     who: Who,
     *,
     note: str | None,
-    at: datetime | None = None,
+    at: datetime,
     data: Mapping[str, Any] | None = None,
     agency_id: str | None = None,
     expected_version: int | None = None,
@@ -294,7 +296,6 @@ async def take_step(
     """Apply a lifecycle step (:mod:`ioc.incidents.lifecycle`) and record it; raises
     :class:`StepError` (not allowed now / not permitted) or :class:`IncidentNotFound` (also for
     an agency asking about another agency's incident: it must not learn that it exists)."""
-    at = at or datetime.now(UTC)
     async with conn.cursor(row_factory=dict_row) as cur:
         row = await _fetch(cur, incident_id, lock=True)
         if who.agency is not None and not _same_agency(ctx, row["agency_id"], who.agency):
@@ -346,13 +347,15 @@ async def take_step(
         "close": "incident.closed",
     }.get(step.name)
     # The agency's own steps need no message back to it; a dispatch goes to the (new) agency.
-    await _announce(conn, ctx, new, kind if who.kind is not Actor.AGENCY else None)
+    await _announce(conn, ctx, new, kind if who.kind is not Actor.AGENCY else None, at=at)
     if step.name == "dispatch" and who.kind is not Actor.AGENCY:
-        await _notify_also(conn, ctx, new)
+        await _notify_also(conn, ctx, new, at)
     return new
 
 
-async def _notify_also(conn: psycopg.AsyncConnection, ctx: Context, row: Mapping[str, Any]) -> None:
+async def _notify_also(
+    conn: psycopg.AsyncConnection, ctx: Context, row: Mapping[str, Any], at: datetime
+) -> None:
     """The agencies the routing says work with the lead one (``also``, recorded when the
     incident was opened) hear of the dispatch: ``incident.notified``, the same payload plus
     ``lead_agency``. They do not own it (no deadline, no agency steps)."""
@@ -367,7 +370,7 @@ async def _notify_also(conn: psycopg.AsyncConnection, ctx: Context, row: Mapping
             if isinstance(a, str) and a and a != row["agency_id"]]  # fmt: skip
     if not also:
         return
-    payload = {**await dispatch_payload(conn, row), "lead_agency": row["agency_id"]}
+    payload = {**await dispatch_payload(conn, row, at), "lead_agency": row["agency_id"]}
     for agency in also:
         await _enqueue(
             conn, ctx, incident_id=row["id"], agency_id=agency, kind="incident.notified",
@@ -421,7 +424,7 @@ def _clock_changes(
 
 async def reassign(
     conn: psycopg.AsyncConnection, ctx: Context, incident_id: int, agency_id: str, who: Who,
-    note: str, expected_version: int | None = None,
+    note: str, expected_version: int | None = None, *, at: datetime,
 ) -> dict[str, Any]:  # fmt: skip
     """Give the incident to another agency; if it was with an agency, dispatch it anew there
     and tell the old one it is withdrawn."""
@@ -439,24 +442,26 @@ async def reassign(
         await cur.execute(
             f"""UPDATE incidents i SET agency_id = %s, version = version + 1, updated_at = now(),
                    status = CASE WHEN status = 'new' THEN status ELSE 'dispatched' END,
-                   dispatched_at = CASE WHEN status = 'new' THEN dispatched_at ELSE now() END,
+                   dispatched_at = CASE WHEN status = 'new' THEN dispatched_at ELSE %s END,
                    accepted_at = NULL
                 WHERE id = %s RETURNING {COLUMNS}""",
-            (agency_id, incident_id),
+            (agency_id, at, incident_id),
         )
         new = await cur.fetchone()
         assert new is not None
         await record_event(
-            cur, incident_id, "reassigned", who, at=datetime.now(UTC),
+            cur, incident_id, "reassigned", who, at=at,
             from_status=row["status"], to_status=new["status"], note=note,
             data={"from": old, "to": agency_id},
         )  # fmt: skip
     if old and old != agency_id and row["status"] != Status.NEW:
         await _enqueue(
             conn, ctx, incident_id=incident_id, agency_id=old, kind="incident.withdrawn",
-            payload=incident_json(new),
+            payload=incident_json(new, at),
         )  # fmt: skip
-    await _announce(conn, ctx, new, "incident.dispatched" if new["status"] != "new" else None)
+    await _announce(
+        conn, ctx, new, "incident.dispatched" if new["status"] != "new" else None, at=at
+    )
     return new
 
 
@@ -467,13 +472,14 @@ async def rate_incident(
     rating: int,
     comment: str | None,
     actor: str,
+    at: datetime,
     ctx: Context | None = None,
 ) -> dict[str, Any]:
-    """A citizen's rating (1–5) of a resolved or closed incident; a resolved one closes. When
-    several reports of one incident are rated, the incident keeps the latest rating."""
+    """A citizen's rating (1–5), given at ``at``, of a resolved or closed incident; a resolved
+    one closes. When several reports of one incident are rated, the incident keeps the latest
+    rating."""
     if not 1 <= rating <= 5:
         raise StepError("rating must be 1 to 5")
-    at = datetime.now(UTC)
     who = Who(Actor.CITIZEN, actor)
     async with conn.cursor(row_factory=dict_row) as cur:
         row = await _fetch(cur, incident_id, lock=True)
@@ -492,14 +498,20 @@ async def rate_incident(
             to_status="closed", note=comment, data={"rating": rating},
         )  # fmt: skip
     if ctx is not None and row["status"] == Status.RESOLVED:
-        await _announce(conn, ctx, new, "incident.closed")  # the agency's case is done
+        await _announce(conn, ctx, new, "incident.closed", at=at)  # the agency's case is done
     else:
-        await append(conn, [feed_event(new)])
+        await append(conn, [feed_event(new, at)])
     return new
 
 
 async def join_report(
-    conn: psycopg.AsyncConnection, incident_id: int, report_id: int, who: Who, distance_m: float
+    conn: psycopg.AsyncConnection,
+    incident_id: int,
+    report_id: int,
+    who: Who,
+    distance_m: float,
+    *,
+    at: datetime,
 ) -> int | None:
     """Add a report to an open incident; follows a merge to the incident that stays. Returns
     the incident joined, or None when it is no longer open (resolved or closed meanwhile by an
@@ -521,7 +533,7 @@ async def join_report(
             (incident_id,),
         )
         await record_event(
-            cur, incident_id, "report_joined", who, at=datetime.now(UTC),
+            cur, incident_id, "report_joined", who, at=at,
             data={"report": report_id, "distance_m": round(distance_m, 1)},
         )  # fmt: skip
     return incident_id
@@ -561,13 +573,19 @@ async def nearest_open(
 
 
 async def merge(
-    conn: psycopg.AsyncConnection, ctx: Context, source_id: int, into_id: int, who: Who, note: str
+    conn: psycopg.AsyncConnection,
+    ctx: Context,
+    source_id: int,
+    into_id: int,
+    who: Who,
+    note: str,
+    *,
+    at: datetime,
 ) -> dict[str, Any]:
     """Fold ``source`` into ``into`` (the same problem opened twice): its reports and alerts move
     over, it closes as merged, and its agency is told the work is withdrawn if it differs."""
     if source_id == into_id:
         raise StepError("an incident cannot be merged into itself")
-    at = datetime.now(UTC)
     async with conn.cursor(row_factory=dict_row) as cur:
         # lock both in id order: two operators merging the same pair the other way round must
         # not deadlock
@@ -620,9 +638,9 @@ async def merge(
         # own and must close it there (the survivor's next message carries the moved reports)
         await _enqueue(
             conn, ctx, incident_id=source_id, agency_id=src["agency_id"], kind="incident.withdrawn",
-            payload=incident_json(closed),
+            payload=incident_json(closed, at),
         )  # fmt: skip
-    await append(conn, [feed_event(closed), feed_event(merged)])
+    await append(conn, [feed_event(closed, at), feed_event(merged, at)])
     return merged
 
 
@@ -633,6 +651,8 @@ async def split(
     report_ids: Sequence[int],
     who: Who,
     note: str,
+    *,
+    at: datetime,
 ) -> dict[str, Any]:
     """Move some reports of an incident into a new incident (they were a different problem);
     the new one is routed and dispatched like any other."""
@@ -662,18 +682,18 @@ async def split(
         title=_report_title(ctx, first["service_code"], first["ward"]),
         description=first["description"], city=first["city"], ward=first["ward"],
         lat=first["lat"], lon=first["lon"], who=who, note=f"Tách từ sự cố #{incident_id}: {note}",
-        dispatch=False, source="report",  # the reports moved are citizens'
+        dispatch=False, source="report", at=at,  # the reports moved are citizens'
     )  # fmt: skip
     async with conn.cursor(row_factory=dict_row) as cur:
         # reports move before the dispatch, so the agency's message carries them
         await cur.execute("UPDATE reports SET incident_id = %s WHERE id = ANY(%s)",
                           (new["id"], [r["id"] for r in moving]))  # fmt: skip
         await record_event(
-            cur, incident_id, "split", who, at=datetime.now(UTC), note=note,
+            cur, incident_id, "split", who, at=at, note=note,
             data={"reports": [r["id"] for r in moving], "to": new["id"]},
         )  # fmt: skip
     if new["agency_id"]:
-        new = await take_step(conn, ctx, new["id"], "dispatch", who, note=None)
+        new = await take_step(conn, ctx, new["id"], "dispatch", who, note=None, at=at)
     return new
 
 
@@ -787,7 +807,7 @@ async def mark_overdue(
         for row in rows:
             await record_event(cur, row["id"], "overdue", SYSTEM, at=now,
                           data={"deadline": _iso(row["deadline_at"])})  # fmt: skip
-    events = [feed_event(r) for r in rows]
+    events = [feed_event(r, now) for r in rows]
     for row in rows:
         alert = await alert_store.raise_internal(
             conn,
@@ -806,7 +826,7 @@ async def mark_overdue(
             at=now,
         )  # fmt: skip
         if alert is not None:
-            events.append(alert_store.feed_event(alert))
+            events.append(alert_frame(alert))
     await append(conn, events)
     return rows
 
@@ -818,7 +838,7 @@ async def _resolve_overdue_alert(
         return
     alert = await alert_store.resolve_internal(conn, f"{OVERDUE_RULE}:{row['id']}", at)
     if alert is not None:
-        await append(conn, [alert_store.feed_event(alert)])
+        await append(conn, [alert_frame(alert)])
 
 
 async def extend_deadline(
@@ -831,14 +851,13 @@ async def extend_deadline(
     until: datetime | None = None,
     working_days: float | None = None,
     hours: float | None = None,
-    at: datetime | None = None,
+    at: datetime,
     expected_version: int | None = None,
 ) -> dict[str, Any]:
     """The case's one formal extension: its deadline moves to ``until``, or later by
     ``working_days`` (in the working calendar) or ``hours``, counted from the current deadline.
     Recorded in the history (``extended``: from, to, reason) and told to the agency
     (``incident.deadline_extended``). A second extension raises :class:`ExtensionRefused`."""
-    at = at or datetime.now(UTC)
     if sum(x is not None for x in (until, working_days, hours)) != 1:
         raise StepError("give exactly one of deadline, working_days, hours")
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -887,5 +906,5 @@ async def extend_deadline(
         await _resolve_overdue_alert(conn, row, at)
     # the agency working on it hears of its new deadline; a new or rejected case has none yet
     kind = "incident.deadline_extended" if row["status"] in AGENCY_ACTIVE else None
-    await _announce(conn, ctx, new, kind)
+    await _announce(conn, ctx, new, kind, at=at)
     return new

@@ -16,9 +16,11 @@ Rows are claimed with ``FOR UPDATE SKIP LOCKED``, "join the nearest, else open" 
 per-category advisory lock (:func:`store.lock_category`) and alerts open at most one incident
 (unique index), so several API processes may each run a worker without opening one problem twice.
 A report or alert whose routing fails is logged and retried on the next pass; it never blocks
-the others. It wakes on ``NOTIFY ioc_reports``
-(new report) and ``ioc_feed`` (an alert changed), at most every ``_DEBOUNCE_S``, and at least
-every ``IOC_INCIDENT_TICK_S``.
+the others. A pass runs at one ``now``, read here and passed to every store function.
+
+It wakes on ``NOTIFY ioc_reports`` (new report) and ``ioc_alerts`` (alerts changed:
+:mod:`ioc.alerting.announce`) — not on the live feed, which carries every readings batch — at
+most every ``_DEBOUNCE_S``, and at least every ``IOC_INCIDENT_TICK_S``.
 """
 
 from __future__ import annotations
@@ -36,9 +38,13 @@ from prometheus_client import Counter
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from ioc.alerting import store as alert_store
+from ioc.alerting.announce import ALERTS_CHANNEL
 from ioc.incidents import store
 from ioc.incidents.store import SYSTEM, Context
 from ioc.names import channel_name
+from ioc.storage import reports
+from ioc.workers import listen, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +96,7 @@ class IncidentWorker:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         listener = asyncio.create_task(self._listen(), name="incident-listen")
@@ -109,23 +112,15 @@ class IncidentWorker:
                 self._wake.clear()
                 await asyncio.sleep(_DEBOUNCE_S)
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await stop_task(listener)
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                ) as conn:
-                    await conn.execute("LISTEN ioc_reports")
-                    await conn.execute("LISTEN ioc_feed")
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except psycopg.Error:
-                log.debug("incident listener lost its connection; reconnecting", exc_info=True)
-                await asyncio.sleep(1.0)
+        await listen(
+            self._conninfo, [reports.CHANNEL, ALERTS_CHANNEL], self._woken, what="incident worker"
+        )
+
+    async def _woken(self, conn: psycopg.AsyncConnection) -> None:
+        self._wake.set()
 
     async def run_once(self, now: datetime) -> PassResult:
         result = PassResult()
@@ -190,7 +185,7 @@ class IncidentWorker:
                 radius_m=self.join_radius_m, since=now - self.join_window,
             )  # fmt: skip
             if near is not None and await store.join_report(
-                conn, near[0], report["id"], SYSTEM, near[1]
+                conn, near[0], report["id"], SYSTEM, near[1], at=now
             ):
                 result.reports_joined += 1
                 SIGNS.labels("report", "joined").inc()
@@ -217,16 +212,8 @@ class IncidentWorker:
         SIGNS.labels("report", "opened").inc()
 
     async def _open_from_alerts(self, now: datetime, result: PassResult) -> None:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """SELECT a.id FROM alerts a
-                   WHERE a.state = 'firing' AND a.suppressed_by IS NULL
-                     AND a.rule NOT LIKE 'ioc.%'
-                     AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.source_alert_id = a.id)
-                     AND NOT EXISTS (SELECT 1 FROM incident_alerts x WHERE x.alert_id = a.id)
-                   ORDER BY a.id"""
-            )
-            candidates = [r["id"] for r in await cur.fetchall()]
+        async with self._pool.connection() as conn:
+            candidates = await alert_store.firing_without_incident(conn)
         self._declined &= set(candidates)
         for alert_id in candidates:
             if alert_id in self._declined:
@@ -246,18 +233,7 @@ class IncidentWorker:
     async def _open_from_alert(
         self, conn: psycopg.AsyncConnection, alert_id: int, now: datetime, result: PassResult
     ) -> str:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """SELECT a.id, a.rule, a.severity, a.labels, a.annotations, a.device_id,
-                          a.state, d.lat, d.lon, d.city, d.ward, d.attributes->>'road' AS road
-                   FROM alerts a LEFT JOIN devices d ON d.id = a.device_id
-                   WHERE a.id = %s AND a.state = 'firing' AND a.suppressed_by IS NULL
-                     AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.source_alert_id = a.id)
-                     AND NOT EXISTS (SELECT 1 FROM incident_alerts x WHERE x.alert_id = a.id)
-                   FOR UPDATE OF a SKIP LOCKED""",
-                (alert_id,),
-            )
-            alert = await cur.fetchone()
+        alert = await alert_store.claim_without_incident(conn, alert_id)
         if alert is None:
             return "gone"  # taken by another worker, resolved or silenced meanwhile
         labels = {str(k): str(v) for k, v in (alert["labels"] or {}).items()}
@@ -306,16 +282,11 @@ class IncidentWorker:
         """An open incident this alert is another sign of: one opened by an alert of the same
         device, or one of the same category nearby (a flooded street reported by citizens
         before the gauge fired)."""
-        async with conn.cursor() as cur:
-            await cur.execute(
-                f"""SELECT i.id FROM incidents i JOIN alerts a ON a.id = i.source_alert_id
-                    WHERE {store.OPEN_SQL} AND i.category = %s AND a.device_id = %s
-                    ORDER BY i.id DESC LIMIT 1""",
-                (category, alert["device_id"]),
-            )
-            row = await cur.fetchone()
-        if row is not None:
-            return int(row[0])
+        found = await alert_store.newest_incident_of_device(
+            conn, alert["device_id"], category=category, open_sql=store.OPEN_SQL
+        )
+        if found is not None:
+            return found
         if alert["lat"] is None or alert["lon"] is None:
             return None
         near = await store.nearest_open(

@@ -13,7 +13,6 @@ recent ``since`` is served from memory; older resumes read the table (``backlog_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -23,11 +22,11 @@ from types import TracebackType
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ioc.backoff import Backoff
 from ioc.live import instruments
 from ioc.live.frames import READINGS, FeedFilter, Frame, merge_readings
 from ioc.settings import Settings
 from ioc.storage import feed as feed_store
+from ioc.workers import listen, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +162,8 @@ class LiveHub:
         self._task = asyncio.create_task(self._run(), name="live-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         for sub in list(self._subscribers):
             sub.close()
         self._subscribers.clear()
@@ -235,34 +231,26 @@ class LiveHub:
     # -- tailing the table -------------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute(f"LISTEN {feed_store.FEED_CHANNEL}")
-                    # Listening before reading: a row committed from here on is either in the
-                    # read below or announced by a notification we will receive.
-                    await self._catch_up(conn)
-                    self.connected = True
-                    instruments.LISTENER_CONNECTED.set(1)
-                    backoff.reset()
-                    while True:
-                        async for _ in conn.notifies(timeout=self.POLL_INTERVAL_S, stop_after=1):
-                            pass
-                        await self._catch_up(conn)
-            except psycopg.Error as exc:
-                self.connected = False
-                instruments.LISTENER_CONNECTED.set(0)
-                delay = backoff.next_delay()
-                log.warning(
-                    "live feed: database connection lost (%s); re-reading after seq %d in %.1f s",
-                    (str(exc).strip().splitlines() or [repr(exc)])[0],
-                    self.last_seq,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        await listen(
+            self._conninfo,
+            [feed_store.FEED_CHANNEL],
+            self._catch_up,
+            what="live feed",  # it re-reads after its last seq on reconnecting
+            on_connected=self._connected,
+            on_lost=self._lost,
+            poll_s=self.POLL_INTERVAL_S,
+        )
+
+    async def _connected(self, conn: psycopg.AsyncConnection) -> None:
+        # Listening before reading: a row committed from here on is either in the read below or
+        # announced by a notification we will receive.
+        await self._catch_up(conn)
+        self.connected = True
+        instruments.LISTENER_CONNECTED.set(1)
+
+    def _lost(self) -> None:
+        self.connected = False
+        instruments.LISTENER_CONNECTED.set(0)
 
     async def _catch_up(self, conn: psycopg.AsyncConnection) -> None:
         while True:

@@ -7,7 +7,6 @@ answered from raw rows, from the 1-minute or 1-hour rollups, or from a mix of th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from ioc import durations
 from ioc.storage.migrations import Flavour
 
 MAX_POINTS = 10_000
@@ -24,8 +24,6 @@ EARLIEST = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 LATEST = datetime.fromisoformat("2200-01-01T00:00:00+00:00")
 # Bucket grid origin: local midnight, so day buckets are Vietnamese calendar days.
 ORIGIN = datetime.fromisoformat("2000-01-01T00:00:00+07:00")
-_BUCKET = re.compile(r"^(\d{1,6})(s|m|h|d)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _ROLLUPS = ((3600, "readings_1h"), (60, "readings_1m"))
 
 
@@ -39,10 +37,12 @@ class QueryError(ValueError):
 
 
 def parse_bucket(text: str) -> timedelta:
-    m = _BUCKET.match(text)
-    if m is None or int(m.group(1)) == 0:
+    """A bucket width in the one duration grammar (:mod:`ioc.durations`): 30s, 5m, 1h, 1d."""
+    if not durations.is_duration(text):
         raise QueryError("bucket", f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
-    width = timedelta(seconds=int(m.group(1)) * _UNIT_S[m.group(2)])
+    width = durations.parse(text)
+    if width <= timedelta(0):
+        raise QueryError("bucket", f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
     if width > MAX_BUCKET:
         raise QueryError("bucket", f"{text!r} is longer than {MAX_BUCKET.days} days")
     return width
