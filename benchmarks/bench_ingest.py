@@ -354,10 +354,9 @@ def latency(
     """Publish at a steady rate from another process; measure publish→commit in the service."""
     lat: list[float] = []
 
-    async def on_commit(batch) -> None:  # type: ignore[no-untyped-def]
+    async def on_commit(records) -> None:  # type: ignore[no-untyped-def]
         now = time.time()
-        for d in batch:
-            rec = d.record
+        for rec in records:
             sent = getattr(rec, "seq", None)
             if sent is not None:
                 lat.append(now - sent / 1e6)  # seq carries the publish time in µs

@@ -22,7 +22,7 @@ from ingest import instruments
 from ingest.decoding import Decoder, DeviceIndex, ReportVocabulary
 from ingest.errors import Reason
 from ingest.handoff import Delivery, Handoff
-from ingest.records import DeadLetter
+from ingest.records import DeadLetter, Record
 from ingest.subscriber import MqttSubscriber
 from ingest.writer import BatchWriter, WriteResult, is_data_error
 from ioc.backoff import Backoff
@@ -40,9 +40,11 @@ class _Abandoned(Exception):
     """Shutdown while a batch could not be committed."""
 
 
-# Called with each committed batch (in commit order) — the composition root hangs the rule
-# engine and the live hub here. It runs before the batch is acknowledged, so keep it quick.
-CommitListener = Callable[[Sequence[Delivery]], Awaitable[None]]
+# Called with the decoded records of each committed batch (in commit order; dead letters
+# included) — the composition root hangs the rule engine here. It runs before the batch is
+# acknowledged, so keep it quick. The live feed needs no listener: the writer appends the
+# batch's feed rows in its own transaction.
+CommitListener = Callable[[Sequence[Record]], Awaitable[None]]
 
 _REGISTRY_REFRESH_S = 60.0
 # A flood of messages from an unknown device must not turn into a registry query per batch.
@@ -203,9 +205,10 @@ class IngestService:
                     await self._commit(batch)
             except _Abandoned:
                 return  # shutting down while the database is away: the broker keeps them
+            records = [d.record for d in batch]
             for listener in self._listeners:
                 try:
-                    await listener(batch)
+                    await listener(records)
                 except Exception:
                     log.exception("commit listener %r failed; intake goes on", listener)
             for d in batch:
@@ -292,8 +295,11 @@ class IngestService:
 
     async def reload_devices(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5) as conn:
-            index: DeviceIndex = await device_store.device_index(conn)
-        self._decoder.devices = index  # swapped whole, never mutated in place
+            places = await device_store.device_places(conn)
+        # both swapped whole, never mutated in place
+        index: DeviceIndex = {d: (kind, city) for d, (kind, city, _) in places.items()}
+        self._decoder.devices = index
+        self._writer.places = places
 
     async def _registry_loop(self) -> None:
         """Reload the index on NOTIFY from the API (and periodically, in case one was missed)."""

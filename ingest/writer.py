@@ -2,8 +2,9 @@
 
 Readings are copied into a temporary staging table and moved with ``INSERT … ON CONFLICT DO
 NOTHING``: COPY alone cannot skip duplicates, and a redelivered QoS 1 message (after a crash
-before its PUBACK) must be stored once. The caller acknowledges the batch's messages only after
-``write`` returns, i.e. after COMMIT.
+before its PUBACK) must be stored once. The batch's live-feed rows (``ingest/feed.py``) are
+appended in the same transaction, so what commits is announced and nothing else. The caller
+acknowledges the batch's messages only after ``write`` returns, i.e. after COMMIT.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from datetime import UTC, datetime
 import psycopg
 
 from ingest.errors import Reason
+from ingest.feed import Places, feed_events
 from ingest.handoff import Delivery
 from ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ioc.storage import feed as feed_store
 from ioc.storage import reports as report_store
 from ioc.storage.migrations import Flavour
 
@@ -45,6 +48,8 @@ class BatchWriter:
         self._conn: psycopg.AsyncConnection | None = None
         self._partition_days: set[int] = set()  # days whose partition is known to exist
         self._created_days: set[int] = set()  # created in the open transaction
+        # where each device is, for the live frames; set by the service with its registry
+        self.places: Places = {}
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -211,6 +216,8 @@ class BatchWriter:
                     ],
                 )
             result.dead_letters += len(letters)
+        # Last: the feed's lock (it keeps feed rows in commit order) is then held only to COMMIT.
+        await feed_store.append(conn, feed_events(records, self.places))
 
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection, t_min: float, t_max: float

@@ -1,9 +1,9 @@
 """The rules service: runs the pure engine on the ingest stream and keeps alerts in PostgreSQL.
 
-- ``on_batch`` is an ingest commit listener: each committed batch is fed to the engine (readings,
-  statuses, device events), the resulting transitions are stored with their history, and the
-  live feed gets the alert changes plus one coalesced ``readings`` row for the batch — all in one
-  transaction, before the batch's messages are acknowledged.
+- ``on_batch`` is an ingest commit listener: each committed batch's records are fed to the engine
+  (readings, statuses, device events), the resulting transitions are stored with their history
+  and the live feed gets the alert changes — in one transaction, before the batch's messages are
+  acknowledged. (The batch's readings/device frames are ingest's: appended in its own commit.)
 - ``tick`` runs once a second with the wall clock (the only clock read, here at the boundary):
   pending alerts fire when their ``for`` ends, absences, expiries; then suppression (silences,
   maintenance windows, inhibition), escalation of unacknowledged critical alerts, alerts
@@ -41,8 +41,7 @@ from prometheus_client import Counter, Gauge
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ingest.handoff import Delivery
-from ingest.records import DeviceEvent, StatusChange, Telemetry
+from ingest.records import DeviceEvent, Record, StatusChange, Telemetry
 from ioc.alerting import store
 from ioc.alerting.tide_source import PredictedTide, site_predictor
 from ioc.devices import Device
@@ -253,60 +252,32 @@ class RulesService:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    async def on_batch(self, batch: Sequence[Delivery]) -> None:
+    async def on_batch(self, records: Sequence[Record]) -> None:
         """Ingest commit listener."""
         engine = self.engine
         assert engine is not None
-        readings: dict[str, dict[str, Any]] = {}
-        feed: list[FeedEvent] = []
         known = engine.devices
         if time.monotonic() - self._devices_at > 1.0 and any(
-            getattr(d.record, "device_id", None) not in known
-            for d in batch
-            if isinstance(d.record, Telemetry | StatusChange | DeviceEvent)
+            getattr(rec, "device_id", None) not in known
+            for rec in records
+            if isinstance(rec, Telemetry | StatusChange | DeviceEvent)
         ):
             # a device registered since the last load: learn it before evaluating its reading
             # (ingest stored it, so it exists; at most one reload a second)
             await self.reload_devices()
         async with self._lock:
             started = time.perf_counter()
-            devices = engine.devices
-            for d in batch:
-                rec = d.record
+            for rec in records:
                 if isinstance(rec, Telemetry):
                     engine.observe_telemetry(rec.device_id, rec.time, rec.metrics)
                     if self._watermark is None or rec.time > self._watermark:
                         self._watermark = rec.time
-                    dev = devices.get(rec.device_id)
-                    if dev is None:
-                        continue
-                    entry = readings.get(rec.device_id)
-                    if entry is None:
-                        entry = readings[rec.device_id] = {
-                            "city": dev.city, "ward": dev.ward, "kind": dev.kind, "metrics": {},
-                        }  # fmt: skip
-                    when = store.iso_time(rec.time)
-                    for name, value in rec.metrics:
-                        old = entry["metrics"].get(name)
-                        if old is None or old["t"] <= rec.time:
-                            entry["metrics"][name] = {"time": when, "value": value, "t": rec.time}
                 elif isinstance(rec, StatusChange):
                     engine.observe_status(rec.device_id, rec.online, rec.time)
-                    dev = devices.get(rec.device_id)
-                    if dev is not None:
-                        feed.append(_device_frame(dev, {"online": rec.online}, rec.time))
                 elif isinstance(rec, DeviceEvent):
                     engine.observe_event(rec.device_id, rec.type, rec.time)
-                    dev = devices.get(rec.device_id)
-                    if dev is not None:
-                        feed.append(_device_frame(dev, {"event": rec.type}, rec.time, "event"))
             EVAL_SECONDS.inc(time.perf_counter() - started)
-            if readings:
-                for entry in readings.values():
-                    for m in entry["metrics"].values():
-                        del m["t"]
-                feed.append(FeedEvent("readings", {"devices": readings}))
-            await self._flush(feed)
+            await self._flush([])
 
     async def tick(self, now: float) -> None:
         engine = self.engine
@@ -591,13 +562,6 @@ class RulesService:
             RULES_LOADED.set(len(engine.rules))
             await self._flush([])
         log.info("rules reloaded: %d in force", len(engine.rules))
-
-
-def _device_frame(dev: Device, data: dict[str, Any], t: float, kind: str = "device") -> FeedEvent:
-    payload = {"device_id": dev.id, "city": dev.city, "ward": dev.ward, "kind": dev.kind}
-    payload.update(data)
-    payload["time"] = store.iso_time(t)
-    return FeedEvent(kind, payload, city=dev.city, ward=dev.ward, kind=dev.kind)
 
 
 def _opens_row(tr: Transition) -> bool:
