@@ -22,27 +22,40 @@ from ioc.storage.feed import FeedEvent
 
 # device id -> (kind, city, ward), replaced whole when the registry changes
 Places = Mapping[str, tuple[str, str, str | None]]
+# device id -> metric -> (time, value): a batch's newest point per device and metric (the writer
+# also upserts ``latest_readings`` and ``device_state`` from it)
+Newest = dict[str, dict[str, tuple[float, float]]]
 
 
-def feed_events(records: Iterable[object], places: Places) -> list[FeedEvent]:
+def add_points(newest: Newest, rec: Telemetry) -> None:
+    """Fold a reading in: a point replaces another unless it is older (a device flushing its
+    buffer late does not replace a newer value with an older one)."""
+    points = newest.get(rec.device_id)
+    if points is None:
+        points = newest[rec.device_id] = {}
+    t = rec.time
+    for name, value in rec.metrics:
+        old = points.get(name)
+        if old is None or old[0] <= t:
+            points[name] = (t, value)
+
+
+def feed_events(
+    records: Iterable[object], places: Places, newest: Newest | None = None
+) -> list[FeedEvent]:
     """The batch's feed rows, device and event rows in arrival order, the readings row last.
+    ``newest``: the readings already folded by :func:`add_points` (else folded here).
 
     A record of a device missing from ``places`` (deleted since it was decoded) is announced
     nowhere: the wall has nowhere to draw it."""
     events: list[FeedEvent] = []
-    # device -> metric -> (time, value): the newest point of the batch wins; a device flushing
-    # a buffer late does not replace a newer value with an older one
-    newest: dict[str, dict[str, tuple[float, float]]] = {}
+    fold = newest is None
+    if newest is None:
+        newest = {}
     for rec in records:
         if type(rec) is Telemetry:
-            points = newest.get(rec.device_id)
-            if points is None:
-                points = newest[rec.device_id] = {}
-            t = rec.time
-            for name, value in rec.metrics:
-                old = points.get(name)
-                if old is None or old[0] <= t:
-                    points[name] = (t, value)
+            if fold:
+                add_points(newest, rec)
         elif type(rec) is StatusChange:
             event = _device_event("device", rec.device_id, {"online": rec.online}, rec.time, places)
             if event is not None:

@@ -170,3 +170,61 @@ async def _count(db: psycopg.AsyncConnection, query: str) -> int:
     row = await cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def test_overlapping_writers_acknowledge_in_arrival_order_after_commit(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    """Two writer connections: a batch that commits before the one taken ahead of it waits —
+    its listeners and PUBACKs come only after the earlier batch committed, in arrival order."""
+    assert settings.ingest_writers == 2
+    await store.insert_device(db, FLOOD)
+    await store.insert_device(db, LAMP)
+    # the lamp's readings take their time to insert (a trigger sleeping while its batch's
+    # transaction is open), so the gauge's later batch commits first on the other connection
+    await db.execute(
+        "CREATE FUNCTION slow_lamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.device_id = '{LAMP.id}' THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER slow_lamp BEFORE INSERT ON readings"
+        " FOR EACH ROW EXECUTE FUNCTION slow_lamp()"
+    )
+    seen: list[list[str]] = []
+
+    async def listener(records: Any) -> None:
+        seen.append([r.device_id for r in records])
+
+    p = settings.mqtt_topic_prefix
+    now = time.time()
+    async with IngestService(
+        settings, settings.database_url or "", flavour, listeners=[listener]
+    ) as svc:
+        await svc.wait_connected(20)
+        gauge = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
+        # first a batch that creates the day's partition (its creator's lock is held to commit)
+        publisher.publish(gauge, telemetry(now - 2, water_level_m=0.4))
+        await eventually(lambda: _committed(svc, 1))
+        seen.clear()
+        lamp = device_topic(p, "vi-thanh", "lighting", LAMP.id, "telemetry")
+        publisher.publish(lamp, telemetry(now - 1, power_w=90.0))
+        await eventually(lambda: _sleeping_in_copy(db))  # the lamp's batch is being written
+        publisher.publish(gauge, telemetry(now - 1, water_level_m=0.5))
+        await eventually(
+            lambda: _count(db, f"SELECT count(*) = 2 FROM readings WHERE device_id = '{FLOOD.id}'")
+        )
+        # the gauge's batch is committed, the lamp's still not: nothing settled yet
+        assert await _count(db, f"SELECT count(*) FROM readings WHERE device_id = '{LAMP.id}'") == 0
+        assert (svc.committed, seen) == (1, [])
+        await eventually(lambda: _committed(svc, 3))
+    assert seen == [[LAMP.id], [FLOOD.id]]
+
+
+async def _sleeping_in_copy(db: psycopg.AsyncConnection) -> bool:
+    return bool(
+        await _count(
+            db,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event = 'PgSleep' AND query LIKE 'COPY readings%'",
+        )
+    )
