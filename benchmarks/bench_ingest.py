@@ -343,13 +343,14 @@ def print_profile(path: Path, top: int = 12) -> None:
     own: dict[str, int] = {}
     under = {"decode": 0, "writer (psycopg, COPY buffer)": 0, "feed rows": 0, "mqtt client": 0,
              "rule engine": 0, "MQTT pump (decode included)": 0}  # fmt: skip
+    # py-spy names frames "function (file.py:line)" without the directory: matched by name
     marks = {
-        "decode": ("decoding.py",),
-        "writer (psycopg, COPY buffer)": ("writer.py",),
-        "feed rows": ("ingest/feed.py", "storage/feed.py"),
-        "mqtt client": ("mqttclient/",),
-        "rule engine": ("rules/", "alerting/"),
-        "MQTT pump (decode included)": ("subscriber.py",),
+        "decode": ("Decoder.",),
+        "writer (psycopg, COPY buffer)": ("BatchWriter.", "_insert_readings"),
+        "feed rows": ("feed_events (", "add_points (", "append (feed.py"),
+        "mqtt client": ("Client.",),
+        "rule engine": ("Engine.", "RulesService."),
+        "MQTT pump (decode included)": ("MqttSubscriber._pump",),
     }
     busy = idle = 0
     for line in path.read_text().splitlines():
