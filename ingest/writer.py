@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from ingest.errors import Reason
 from ingest.feed import Newest, Places, add_points, feed_events
@@ -34,6 +35,27 @@ from ioc.storage.migrations import Flavour
 log = logging.getLogger(__name__)
 
 _DAY = 86_400
+
+# From the batch's newest points (``ingest_newest``), in key order: two writers' transactions
+# then take these row locks in one order, and where they meet the later one waits.
+_UPSERT_LATEST = sql.SQL(
+    "INSERT INTO latest_readings AS l (device_id, metric, time, value)"
+    " SELECT device_id, metric, time, value FROM ingest_newest"
+    ' ORDER BY device_id COLLATE "C", metric COLLATE "C"'
+    " ON CONFLICT (device_id, metric) DO UPDATE"
+    " SET time = excluded.time, value = excluded.value WHERE l.time < excluded.time"
+)
+_UPSERT_LAST_SEEN = sql.SQL(
+    "INSERT INTO device_state AS s (device_id, last_seen_at)"
+    " SELECT device_id, max(time) FROM ingest_newest"
+    ' GROUP BY device_id ORDER BY device_id COLLATE "C"'
+    " ON CONFLICT (device_id) DO UPDATE SET last_seen_at ="
+    " greatest(s.last_seen_at, excluded.last_seen_at)"
+)
+_MARK_ROLLUPS = sql.SQL(
+    "UPDATE rollup_state SET dirty_from = least(dirty_from, {}),"
+    " dirty_seq = dirty_seq + 1 WHERE name = 'readings'"
+)
 
 
 @dataclass(slots=True)
@@ -165,28 +187,13 @@ class BatchWriter:
                     "COPY ingest_newest (time, device_id, metric, value) FROM STDIN"
                 ) as copy:
                     await copy.write(newest_rows)
-                await cur.execute(
-                    "INSERT INTO latest_readings AS l (device_id, metric, time, value)"
-                    " SELECT device_id, metric, time, value FROM ingest_newest"
-                    " ORDER BY device_id COLLATE \"C\", metric COLLATE \"C\""
-                    " ON CONFLICT (device_id, metric) DO UPDATE"
-                    " SET time = excluded.time, value = excluded.value"
-                    " WHERE l.time < excluded.time"
-                )
-                await cur.execute(
-                    "INSERT INTO device_state AS s (device_id, last_seen_at)"
-                    " SELECT device_id, max(time) FROM ingest_newest"
-                    " GROUP BY device_id ORDER BY device_id COLLATE \"C\""
-                    " ON CONFLICT (device_id) DO UPDATE SET last_seen_at ="
-                    " greatest(s.last_seen_at, excluded.last_seen_at)"
-                )
+                # one round trip for the three (no parameters: several statements may go
+                # in one simple query); under CPU contention each round trip costs
+                upserts: list[sql.Composable] = [_UPSERT_LATEST, _UPSERT_LAST_SEEN]
                 if stored:
                     # Mark the rollups stale from the oldest new reading (see maintenance.py).
-                    await cur.execute(
-                        "UPDATE rollup_state SET dirty_from = least(dirty_from, %s),"
-                        " dirty_seq = dirty_seq + 1 WHERE name = 'readings'",
-                        (_ts(t_min),),
-                    )
+                    upserts.append(_MARK_ROLLUPS.format(sql.Literal(_ts(t_min))))
+                await cur.execute(sql.SQL("; ").join(upserts))
             result.readings += n
             result.stored += stored
         if statuses:
