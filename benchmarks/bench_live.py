@@ -182,6 +182,7 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--linger-ms", type=float, default=None, help="IOC_INGEST_LINGER_MS")
+    ap.add_argument("--writers", type=int, default=None, help="IOC_INGEST_WRITERS")
     args = ap.parse_args()
     admin = os.environ.get("IOC_BENCH_DATABASE_URL")
     if not admin:
@@ -213,6 +214,8 @@ def main() -> int:
             }  # fmt: skip
             if args.linger_ms is not None:
                 env["IOC_INGEST_LINGER_MS"] = str(args.linger_ms)
+            if args.writers is not None:
+                env["IOC_INGEST_WRITERS"] = str(args.writers)
             service = subprocess.Popen(
                 [str(Path(sys.executable).with_name("ioc")), "serve"], env=env
             )
@@ -259,6 +262,7 @@ def main() -> int:
         "time": datetime.now(UTC).isoformat(),
         "rate": args.rate,
         "linger_ms": args.linger_ms,
+        "writers": args.writers,
         "phases": results,
     }
     print(json.dumps(report, indent=2))
