@@ -170,11 +170,8 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
     )
     metrics_port: int | None = Field(
-        None,
-        ge=0,
-        le=65535,
-        description="`ioc ingest` and `ioc rules run` (no HTTP API) serve "
-        "Prometheus /metrics on this port, without auth: bind it to an internal network",
+        None, ge=0, le=65535, description="`ioc ingest` and `ioc rules run` (no HTTP API) serve "
+        "Prometheus /metrics on this port, without auth: bind it to an internal network"
     )
     metrics_host: str = Field("127.0.0.1", description="address of that /metrics listener")
     serve_ingest: bool = Field(
@@ -250,10 +247,8 @@ class Settings(BaseSettings):
         10_000, ge=0, description="recent feed frames kept in memory per API process (/ws resume)"
     )
     feed_buffer_bytes: int = Field(
-        32 * 2**20,
-        ge=0,
-        description="…and at most this many bytes of them (a readings frame of "
-        "a large batch is big): the oldest go first; resume reads older frames from the database",
+        32 * 2**20, ge=0, description="…and at most this many bytes of them (a readings frame of "
+        "a large batch is big): the oldest go first; resume reads older frames from the database"
     )
     ws_client_queue: int = Field(
         1_000, ge=1, description="frames queued per /ws client before readings are coalesced"
