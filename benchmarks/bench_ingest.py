@@ -61,6 +61,7 @@ FILTER = f"{PREFIX}/+/+/+/telemetry"
 
 
 MARK_FIRST, MARK_LAST = "b-mark-first", "b-mark-last"
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
 def make_devices(n: int) -> list[Device]:
@@ -261,7 +262,7 @@ def count_rows(url: str) -> int:  # only at the edges of a measurement: it scans
 
 
 def drain_ingest(
-    url: str, client_id: str, n_rows: int, mqtt_url: str, *, rules: bool
+    url: str, client_id: str, n_rows: int, mqtt_url: str, *, rules: bool, profile: Path | None
 ) -> dict[str, float]:
     """Run `ioc ingest` on its own process; time first to last row committed.
 
@@ -282,6 +283,7 @@ def drain_ingest(
         "IOC_RULES_IN_INGEST": "true" if rules else "false",
     }
     proc = subprocess.Popen([sys.executable, "-m", "ioc", "ingest"], cwd=ROOT, env=env)
+    spy: subprocess.Popen[bytes] | None = None
     probe = "SELECT 1 FROM readings WHERE device_id = %s AND metric = 'water_level_m' LIMIT 1"
     try:
         first_t = last_t = 0.0
@@ -297,7 +299,21 @@ def drain_ingest(
                     first_t = now
                     cpu_start, _ = proc_stat(proc.pid)
                     first_rows = count_rows(url)  # the first batch, committed with the marker
-                if first_t and conn.execute(probe, (MARK_LAST,)).fetchone():
+                    if profile is not None:
+                        # sampled from outside (py-spy attaches to the pid) from the first
+                        # commit on, idle included: summarised by print_profile
+                        spy = subprocess.Popen(
+                            [PY_SPY, "record", "--pid", str(proc.pid), "--rate", "200",
+                             "--format", "raw", "--idle", "--output", str(profile)],
+                            stdout=subprocess.DEVNULL,
+                        )  # fmt: skip
+                # the last message's batch may commit just before the one ahead of it (two
+                # writer connections overlap): done when the marker and every row are in
+                if (
+                    first_t
+                    and conn.execute(probe, (MARK_LAST,)).fetchone()
+                    and count_rows(url) == n_rows
+                ):
                     last_t = now
                     cpu_end, rss = proc_stat(proc.pid)
                     break
@@ -317,6 +333,48 @@ def drain_ingest(
     finally:
         proc.terminate()
         proc.wait(60)
+        if spy is not None:
+            spy.wait(60)
+
+
+def print_profile(path: Path, top: int = 12) -> None:
+    """Summarise py-spy's collapsed stacks: where the samples' leaves are (own time) and how much
+    lies under the ingest stages (inclusive), as shares of the samples where Python was busy."""
+    own: dict[str, int] = {}
+    under = {"decode": 0, "writer (psycopg, COPY buffer)": 0, "feed rows": 0, "mqtt client": 0,
+             "rule engine": 0, "MQTT pump (decode included)": 0}  # fmt: skip
+    # py-spy names frames "function (file.py:line)" without the directory: matched by name
+    marks = {
+        "decode": ("Decoder.",),
+        "writer (psycopg, COPY buffer)": ("BatchWriter.", "_insert_readings"),
+        "feed rows": ("feed_events (", "add_points (", "append (feed.py"),
+        "mqtt client": ("Client.",),
+        "rule engine": ("Engine.", "RulesService."),
+        "MQTT pump (decode included)": ("MqttSubscriber._pump",),
+    }
+    busy = idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or not frames[0].startswith("_run_module_as_main"):
+            continue  # the event loop's thread only (the rest are idle pool threads)
+        n = int(count)
+        leaf = frames[-1]
+        if leaf.startswith("EpollSelector.select"):
+            idle += n  # the loop waiting for the broker or the database
+            continue
+        busy += n
+        name = leaf.split(" (")[0] + " (" + leaf.rsplit("/", 1)[-1]
+        own[name] = own.get(name, 0) + n
+        for stage, files in marks.items():
+            if any(f in frame for frame in frames for f in files):
+                under[stage] += n
+    total = busy + idle
+    print(f"profile {path.name}: {total} samples, event loop busy {busy / max(total, 1):.0%}")
+    for stage, n in under.items():
+        print(f"  under {stage:32} {n / max(busy, 1):6.1%} of busy")
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  own {n / max(busy, 1):6.1%}  {name}")
 
 
 def copy_rate(url: str, items: list[tuple[str, bytes]], devices: list[Device]) -> float:
@@ -354,10 +412,9 @@ def latency(
     """Publish at a steady rate from another process; measure publish→commit in the service."""
     lat: list[float] = []
 
-    async def on_commit(batch) -> None:  # type: ignore[no-untyped-def]
+    async def on_commit(records) -> None:  # type: ignore[no-untyped-def]
         now = time.time()
-        for d in batch:
-            rec = d.record
+        for rec in records:
             sent = getattr(rec, "seq", None)
             if sent is not None:
                 lat.append(now - sent / 1e6)  # seq carries the publish time in µs
@@ -401,7 +458,16 @@ def main() -> int:
     ap.add_argument("--devices", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--latency-seconds", type=float, default=30)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample both ingest drains with py-spy (must be installed: `.venv/bin/pip install"
+        " py-spy`; not a project dependency) and write collapsed stacks to DIR",
+    )
     args = ap.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     work = Path(tempfile.mkdtemp(prefix="ioc-bench-"))
     with EmbeddedMosquitto(work / "mosquitto") as broker, _database(work) as server_url:
@@ -409,51 +475,70 @@ def main() -> int:
         name = f"ioc_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = make_conninfo(server_url, dbname=name)
-        devices = make_devices(args.devices)
-        # a second database for the drain with rules in the ingest process
-        url_rules = make_conninfo(server_url, dbname=name + "_rules")
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name + "_rules")))
+        try:
+            url = make_conninfo(server_url, dbname=name)
+            devices = make_devices(args.devices)
+            # a second database for the drain with rules in the ingest process
+            url_rules = make_conninfo(server_url, dbname=name + "_rules")
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name + "_rules")))
 
-        async def register(target: str) -> None:
-            async with await psycopg.AsyncConnection.connect(target) as conn:
-                await store.sync_site_devices(conn, devices)
-                await conn.commit()
+            async def register(target: str) -> None:
+                async with await psycopg.AsyncConnection.connect(target) as conn:
+                    await store.sync_site_devices(conn, devices)
+                    await conn.commit()
 
-        for target in (url, url_rules):
-            migrate(target)
-            asyncio.run(register(target))
-        items = payloads(devices, args.messages, time.time() - 3 * 86400)
-        n_rows = sum(len(orjson.loads(b)["metrics"]) for _, b in items)
-        ids = {
-            k: f"bench-{k}-{uuid.uuid4().hex[:6]}"
-            for k in ("sub", "paho", "mqttclient", "ingest", "ingest-rules")
-        }
-        for cid in ids.values():
-            create_session(addr, cid)
-        # The ingest session must exist with the service's own subscriptions; create_session's
-        # filter covers the same telemetry topics, and ingest re-subscribes on connect.
-        pub_rate = publish_backlog(addr, items)
-        print(
-            f"backlog of {len(items)} messages ({n_rows} rows) queued {len(ids)}x;"
-            f" publish {pub_rate:,.0f} msg/s"
-        )
-        sub_rate = drain_mosquitto_sub(addr, ids["sub"], len(items))
-        paho_rate, paho_cpu = drain_paho_counter(addr, ids["paho"], len(items))
-        own_rate, own_cpu = drain_mqttclient(addr, ids["mqttclient"], len(items))
-        ing = drain_ingest(url, ids["ingest"], n_rows, broker.url, rules=False)
-        ing_r = drain_ingest(url_rules, ids["ingest-rules"], n_rows, broker.url, rules=True)
-        ingest_rules_msgs = ing_r["rows_per_s"] * len(items) / n_rows
-        ingest_msgs = ing["rows_per_s"] * len(items) / n_rows
-        cp = copy_rate(url, items, devices)
-        settings = Settings(
-            database_url=url,
-            mqtt_url=broker.url,
-            mqtt_topic_prefix=PREFIX,
-            mqtt_client_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
-        )
-        lat = latency(settings, devices, args.rate, args.latency_seconds)
+            for target in (url, url_rules):
+                migrate(target)
+                asyncio.run(register(target))
+            items = payloads(devices, args.messages, time.time() - 3 * 86400)
+            n_rows = sum(len(orjson.loads(b)["metrics"]) for _, b in items)
+            ids = {
+                k: f"bench-{k}-{uuid.uuid4().hex[:6]}"
+                for k in ("sub", "paho", "mqttclient", "ingest", "ingest-rules")
+            }
+            for cid in ids.values():
+                create_session(addr, cid)
+            # The ingest session must exist with the service's own subscriptions; create_session's
+            # filter covers the same telemetry topics, and ingest re-subscribes on connect.
+            pub_rate = publish_backlog(addr, items)
+            print(
+                f"backlog of {len(items)} messages ({n_rows} rows) queued {len(ids)}x;"
+                f" publish {pub_rate:,.0f} msg/s"
+            )
+            sub_rate = drain_mosquitto_sub(addr, ids["sub"], len(items))
+            paho_rate, paho_cpu = drain_paho_counter(addr, ids["paho"], len(items))
+            own_rate, own_cpu = drain_mqttclient(addr, ids["mqttclient"], len(items))
+            spies = (
+                (args.profile / "ingest.txt", args.profile / "ingest-rules.txt")
+                if args.profile is not None
+                else (None, None)
+            )
+            ing = drain_ingest(
+                url, ids["ingest"], n_rows, broker.url, rules=False, profile=spies[0]
+            )
+            ing_r = drain_ingest(
+                url_rules, ids["ingest-rules"], n_rows, broker.url, rules=True, profile=spies[1]
+            )
+            ingest_rules_msgs = ing_r["rows_per_s"] * len(items) / n_rows
+            ingest_msgs = ing["rows_per_s"] * len(items) / n_rows
+            cp = copy_rate(url, items, devices)
+            settings = Settings(
+                database_url=url,
+                mqtt_url=broker.url,
+                mqtt_topic_prefix=PREFIX,
+                mqtt_client_id=f"bench-lat-{uuid.uuid4().hex[:6]}",
+            )
+            lat = latency(settings, devices, args.rate, args.latency_seconds)
+        finally:
+            # the bench's databases hold ~1 GB of readings each: not left behind
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                for db in (name, name + "_rules"):
+                    conn.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(db)
+                        )
+                    )
 
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -486,6 +571,10 @@ def main() -> int:
         **{f"latency_{k}": v for k, v in lat.items()},
     }
     path = save("ingest", result)
+    if args.profile is not None:
+        for spied in ("ingest.txt", "ingest-rules.txt"):
+            if (args.profile / spied).exists():
+                print_profile(args.profile / spied)
     for k, v in result.items():
         print(f"{k:32} {v:,.3f}" if isinstance(v, float) else f"{k:32} {v}")
     print(f"written {path}")

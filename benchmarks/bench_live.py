@@ -49,7 +49,7 @@ from ioc.settings import MqttAddress  # noqa: E402
 from ioc.site import load_site  # noqa: E402
 from rules.language import DEFAULT_PACK  # noqa: E402
 
-TOKEN = "bench-token-0123456789"  # IOC_ADMIN_TOKEN needs at least 16 characters
+TOKEN = "bench-token-0123456789"  # the service refuses tokens under 16 characters
 PROBES = [f"probe-{i}" for i in range(8)]
 PROBE_RULE = """rules:
   - id: probe
@@ -182,6 +182,7 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--linger-ms", type=float, default=None, help="IOC_INGEST_LINGER_MS")
+    ap.add_argument("--writers", type=int, default=None, help="IOC_INGEST_WRITERS")
     args = ap.parse_args()
     admin = os.environ.get("IOC_BENCH_DATABASE_URL")
     if not admin:
@@ -201,58 +202,67 @@ def main() -> int:
     lamps = [d for d in site.devices if d.kind == "lighting"]
     targets = ",".join(f"{d.city}/{d.kind}/{d.id}" for d in lamps)
     results: list[dict[str, object]] = []
-    with EmbeddedMosquitto(work / "mosquitto") as broker:
-        addr = MqttAddress(broker.url)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-        env |= {
-            "IOC_DATABASE_URL": url, "IOC_MQTT_URL": broker.url, "IOC_ADMIN_TOKEN": TOKEN,
-            "IOC_HTTP_PORT": str(port), "IOC_RULES_DIR": str(rules), "IOC_DATA_DIR": str(work),
-            "IOC_MQTT_TOPIC_PREFIX": prefix, "IOC_LOG_LEVEL": "WARNING",
-        }  # fmt: skip
-        if args.linger_ms is not None:
-            env["IOC_INGEST_LINGER_MS"] = str(args.linger_ms)
-        service = subprocess.Popen([str(Path(sys.executable).with_name("ioc")), "serve"], env=env)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    http("GET", f"{base}/readyz")
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(0.5)
-            for dev in PROBES:
-                http("POST", f"{base}/api/v1/devices", {
-                    "id": dev, "kind": "flood", "city": "vi-thanh", "ward": "phuong-5",
-                    "name": f"Probe {dev}", "lat": 9.784, "lon": 105.47,
-                    "attributes": {"role": "probe", "station": "vi-thanh"},
-                })  # fmt: skip
-            time.sleep(2)  # registry and rules pick the probes up (NOTIFY, then rules reload)
-            load_s = (args.probes * 0.25 + 15) * 2 + 10
-            load = subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "steady_publisher.py"), broker.url,
-                 prefix, str(args.rate), str(load_s), targets],
-            )  # fmt: skip
-            time.sleep(3)
-            ws = f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
-            results.append(phase("latency", addr, prefix, ws, 1, args.probes, 0))
-            results.append(
-                phase("fan-out", addr, prefix, ws, args.clients, args.probes, args.probes)
+    try:
+        with EmbeddedMosquitto(work / "mosquitto") as broker:
+            addr = MqttAddress(broker.url)
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+            env |= {
+                "IOC_DATABASE_URL": url, "IOC_MQTT_URL": broker.url, "IOC_ADMIN_TOKEN": TOKEN,
+                "IOC_HTTP_PORT": str(port), "IOC_RULES_DIR": str(rules), "IOC_DATA_DIR": str(work),
+                "IOC_MQTT_TOPIC_PREFIX": prefix, "IOC_LOG_LEVEL": "WARNING",
+            }  # fmt: skip
+            if args.linger_ms is not None:
+                env["IOC_INGEST_LINGER_MS"] = str(args.linger_ms)
+            if args.writers is not None:
+                env["IOC_INGEST_WRITERS"] = str(args.writers)
+            service = subprocess.Popen(
+                [str(Path(sys.executable).with_name("ioc")), "serve"], env=env
             )
-            load.terminate()
-            load.wait(timeout=30)
-        finally:
-            service.terminate()
-            service.wait(timeout=60)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+            base = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.time() + 60
+                while True:
+                    try:
+                        http("GET", f"{base}/readyz")
+                        break
+                    except OSError:
+                        if time.time() > deadline:
+                            raise
+                        time.sleep(0.5)
+                for dev in PROBES:
+                    http("POST", f"{base}/api/v1/devices", {
+                        "id": dev, "kind": "flood", "city": "vi-thanh", "ward": "phuong-5",
+                        "name": f"Probe {dev}", "lat": 9.784, "lon": 105.47,
+                        "attributes": {"role": "probe", "station": "vi-thanh"},
+                    })  # fmt: skip
+                time.sleep(2)  # registry and rules pick the probes up (NOTIFY, then rules reload)
+                load_s = (args.probes * 0.25 + 15) * 2 + 10
+                load = subprocess.Popen(
+                    [sys.executable, str(ROOT / "benchmarks" / "steady_publisher.py"), broker.url,
+                     prefix, str(args.rate), str(load_s), targets],
+                )  # fmt: skip
+                time.sleep(3)
+                ws = f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
+                results.append(phase("latency", addr, prefix, ws, 1, args.probes, 0))
+                results.append(
+                    phase("fan-out", addr, prefix, ws, args.clients, args.probes, args.probes)
+                )
+                load.terminate()
+                load.wait(timeout=30)
+            finally:
+                service.terminate()
+                service.wait(timeout=60)
+    finally:  # also when the service fails to start: no database left behind
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
     report = {
         "time": datetime.now(UTC).isoformat(),
         "rate": args.rate,
         "linger_ms": args.linger_ms,
+        "writers": args.writers,
         "phases": results,
     }
     print(json.dumps(report, indent=2))

@@ -22,7 +22,7 @@ from ingest import instruments
 from ingest.decoding import Decoder, DeviceIndex, ReportVocabulary
 from ingest.errors import Reason
 from ingest.handoff import Delivery, Handoff
-from ingest.records import DeadLetter
+from ingest.records import DeadLetter, Record
 from ingest.subscriber import MqttSubscriber
 from ingest.writer import BatchWriter, WriteResult, is_data_error
 from ioc.backoff import Backoff
@@ -41,9 +41,19 @@ class _Abandoned(Exception):
     """Shutdown while a batch could not be committed."""
 
 
-# Called with each committed batch (in commit order) — the composition root hangs the rule
-# engine and the live hub here. It runs before the batch is acknowledged, so keep it quick.
-CommitListener = Callable[[Sequence[Delivery]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch taken from the hand-off and its transaction (done when committed)."""
+
+    batch: Sequence[Delivery]
+    task: asyncio.Task[None]
+
+
+# Called with the decoded records of each committed batch (in commit order; dead letters
+# included) — the composition root hangs the rule engine here. It runs before the batch is
+# acknowledged, so keep it quick. The live feed needs no listener: the writer appends the
+# batch's feed rows in its own transaction.
+CommitListener = Callable[[Sequence[Record]], Awaitable[None]]
 
 _REGISTRY_REFRESH_S = 60.0
 # A flood of messages from an unknown device must not turn into a registry query per batch.
@@ -94,7 +104,8 @@ class IngestService:
         self._store = store
         self._conninfo = conninfo
         self._listeners = list(listeners)
-        self._writer = BatchWriter(conninfo, flavour)
+        # One connection per writer: consecutive batches' transactions overlap (see _write_loop).
+        self._writers = [BatchWriter(conninfo, flavour) for _ in range(settings.ingest_writers)]
         self._decoder = Decoder(
             topic_prefix=settings.mqtt_topic_prefix,
             devices={},
@@ -131,7 +142,10 @@ class IngestService:
         await self.reload_devices()
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
-        self._tasks.create_task(self._write_loop(), name="ingest-writer")
+        # Bounded: at most one batch per writer is between take and acknowledgement.
+        in_order: asyncio.Queue[_InFlight | None] = asyncio.Queue(len(self._writers))
+        self._tasks.create_task(self._write_loop(in_order), name="ingest-writer")
+        self._tasks.create_task(self._settle_loop(in_order), name="ingest-settle")
         self._tasks.create_task(self._registry_loop(), name="ingest-registry")
         self._subscriber.start()
         return self
@@ -150,7 +164,8 @@ class IngestService:
             await self._tasks.__aexit__(exc_type, exc, tb)
         finally:
             await self._subscriber.aclose()
-            await self._writer.close()
+            for writer in self._writers:
+                await writer.close()
 
     def add_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -190,30 +205,70 @@ class IngestService:
 
     # -- writer ------------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, in_order: asyncio.Queue[_InFlight | None]) -> None:
+        """Take batches and start each one's transaction on a free writer; hand them to the
+        settle loop in arrival order.
+
+        With two writers the next batch's COPY and ``INSERT`` run while the previous batch is
+        finishing (its upserts, feed row and COMMIT): one connection's round trips and COMMIT
+        wait no longer idle the database. Rows both touch (``latest_readings``,
+        ``device_state``, ``rollup_state``, the feed lock) are taken in one order, so the later
+        transaction waits for the earlier one there instead of deadlocking.
+        """
         assert self._handoff is not None
         s = self._settings
-        while True:
-            batch = await self._handoff.take(s.ingest_batch_max, s.ingest_linger_ms / 1000.0)
-            if not batch:
-                return  # closed and drained
-            instruments.QUEUE_DEPTH.set(len(self._handoff))
-            batch = await self._recheck_unknown_devices(batch)
+        free: asyncio.Queue[BatchWriter] = asyncio.Queue()
+        for writer in self._writers:
+            free.put_nowait(writer)
+        try:
+            while True:
+                writer = await free.get()  # the batch keeps filling while both are busy
+                batch = await self._handoff.take(s.ingest_batch_max, s.ingest_linger_ms / 1000.0)
+                if not batch:
+                    return  # closed and drained
+                instruments.QUEUE_DEPTH.set(len(self._handoff))
+                batch = await self._recheck_unknown_devices(batch)
+                task = asyncio.create_task(self._commit_on(writer, batch, free))
+                await in_order.put(_InFlight(batch, task))
+        finally:
+            await in_order.put(None)
+
+    async def _commit_on(
+        self, writer: BatchWriter, batch: Sequence[Delivery], free: asyncio.Queue[BatchWriter]
+    ) -> None:
+        try:
+            if self._store:
+                await self._commit(writer, batch)
+        finally:
+            free.put_nowait(writer)
+
+    async def _settle_loop(self, in_order: asyncio.Queue[_InFlight | None]) -> None:
+        """In arrival order, once each batch committed: the listeners, then the PUBACKs.
+
+        Strictly in order (MQTT v5 §4.6 asks for acknowledgements in receive order): a batch
+        that committed early waits for the one before it. After a batch was abandoned (shutdown
+        while the database is away) nothing later is acknowledged either; the broker redelivers
+        it all to the next session and the primary key absorbs what did commit."""
+        abandoned = False
+        while (item := await in_order.get()) is not None:
             try:
-                if self._store:
-                    await self._commit(batch)
+                await item.task
             except _Abandoned:
-                return  # shutting down while the database is away: the broker keeps them
+                abandoned = True
+            if abandoned:
+                continue
+            batch = item.batch
+            records = [d.record for d in batch]
             for listener in self._listeners:
                 try:
-                    await listener(batch)
+                    await listener(records)
                 except Exception:
                     log.exception("commit listener %r failed; intake goes on", listener)
             for d in batch:
                 self._subscriber.ack(d.mid, d.qos, d.generation)
             self.committed += len(batch)
 
-    async def _commit(self, batch: Sequence[Delivery]) -> WriteResult:
+    async def _commit(self, writer: BatchWriter, batch: Sequence[Delivery]) -> WriteResult:
         """Retry until committed: the batch's messages are not acknowledged before that.
 
         Raises ``_Abandoned`` when shutdown is asked for while the database is unusable: the
@@ -225,12 +280,12 @@ class IngestService:
             started = time.perf_counter()
             try:
                 if isolate:
-                    result = await self._writer.write_isolating_failures(batch)
+                    result = await writer.write_isolating_failures(batch)
                 else:
-                    result = await self._writer.write(batch)
+                    result = await writer.write(batch)
             except psycopg.Error as exc:
                 instruments.WRITE_FAILURES.inc()
-                await self._writer.close()
+                await writer.close()
                 if is_data_error(exc) and not isolate:
                     # The data itself is refused (a constraint, a bad value): find the culprit
                     # message by message; it alone becomes a dead letter.
@@ -293,10 +348,14 @@ class IngestService:
 
     async def reload_devices(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5) as conn:
-            index: DeviceIndex = await device_store.device_index(conn)
+            places = await device_store.device_places(conn)
             decommissioned = await decommissioned_ids(conn)
-        self._decoder.devices = index  # swapped whole, never mutated in place
+        # swapped whole, never mutated in place
+        index: DeviceIndex = {d: (kind, city) for d, (kind, city, _) in places.items()}
+        self._decoder.devices = index
         self._decoder.decommissioned = decommissioned
+        for writer in self._writers:
+            writer.places = places
 
     async def _registry_loop(self) -> None:
         """Reload the index on NOTIFY from the API (and periodically, in case one was missed)."""

@@ -1,9 +1,15 @@
 """Durable batch writes: one transaction per batch, readings through COPY.
 
-Readings are copied into a temporary staging table and moved with ``INSERT … ON CONFLICT DO
-NOTHING``: COPY alone cannot skip duplicates, and a redelivered QoS 1 message (after a crash
-before its PUBACK) must be stored once. The caller acknowledges the batch's messages only after
-``write`` returns, i.e. after COMMIT.
+Readings are copied straight into ``readings`` under a savepoint; when a key is already stored
+(a redelivered QoS 1 message after a crash before its PUBACK, a device retrying) that COPY fails,
+and the batch goes through a temporary staging table and ``INSERT … ON CONFLICT DO NOTHING``
+instead: stored once either way, and the common case pays for one COPY. ``latest_readings`` and
+``device_state`` are upserted from the batch's newest point per device and metric, folded here
+(a batch of 5,000 messages from 2,000 devices holds 20,000 readings but 8,000 newest points),
+in key order, so two writers' transactions take those row locks in one order. The batch's
+live-feed rows (``ingest/feed.py``) are
+appended in the same transaction, so what commits is announced and nothing else. The caller
+acknowledges the batch's messages only after ``write`` returns, i.e. after COMMIT.
 """
 
 from __future__ import annotations
@@ -16,16 +22,40 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from ingest.errors import Reason
+from ingest.feed import Newest, Places, add_points, feed_events
 from ingest.handoff import Delivery
 from ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ioc.storage import feed as feed_store
 from ioc.storage import reports as report_store
 from ioc.storage.migrations import Flavour
 
 log = logging.getLogger(__name__)
 
 _DAY = 86_400
+
+# From the batch's newest points (``ingest_newest``), in key order: two writers' transactions
+# then take these row locks in one order, and where they meet the later one waits.
+_UPSERT_LATEST = sql.SQL(
+    "INSERT INTO latest_readings AS l (device_id, metric, time, value)"
+    " SELECT device_id, metric, time, value FROM ingest_newest"
+    ' ORDER BY device_id COLLATE "C", metric COLLATE "C"'
+    " ON CONFLICT (device_id, metric) DO UPDATE"
+    " SET time = excluded.time, value = excluded.value WHERE l.time < excluded.time"
+)
+_UPSERT_LAST_SEEN = sql.SQL(
+    "INSERT INTO device_state AS s (device_id, last_seen_at)"
+    " SELECT device_id, max(time) FROM ingest_newest"
+    ' GROUP BY device_id ORDER BY device_id COLLATE "C"'
+    " ON CONFLICT (device_id) DO UPDATE SET last_seen_at ="
+    " greatest(s.last_seen_at, excluded.last_seen_at)"
+)
+_MARK_ROLLUPS = sql.SQL(
+    "UPDATE rollup_state SET dirty_from = least(dirty_from, {}),"
+    " dirty_seq = dirty_seq + 1 WHERE name = 'readings'"
+)
 
 
 @dataclass(slots=True)
@@ -45,6 +75,8 @@ class BatchWriter:
         self._conn: psycopg.AsyncConnection | None = None
         self._partition_days: set[int] = set()  # days whose partition is known to exist
         self._created_days: set[int] = set()  # created in the open transaction
+        # where each device is, for the live frames; set by the service with its registry
+        self.places: Places = {}
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -54,10 +86,11 @@ class BatchWriter:
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5)
-            await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS ingest_staging ("
-                " t float8, device_id text, metric text, value float8) ON COMMIT DELETE ROWS"
-            )
+            for table in ("ingest_staging", "ingest_newest"):
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {table} (time timestamptz,"
+                    " device_id text, metric text, value float8) ON COMMIT DELETE ROWS"
+                )
             await conn.commit()
             self._conn = conn
         return self._conn
@@ -108,6 +141,8 @@ class BatchWriter:
         events: list[tuple[datetime, str, str, bytes]] = []
         letters: list[DeadLetter] = []
         reports: list[CitizenReport] = []
+        newest: Newest = {}
+        iso: dict[float, str] = {}
         t_min = float("inf")
         t_max = float("-inf")
         n = 0
@@ -115,12 +150,17 @@ class BatchWriter:
         for rec in records:
             if type(rec) is Telemetry:
                 t = rec.time
-                # Ids and metric names are validated against the registry and the catalogue,
-                # so they never contain COPY's special characters.
-                prefix = f"{t!r}\t{rec.device_id}\t"
+                # The time as text, made here for both paths below: a redelivered message must
+                # map to the very same key. Ids and metric names are validated against the
+                # registry and the catalogue, so they never contain COPY's special characters.
+                when = iso.get(t)
+                if when is None:
+                    when = iso[t] = datetime.fromtimestamp(t, UTC).isoformat()
+                prefix = f"{when}\t{rec.device_id}\t"
                 for name, value in rec.metrics:
                     write(f"{prefix}{name}\t{value!r}\n")
                 n += len(rec.metrics)
+                add_points(newest, rec)
                 t_min = min(t_min, t)
                 t_max = max(t_max, t)
             elif type(rec) is StatusChange:
@@ -134,38 +174,26 @@ class BatchWriter:
         if n:
             if self._flavour is Flavour.PLAIN:
                 await self._ensure_partitions(conn, t_min, t_max)
+            stored = await _insert_readings(conn, buf.getvalue(), n)
+            # the newest points travel by COPY too: psycopg spends ~80 ms adapting four
+            # 8,000-element array parameters, COPY text of the same rows ~3 ms
+            newest_rows = "".join(
+                f"{iso[t]}\t{device_id}\t{metric}\t{value!r}\n"
+                for device_id, points in newest.items()
+                for metric, (t, value) in points.items()
+            )
             async with conn.cursor() as cur:
                 async with cur.copy(
-                    "COPY ingest_staging (t, device_id, metric, value) FROM STDIN"
+                    "COPY ingest_newest (time, device_id, metric, value) FROM STDIN"
                 ) as copy:
-                    await copy.write(buf.getvalue())
-                await cur.execute(
-                    "INSERT INTO readings (time, device_id, metric, value)"
-                    " SELECT to_timestamp(t), device_id, metric, value FROM ingest_staging"
-                    " ON CONFLICT DO NOTHING"
-                )
-                stored = cur.rowcount
-                await cur.execute(
-                    "INSERT INTO latest_readings AS l (device_id, metric, time, value)"
-                    " SELECT DISTINCT ON (device_id, metric)"
-                    " device_id, metric, to_timestamp(t), value"
-                    " FROM ingest_staging ORDER BY device_id, metric, t DESC"
-                    " ON CONFLICT (device_id, metric) DO UPDATE"
-                    " SET time = excluded.time, value = excluded.value WHERE l.time < excluded.time"
-                )
-                await cur.execute(
-                    "INSERT INTO device_state AS s (device_id, last_seen_at)"
-                    " SELECT device_id, to_timestamp(max(t)) FROM ingest_staging GROUP BY device_id"
-                    " ON CONFLICT (device_id) DO UPDATE SET last_seen_at ="
-                    " greatest(s.last_seen_at, excluded.last_seen_at)"
-                )
+                    await copy.write(newest_rows)
+                # one round trip for the three (no parameters: several statements may go
+                # in one simple query); under CPU contention each round trip costs
+                upserts: list[sql.Composable] = [_UPSERT_LATEST, _UPSERT_LAST_SEEN]
                 if stored:
                     # Mark the rollups stale from the oldest new reading (see maintenance.py).
-                    await cur.execute(
-                        "UPDATE rollup_state SET dirty_from = least(dirty_from, %s),"
-                        " dirty_seq = dirty_seq + 1 WHERE name = 'readings'",
-                        (_ts(t_min),),
-                    )
+                    upserts.append(_MARK_ROLLUPS.format(sql.Literal(_ts(t_min))))
+                await cur.execute(sql.SQL("; ").join(upserts))
             result.readings += n
             result.stored += stored
         if statuses:
@@ -211,6 +239,8 @@ class BatchWriter:
                     ],
                 )
             result.dead_letters += len(letters)
+        # Last: the feed's lock (it keeps feed rows in commit order) is then held only to COMMIT.
+        await feed_store.append(conn, feed_events(records, self.places, newest))
 
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection, t_min: float, t_max: float
@@ -222,6 +252,30 @@ class BatchWriter:
             "SELECT ioc_ensure_readings_partitions(%s, %s)", (_ts(t_min), _ts(t_max))
         )
         self._created_days.update(days)
+
+
+async def _insert_readings(conn: psycopg.AsyncConnection, rows: str, n: int) -> int:
+    """Store COPY text ``rows`` (``n`` readings) once each; returns how many were new."""
+    try:
+        async with conn.transaction():  # a savepoint: a failed COPY leaves the batch usable
+            async with conn.cursor() as cur:
+                async with cur.copy(
+                    "COPY readings (time, device_id, metric, value) FROM STDIN"
+                ) as copy:
+                    await copy.write(rows)
+        return n
+    except psycopg.errors.UniqueViolation:
+        pass  # some are stored already: skip those
+    async with conn.cursor() as cur:
+        async with cur.copy(
+            "COPY ingest_staging (time, device_id, metric, value) FROM STDIN"
+        ) as copy:
+            await copy.write(rows)
+        await cur.execute(
+            "INSERT INTO readings (time, device_id, metric, value)"
+            " SELECT time, device_id, metric, value FROM ingest_staging ON CONFLICT DO NOTHING"
+        )
+        return cur.rowcount
 
 
 def _new_report(r: CitizenReport) -> report_store.NewReport:

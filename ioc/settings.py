@@ -190,6 +190,13 @@ class Settings(BaseSettings):
         description="messages received but not yet committed; also our MQTT v5 Receive Maximum",
     )
     ingest_batch_max: int = Field(5_000, ge=1, description="messages per database transaction")
+    ingest_writers: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="database connections writing batches; consecutive batches' transactions "
+        "overlap on them, acknowledged in arrival order (docs/architecture.md)",
+    )
     ingest_linger_ms: float = Field(
         5.0,
         ge=0,

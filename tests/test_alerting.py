@@ -411,7 +411,7 @@ async def test_reading_over_bd3_reaches_a_websocket_client_as_a_firing_alert(
         (frame,) = await eventually(firing)
         assert frame["data"]["device_id"] == GAUGE and frame["data"]["value"] == 0.81
         assert frame["data"]["annotations"]["summary_vi"] == "BĐ III 0,81"
-        # the batch's readings came too, as a readings frame committed with the alert
+        # the batch's readings came too, as a readings frame (committed by ingest with them)
         (reading,) = [f for f in client.of("readings") if GAUGE in f["data"]["devices"]]
         assert reading["seq"] > 0
         metric = reading["data"]["devices"][GAUGE]["metrics"]["water_level_m"]

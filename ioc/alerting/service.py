@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import psycopg
 from prometheus_client import Counter, Gauge
 
-from ingest.handoff import Delivery
+from ingest.records import Record
 from ioc.alerting import evaluate, mute, pipeline, store
 from ioc.alerting.announce import announce
 from ioc.alerting.escalate import Escalate
@@ -170,11 +170,10 @@ class RulesService:
 
     # -- the two entry points ----------------------------------------------------------------
 
-    async def on_batch(self, batch: Sequence[Delivery]) -> None:
+    async def on_batch(self, records: Sequence[Record]) -> None:
         """Ingest commit listener."""
         engine = self.engine
         assert engine is not None
-        records = [d.record for d in batch]
         if time.monotonic() - self._devices_at > 1.0 and not (
             evaluate.device_ids(records) <= engine.devices.keys()
         ):

@@ -92,10 +92,10 @@ async def list_devices(
         return [_row_to_device(r) for r in await cur.fetchall()]
 
 
-async def device_index(conn: psycopg.AsyncConnection) -> dict[str, tuple[str, str]]:
-    """id -> (kind, city), what the decoder needs to check a topic."""
-    cur = await conn.execute("SELECT id, kind, city FROM devices")
-    return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+async def device_places(conn: psycopg.AsyncConnection) -> dict[str, tuple[str, str, str | None]]:
+    """id -> (kind, city, ward): what ingest checks a topic against and places live frames by."""
+    cur = await conn.execute("SELECT id, kind, city, ward FROM devices")
+    return {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
 
 
 async def device_live_state(conn: psycopg.AsyncConnection, device_id: str) -> dict[str, Any]:

@@ -38,33 +38,36 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
     """
     if not events:
         return []
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_FEED_LOCK,))
-    async with conn.cursor() as cur:
-        # seqs drawn first and given out in the events' order (an INSERT … SELECT does not
-        # promise to call nextval in any order), then one INSERT for the whole batch with the
-        # notification in the same statement: this runs once per ingest batch
-        await cur.execute(
-            "SELECT nextval(pg_get_serial_sequence('feed_events', 'seq'))"
-            " FROM generate_series(1, %s)",
-            (len(events),),
-        )
-        seqs = sorted(int(r[0]) for r in await cur.fetchall())
-        # the events travel as one JSON document (orjson): an array of jsonb parameters would
-        # be quoted character by character on the client — it cost more than the whole batch
-        doc = [
-            {"type": e.type, "city": e.city, "ward": e.ward, "kind": e.kind, "payload": e.payload}
-            for e in events
-        ]
-        await cur.execute(
-            """WITH ins AS (
+    # the events travel as one JSON document (orjson): an array of jsonb parameters would be
+    # quoted character by character on the client — it cost more than the whole batch
+    doc = [
+        {"type": e.type, "city": e.city, "ward": e.ward, "kind": e.kind, "payload": e.payload}
+        for e in events
+    ]
+    # One statement, one round trip: the lock is held from here to COMMIT, and every round trip
+    # in between is time other writers wait (measured: an ingest transaction idle in
+    # transaction between lock, nextval and insert, waiting for its busy event loop, held up the
+    # rule service's alert frame; docs/benchmarks.md). The lock is taken before any nextval
+    # (``seqs`` reads ``lock``); seqs are drawn first and given out in the events' order (an
+    # INSERT … SELECT does not promise to call nextval in any order); the notification goes in
+    # the same statement.
+    cur = await conn.execute(
+        """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)),
+               drawn AS MATERIALIZED (
+                   SELECT nextval(pg_get_serial_sequence('feed_events', 'seq')) AS seq
+                   FROM lock, generate_series(1, %s)),
+               seqs AS (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM drawn),
+               ins AS (
                    INSERT INTO feed_events (seq, type, city, ward, kind, payload)
                    SELECT s.seq, e->>'type', e->>'city', e->>'ward', e->>'kind', e->'payload'
-                   FROM unnest(%s::bigint[]) WITH ORDINALITY AS s(seq, n)
+                   FROM seqs AS s
                    JOIN jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(e, n) USING (n)
                    RETURNING seq)
-               SELECT pg_notify(%s, max(seq)::text) FROM ins""",
-            (seqs, Jsonb(doc, dumps=orjson.dumps), FEED_CHANNEL),
-        )
+           SELECT pg_notify(%s, max(seq)::text), array_agg(seq ORDER BY seq) FROM ins""",
+        (_FEED_LOCK, len(events), Jsonb(doc, dumps=orjson.dumps), FEED_CHANNEL),
+    )
+    row = await cur.fetchone()
+    seqs = [int(x) for x in row[1]] if row is not None else []
     return seqs
 
 
