@@ -85,7 +85,7 @@ async def test_the_page_is_served_from_the_package(
     assert (await http.get("/wall/wall.css")).headers["content-type"].startswith("text/css")
     for bad in ("__init__.py", "..%2F__init__.py", "nope.js", ".hidden.js"):
         assert (await http.get(f"/wall/{bad}")).status_code == 404, bad
-    assert (await http.get("/")).status_code == 200  # the first page stays
+    assert (await http.get("/")).headers["location"] == "/wall/"  # the one live client
 
 
 def test_the_lighting_night_is_the_latest_one_begun_at_18h_local() -> None:

@@ -1,6 +1,6 @@
 // The alert feed: firing alerts by severity then age, filters, and the operator's actions.
 import { el } from "./dom.js";
-import { t, getLang, fmtTime, nameOf } from "./i18n.js";
+import { t, getLang, fmtTime, fmtDuration, nameOf } from "./i18n.js";
 
 export const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
 
@@ -24,15 +24,18 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
     const summary = (getLang() === "en" ? ann.summary_en || ann.summary_vi : ann.summary_vi || ann.summary_en) || a.rule;
     const notes = [a.acknowledged_at && `${t("acked")}${a.acknowledged_by ? ": " + a.acknowledged_by : ""}`,
                    a.suppressed_by && t("silenced")].filter(Boolean);
+    const { place, what } = splitSummary(summary, a);
+    const since = a.started_at || a.active_at;
+    const where = [nameOf("ward", a.ward), nameOf("city", a.city)].filter(Boolean).join(", ");
+    // Two lines read from across the room: who and where (severity, risk, place, since when),
+    // then what and how much. Details (ward, acknowledgement) in a smaller trailer.
     return el("li", { class: `alert sev-${a.severity}${a.acknowledged_at ? " acked" : ""}`, dataset: { id: a.id } },
       el("div", { class: "alert-head" },
         el("span", { class: `pill sev-${a.severity}` }, t(a.severity)),
-        riskPill(a.risk),
-        el("span", { class: "alert-summary" }, summary),
-        el("span", { class: "time" }, fmtTime(a.started_at || a.active_at, true))),
-      el("div", { class: "dim" }, [nameOf("device", a.device_id), nameOf("city", a.city), nameOf("ward", a.ward),
-        a.labels?.domain && t("domains")[a.labels.domain]]
-        .filter(Boolean).join(" · "), notes.length ? ` — ${notes.join(" · ")}` : ""),
+        el("span", { class: "alert-place", title: where }, place),
+        el("span", { class: "time", title: fmtTime(since, true) }, sinceText(since))),
+      el("div", { class: "alert-what", title: summary }, riskPill(a.risk), what,
+        el("span", { class: "dim" }, [" ", where, a.labels?.domain && t("domains")[a.labels.domain], ...notes].filter(Boolean).join(" · ").replace(/^ · /, " "))),
       actions && el("div", { class: "actions" },
         !a.acknowledged_at && el("button", { class: "act-ack", type: "button", onclick: () => actions.ack(a) }, t("ack")),
         !a.suppressed_by?.silence && el("button", { class: "act-silence", type: "button", onclick: () => actions.silence(a) }, t("silence")),
@@ -40,12 +43,34 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
   }));
 }
 
+// The server's summary reads "Place (river): what and how much"; the place goes on the first
+// line, the rest on the second. Without that shape the device's (or ward's) name is the place.
+export function splitSummary(summary, a) {
+  const i = summary.indexOf(": ");
+  if (i > 0 && i < 120) {
+    // "Trạm thủy văn Phụng Hiệp (sông Cái Côn, Ngã Bảy)": the name on line one, the river after
+    const head = summary.slice(0, i), p = head.indexOf(" (");
+    const what = summary.slice(i + 2);
+    return p > 0 ? { place: head.slice(0, p), what: `${what} — ${head.slice(p + 2).replace(/\)$/, "")}` } : { place: head, what };
+  }
+  return { place: nameOf("device", a.device_id) || nameOf("ward", a.ward) || nameOf("city", a.city) || t("alert"), what: summary };
+}
+
+// Since when: the start time (hh:mm, with the day when it is not today) and how long ago.
+const HHMM = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", hour: "2-digit", minute: "2-digit", hour12: false });
+const DAY = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", day: "2-digit", month: "2-digit" });
+export function sinceText(since, now = Date.now()) {
+  const d = new Date(since), age = now - d.getTime();
+  const day = DAY.format(d) === DAY.format(new Date(now)) ? "" : ` ${DAY.format(d)}`;
+  return `${t("since")} ${HHMM.format(d)}${day}${age >= 0 && age < 24 * 3600e3 ? ` · ${fmtDuration(age)}` : ""}`;
+}
+
 // The disaster risk level of QĐ 18/2021/QĐ-TTg (flood, rain, salinity alerts) in its colour;
 // names and colour come with the alert (GET /api/v1/alerts "risk"), the text is the level.
 export function riskPill(risk) {
   if (!risk) return null;
   const en = getLang() === "en";
-  return el("span", { class: "pill risk", style: `background:${risk.colour};color:#000`,
+  return el("span", { class: "pill risk", style: `background:${risk.colour};color:#000;margin-right:0.4rem`,
                       title: en ? `${risk.name_en} (${risk.colour_en})` : `${risk.name_vi} (${risk.colour_vi})`,
                       dataset: { risk: risk.level } },
     en ? `Risk ${risk.level}` : `Rủi ro cấp ${risk.level}`);
