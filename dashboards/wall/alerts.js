@@ -33,7 +33,7 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
       el("div", { class: "alert-head" },
         el("span", { class: `pill sev-${a.severity}` }, t(a.severity)),
         el("span", { class: "alert-place", title: where }, place),
-        el("span", { class: "time", title: fmtTime(since, true) }, sinceText(since))),
+        el("span", { class: "time", title: `${t("since")} ${fmtTime(since, true)} (${fmtDuration(Date.now() - new Date(since).getTime())})` }, sinceText(since))),
       el("div", { class: "alert-what", title: summary }, riskPill(a.risk), what,
         el("span", { class: "dim" }, [" ", where, a.labels?.domain && t("domains")[a.labels.domain], ...notes].filter(Boolean).join(" · ").replace(/^ · /, " "))),
       actions && el("div", { class: "actions" },
@@ -56,13 +56,14 @@ export function splitSummary(summary, a) {
   return { place: nameOf("device", a.device_id) || nameOf("ward", a.ward) || nameOf("city", a.city) || t("alert"), what: summary };
 }
 
-// Since when: the start time (hh:mm, with the day when it is not today) and how long ago.
+// Since when: the start time, hh:mm, with the day when it is not today (how long ago in its
+// tooltip: a minute counter on every row would be one more thing moving on the wall).
 const HHMM = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", hour: "2-digit", minute: "2-digit", hour12: false });
 const DAY = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh", day: "2-digit", month: "2-digit" });
 export function sinceText(since, now = Date.now()) {
-  const d = new Date(since), age = now - d.getTime();
+  const d = new Date(since);
   const day = DAY.format(d) === DAY.format(new Date(now)) ? "" : ` ${DAY.format(d)}`;
-  return `${t("since")} ${HHMM.format(d)}${day}${age >= 0 && age < 24 * 3600e3 ? ` · ${fmtDuration(age)}` : ""}`;
+  return `${HHMM.format(d)}${day}`;
 }
 
 // The disaster risk level of QĐ 18/2021/QĐ-TTg (flood, rain, salinity alerts) in its colour;

@@ -139,16 +139,21 @@ async function loadKpis() {
 // predicted tide to AHEAD_H hours on, the rain at a gauge of its city, and its alerts. Reloaded
 // every five minutes (tide and alert history are not feed frames); water levels arrive live.
 async function loadWater() {
-  const stations = [...state.devices.values()].filter((d) => d.kind === "flood").slice(0, 4);
+  // at most four: those with an alert firing, then those reporting, first
+  const rank = (d) => 2 * Math.min(1, (byDevice.get(d.id) || []).length) + (d.latest.water_level_m ? 1 : 0);
+  const stations = [...state.devices.values()].filter((d) => d.kind === "flood")
+    .sort((a, b) => rank(b) - rank(a) || a.id.localeCompare(b.id)).slice(0, 4);
   const end = timelineEnd(), from = new Date(end - PAST_H * 3600e3), to = new Date(end), ahead = new Date(end + (AHEAD_H + 6) * 3600e3);
   const q = (id, metric) => `/api/v1/devices/${encodeURIComponent(id)}/readings?metric=${metric}&from=${from.toISOString()}&to=${to.toISOString()}&bucket=10m`;
+  let failed = false;
+  const retry = (fallback) => (e) => { failed = true; console.warn("timeline", e); return fallback; };
   await Promise.all(stations.map(async (d) => {
     const gauge = [...state.devices.values()].find((g) => g.kind === "rain" && g.city === d.city);
     const [pts, tide, rain, alerts] = await Promise.all([
-      api(state.token, q(d.id, "water_level_m")).then((r) => r.points.map((p) => ({ time: p.time, value: p.value }))).catch(() => []),
+      api(state.token, q(d.id, "water_level_m")).then((r) => r.points.map((p) => ({ time: p.time, value: p.value }))).catch(retry([])),
       api(state.token, `/api/v1/flood/stations/${encodeURIComponent(d.id)}/tide?from=${from.toISOString()}&to=${ahead.toISOString()}`).catch(() => null),
-      gauge ? api(state.token, q(gauge.id, "rain_rate_mm_h")).then((r) => r.points).catch(() => []) : [],
-      api(state.token, `/api/v1/alerts?device_id=${encodeURIComponent(d.id)}&limit=100`).catch(() => []),
+      gauge ? api(state.token, q(gauge.id, "rain_rate_mm_h")).then((r) => r.points).catch(retry([])) : [],
+      api(state.token, `/api/v1/alerts?device_id=${encodeURIComponent(d.id)}&limit=100`).catch(retry([])),
     ]);
     state.water.set(d.id, pts);
     state.tide.set(d.id, tide);
@@ -157,7 +162,10 @@ async function loadWater() {
     state.nextHw.set(d.id, (tide?.extremes || []).find((e) => e.kind === "high" && Date.parse(e.time) >= end) || null);
   }));
   renderAll();
+  // a busy server refused a request: try again soon rather than at the next five-minute reload
+  if (failed && !waterRetry) waterRetry = setTimeout(() => { waterRetry = null; loadWater(); }, 15000);
 }
+let waterRetry = null;
 // "Now" as the readings tell it: the newest water level seen (a replayed evening keeps its own
 // clock), the wall clock when there is none.
 function timelineEnd() {

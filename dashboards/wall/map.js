@@ -109,10 +109,10 @@ export class WallMap {
     const key = `${w}x${h}@${dpr}/${this.cx},${this.cy},${this.zoom}/${this.bgVersion}`;
     if (this.bgKey !== key) { this._drawBackground(s, w, h, dpr); this.bgKey = key; }
     ctx.drawImage(this.bg, 0, 0, w, h);
-    this._drawGauges(s);
     this.hits = [];
     if (this.zoom < CLUSTER_BELOW) this._drawClusters(s, w, h);
     else this._drawMarkers(s, w, h);
+    this._drawGauges(s);  // over the device markers: the level is what a flood evening is about
     for (const rep of this.reports) {  // citizens' reports: small amber diamonds, under incidents
       const [x, y] = this.project(rep.lon, rep.lat, s);
       ctx.beginPath();
