@@ -222,7 +222,7 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
     await expect(page.locator("#role")).to_contain_text("Người xem")  # the role by its name
     await expect(page.locator("#alertList button")).to_have_count(0)
     await shot(page, "wall-viewer")
-    # Everything has loaded (KPIs answered): the 1920×1080 screenshot for the README.
+    # Everything has loaded (KPIs answered).
     await expect(page.locator("#kpis .kpi")).to_have_count(4, timeout=WAIT_MS)
     await expect(page.locator("#water polyline.observed")).to_have_count(1, timeout=WAIT_MS)
     # Under each station's chart: its next predicted high water, decimal comma, against BĐ.

@@ -17,9 +17,14 @@ export function sortedAlerts(alerts, filter) {
 // actions: {ack(a), silence(a), incident(a)} or null for those who may only watch.
 // withIncident: ids of alerts that already have an open incident (often opened automatically
 // for critical alerts), which get no second one.
+// At most MAX_ROWS rows are built (a wall shows a dozen; the rest are counted under them): with
+// 80 alerts firing, rebuilding every row on each alert frame was the page's longest task under
+// load (benchmarks/bench_wall.py).
+export const MAX_ROWS = 25;
 export function renderAlerts(list, rows, actions, withIncident = new Set()) {
   if (!rows.length) { list.replaceChildren(el("li", { class: "empty" }, t("noAlerts"))); return; }
-  list.replaceChildren(...rows.map((a) => {
+  const more = rows.length - MAX_ROWS;
+  list.replaceChildren(...rows.slice(0, MAX_ROWS).map((a) => {
     const ann = a.annotations || {};
     const summary = (getLang() === "en" ? ann.summary_en || ann.summary_vi : ann.summary_vi || ann.summary_en) || a.rule;
     const notes = [a.acknowledged_at && `${t("acked")}${a.acknowledged_by ? ": " + a.acknowledged_by : ""}`,
@@ -40,7 +45,7 @@ export function renderAlerts(list, rows, actions, withIncident = new Set()) {
         !a.acknowledged_at && el("button", { class: "act-ack", type: "button", onclick: () => actions.ack(a) }, t("ack")),
         !a.suppressed_by?.silence && el("button", { class: "act-silence", type: "button", onclick: () => actions.silence(a) }, t("silence")),
         !withIncident.has(a.id) && el("button", { class: "act-incident", type: "button", onclick: () => actions.incident(a) }, t("openIncident"))));
-  }));
+  }), ...(more > 0 ? [el("li", { class: "empty more" }, t("moreAlerts", more))] : []));
 }
 
 // The server's summary reads "Place (river): what and how much"; the place goes on the first
