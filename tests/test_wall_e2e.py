@@ -258,6 +258,10 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
         headers=AUTH,
     )  # fmt: skip
     assert r.status_code == 201, r.text
+    # The wall sends only the alert's id (routing stays on the server); without one the
+    # category is required.
+    nocat = await http.post("/api/v1/incidents", json={"title": "x"}, headers=AUTH)
+    assert nocat.status_code == 422 and "category" in nocat.text, nocat.text
     agency_page = await open_wall(browser, base, agency)
     await expect(agency_page.locator("#agencyList")).to_contain_text(
         "Ngập tại trạm Vị Thanh", timeout=WAIT_MS

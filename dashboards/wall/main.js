@@ -143,7 +143,7 @@ async function loadWater() {
   const rank = (d) => 2 * Math.min(1, (byDevice.get(d.id) || []).length) + (d.latest.water_level_m ? 1 : 0);
   const stations = [...state.devices.values()].filter((d) => d.kind === "flood")
     .sort((a, b) => rank(b) - rank(a) || a.id.localeCompare(b.id)).slice(0, 4);
-  const end = timelineEnd(), from = new Date(end - PAST_H * 3600e3), to = new Date(end), ahead = new Date(end + (AHEAD_H + 6) * 3600e3);
+  const end = timelineEnd(), from = new Date(end - PAST_H * 3600e3), to = new Date(end), ahead = new Date(end + AHEAD_H * 3600e3);
   const q = (id, metric) => `/api/v1/devices/${encodeURIComponent(id)}/readings?metric=${metric}&from=${from.toISOString()}&to=${to.toISOString()}&bucket=10m`;
   let failed = false;
   const retry = (fallback) => (e) => { failed = true; console.warn("timeline", e); return fallback; };
@@ -159,13 +159,23 @@ async function loadWater() {
     state.tide.set(d.id, tide);
     state.rain.set(d.id, rain);
     state.stationAlerts.set(d.id, alerts);
-    state.nextHw.set(d.id, (tide?.extremes || []).find((e) => e.kind === "high" && Date.parse(e.time) >= end) || null);
+    // asked from "now" itself: the high waters of a window are found by scanning it, so the
+    // same window gives the same figure as every other client's
+    await loadNextHighWater(d.id, to);
   }));
   renderAll();
   // a busy server refused a request: try again soon rather than at the next five-minute reload
   if (failed && !waterRetry) waterRetry = setTimeout(() => { waterRetry = null; loadWater(); }, 15000);
 }
 let waterRetry = null;
+// The next predicted high water of a station (none when the site has no tide data for it).
+async function loadNextHighWater(id, now) {
+  try {
+    const until = new Date(now.getTime() + 30 * 3600 * 1000);
+    const r = await api(state.token, `/api/v1/flood/stations/${encodeURIComponent(id)}/tide?from=${now.toISOString()}&to=${until.toISOString()}`);
+    state.nextHw.set(id, r.extremes.find((e) => e.kind === "high") || null);
+  } catch (e) { state.nextHw.set(id, null); }
+}
 // "Now" as the readings tell it: the newest water level seen (a replayed evening keeps its own
 // clock), the wall clock when there is none.
 function timelineEnd() {

@@ -193,7 +193,9 @@ const HW_CLOCK = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh"
 export function nextHighWater(station, hw) {
   if (!hw) return el("div", { class: "next-hw" }, "");
   const vi = getLang() === "vi";
-  const num = (v) => (vi ? v.toFixed(2).replace(".", ",") : v.toFixed(2));
+  // the API gives millimetres (0.425); toFixed alone would round the binary 0.42499… down, and
+  // the prediction itself (0.4253) reads 0,43
+  const num = (v) => { const c = (Math.round(v * 100) / 100).toFixed(2); return vi ? c.replace(".", ",") : c; };
   const levels = ["bd1", "bd2", "bd3"].map((k, i) => [i + 1, station.attributes?.[k]]).filter(([, v]) => v != null);
   const reached = levels.filter(([, v]) => hw.level_m >= v).at(-1);
   const [n, ref] = reached || levels[0] || [null, null];

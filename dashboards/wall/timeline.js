@@ -30,7 +30,7 @@ export function stationTimeline(data) {
   const y = (v) => plotB - ((v - lo) / (hi - lo)) * (plotB - TOP);
   const line = (pts) => pts.map((p) => `${x(p.ms).toFixed(1)},${y(p.v).toFixed(1)}`).join(" ");
   const hw = (tide?.extremes || []).map((e) => ({ ...e, ms: Date.parse(e.time) }))
-    .find((e) => e.kind === "high" && e.ms >= end);
+    .find((e) => e.kind === "high" && e.ms >= end && e.ms <= t1);  // marked when on the chart
   const last = obs.at(-1);
   const rainMax = Math.max(20, ...rain.map((r) => r.value));
   const rainBars = rain.map((r) => ({ ms: Date.parse(r.time), v: r.value })).filter((r) => r.ms >= t0 && r.ms <= end && r.v > 0);
