@@ -257,8 +257,6 @@ async def open_incident(
                 raise HTTPException(422, f"alert_id: no alert {body.alert_id}")
             # Routing stays on the server: a client names the alert, not its category.
             category = category or ctx.routing.category_for_domain(alert[0].get("domain", ""))
-        if category is None:
-            raise HTTPException(422, "category: required unless alert_id names the alert")
             taken = await conn.execute(
                 """SELECT id FROM incidents WHERE source_alert_id = %s
                    UNION ALL SELECT incident_id FROM incident_alerts WHERE alert_id = %s""",
@@ -267,6 +265,8 @@ async def open_incident(
             has = await taken.fetchone()
             if has is not None:
                 raise HTTPException(409, f"alert {body.alert_id} already has incident {has[0]}")
+        if category is None:
+            raise HTTPException(422, "category: required unless alert_id names the alert")
         row = await store.open_incident(
             conn, ctx, category=category, severity=body.severity, title=body.title,
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,
