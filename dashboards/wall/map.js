@@ -7,6 +7,10 @@ function rgba(hex) {
   const n = parseInt(hex.slice(1), 16);
   return (0xff << 24 | (n & 0xff) << 16 | (n & 0xff00) | (n >> 16)) >>> 0;
 }
+// The page's rem in pixels (1/96 of the viewport width): a canvas font in "rem" resolves against
+// the canvas's own default (16 px) when it is not in the document, so labels came out at half
+// size on a 4K wall.
+const rem = () => parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
 const RANK = { normal: 0, offline: 1, warning: 2, alert: 3 };
 const CELL = 48;          // px: grid cell for clustering when zoomed out
 const CLUSTER_BELOW = 6;  // zoom (× fit) under which markers are clustered
@@ -176,7 +180,7 @@ export class WallMap {
     }
     // ward names, small and dim, under the centre of their outline
     ctx.textAlign = "center"; ctx.textBaseline = "middle";
-    ctx.font = "0.7rem system-ui, sans-serif"; ctx.fillStyle = "#7d8ca0";
+    ctx.font = `${0.7 * rem()}px system-ui, sans-serif`; ctx.fillStyle = "#7d8ca0";
     for (const ward of this.wards) {
       const n = ward.ring.length, lon = ward.ring.reduce((a, p) => a + p[0], 0) / n, lat = ward.ring.reduce((a, p) => a + p[1], 0) / n;
       const [x, y] = this.project(lon, lat, s);
@@ -191,7 +195,7 @@ export class WallMap {
       const [x, y] = this.project(l.point[0], l.point[1], s);
       ctx.beginPath(); ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fillStyle = "#e6edf3"; ctx.fill();
       // to the left of its dot: the right is where flood gauges show their level
-      ctx.font = "700 1.1rem system-ui, sans-serif"; ctx.textAlign = "right";
+      ctx.font = `700 ${1.1 * rem()}px system-ui, sans-serif`; ctx.textAlign = "right";
       ctx.lineWidth = 4; ctx.strokeStyle = "#0b0f14"; ctx.strokeText(l.name, x - 9, y - 14);
       ctx.fillStyle = "#e6edf3"; ctx.fillText(l.name, x - 9, y - 14);
       ctx.textAlign = "center";
@@ -206,7 +210,7 @@ export class WallMap {
       if (!best || len > best.len) best = { mx, my, len, a: Math.atan2(y1 - y0, x1 - x0) };
     }
     if (!best) return;
-    ctx.font = `${l.kind === "road" ? "600 " : "italic "}0.75rem system-ui, sans-serif`;
+    ctx.font = `${l.kind === "road" ? "600 " : "italic "}${0.75 * rem()}px system-ui, sans-serif`;
     // the road's number when its name does not fit the segment
     const text = l.ref && ctx.measureText(l.name).width > best.len ? l.ref : l.name;
     let a = best.a;
@@ -231,7 +235,7 @@ export class WallMap {
       for (const [i, c] of ["#ffd84d", "#ffb340", "#ff5d5d"].entries()) {
         ctx.fillStyle = c; ctx.fillRect(bx - 3, fy(g.bd[i]) - 1, BW + 6, 2);
       }
-      ctx.font = "700 0.8rem system-ui, sans-serif"; ctx.textAlign = "left"; ctx.textBaseline = "middle";
+      ctx.font = `700 ${0.8 * rem()}px system-ui, sans-serif`; ctx.textAlign = "left"; ctx.textBaseline = "middle";
       ctx.lineWidth = 3; ctx.strokeStyle = "#0b0f14"; ctx.strokeText(g.label, bx + BW + 5, y);
       ctx.fillStyle = band; ctx.fillText(g.label, bx + BW + 5, y);
     }
@@ -297,7 +301,7 @@ export class WallMap {
       cl.x += x; cl.y += y; cl.n += 1;
       if (RANK[d.state] > RANK[cl.worst]) cl.worst = d.state;
     }
-    ctx.font = "600 0.8rem system-ui, sans-serif";
+    ctx.font = `600 ${0.8 * rem()}px system-ui, sans-serif`;
     ctx.textAlign = "center"; ctx.textBaseline = "middle";
     for (const cl of cells.values()) {
       const x = cl.x / cl.n, y = cl.y / cl.n;
