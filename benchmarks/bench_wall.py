@@ -1,64 +1,83 @@
-"""The wall screen with 10,000 devices and 50 feed updates/s, in headless Chromium.
+"""The wall screen on a running, loaded IOC: frame time in headless Chromium.
 
-    .venv/bin/python benchmarks/bench_wall.py [--devices 10000] [--rate 50] [--seconds 20]
+    IOC_BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
+      .venv/bin/python benchmarks/bench_wall.py [--devices 10000] [--rate 50] [--seconds 20] \\
+      [--size 1920x1080]
 
-No service, database or broker: Playwright serves the page's own files from the package
-(dashboards/wall/) and answers its REST calls and its /ws socket (``page.route_web_socket``),
-so what is measured is the page alone — the frame path (Feed → applyFrame → batched canvas and
-DOM rendering) fed exactly as the real feed feeds it. Frames per second: 80 % device frames
-(online/offline flips: a marker changes colour, so the map redraws), 16 % readings frames,
-4 % alert frames (firing/resolved on a random device: the alert list re-renders).
+Processes: `ioc serve` (ingest, the default rule pack plus a bench rule, API) on its own database
+and an embedded Mosquitto; its site is the packaged one with street lamps added (copies of the
+real lamps, a few metres apart) up to --devices; this process publishes over MQTT at --rate
+messages/s: 80 % status flips (a lamp goes offline or back: a `device` frame, the marker changes
+colour), 16 % lamp telemetry (`readings` frames), 4 % a lamp's power over the bench rule's 200 W
+or back under it (an alert fires or resolves: `alert` frames, the alert list re-renders). What
+the page gets is what the service makes of that — ingest, rules, the feed's coalescing — not a
+script of frames.
 
 Measured with the Performance API inside the page: requestAnimationFrame deltas (frame time) and
-PerformanceObserver('longtask') (main-thread tasks > 50 ms). Three phases of --seconds each, in
-one run, in one browser:
+PerformanceObserver('longtask') (main-thread tasks > 50 ms), in three phases of --seconds:
   1. baseline: an idle page with the same measuring script (this machine's own frame pacing);
-  2. wall, clustered (zoomed out, the default view), under the feed;
-  3. wall, zoomed in ×8 (individual markers), under the feed.
-Prints p50/p95/max frame time and long-task count per phase; writes
-benchmarks/results/wall-<time>.json.
+  2. wall, clustered (zoomed out, the default view), under the load;
+  3. wall, zoomed in ×8 (individual markers), under the load.
+Prints p50/p95/max frame time, long tasks and the feed frames the page applied per phase; writes
+benchmarks/results/wall-<time>.json and a screenshot benchmarks/results/wall-bench.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-from datetime import UTC, datetime
-from importlib import resources
+import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+import yaml
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ioc.site import load_site  # noqa: E402
+from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+from ioc.embedded import EmbeddedMosquitto  # noqa: E402
+from ioc.settings import MqttAddress  # noqa: E402
+from rules.language import DEFAULT_PACK  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-BASE = "http://wall.bench"
-TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
-KINDS = ["lighting"] * 7 + ["flood", "rain", "traffic"]
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+TOKEN = "bench-wall-token-0123456789"
+PREFIX = "bench/hg"
+BENCH_RULE = """rules:
+  - id: bench-lamp-overpower
+    type: threshold
+    select: {kind: lighting, metric: power_w}
+    when: {op: ">", threshold: 200, clear: 150}
+    labels: {severity: warning, domain: lighting}
+    annotations:
+      summary_vi: "{device.name}: công suất {value:.0f} W"
+      summary_en: "{device.name}: power {value:.0f} W"
+"""
 
 # Installed before any page script: frame deltas and long tasks, read back at the end.
 MEASURE = """
 window.__perf = { frames: [], longtasks: [] };
 new PerformanceObserver((l) => {
   for (const e of l.getEntries()) window.__perf.longtasks.push(e.duration);
-})
-  .observe({ type: "longtask", buffered: true });
+}).observe({ type: "longtask", buffered: true });
 let __last = performance.now();
 function __tick(now) {
   window.__perf.frames.push(now - __last); __last = now; requestAnimationFrame(__tick);
@@ -67,123 +86,95 @@ requestAnimationFrame(__tick);
 """
 
 
-def site_json() -> dict[str, Any]:
-    site = load_site(ROOT / "ioc" / "site_data" / "hau-giang.yaml")
-    return {
-        "name": site.name, "timezone": site.timezone,
-        "cities": [{"id": c.id, "name": c.name, "lat": c.lat, "lon": c.lon} for c in site.cities],
-        "wards": {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "id": w.id, "properties": {"city": c.id, "name": w.name},
-             "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in w.outline]]}}
-            for c in site.cities for w in c.wards]},
-        "stations": [], "agencies": [],
-        "categories": [{"code": "ngap-nuoc", "name_vi": "Ngập", "name_en": "Flood",
-                        "alert_domains": ["flood"]}],
-    }  # fmt: skip
+def site_with_lamps(work: Path, devices: int) -> tuple[Path, list[dict[str, Any]]]:
+    """The packaged site with lamps added until it has ``devices`` devices; its lamps."""
+    data = ROOT / "ioc" / "site_data"
+    for f in data.glob("*.yaml"):  # the site file names its neighbours (tides.yaml, …)
+        shutil.copy(f, work / f.name)
+    doc = yaml.safe_load((data / "hau-giang.yaml").read_text("utf-8"))
+    real = [d for d in doc["devices"] if d["kind"] == "lighting"]
+    rng = random.Random(1)
+    extra = []
+    for i in range(max(0, devices - len(doc["devices"]))):
+        src = real[i % len(real)]
+        extra.append({**src, "id": f"bench-lamp-{i:05d}", "name": f"{src['name']} · {i}",
+                      "lat": round(src["lat"] + rng.uniform(-4e-4, 4e-4), 6),
+                      "lon": round(src["lon"] + rng.uniform(-4e-4, 4e-4), 6)})  # fmt: skip
+    doc["devices"] += extra
+    path = work / "bench-site.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "utf-8")
+    return path, real + extra
 
 
-def synthetic_devices(site: dict[str, Any], n: int, rng: random.Random) -> list[dict[str, Any]]:
-    wards = site["wards"]["features"]
-    out = []
-    for i in range(n):
-        w = wards[i % len(wards)]
-        ring = w["geometry"]["coordinates"][0]
-        lons, lats = [p[0] for p in ring], [p[1] for p in ring]
-        kind = KINDS[i % len(KINDS)]
-        out.append({
-            "id": f"bench-{i:05d}", "kind": kind, "city": w["properties"]["city"], "ward": w["id"],
-            "name": f"{kind} {i}", "lat": rng.uniform(min(lats), max(lats)),
-            "lon": rng.uniform(min(lons), max(lons)),
-            "attributes": {"cabinet": f"cab-{i // 40:03d}"} if kind == "lighting" else {},
-        })  # fmt: skip
-    return out
+class Load:
+    """Publishes the mix at ``rate`` messages/s from a paho thread while ``running``."""
 
-
-class Wall:
-    """Answers the page's requests and drives its socket at ``rate`` frames/s while ``feeding``."""
-
-    def __init__(self, devices: list[dict[str, Any]], site: dict[str, Any], rate: float) -> None:
-        self.devices, self.site, self.rate = devices, site, rate
-        self.seq = 0
+    def __init__(self, url: str, lamps: list[dict[str, Any]], rate: float) -> None:
+        addr = MqttAddress(url)
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-wall-{uuid.uuid4().hex[:6]}",
+            protocol=mqtt.MQTTv5,
+        )  # fmt: skip
+        self.c.max_queued_messages_set(0)
+        self.c.connect(addr.host, addr.port)
+        self.c.loop_start()
+        self.lamps, self.rate, self.sent = lamps, rate, 0
+        self.over: set[str] = set()
         self.rng = random.Random(7)
-        self.feeding = False
-        self.sent = 0
-        self.tasks: set[asyncio.Task[None]] = set()
 
-    def frame(self, type_: str, data: dict[str, Any]) -> str:
-        self.seq += 1
-        now = datetime.now(UTC).isoformat()
-        return json.dumps({"type": type_, "seq": self.seq, "time": now, "data": data})
+    def topic(self, d: dict[str, Any], channel: str) -> str:
+        return f"{PREFIX}/{d['city']}/lighting/{d['id']}/{channel}"
 
-    async def http(self, route: Any) -> None:
-        path = route.request.url.removeprefix(BASE).split("?")[0]
-        if path.startswith("/wall/"):
-            name = path.removeprefix("/wall/") or "index.html"
-            body = resources.files("dashboards").joinpath("wall", name).read_bytes()
-            await route.fulfill(body=body, content_type=TYPES[name.rsplit(".", 1)[1]])
-            return
-        answers: dict[str, Any] = {
-            "/api/v1/whoami": {"name": "bench", "role": "operator", "agency": None,
-                               "can_act": True},
-            "/api/v1/site": self.site,
-            "/api/v1/alerts": [], "/api/v1/incidents": [],
-            "/api/v1/kpis": {"targets": {"on_time": 0.95, "satisfaction": 0.8},
-                             "total": {"on_time_rate": 0.96, "satisfaction": 0.82}},
-        }  # fmt: skip
-        if path == "/api/v1/devices":
-            after = dict(p.split("=") for p in route.request.url.split("?")[1].split("&")).get(
-                "after"
+    def one(self) -> None:
+        d, roll = self.rng.choice(self.lamps), self.sent % 25
+        now = int(time.time() * 1000)
+        if roll == 0:  # 4 %: over the rule's 200 W, or back under it
+            watts = 100.0 if d["id"] in self.over else 260.0
+            self.over ^= {d["id"]}
+            body = {"ts": now, "metrics": {"power_w": watts}}
+            self.c.publish(self.topic(d, "telemetry"), orjson.dumps(body), qos=1)
+        elif roll < 5:  # 16 %: ordinary telemetry
+            body = {"ts": now, "metrics": {"power_w": round(self.rng.uniform(80, 140), 1)}}
+            self.c.publish(self.topic(d, "telemetry"), orjson.dumps(body), qos=1)
+        else:  # 80 %: offline or back online
+            word = "online" if self.rng.random() < 0.7 else "offline"
+            self.c.publish(self.topic(d, "status"), word, qos=1)
+        self.sent += 1
+
+    async def run(self, seconds: float) -> float:
+        start, n0 = time.perf_counter(), self.sent
+        while (elapsed := time.perf_counter() - start) < seconds:
+            while self.sent - n0 < int(elapsed * self.rate):
+                self.one()
+            await asyncio.sleep(0.005)
+        return (self.sent - n0) / seconds
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def ready(base: str, deadline_s: float) -> None:
+    deadline = time.time() + deadline_s
+    while True:
+        try:
+            req = urllib.request.Request(
+                f"{base}/readyz", headers={"Authorization": f"Bearer {TOKEN}"}
             )
-            start = next((i + 1 for i, d in enumerate(self.devices) if d["id"] == after), 0)
-            body = self.devices[start : start + 5000]
-        elif path.startswith("/api/v1/devices/"):
-            body = {"device_id": "x", "metric": "water_level_m", "bucket": "10m", "points": []}
-        else:
-            body = answers.get(path, {})
-        await route.fulfill(body=json.dumps(body), content_type="application/json")
-
-    async def socket(self, ws: Any) -> None:
-        ws.send(self.frame("hello", {"heartbeat_s": 15}))
-        task = asyncio.create_task(self.pump(ws), name="bench-wall-feed")
-        self.tasks.add(task)
-
-    async def pump(self, ws: Any) -> None:
-        period = 1.0 / self.rate
-        next_at = time.monotonic()
-        alert_id = 0
-        while True:
-            next_at += period
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-            if not self.feeding:
-                continue
-            d = self.rng.choice(self.devices)
-            roll = self.sent % 25
-            if roll == 0:  # 4 %: an alert fires or resolves on a device
-                alert_id += 1
-                firing = alert_id % 2 == 1
-                data = {"id": (alert_id + 1) // 2, "state": "firing" if firing else "resolved",
-                        "severity": self.rng.choice(["critical", "warning"]), "rule": "bench",
-                        "labels": {"domain": "flood"}, "annotations": {"summary_vi": "bench"},
-                        "device_id": d["id"], "city": d["city"], "ward": d["ward"],
-                        "started_at": datetime.now(UTC).isoformat()}  # fmt: skip
-                msg = self.frame("alert", data)
-            elif roll < 5:  # 16 %: readings
-                now = datetime.now(UTC).isoformat()
-                metrics = {"power_w": {"time": now, "value": self.rng.uniform(0, 120)}}
-                one = {"city": d["city"], "kind": d["kind"], "metrics": metrics}
-                msg = self.frame("readings", {"devices": {d["id"]: one}})
-            else:  # 80 %: a device goes offline or back online (the marker changes colour)
-                msg = self.frame(
-                    "device", {"device_id": d["id"], "online": self.rng.random() < 0.7}
-                )
-            ws.send(msg)
-            self.sent += 1
+            with urllib.request.urlopen(req, timeout=5):
+                return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
 
 
-async def measure(page: Any, seconds: float) -> dict[str, Any]:
+async def measure(page: Any, load: Load, seconds: float) -> dict[str, Any]:
+    seq0 = await page.evaluate("window.wall?.state?.feed?.lastSeq ?? 0")
     await page.evaluate("window.__perf.frames = []; window.__perf.longtasks = [];")
-    await asyncio.sleep(seconds)
+    published = await load.run(seconds) if load else await asyncio.sleep(seconds) or 0.0
     perf = await page.evaluate("window.__perf")
+    seq1 = await page.evaluate("window.wall?.state?.feed?.lastSeq ?? 0")
     frames = sorted(perf["frames"])
 
     def q(p: float) -> float:
@@ -191,71 +182,113 @@ async def measure(page: Any, seconds: float) -> dict[str, Any]:
 
     return {"frames": len(frames), "p50_ms": q(0.5), "p95_ms": q(0.95),
             "max_ms": round(frames[-1], 1) if frames else 0.0,
-            "long_tasks": len(perf["longtasks"]),
-            "long_task_ms": round(sum(perf["longtasks"]), 1)}  # fmt: skip
+            "long_tasks": len(perf["longtasks"]), "long_task_ms": round(sum(perf["longtasks"]), 1),
+            "published_per_s": round(published, 1),
+            "feed_frames_per_s": round((seq1 - seq0) / seconds, 1)}  # fmt: skip
 
 
-async def main() -> None:
+async def drive(base: str, load: Load, devices: int, seconds: float, size: str) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    width, height = (int(v) for v in size.split("x"))
+    results: dict[str, Any] = {}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        ctx = await browser.new_context(viewport={"width": width, "height": height})
+        await ctx.add_init_script(MEASURE)
+        idle = await ctx.new_page()
+        await idle.set_content("<!doctype html><body style='background:#000'>idle</body>")
+        results["baseline (idle page)"] = await measure(idle, None, seconds)  # type: ignore[arg-type]
+        await idle.close()
+
+        page = await ctx.new_page()
+        page.on("pageerror", lambda e: print("page error:", e, file=sys.stderr))
+        await page.goto(f"{base}/wall/#token={TOKEN}")
+        await page.wait_for_function(
+            f"wall.map && wall.map.devices.size >= {devices}", timeout=120_000
+        )
+        await page.wait_for_function("wall.state.feed && wall.state.feed.open", timeout=60_000)
+        await load.run(3)  # warm: the first frames of the load are through
+        results["wall, clustered, load on"] = await measure(page, load, seconds)
+        await page.evaluate(
+            "wall.map.zoomAt(wall.map.canvas.clientWidth / 4, wall.map.canvas.clientHeight / 2, 8)"
+        )
+        results["wall, zoomed ×8, load on"] = await measure(page, load, seconds)
+        await page.screenshot(path=str(ROOT / "benchmarks" / "results" / "wall-bench.png"))
+        results["alerts firing on the page"] = await page.evaluate(
+            "[...wall.state.alerts.values()].filter((a) => a.state === 'firing').length"
+        )
+        await browser.close()
+    return results
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--devices", type=int, default=10_000)
-    ap.add_argument("--rate", type=float, default=50.0, help="feed frames per second")
+    ap.add_argument("--rate", type=float, default=50.0, help="MQTT messages per second")
     ap.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    ap.add_argument("--size", default="1920x1080", help="viewport, WIDTHxHEIGHT")
     args = ap.parse_args()
-    from playwright.async_api import async_playwright
+    admin = os.environ.get("IOC_BENCH_DATABASE_URL")
+    if not admin:
+        print("set IOC_BENCH_DATABASE_URL (a role that may CREATE DATABASE)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="ioc-bench-wall-"))
+    site, lamps = site_with_lamps(work, args.devices)
+    rules = work / "rules"
+    rules.mkdir()
+    shutil.copy(DEFAULT_PACK / "default.yaml", rules / "default.yaml")
+    (rules / "bench.yaml").write_text(BENCH_RULE, "utf-8")
+    db = f"ioc_bench_wall_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
+    try:
+        with EmbeddedMosquitto(work / "mosquitto") as broker:
+            from bench_live import free_port
 
-    site = site_json()
-    wall = Wall(synthetic_devices(site, args.devices, random.Random(1)), site, args.rate)
-    results: dict[str, Any] = {}
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        ctx = await browser.new_context(viewport={"width": 1920, "height": 1080})
-        await ctx.add_init_script(MEASURE)
-        await ctx.add_init_script("sessionStorage.setItem('ioc.token', 'bench')")
-
-        idle = await ctx.new_page()
-        await idle.set_content("<!doctype html><body style='background:#000'>idle</body>")
-        results["baseline (idle page)"] = await measure(idle, args.seconds)
-        await idle.close()
-
-        page = await ctx.new_page()
-        await page.route(f"{BASE}/**", wall.http)
-        await page.route_web_socket("ws://wall.bench/ws**", wall.socket)
-        await page.goto(f"{BASE}/wall/")
-        await page.wait_for_function(
-            f"wall.map && wall.map.devices.size === {args.devices}", timeout=60_000
-        )
-        await page.wait_for_function("wall.state.feed && wall.state.feed.open", timeout=60_000)
-        wall.feeding = True
-        sent0 = wall.sent
-        results["wall, clustered, feed on"] = await measure(page, args.seconds)
-        await page.evaluate(
-            "wall.map.zoomAt(wall.map.canvas.clientWidth / 4, wall.map.canvas.clientHeight / 2, 8)"
-        )
-        results["wall, zoomed ×8, feed on"] = await measure(page, args.seconds)
-        rate = (wall.sent - sent0) / (2 * args.seconds)
-        await page.screenshot(path=str(ROOT / "benchmarks" / "results" / "wall-bench.png"))
-        applied = await page.evaluate("wall.state.feed.lastSeq")
-        for t in wall.tasks:
-            t.cancel()
-        await browser.close()
-
-    print(f"{args.devices} devices, feed {rate:.1f} frames/s sent, last seq applied {applied} "
-          f"of {wall.seq}")  # fmt: skip
-    print(
-        f"{'phase':32} {'frames':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'long tasks':>10}"
-    )
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+            env |= {
+                "IOC_DATABASE_URL": make_conninfo(admin, dbname=db), "IOC_MQTT_URL": broker.url,
+                "IOC_ADMIN_TOKEN": TOKEN, "IOC_HTTP_PORT": str(port), "IOC_RULES_DIR": str(rules),
+                "IOC_DATA_DIR": str(work), "IOC_MQTT_TOPIC_PREFIX": PREFIX, "IOC_SITE": str(site),
+                "IOC_LOG_LEVEL": "WARNING",
+            }  # fmt: skip
+            service = subprocess.Popen(
+                [str(Path(sys.executable).with_name("ioc")), "serve"], env=env
+            )
+            base = f"http://127.0.0.1:{port}"
+            load = None
+            try:
+                ready(base, 180)
+                load = Load(broker.url, lamps, args.rate)
+                results = asyncio.run(drive(base, load, args.devices, args.seconds, args.size))
+            finally:
+                if load:
+                    load.close()
+                service.terminate()
+                service.wait(timeout=60)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{args.devices} devices, {args.rate:g} MQTT messages/s, viewport {args.size}")
+    print(f"{'phase':28} {'frames':>6} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} "
+          f"{'long tasks':>16} {'pub/s':>6} {'feed/s':>6}")  # fmt: skip
     for name, r in results.items():
-        print(f"{name:32} {r['frames']:7} {r['p50_ms']:7} {r['p95_ms']:7} {r['max_ms']:7} "
-              f"{r['long_tasks']:4} ({r['long_task_ms']} ms)")  # fmt: skip
-    out = ROOT / "benchmarks" / "results" / f"wall-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps({"devices": args.devices, "rate_sent": rate, "phases": results}, indent=1)
-    )
-    print(f"wrote {out.relative_to(ROOT)}")
+        if isinstance(r, dict):
+            print(f"{name:28} {r['frames']:6} {r['p50_ms']:7} {r['p95_ms']:7} {r['max_ms']:7} "
+                  f"{r['long_tasks']:4} ({r['long_task_ms']:7} ms) {r['published_per_s']:6} "
+                  f"{r['feed_frames_per_s']:6}")  # fmt: skip
+    print(f"alerts firing on the page at the end: {results['alerts firing on the page']}")
+    report = {"devices": args.devices, "rate": args.rate, "size": args.size, "phases": results}
+    print(f"written {save('wall', report)}")
+    return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(main())

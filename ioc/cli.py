@@ -469,7 +469,6 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
                     "",
                     "Hậu Giang IOC demo is running.",
                     f"  Wall screen:  {url}/wall/#token={token}",
-                    f"  Live page:    {url}/#token={token}",
                     f"  API:          {url}   (OpenAPI: {url}/docs)",
                     f"  Admin token:  {token}",
                     f"  Database:     {settings.database_url}",

@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         "time seen (event time; the demo uses it for its accelerated replay of a past night)",
     )
 
+    basemap_file: Path | None = Field(
+        None,
+        description="the city's own basemap for the wall screen: a GeoJSON FeatureCollection "
+        "in lon/lat (properties kind: water, river, canal, road, building, town; name), drawn "
+        "under the shipped base layer (docs/wall.md); unset = the shipped base layer alone",
+    )
+
     # --- local state ---
     data_dir: Path = Field(Path(".ioc"), description="embedded servers' data and logs")
 

@@ -545,15 +545,11 @@ async def _heartbeat_at(client: Client, seq: int) -> dict[str, Any] | None:
     return next((f for f in client.of("heartbeat") if f["seq"] >= seq), None)
 
 
-async def test_the_page_is_served_without_auth_and_needs_nothing_external(
-    service: Runtime,
-) -> None:
+async def test_the_root_sends_browsers_to_the_wall_screen(service: Runtime) -> None:
+    # One live client: the wall (/wall/); / is kept for old bookmarks.
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http_port}") as http:
         r = await http.get("/")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    page = r.text
-    assert "/ws" in page and "Asia/Ho_Chi_Minh" in page and "/api/v1/alerts?state=" in page
-    assert "src=" not in page and "http://" not in page and "https://" not in page
+    assert r.status_code == 307 and r.headers["location"] == "/wall/"
 
 
 # -- several processes, database outages -----------------------------------------------------------

@@ -18,10 +18,11 @@ from ioc.topics import device_topic
 from rules.language import DEFAULT_PACK
 from tests.conftest import TOKEN, MqttPublisher, running_service
 from tests.test_salinity_live import AUTH
-from tests.test_wall_e2e import CHROMIUM, WAIT_MS, browser, open_wall, shot
+from tests.test_wall_e2e import WAIT_MS, open_wall, shot
+from tests.wall_browser import CHROMIUM, browser, chromium_endpoint
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
-__all__ = ["browser"]  # the fixture, imported for pytest
+__all__ = ["browser", "chromium_endpoint"]  # the fixture, imported for pytest
 
 
 async def test_salinity_panel_shows_the_latest_value_against_the_thresholds(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -85,7 +88,7 @@ async def test_the_page_is_served_from_the_package(
     assert (await http.get("/wall/wall.css")).headers["content-type"].startswith("text/css")
     for bad in ("__init__.py", "..%2F__init__.py", "nope.js", ".hidden.js"):
         assert (await http.get(f"/wall/{bad}")).status_code == 404, bad
-    assert (await http.get("/")).status_code == 200  # the first page stays
+    assert (await http.get("/")).headers["location"] == "/wall/"  # the one live client
 
 
 def test_the_lighting_night_is_the_latest_one_begun_at_18h_local() -> None:
@@ -164,3 +167,43 @@ async def test_site_lists_the_five_current_units_with_their_aliases(
     agencies = {a["id"]: a for a in body["agencies"]}
     assert agencies["civil-defence"]["aliases"] == ["pctt"]
     assert agencies["police-phuong-vi-tan"]["role"] == "police"
+
+
+async def test_basemap_is_the_shipped_base_layer_and_the_citys_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    city = tmp_path / "city.geojson"
+    ring = [[105.47, 9.78], [105.48, 9.78], [105.48, 9.79], [105.47, 9.78]]
+    water = {"type": "Feature", "properties": {"kind": "water", "name": "Hồ Búng Xáng"},
+             "geometry": {"type": "Polygon", "coordinates": [ring]}}  # fmt: skip
+    city.write_text(json.dumps({"type": "FeatureCollection", "features": [water]}), "utf-8")
+    async with running_service(settings.model_copy(update={"basemap_file": city})) as (_, http):
+        assert (await http.get("/api/v1/site/basemap")).status_code == 401
+        body = (await http.get("/api/v1/site/basemap", headers=AUTH)).json()
+        names = {f["properties"]["name"] for f in body["base"]["features"]}
+        assert {"Kênh xáng Xà No", "Sông Cái Côn", "Quốc lộ 1A", "Quốc lộ 61C"} <= names
+        assert {"Vị Thanh", "Ngã Bảy"} <= names and "public knowledge" in body["base"]["source"]
+        assert body["city"]["features"] == [water]
+        # a broken file answers with the file, the feature and what is wrong
+        bad = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [600, 9]}}
+        city.write_text(json.dumps({"type": "FeatureCollection", "features": [bad]}), "utf-8")
+        r = await http.get("/api/v1/site/basemap", headers=AUTH)
+        assert r.status_code == 500 and "features[0]" in r.text and "lon/lat" in r.text, r.text
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[1, 2", "not JSON"),
+        ('{"type": "Feature"}', "FeatureCollection"),
+        ('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": '
+         '{"type": "Circle", "coordinates": []}}]}', "features[0].geometry"),
+        ('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": '
+         '{"type": "LineString", "coordinates": [[105.4]]}}]}', "[lon, lat]"),
+    ],
+)  # fmt: skip
+def test_a_basemap_that_is_not_geojson_is_refused_naming_what(text: str, where: str) -> None:
+    from ioc.basemap import BasemapError, parse_geojson
+
+    with pytest.raises(BasemapError, match=re.escape(where)):
+        parse_geojson(text, "city.geojson")

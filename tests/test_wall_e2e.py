@@ -23,18 +23,10 @@ from ioc.settings import Settings
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 from tests.proxy import TcpProxy
 from tests.test_alerting import FLOOD_RULES, GAUGE, publish_levels, rules_dir
+from tests.wall_browser import ARTIFACTS, browser, chromium_endpoint, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-)
-# Without these, Chromium phones Google hosts the closed network refuses, and waits on them.
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+pytestmark = needs_chromium
+__all__ = ["browser", "chromium_endpoint"]  # fixtures, imported for pytest
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WAIT_MS = 30_000  # hang guard for a condition the page should reach
 
@@ -53,18 +45,6 @@ def wall_settings(settings: Settings, tmp_path: Path) -> Settings:
 async def service(wall_settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     async with running_service(wall_settings) as pair:
         yield pair
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def open_wall(browser: Any, base: str, token: str, *, lang: str = "vi") -> Any:
@@ -242,9 +222,9 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
     await expect(page.locator("#role")).to_contain_text("Người xem")  # the role by its name
     await expect(page.locator("#alertList button")).to_have_count(0)
     await shot(page, "wall-viewer")
-    # Everything has loaded (KPIs answered): the 1920×1080 screenshot for the README.
-    await expect(page.locator("#kpis .kpi")).to_have_count(2, timeout=WAIT_MS)
-    await expect(page.locator("#water polyline")).to_have_count(1, timeout=WAIT_MS)
+    # Everything has loaded (KPIs answered).
+    await expect(page.locator("#kpis .kpi")).to_have_count(4, timeout=WAIT_MS)
+    await expect(page.locator("#water polyline.observed")).to_have_count(1, timeout=WAIT_MS)
     # Under each station's chart: its next predicted high water, decimal comma, against BĐ.
     from ioc.tides import TidePredictor
 
@@ -281,6 +261,10 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
         headers=AUTH,
     )  # fmt: skip
     assert r.status_code == 201, r.text
+    # The wall sends only the alert's id (routing stays on the server); without one the
+    # category is required.
+    nocat = await http.post("/api/v1/incidents", json={"title": "x"}, headers=AUTH)
+    assert nocat.status_code == 422 and "category" in nocat.text, nocat.text
     agency_page = await open_wall(browser, base, agency)
     await expect(agency_page.locator("#agencyList")).to_contain_text(
         "Ngập tại trạm Vị Thanh", timeout=WAIT_MS

@@ -5,8 +5,9 @@ import { WallMap } from "./map.js";
 import { sortedAlerts, renderAlerts, silenceBody, beep } from "./alerts.js";
 import * as panels from "./panels.js";
 import { salinityPanel } from "./salinity.js";
+import { stationTimeline, PAST_H, AHEAD_H } from "./timeline.js";
 import { el } from "./dom.js";
-import { t, getLang, setLang, fmtTime, fmtClock, setNames } from "./i18n.js";
+import { t, getLang, setLang, fmtTime, fmtClock, fmtNumber, setNames } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -15,6 +16,7 @@ const state = {
   alerts: new Map(),      // id -> alert (pending/firing)
   alertSeq: new Map(),    // id -> seq of the last frame applied (a REST reload must not undo it)
   incidents: [], incidentsAt: 0, kpis: null, water: new Map(), nextHw: new Map(),
+  tide: new Map(), rain: new Map(), stationAlerts: new Map(),  // the timeline's, per flood station
   filter: { city: "", ward: "", domain: "" },
   muted: localStorage.getItem("ioc.muted") === "1",
   seenCritical: new Set(), detail: null, lastUpdate: null,
@@ -87,7 +89,7 @@ function pushWater(id, p) {
   const pts = state.water.get(id);
   if (!pts) return;
   pts.push({ time: p.time, value: p.value });
-  const cutoff = Date.now() - 24 * 3600 * 1000;
+  const cutoff = Date.parse(p.time) - PAST_H * 3600 * 1000;
   while (pts.length && new Date(pts[0].time).getTime() < cutoff) pts.shift();
 }
 
@@ -133,18 +135,39 @@ async function loadEnergy() {
 async function loadKpis() {
   try { state.kpis = await api(state.token, "/api/v1/kpis"); renderAll(); } catch (e) { console.warn("kpis", e); }
 }
+// The timeline's data: the last PAST_H hours of each flood station (10-minute means), its
+// predicted tide to AHEAD_H hours on, the rain at a gauge of its city, and its alerts. Reloaded
+// every five minutes (tide and alert history are not feed frames); water levels arrive live.
 async function loadWater() {
-  const to = new Date(), from = new Date(to.getTime() - 24 * 3600 * 1000);
-  const stations = [...state.devices.values()].filter((d) => d.kind === "flood").slice(0, 4);
+  // at most four: those with an alert firing, then those reporting, first
+  const rank = (d) => 2 * Math.min(1, (byDevice.get(d.id) || []).length) + (d.latest.water_level_m ? 1 : 0);
+  const stations = [...state.devices.values()].filter((d) => d.kind === "flood")
+    .sort((a, b) => rank(b) - rank(a) || a.id.localeCompare(b.id)).slice(0, 4);
+  const end = timelineEnd(), from = new Date(end - PAST_H * 3600e3), to = new Date(end), ahead = new Date(end + AHEAD_H * 3600e3);
+  const q = (id, metric) => `/api/v1/devices/${encodeURIComponent(id)}/readings?metric=${metric}&from=${from.toISOString()}&to=${to.toISOString()}&bucket=10m`;
+  let failed = false;
+  const retry = (fallback) => (e) => { failed = true; console.warn("timeline", e); return fallback; };
   await Promise.all(stations.map(async (d) => {
-    try {
-      const r = await api(state.token, `/api/v1/devices/${encodeURIComponent(d.id)}/readings?metric=water_level_m&from=${from.toISOString()}&to=${to.toISOString()}&bucket=10m`);
-      state.water.set(d.id, r.points.map((p) => ({ time: p.time, value: p.value })));
-    } catch (e) { state.water.set(d.id, []); }
+    const gauge = [...state.devices.values()].find((g) => g.kind === "rain" && g.city === d.city);
+    const [pts, tide, rain, alerts] = await Promise.all([
+      api(state.token, q(d.id, "water_level_m")).then((r) => r.points.map((p) => ({ time: p.time, value: p.value }))).catch(retry([])),
+      api(state.token, `/api/v1/flood/stations/${encodeURIComponent(d.id)}/tide?from=${from.toISOString()}&to=${ahead.toISOString()}`).catch(() => null),
+      gauge ? api(state.token, q(gauge.id, "rain_rate_mm_h")).then((r) => r.points).catch(retry([])) : [],
+      api(state.token, `/api/v1/alerts?device_id=${encodeURIComponent(d.id)}&limit=100`).catch(retry([])),
+    ]);
+    state.water.set(d.id, pts);
+    state.tide.set(d.id, tide);
+    state.rain.set(d.id, rain);
+    state.stationAlerts.set(d.id, alerts);
+    // asked from "now" itself: the high waters of a window are found by scanning it, so the
+    // same window gives the same figure as every other client's
     await loadNextHighWater(d.id, to);
   }));
   renderAll();
+  // a busy server refused a request: try again soon rather than at the next five-minute reload
+  if (failed && !waterRetry) waterRetry = setTimeout(() => { waterRetry = null; loadWater(); }, 15000);
 }
+let waterRetry = null;
 // The next predicted high water of a station (none when the site has no tide data for it).
 async function loadNextHighWater(id, now) {
   try {
@@ -152,6 +175,16 @@ async function loadNextHighWater(id, now) {
     const r = await api(state.token, `/api/v1/flood/stations/${encodeURIComponent(id)}/tide?from=${now.toISOString()}&to=${until.toISOString()}`);
     state.nextHw.set(id, r.extremes.find((e) => e.kind === "high") || null);
   } catch (e) { state.nextHw.set(id, null); }
+}
+// "Now" as the readings tell it: the newest water level seen (a replayed evening keeps its own
+// clock), the wall clock when there is none.
+function timelineEnd() {
+  let newest = 0;
+  for (const d of state.devices.values()) {
+    const p = d.kind === "flood" && d.latest.water_level_m;
+    if (p) newest = Math.max(newest, Date.parse(p.time));
+  }
+  return newest || Date.now();
 }
 function updateIncidentLayer() {
   if (map) map.setIncidents(state.incidents.filter((i) => i.lat != null && i.lon != null)
@@ -163,11 +196,10 @@ const actions = {
   async ack(a) { await act(() => api(state.token, `/api/v1/alerts/${a.id}/ack`, { comment: "wall screen" })); },
   async silence(a) { await act(() => api(state.token, "/api/v1/silences", silenceBody(a))); },
   async incident(a) {
-    const domain = a.labels?.domain || a.labels?.kind;
-    const cat = state.site.categories.find((c) => c.alert_domains.includes(domain)) || state.site.categories[0];
+    // The category is the server's: routing.yaml maps the alert's domain to it.
     const ann = a.annotations || {};
     await act(() => api(state.token, "/api/v1/incidents", {
-      category: cat.code, severity: a.severity === "critical" ? "critical" : "warning",
+      severity: a.severity === "critical" ? "critical" : "warning",
       title: (ann.summary_vi || a.rule).slice(0, 300), alert_id: a.id, city: a.city || undefined, ward: a.ward || undefined,
     }));
     await loadIncidents();
@@ -204,7 +236,9 @@ function renderAlertList() {
   const withIncident = new Set(state.incidents.map((i) => i.source_alert_id).filter((id) => id != null));
   renderAlerts($("alertList"), rows, state.me.can_act ? actions : null, withIncident);
 }
-function renderAll() {
+// tick: the once-a-second pass (clock, countdowns); the alert list has nothing that ages, so it
+// is rebuilt then only when a frame changed it (with 80 firing alerts a rebuild is most of a tick).
+function renderAll(tick = false) {
   document.documentElement.lang = getLang();
   document.title = t("title");
   for (const e of document.querySelectorAll("[data-t]")) setText(e, t(e.dataset.t));
@@ -217,24 +251,44 @@ function renderAll() {
     $("agencyList").replaceChildren(panels.incidentsPanel(state.incidents, state.incidentsAt));
     return;
   }
-  renderAlertList();
+  if (!tick || alertsDirty) renderAlertList();
   const devices = [...state.devices.values()];
-  // Stations with data first: a chart tells more than a "no data" line.
-  const water = [...state.water.entries()].sort((a, b) => (b[1].length > 0) - (a[1].length > 0));
-  swap("water", ...water.flatMap(([id, pts]) => [panels.waterChart(withLevels(state.devices.get(id)), pts),
-    panels.nextHighWater(withLevels(state.devices.get(id)), state.nextHw.get(id))]));
-  swap("rain", panels.rainPanel(devices));
+  // Stations with a firing alert first, then those with data: the timeline shows the evening.
+  const end = timelineEnd();
+  const firingOn = (id) => (byDevice.get(id) || []).length;
+  const water = [...state.water.entries()].sort((a, b) => firingOn(b[0]) - firingOn(a[0]) || (b[1].length > 0) - (a[1].length > 0));
+  swap("water", ...water.flatMap(([id, pts]) => {
+    const st = withLevels(state.devices.get(id));
+    return [stationTimeline({ station: st, points: pts, tide: state.tide.get(id), rain: state.rain.get(id) || [],
+                              alerts: state.stationAlerts.get(id) || [], end }),
+            panels.nextHighWater(st, state.nextHw.get(id))];
+  }));
+  updateGauges();
+  swap("rain", panels.rainPanel(devices, stateOf));
   swap("salinity", salinityPanel(devices, [...state.alerts.values()]));
   swap("lighting", panels.lightingPanel(devices, stateOf, state.energy));
-  swap("traffic", panels.trafficPanel(devices));
+  swap("traffic", panels.trafficPanel(devices, stateOf));
   swap("incidents", panels.incidentsPanel(state.incidents, state.incidentsAt, (id) => pick("incident", id)));
-  swap("kpis", panels.kpiPanel(state.kpis));
+  swap("kpis", panels.kpiPanel(state.kpis, [...state.alerts.values()], state.incidents));
   renderDetail();
 }
-// BĐ I/II/III: the device's own attributes, else its station's levels from the site file.
+// The flood gauges on the map: each station's latest level against its BĐ lines.
+let gaugesKey = "";
+function updateGauges() {
+  const list = [];
+  for (const d of state.devices.values()) {
+    const p = d.kind === "flood" && d.latest.water_level_m;
+    const a = p && withLevels(d).attributes;
+    if (p && a.bd1 != null) list.push({ lon: d.lon, lat: d.lat, level: p.value, bd: [a.bd1, a.bd2, a.bd3], label: `${fmtNumber(p.value, 2)} m` });
+  }
+  const key = JSON.stringify(list);
+  if (map && key !== gaugesKey) { gaugesKey = key; map.setGauges(list); }
+}
+// BĐ I/II/III as the server has them (GET /api/v1/site: the levels the rules compare with); the
+// page holds no threshold of its own.
 function withLevels(d) {
   const lv = state.site.stations.find((st) => st.station === d.attributes?.station);
-  return lv ? { ...d, attributes: { bd1: lv.bd1, bd2: lv.bd2, bd3: lv.bd3, ...d.attributes } } : d;
+  return lv ? { ...d, attributes: { ...d.attributes, bd1: lv.bd1, bd2: lv.bd2, bd3: lv.bd3 } } : d;
 }
 // Unchanged content is left alone: replacing it anyway would repaint the panel every second,
 // which on a GPU-less wall PC is most of the page's work.
@@ -306,6 +360,7 @@ async function start() {
   state.site = await api(state.token, "/api/v1/site");
   map = new WallMap($("map"), { onPick: pick });
   map.setSite(state.site);
+  api(state.token, "/api/v1/site/basemap").then((bm) => map.setBasemap(bm)).catch((e) => showNotice(String(e.message || e)));
   fillFilters();
   for (const d of await allDevices(state.token)) {
     // online state and latest values from the server, so a device that is offline shows so
@@ -321,6 +376,7 @@ async function start() {
   state.feed.connect();
   await Promise.all([loadIncidents(), loadKpis(), loadWater(), loadReports(), loadEnergy()]);
   setInterval(loadEnergy, 300000);
+  setInterval(loadWater, 300000);
   setInterval(loadReports, 30000);  // reports are not on the live feed: their incidents are
 }
 function signOut(message) {
@@ -350,7 +406,7 @@ document.addEventListener("keydown", (ev) => {
   else if (ev.key === "m") $("mute").click();
   else if (ev.key === "0" && map) map.fit();
 });
-setInterval(renderAll, 1000); // clock, countdowns and the stale check tick even without frames
+setInterval(() => renderAll(true), 1000); // clock, countdowns and the stale check tick even without frames
 
 // For tests and the benchmark: the state and the frame path, not a public API.
 window.wall = { state, applyFrame, renderAll, pick, get map() { return map; } };  // for the tests

@@ -7,6 +7,10 @@ function rgba(hex) {
   const n = parseInt(hex.slice(1), 16);
   return (0xff << 24 | (n & 0xff) << 16 | (n & 0xff00) | (n >> 16)) >>> 0;
 }
+// The page's rem in pixels (1/96 of the viewport width): a canvas font in "rem" resolves against
+// the canvas's own default (16 px) when it is not in the document, so labels came out at half
+// size on a 4K wall.
+const rem = () => parseFloat(getComputedStyle(document.documentElement).fontSize) || 16;
 const RANK = { normal: 0, offline: 1, warning: 2, alert: 3 };
 const CELL = 48;          // px: grid cell for clustering when zoomed out
 const CLUSTER_BELOW = 6;  // zoom (× fit) under which markers are clustered
@@ -33,7 +37,7 @@ export class WallMap {
 
   // Equirectangular with cos(latitude) is exact enough for a province a few tens of km across.
   setSite(site) {
-    this.wards = site.wards.features.map((f) => ({ id: f.id, city: f.properties.city, ring: f.geometry.coordinates[0] }));
+    this.wards = site.wards.features.map((f) => ({ id: f.id, city: f.properties.city, name: f.properties.name, ring: f.geometry.coordinates[0] }));
     const pts = this.wards.flatMap((w) => w.ring);
     const lats = pts.map((p) => p[1]);
     this.k = Math.cos(((Math.min(...lats) + Math.max(...lats)) / 2) * Math.PI / 180);
@@ -64,6 +68,16 @@ export class WallMap {
     this.devices.set(id, { lon, lat, x: lon * this.k, y: lat, state });
     this.dataChanged();
   }
+  // The basemap (GET /api/v1/site/basemap): the city's file, then the shipped base layer.
+  setBasemap(bm) {
+    this.basemap = [...(bm.city?.features || []).map((f) => ({ f, city: true })),
+                    ...(bm.base?.features || []).map((f) => ({ f, city: false }))];
+    this.bgVersion = (this.bgVersion || 0) + 1;
+    this.draw();
+  }
+  // Flood gauges: [{lon, lat, level, bd: [bd1, bd2, bd3], label}] — a bar beside the station
+  // showing its level against its BĐ lines, so a rising river reads from across the room.
+  setGauges(list) { this.gauges = list; this.dataChanged(); }
   setIncidents(list) { this.incidents = list; this.dataChanged(); }
   setReports(list) { this.reports = list; this.dataChanged(); }
   setGrey(grey) { if (grey !== this.grey) { this.grey = grey; this.draw(); } }
@@ -94,21 +108,15 @@ export class WallMap {
     if (!this.bounds) return;
     const s = this.scale();
     ctx.globalAlpha = this.grey ? 0.35 : 1;
-    ctx.lineWidth = 1;
-    for (const ward of this.wards) {
-      ctx.beginPath();
-      ward.ring.forEach(([lon, lat], i) => {
-        const [x, y] = this.project(lon, lat, s);
-        if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-      });
-      ctx.closePath();
-      ctx.fillStyle = ward.city === "nga-bay" ? "#15212e" : "#131d29";
-      ctx.strokeStyle = "#2d3d52";
-      ctx.fill(); ctx.stroke();
-    }
+    // The background (city basemap, wards, base layer, labels) changes only with the view: drawn
+    // once into its own canvas and copied on the redraws the feed causes.
+    const key = `${w}x${h}@${dpr}/${this.cx},${this.cy},${this.zoom}/${this.bgVersion}`;
+    if (this.bgKey !== key) { this._drawBackground(s, w, h, dpr); this.bgKey = key; }
+    ctx.drawImage(this.bg, 0, 0, w, h);
     this.hits = [];
     if (this.zoom < CLUSTER_BELOW) this._drawClusters(s, w, h);
     else this._drawMarkers(s, w, h);
+    this._drawGauges(s);  // over the device markers: the level is what a flood evening is about
     for (const rep of this.reports) {  // citizens' reports: small amber diamonds, under incidents
       const [x, y] = this.project(rep.lon, rep.lat, s);
       ctx.beginPath();
@@ -126,6 +134,111 @@ export class WallMap {
       this.hits.push({ x, y, r: 14, kind: "incident", id: inc.id });
     }
     ctx.globalAlpha = 1;
+  }
+
+  _drawBackground(s, w, h, dpr) {
+    const bg = this.bg ||= document.createElement("canvas");
+    if (bg.width !== Math.round(w * dpr) || bg.height !== Math.round(h * dpr)) {
+      bg.width = Math.round(w * dpr); bg.height = Math.round(h * dpr);
+    }
+    const ctx = bg.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const path = (ring) => ring.forEach(([lon, lat], i) => {
+      const [x, y] = this.project(lon, lat, s);
+      if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+    });
+    const items = this.basemap || [];
+    // the city's own areas (water, blocks) first
+    for (const { f } of items) {
+      const g = f.geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.type === "MultiPolygon" ? g.coordinates : [];
+      for (const poly of polys) {
+        ctx.beginPath(); poly.forEach((ring) => { path(ring); ctx.closePath(); });
+        ctx.fillStyle = f.properties?.kind === "water" ? "#13324a" : "#1a2430"; ctx.fill("evenodd");
+      }
+    }
+    ctx.lineWidth = 1;
+    for (const ward of this.wards) {
+      ctx.beginPath(); path(ward.ring); ctx.closePath();
+      ctx.fillStyle = ward.city === "nga-bay" ? "rgba(40,58,80,0.45)" : "rgba(36,52,72,0.45)";
+      ctx.strokeStyle = "#3a4d66"; ctx.setLineDash([4, 3]);
+      ctx.fill(); ctx.stroke(); ctx.setLineDash([]);
+    }
+    // lines: rivers wider than canals, roads in sand
+    const style = { river: ["#2f7fc1", 4], canal: ["#2f7fc1", 2.5], road: ["#c9a25a", 2.5] };
+    const labels = [];
+    for (const { f, city } of items) {
+      const g = f.geometry, kind = f.properties?.kind;
+      const lines = g.type === "LineString" ? [g.coordinates] : g.type === "MultiLineString" ? g.coordinates : [];
+      const [colour, width] = style[kind] || ["#4a5a6e", 1];
+      for (const ln of lines) {
+        ctx.beginPath(); path(ln);
+        ctx.strokeStyle = colour; ctx.lineWidth = city ? Math.min(width, 1.5) : width; ctx.stroke();
+        if (!city && f.properties?.name) labels.push({ kind, name: f.properties.name, ref: f.properties.ref, line: ln });
+      }
+      if (g.type === "Point" && f.properties?.name && f.properties.label !== false) labels.push({ kind, name: f.properties.name, point: g.coordinates });
+    }
+    // ward names, small and dim, under the centre of their outline
+    ctx.textAlign = "center"; ctx.textBaseline = "middle";
+    ctx.font = `${0.7 * rem()}px system-ui, sans-serif`; ctx.fillStyle = "#7d8ca0";
+    for (const ward of this.wards) {
+      const n = ward.ring.length, lon = ward.ring.reduce((a, p) => a + p[0], 0) / n, lat = ward.ring.reduce((a, p) => a + p[1], 0) / n;
+      const [x, y] = this.project(lon, lat, s);
+      ctx.fillText(ward.name, x, y + 16);
+    }
+    for (const l of labels) this._label(ctx, l, s, w, h);
+    ctx.lineWidth = 1;
+  }
+  // A line is labelled along its longest on-screen segment; a town with a dot and bold text.
+  _label(ctx, l, s, w, h) {
+    if (l.point) {
+      const [x, y] = this.project(l.point[0], l.point[1], s);
+      ctx.beginPath(); ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fillStyle = "#e6edf3"; ctx.fill();
+      // to the left of its dot: the right is where flood gauges show their level
+      ctx.font = `700 ${1.1 * rem()}px system-ui, sans-serif`; ctx.textAlign = "right";
+      ctx.lineWidth = 4; ctx.strokeStyle = "#0b0f14"; ctx.strokeText(l.name, x - 9, y - 14);
+      ctx.fillStyle = "#e6edf3"; ctx.fillText(l.name, x - 9, y - 14);
+      ctx.textAlign = "center";
+      return;
+    }
+    let best = null;
+    for (let i = 1; i < l.line.length; i++) {
+      const [x0, y0] = this.project(l.line[i - 1][0], l.line[i - 1][1], s), [x1, y1] = this.project(l.line[i][0], l.line[i][1], s);
+      const mx = (x0 + x1) / 2, my = (y0 + y1) / 2;
+      if (mx < 60 || my < 20 || mx > w - 60 || my > h - 20) continue;
+      const len = Math.hypot(x1 - x0, y1 - y0);
+      if (!best || len > best.len) best = { mx, my, len, a: Math.atan2(y1 - y0, x1 - x0) };
+    }
+    if (!best) return;
+    ctx.font = `${l.kind === "road" ? "600 " : "italic "}${0.75 * rem()}px system-ui, sans-serif`;
+    // the road's number when its name does not fit the segment
+    const text = l.ref && ctx.measureText(l.name).width > best.len ? l.ref : l.name;
+    let a = best.a;
+    if (a > Math.PI / 2) a -= Math.PI; else if (a < -Math.PI / 2) a += Math.PI;
+    ctx.save(); ctx.translate(best.mx, best.my); ctx.rotate(a);
+    ctx.lineWidth = 3; ctx.strokeStyle = "#0b0f14"; ctx.strokeText(text, 0, -8);
+    ctx.fillStyle = l.kind === "road" ? "#e0bd78" : "#7cc0f5"; ctx.fillText(text, 0, -8);
+    ctx.restore();
+  }
+  // Each flood gauge: a bar filled to its level on a scale where its BĐ I/II/III marks sit in the
+  // upper half, in the colour of the highest level reached, and the level in metres beside it.
+  _drawGauges(s) {
+    const ctx = this.ctx, BH = 36, BW = 9;
+    for (const g of this.gauges || []) {
+      if (g.level == null || g.bd.length < 3) continue;
+      const [x, y] = this.project(g.lon, g.lat, s), bx = x + 9, by = y - BH / 2;
+      const span = Math.max(0.05, g.bd[2] - g.bd[0]), lo = g.bd[0] - 2 * span, hi = g.bd[2] + span / 2;
+      const fy = (v) => by + BH - (Math.max(lo, Math.min(hi, v)) - lo) / (hi - lo) * BH;
+      const band = g.level >= g.bd[2] ? "#ff5d5d" : g.level >= g.bd[1] ? "#ffb340" : g.level >= g.bd[0] ? "#ffd84d" : "#5aa9ff";
+      ctx.fillStyle = "#0b0f14"; ctx.fillRect(bx - 1, by - 1, BW + 2, BH + 2);
+      ctx.fillStyle = band; ctx.fillRect(bx, fy(g.level), BW, by + BH - fy(g.level));
+      for (const [i, c] of ["#ffd84d", "#ffb340", "#ff5d5d"].entries()) {
+        ctx.fillStyle = c; ctx.fillRect(bx - 3, fy(g.bd[i]) - 1, BW + 6, 2);
+      }
+      ctx.font = `700 ${0.8 * rem()}px system-ui, sans-serif`; ctx.textAlign = "left"; ctx.textBaseline = "middle";
+      ctx.lineWidth = 3; ctx.strokeStyle = "#0b0f14"; ctx.strokeText(g.label, bx + BW + 5, y);
+      ctx.fillStyle = band; ctx.fillText(g.label, bx + BW + 5, y);
+    }
   }
 
   // Markers are written as pixels into one ImageData and blitted once. Measured in Chromium
@@ -188,7 +301,7 @@ export class WallMap {
       cl.x += x; cl.y += y; cl.n += 1;
       if (RANK[d.state] > RANK[cl.worst]) cl.worst = d.state;
     }
-    ctx.font = "600 0.8rem system-ui, sans-serif";
+    ctx.font = `600 ${0.8 * rem()}px system-ui, sans-serif`;
     ctx.textAlign = "center"; ctx.textBaseline = "middle";
     for (const cl of cells.values()) {
       const x = cl.x / cl.n, y = cl.y / cl.n;

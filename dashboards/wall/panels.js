@@ -29,31 +29,36 @@ export function waterChart(station, points) {
                         points: points.map((p) => `${x(p.time).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ") })));
 }
 
-// Rows of "name  value unit", sorted by value descending; for rain and traffic.
-function ranked(items, fmt) {
+// Rows of "name  value unit" under a header naming both columns; for rain and traffic.
+function ranked(items, fmt, header) {
   if (!items.length) return el("div", { class: "empty" }, t("noData"));
-  return el("table", { class: "ranked" }, items.map(([name, v, cls]) =>
-    el("tr", { class: cls || "" }, el("td", {}, name), el("td", { class: "num" }, fmt(v)))));
+  return el("table", { class: "ranked" },
+    header && el("tr", {}, el("th", {}, header[0]), el("th", { class: "num" }, header[1])),
+    items.map((row) => el("tr", { class: row[2] || "" }, el("td", { class: "name" }, row[0]), el("td", { class: "num" }, fmt(row[1], row)))));
 }
 
-export function rainPanel(devices) {
+// Rows are coloured by the server's verdict — the alerts firing on the device (red: critical,
+// amber: another) — never by a threshold of the page's own.
+const ROW_CLASS = { alert: "hot", warning: "warm" };
+
+export function rainPanel(devices, stateOf) {
   const rows = devices.filter((d) => d.kind === "rain" && d.latest.rain_rate_mm_h)
-    .map((d) => [d.name, d.latest.rain_rate_mm_h.value, d.latest.rain_rate_mm_h.value >= 50 ? "hot" : ""])
+    .map((d) => [d.name, d.latest.rain_rate_mm_h.value, ROW_CLASS[stateOf(d)]])
     .sort((a, b) => b[1] - a[1]).slice(0, 6);
-  return ranked(rows, (v) => `${fmtNumber(v, 1)} mm/h`);
+  return ranked(rows, (v) => `${fmtNumber(v, 1)} mm/h`, [t("station"), t("rainRate")]);
 }
 
-// Congestion = 1 − speed / free-flow speed (free flow from the device's attributes, else 40 km/h).
-export function trafficPanel(devices) {
-  const rows = devices.filter((d) => d.kind === "traffic" && d.latest.speed_kmh)
+// Congestion = 1 − speed / free-flow speed (the device's free_flow_kmh from the site file);
+// a device without one shows its speed only.
+export function trafficPanel(devices, stateOf) {
+  const rows = devices.filter((d) => d.kind === "traffic" && d.latest.speed_kmh && d.attributes?.free_flow_kmh)
     .map((d) => {
-      const free = d.attributes?.free_flow_kmh || 40;
-      const c = Math.max(0, 1 - d.latest.speed_kmh.value / free);
-      return [d.attributes?.junction ? nameOf("junction", d.attributes.junction) : d.name, c,
-              c >= 0.5 ? "hot" : c >= 0.3 ? "warm" : ""];
+      const c = Math.max(0, 1 - d.latest.speed_kmh.value / d.attributes.free_flow_kmh);
+      return [d.attributes?.junction ? nameOf("junction", d.attributes.junction) : d.name, c, ROW_CLASS[stateOf(d)],
+              d.latest.speed_kmh.value];
     })
     .sort((a, b) => b[1] - a[1]).slice(0, 6);
-  return ranked(rows, fmtPercent);
+  return ranked(rows, (v, row) => `${fmtPercent(v)} · ${fmtNumber(row[3])} km/h`, [t("junction"), t("congestionSpeed")]);
 }
 
 // Lamps per cabinet: on (drawing power), off, faulty (offline or with a firing alert).
@@ -78,13 +83,11 @@ export function lightingPanel(devices, stateOf, energy) {
   const short = (cab) => names.get(cab).slice(prefix.length).trim() || names.get(cab);
   const table = el("table", { class: "ranked" },
     el("tr", {}, el("th", {}, prefix), el("th", { class: "num" }, t("on")), el("th", { class: "num" }, t("off")),
-      el("th", { class: "num" }, t("faulty")), el("th", { class: "num" }, t("tonightKwh")),
-      el("th", { class: "num" }, t("lastWeekKwh"))),
+      el("th", { class: "num" }, t("faulty")), el("th", { class: "num" }, t("tonightKwh"))),
     [...cabinets.entries()].sort((a, b) => b[1].faulty - a[1].faulty || a[0].localeCompare(b[0])).slice(0, 8)
       .map(([cab, c]) => el("tr", { class: c.faulty ? "warm" : "" }, el("td", { class: "name", title: names.get(cab) }, short(cab)),
         el("td", { class: "num" }, c.on), el("td", { class: "num" }, c.off), el("td", { class: "num" }, c.faulty),
-        el("td", { class: "num" }, num(kwh.get(cab)?.tonight_kwh)),
-        el("td", { class: "num" }, num(kwh.get(cab)?.last_week_kwh)))));
+        el("td", { class: "num", title: `${t("lastWeekKwh")}: ${num(kwh.get(cab)?.last_week_kwh)}` }, num(kwh.get(cab)?.tonight_kwh)))));
   if (!energy || energy.tonight_kwh == null) return table;
   // the whole city's lighting tonight against last week, same hours
   const change = energy.last_week_kwh ? (energy.tonight_kwh / energy.last_week_kwh - 1) * 100 : null;
@@ -111,23 +114,36 @@ export function incidentsPanel(incidents, fetchedAt, onPick) {
     const late = i.overdue || (left != null && left < 0);
     return el("li", { class: late ? "late" : "", onclick: () => onPick && onPick(i.id) },
       el("span", { class: "pill st" }, t("statuses")[i.status] || i.status),
-      el("span", {}, ` #${i.id} ${i.title}`),
+      el("span", { class: "inc-title", title: `#${i.id} ${i.title}` }, i.title,
+        el("span", { class: "dim" }, ` · ${nameOf("agency", i.agency_id)}`)),
       el("span", { class: "countdown" }, left == null ? "" : late ? `${t("overdue")} ${fmtDuration(left)}`
         : `${t("left")} ${fmtDuration(left)}`));
   }));
 }
 
-export function kpiPanel(k) {
-  if (!k) return el("div", { class: "empty" }, t("noData"));
-  const gauge = (label, v, target) => el("div", { class: `kpi ${v == null ? "" : v >= target ? "met" : "missed"}` },
-    el("div", { class: "kpi-label" }, label),
-    el("div", { class: "kpi-value" }, v == null ? "—" : fmtPercent(v)),
-    el("div", { class: "dim" }, `${t("target")} ${fmtPercent(target)}`));
-  // the programme's targets are about citizens' reports: the headline row (docs/kpis.md)
-  const h = k.headline || k.total;
-  return el("div", { class: "kpis" },
-    gauge(t("onTime"), h.on_time_rate, k.targets.on_time),
-    gauge(t("satisfaction"), h.satisfaction, k.targets.satisfaction));
+// The tiles across the top: what is going on now (alerts, incidents) and the programme's two
+// targets. The targets are about citizens' reports (the headline, docs/kpis.md); until one of
+// those is finished this period the tiles show every case (alerts' and operators' too), labelled
+// so, rather than "—" while incidents are being closed.
+export function kpiPanel(k, alerts, incidents) {
+  const firing = alerts.filter((a) => a.state === "firing");
+  const critical = firing.filter((a) => a.severity === "critical").length;
+  const overdue = incidents.filter((i) => i.overdue).length;
+  const tile = (cls, label, value, sub) => el("div", { class: `kpi ${cls}` },
+    el("div", { class: "kpi-label" }, label), el("div", { class: "kpi-value" }, value), el("div", { class: "dim" }, sub));
+  const tiles = [
+    tile(critical ? "missed" : "", t("alertsShort"), fmtNumber(firing.length), `${fmtNumber(critical)} ${t("critical").toLowerCase()}`),
+    tile(overdue ? "missed" : "", t("incidentsShort"), fmtNumber(incidents.length), `${fmtNumber(overdue)} ${t("overdue").toLowerCase()}`),
+  ];
+  if (k) {
+    const head = k.headline && k.headline.finished > 0 ? k.headline : k.total;
+    const scope = head === k.headline ? t("ofReports") : t("ofAllCases");
+    const rate = (label, v, target, n, of) => tile(v == null ? "" : v >= target ? "met" : "missed", label,
+      v == null ? "—" : fmtPercent(v), `${fmtNumber(n)}/${fmtNumber(of)} ${scope} · ${t("target")} ${fmtPercent(target)}`);
+    tiles.push(rate(t("onTime"), head.on_time_rate, k.targets.on_time, head.on_time, head.finished),
+               rate(t("satisfaction"), head.satisfaction, k.targets.satisfaction, head.satisfied, head.rated));
+  }
+  return el("div", { class: "kpis" }, tiles);
 }
 
 // The unit of a metric from its name's suffix (the catalogue's convention: water_level_m, power_w).
@@ -177,7 +193,9 @@ const HW_CLOCK = new Intl.DateTimeFormat("en-GB", { timeZone: "Asia/Ho_Chi_Minh"
 export function nextHighWater(station, hw) {
   if (!hw) return el("div", { class: "next-hw" }, "");
   const vi = getLang() === "vi";
-  const num = (v) => (vi ? v.toFixed(2).replace(".", ",") : v.toFixed(2));
+  // the API gives millimetres (0.425); toFixed alone would round the binary 0.42499… down, and
+  // the prediction itself (0.4253) reads 0,43
+  const num = (v) => { const c = (Math.round(v * 100) / 100).toFixed(2); return vi ? c.replace(".", ",") : c; };
   const levels = ["bd1", "bd2", "bd3"].map((k, i) => [i + 1, station.attributes?.[k]]).filter(([, v]) => v != null);
   const reached = levels.filter(([, v]) => hw.level_m >= v).at(-1);
   const [n, ref] = reached || levels[0] || [null, null];

@@ -491,9 +491,11 @@ async def maintenance_windows(conn: psycopg.AsyncConnection) -> list[tuple[Any, 
 # -- for the API and the incident worker ---------------------------------------------------------
 
 
-async def exists(conn: psycopg.AsyncConnection, alert_id: int) -> bool:
-    cur = await conn.execute("SELECT 1 FROM alerts WHERE id = %s", (alert_id,))
-    return await cur.fetchone() is not None
+async def labels(conn: psycopg.AsyncConnection, alert_id: int) -> dict[str, Any] | None:
+    """The alert's labels, or None when there is no such alert."""
+    cur = await conn.execute("SELECT labels FROM alerts WHERE id = %s", (alert_id,))
+    row = await cur.fetchone()
+    return None if row is None else dict(row[0])
 
 
 async def lock_for_cap(conn: psycopg.AsyncConnection, alert_id: int) -> dict[str, Any] | None:

@@ -47,7 +47,11 @@ class IncidentOut(BaseModel):
 class OpenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: str = Field(description="a category code (GET /open311/v2/services.json)")
+    category: str | None = Field(
+        None,
+        description="a category code (GET /open311/v2/services.json); with `alert_id` it may be "
+        "omitted: the routing table's category for the alert's domain (routing.yaml)",
+    )
     severity: Severity = "warning"
     title: str = Field(min_length=1, max_length=300)
     description: str = Field("", max_length=4000)
@@ -248,9 +252,13 @@ async def open_incident(
     if body.ward is not None and ctx.site.find_ward(body.ward) is None:
         raise HTTPException(422, f"ward: unknown ward {body.ward!r}")
     async with _change(request) as conn:
+        category = body.category
         if body.alert_id is not None:
-            if not await alert_store.exists(conn, body.alert_id):
+            labels = await alert_store.labels(conn, body.alert_id)
+            if labels is None:
                 raise HTTPException(422, f"alert_id: no alert {body.alert_id}")
+            # Routing stays on the server: a client names the alert, not its category.
+            category = category or ctx.routing.category_for_domain(labels.get("domain", ""))
             taken = await conn.execute(
                 """SELECT id FROM incidents WHERE source_alert_id = %s
                    UNION ALL SELECT incident_id FROM incident_alerts WHERE alert_id = %s""",
@@ -259,8 +267,10 @@ async def open_incident(
             has = await taken.fetchone()
             if has is not None:
                 raise HTTPException(409, f"alert {body.alert_id} already has incident {has[0]}")
+        if category is None:
+            raise HTTPException(422, "category: required unless alert_id names the alert")
         row = await store.open_incident(
-            conn, ctx, category=body.category, severity=body.severity, title=body.title,
+            conn, ctx, category=category, severity=body.severity, title=body.title,
             description=body.description, city=body.city, ward=body.ward, lat=body.lat,
             lon=body.lon, agency_id=body.agency, source_alert_id=body.alert_id,
             source="alert" if body.alert_id is not None else body.source,

@@ -1,4 +1,4 @@
-"""/ws (the live feed over WebSocket) and / (the first operator page, ioc/web/index.html).
+"""/ws (the live feed over WebSocket), and / sending browsers to the wall screen (/wall/).
 
 Authentication is the API's admin bearer token, sent as ``Authorization: Bearer <token>`` or, for
 browsers (which cannot set headers on a WebSocket), as ``?token=``. A refused connection is
@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from importlib import resources
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse
+from fastapi.responses import RedirectResponse
 
 from ioc.api.auth import VIEWERS, identify
 from ioc.live import instruments
@@ -32,10 +31,11 @@ router = APIRouter(tags=["live"])
 
 
 @router.get("/", include_in_schema=False)
-async def index() -> HTMLResponse:
-    """The operator page; public: it reads the token from its URL and sends it to /ws."""
-    html = resources.files("ioc.web").joinpath("index.html").read_text(encoding="utf-8")
-    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
+async def index() -> RedirectResponse:
+    """The one live client is the wall screen (dashboards/wall/). The first page that lived here
+    repeated its feed client; old bookmarks (/#token=…) keep working: a browser carries the
+    fragment over a redirect whose Location has none."""
+    return RedirectResponse("/wall/", status_code=307)
 
 
 class _BadRequest(ValueError):

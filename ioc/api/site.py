@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ioc.api.auth import Caller, authenticate, require_viewer
+from ioc.basemap import Basemap, BasemapError, load_basemap
 from ioc.names import junction_names
 
 router = APIRouter(tags=["site"])
@@ -108,6 +109,32 @@ async def site(request: Request) -> dict[str, Any]:
             for c in runtime.routing.categories
         ],
     }
+
+
+# One entry: the basemap of the configured file as it was when last read (by its mtime), so a
+# city that replaces the file is seen on the next page load without a restart.
+_basemap: dict[tuple[str, float], Basemap] = {}
+
+
+@router.get("/api/v1/site/basemap", dependencies=[Depends(require_viewer)])
+async def basemap(request: Request) -> dict[str, Any]:
+    """The wall map's background as GeoJSON (lon/lat): ``base``, the shipped base layer (main
+    canals and rivers, national roads, town centres; its ``source`` says how it was drawn), and
+    ``city``, the city's own file from IOC_BASEMAP_FILE (null when unset)."""
+    path = request.app.state.runtime.settings.basemap_file
+    try:
+        key = (str(path), path.stat().st_mtime if path else 0.0)
+    except OSError as exc:
+        detail = f"IOC_BASEMAP_FILE {path}: cannot read it ({exc.strerror})"
+        raise HTTPException(500, detail) from None
+    if key not in _basemap:
+        try:
+            loaded = load_basemap(path)
+        except BasemapError as exc:
+            raise HTTPException(500, str(exc)) from None
+        _basemap.clear()
+        _basemap[key] = loaded
+    return _basemap[key].as_json()
 
 
 @router.get("/wall", include_in_schema=False)
