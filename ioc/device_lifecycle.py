@@ -33,6 +33,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ioc.devices import Device, DeviceError
+from ioc.storage import devices as device_store
 from ioc.storage.devices import CHANNEL
 
 if TYPE_CHECKING:
@@ -255,16 +256,7 @@ async def registry(
         rows = await cur.fetchall()
     return {
         r["id"]: Registered(
-            Device(
-                id=r["id"],
-                kind=r["kind"],
-                city=r["city"],
-                ward=r["ward"],
-                name=r["name"],
-                lat=r["lat"],
-                lon=r["lon"],
-                attributes=r["attributes"],
-            ),
+            device_store.row_to_device(r),
             r["source"],
             r["decommissioned_at"],
             r["decommission_reason"],

@@ -17,7 +17,7 @@ CHANNEL = "ioc_devices"
 _COLUMNS = "id, kind, city, ward, name, lat, lon, attributes"
 
 
-def _row_to_device(row: dict[str, Any]) -> Device:
+def row_to_device(row: dict[str, Any]) -> Device:
     return Device(
         id=row["id"],
         kind=row["kind"],
@@ -64,7 +64,7 @@ async def get_device(conn: psycopg.AsyncConnection, device_id: str) -> Device | 
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(f"SELECT {_COLUMNS} FROM devices WHERE id = %s", (device_id,))
         row = await cur.fetchone()
-    return None if row is None else _row_to_device(row)
+    return None if row is None else row_to_device(row)
 
 
 async def list_devices(
@@ -89,7 +89,7 @@ async def list_devices(
             " ORDER BY id LIMIT %(limit)s",
             {"kind": kind, "city": city, "ward": wards, "after": after, "limit": limit},
         )
-        return [_row_to_device(r) for r in await cur.fetchall()]
+        return [row_to_device(r) for r in await cur.fetchall()]
 
 
 async def device_places(conn: psycopg.AsyncConnection) -> dict[str, tuple[str, str, str | None]]:
