@@ -168,3 +168,14 @@ def test_a_bad_routes_file_names_file_and_field(tmp_path: Path, text: str, field
         load_routes(path, environ={})
     assert err.value.field == field
     assert str(path) in str(err.value) and field in str(err.value)
+
+
+async def test_a_bad_routes_file_stops_the_dispatch_worker_from_starting(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("routes: [{receiver: nobody}]", encoding="utf-8")
+    s = settings.model_copy(update={"notification_routes_file": path})
+    with pytest.raises(NotificationConfigError, match=r"routes\[0\]\.receiver"):
+        async with DispatchWorker(s, database_url):
+            pass
