@@ -24,7 +24,8 @@ from ioc.settings import Settings
 from rules.engine import Transition
 from rules.matchers import parse_matcher
 from rules.suppression import Silence
-from tests.conftest import eventually
+from tests.conftest import MqttPublisher, eventually, running_service
+from tests.test_alerting import FLOOD_RULES, publish_levels, rules_dir
 from tests.test_dispatch import SECRET, Receiver, dispatch_settings, receiver, subscribed
 
 __all__ = ["receiver"]  # the fixture, imported for pytest
@@ -179,3 +180,41 @@ async def test_a_bad_routes_file_stops_the_dispatch_worker_from_starting(
     with pytest.raises(NotificationConfigError, match=r"routes\[0\]\.receiver"):
         async with DispatchWorker(s, database_url):
             pass
+
+
+async def test_the_rules_service_notifies_a_firing_alert_but_not_the_one_it_inhibits(
+    settings: Settings,
+    publisher: MqttPublisher,
+    db: psycopg.AsyncConnection,
+    tmp_path: Path,
+    topic_prefix: str,
+) -> None:
+    """Through the service's own stages: a reading over BĐ III fires bd3 and bd2; bd3 inhibits
+    bd2 (tests/test_alerting.py's rules), so only bd3 leaves, on the MQTT receiver's route."""
+    path = tmp_path / "notifications.yaml"
+    path.write_text(
+        f"receivers: [{{name: t, mqtt: {{topic: '{topic_prefix}/n'}}}}]\n"
+        "routes: [{receiver: t, match: {domain: flood}}]\n",
+        encoding="utf-8",
+    )
+    s = settings.model_copy(
+        update={
+            "rules_dir": rules_dir(tmp_path, FLOOD_RULES.replace("FOR", "0s")),
+            "rules_tick_s": 3600.0,
+            "notification_routes_file": path,
+        }
+    )
+
+    async def notified() -> list[tuple[str, str]]:
+        cur = await db.execute(
+            "SELECT kind, payload->'alerts'->0->'labels'->>'alertname' FROM outbox"
+            " WHERE agency_id = 'receiver:t' ORDER BY id"
+        )
+        return [(r[0], r[1]) for r in await cur.fetchall()]
+
+    async with running_service(s) as (runtime, _http):
+        publish_levels(publisher, s, [(time.time() - 1, 0.80)])
+        await eventually(notified)
+        assert runtime.rules is not None
+        await runtime.rules.tick(time.time())  # inhibition applied on the tick at the latest
+        assert await notified() == [("alert.firing", "bd3")]
