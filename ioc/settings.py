@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         description="also take the planned cuts from the retained MQTT message on "
         "{prefix}/power/planned-outages (docs/asyncapi.yaml)",
     )
+    notification_routes_file: Path | None = Field(
+        None,
+        description="notification receivers and routes (YAML; docs/operations.md, "
+        "Notifications); unset: ioc/site_data/notifications.yaml, which sends nothing",
+    )
     rules_clock: Literal["wall", "stream"] = Field(
         "wall",
         description="time for time-driven rule steps: the wall clock, or the newest reading "

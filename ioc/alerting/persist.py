@@ -25,6 +25,7 @@ async def persist(conn: psycopg.AsyncConnection, p: Pass) -> None:
     rows = await store.apply_transitions(conn, p.transitions)
     p.book.track(rows)
     p.changed.extend(rows)
+    p.moved.extend(rows)
 
 
 class Backlog:

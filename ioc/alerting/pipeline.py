@@ -1,6 +1,6 @@
 """The alert path as stages, in the order Alertmanager runs them:
 
-    evaluate → persist → mute → escalate → announce
+    evaluate → persist → mute → escalate → announce → notify
 
 ``evaluate`` (:mod:`ioc.alerting.evaluate`) is the pure engine in memory: records and the clock
 in, transitions out. The four stages after it share one signature, :data:`Stage` — ``(conn,
@@ -13,7 +13,9 @@ hear of is exactly what committed:
   planned outages, inhibition) when that changed;
 - :mod:`~ioc.alerting.escalate` raises the level of critical alerts nobody acknowledged;
 - :mod:`~ioc.alerting.announce` appends an ``alert`` feed frame per changed row and signals the
-  incident worker.
+  incident worker;
+- :mod:`~ioc.alerting.notify` enqueues the Alertmanager-format notifications of unmuted state
+  changes to the receivers whose routes match, in the dispatch outbox.
 
 A stage's own inputs (the silences in force, the escalation policy) are the fields of the stage
 object; everything that varies per run — the time included — is in the :class:`Pass`.
@@ -74,12 +76,14 @@ class OpenAlerts:
 @dataclass
 class Pass:
     """One run of the stages. ``now``: the alerting clock (wall time, or in stream mode the
-    newest reading's time); ``changed``: the alert rows changed so far, in order."""
+    newest reading's time); ``changed``: the alert rows changed so far, in order; ``moved``: those
+    of them that are state changes (what notify sends)."""
 
     now: float
     book: OpenAlerts
     transitions: Sequence[Transition] = ()
     changed: list[dict[str, Any]] = field(default_factory=list)
+    moved: list[dict[str, Any]] = field(default_factory=list)  # rows of state changes (persist)
 
 
 Stage = Callable[[psycopg.AsyncConnection, Pass], Awaitable[None]]

@@ -31,9 +31,11 @@ from ingest.records import Record
 from ioc.alerting import evaluate, mute, pipeline, store
 from ioc.alerting.announce import announce
 from ioc.alerting.escalate import Escalate
+from ioc.alerting.notify import Notify
 from ioc.alerting.persist import Backlog, persist
 from ioc.alerting.pipeline import OpenAlerts, Pass
 from ioc.alerting.restore import restore
+from ioc.alerting.routes import load_routes, routes_file
 from ioc.alerting.rule_files import RuleFiles, rules_path
 from ioc.alerting.tide_source import PredictedTide, site_predictor
 from ioc.device_lifecycle import decommissioned_ids
@@ -88,6 +90,8 @@ class RulesService:
         self._silences: list[Silence] = []
         self._windows: list[MaintenanceWindow] = []
         self._escalate = Escalate(settings.alert_escalate_max, settings.alert_escalate_after_s)
+        # a bad routes file refuses to start, naming the file and the field
+        self._notify = Notify(load_routes(routes_file(settings.notification_routes_file)))
         self._devices_at = 0.0
         self._hand_event_id = 0
         self._files = RuleFiles(rules_path(settings))
@@ -199,7 +203,9 @@ class RulesService:
                     self.outages.refresh()  # the file, when it changed (a stat per tick)
                 self._silences, self._windows = await mute.load(conn)
                 await pipeline.run(
-                    conn, Pass(now, self._book), [self._muting(), self._escalate, announce]
+                    conn,
+                    Pass(now, self._book),
+                    [self._muting(), self._escalate, announce, self._notify],
                 )
             except psycopg.Error as exc:
                 log.warning("rules tick: database unavailable (%s); retrying", exc)
@@ -240,7 +246,9 @@ class RulesService:
         try:
             conn = await self._connection()
             await pipeline.run(
-                conn, Pass(now, self._book, transitions), [persist, self._muting(), announce]
+                conn,
+                Pass(now, self._book, transitions),
+                [persist, self._muting(), announce, self._notify],
             )
         except psycopg.Error as exc:
             log.warning("storing %d alert transitions failed (%s); kept", len(transitions), exc)

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from ioc.alerting.routes import RECEIVER_PREFIX
 from ioc.dispatch.delivery import Delivery
 from ioc.settings import DISPLAY_TIMEZONE
 
@@ -28,3 +29,11 @@ def envelope(delivery: Delivery, sent_at: datetime) -> bytes:
             "sent_at": sent_at.astimezone(_LOCAL).isoformat(timespec="seconds"),
         }
     )
+
+
+def body(delivery: Delivery, sent_at: datetime) -> bytes:
+    """What goes on the wire: the envelope for an agency; for a notification receiver
+    (:mod:`ioc.alerting.notify`) its payload as is, the Alertmanager webhook message."""
+    if delivery.agency_id.startswith(RECEIVER_PREFIX):
+        return orjson.dumps(delivery.payload)
+    return envelope(delivery, sent_at)

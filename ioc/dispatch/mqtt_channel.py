@@ -22,7 +22,7 @@ from datetime import datetime
 
 from ioc.backoff import Backoff
 from ioc.dispatch.delivery import Attempt, Delivery, Outcome
-from ioc.dispatch.envelope import envelope
+from ioc.dispatch.envelope import body
 from ioc.settings import Settings
 from mqttclient import Client, ConnectRefused, MqttError, PublishRefused
 
@@ -85,7 +85,7 @@ class MqttChannel:
             async with asyncio.timeout(self._timeout_s):
                 await client.publish(
                     delivery.target,
-                    envelope(delivery, now),
+                    body(delivery, now),
                     qos=QOS,
                     content_type="application/json",
                     payload_format_indicator=1,

@@ -65,6 +65,28 @@ async def enqueue(
     webhook = webhook_targets(settings).get(agency_id)
     if webhook is not None:
         channels.append((WEBHOOK, webhook.url))
+    return await insert(
+        conn,
+        incident_id=incident_id,
+        agency_id=agency_id,
+        kind=kind,
+        payload=payload,
+        channels=channels,
+    )
+
+
+async def insert(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    incident_id: int | None,
+    agency_id: str,
+    kind: str,
+    payload: dict[str, Any],
+    channels: list[tuple[str, str]],
+) -> list[int]:
+    """One row per ``(channel, target)`` and the wake-up; the caller's transaction decides.
+    :func:`enqueue` for agencies; :mod:`ioc.alerting.notify` for notification receivers
+    (``agency_id`` ``receiver:{name}``)."""
     body = Jsonb(payload, dumps=_dumps)
     ids: list[int] = []
     async with conn.transaction(), conn.cursor() as cur:

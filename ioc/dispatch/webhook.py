@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 
 import ioc
+from ioc.alerting.routes import load_routes, routes_file
 from ioc.dispatch.delivery import Attempt, Delivery, Outcome
-from ioc.dispatch.envelope import envelope
+from ioc.dispatch.envelope import body as wire_body
 from ioc.dispatch.retry import classify_status, parse_retry_after
 from ioc.dispatch.signature import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from ioc.settings import Settings
@@ -63,6 +64,10 @@ class WebhookChannel:
         self._settings = settings
         self._timeout_s = settings.dispatch_timeout_s
         self._webhooks = webhook_targets(settings)
+        # notification receivers (ioc.alerting.routes): outbox agency_id receiver:{name}
+        for r in load_routes(routes_file(settings.notification_routes_file)).receivers.values():
+            if r.channel == "webhook" and r.secret is not None:
+                self._webhooks[r.outbox_id] = Webhook(r.target, r.secret)
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self._timeout_s),
             follow_redirects=False,
@@ -81,9 +86,9 @@ class WebhookChannel:
                 Outcome.FAILED,
                 0.0,
                 error=f"no webhook configured for agency {delivery.agency_id!r} "
-                "(IOC_AGENCY_WEBHOOKS)",
+                "(IOC_AGENCY_WEBHOOKS, or the notification routes file)",
             )
-        body = envelope(delivery, now)
+        body = wire_body(delivery, now)
         timestamp = int(now.timestamp())
         headers = {
             "Content-Type": "application/json",

@@ -32,6 +32,7 @@ from typing import Protocol
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from ioc.alerting.routes import load_routes, routes_file
 from ioc.backoff import Backoff
 from ioc.dispatch import instruments, outbox
 from ioc.dispatch.delivery import MQTT, WEBHOOK, Attempt, Delivery, Outcome
@@ -91,6 +92,8 @@ class DispatchWorker:
 
     async def __aenter__(self) -> DispatchWorker:
         webhook_targets(self._settings)  # a bad IOC_AGENCY_WEBHOOKS refuses to start, naming it
+        # so does a bad notification routes file (before anything is opened)
+        load_routes(routes_file(self._settings.notification_routes_file))
         self._pool = AsyncConnectionPool(
             self._conninfo,
             min_size=1,
