@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import NamedTuple
 
 import mqtt5
 from mqtt5 import QoS, Will
@@ -108,11 +109,31 @@ class Message:
     generation: int
 
 
-# A QoS 1 publish waiting for a slot in the in-flight window: topic, payload, retain,
-# content type, payload format indicator, user properties, and the future its PUBACK resolves.
-_Queued = tuple[
-    str, bytes, bool, str | None, int, list[tuple[str, str]] | None, asyncio.Future[None]
-]
+class _Message(NamedTuple):
+    """What one publish sends; the packet id is given when it enters the in-flight window."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    content_type: str | None
+    payload_format_indicator: int
+    user_properties: list[tuple[str, str]] | None
+
+    def packet(self, qos: QoS, packet_id: int | None = None) -> mqtt5.PublishPacket:
+        return mqtt5.PublishPacket(
+            self.topic,
+            self.payload,
+            qos=qos,
+            retain=self.retain,
+            packet_id=packet_id,
+            content_type=self.content_type,
+            payload_format_indicator=self.payload_format_indicator,
+            user_properties=self.user_properties,
+        )
+
+
+# A QoS 1 publish waiting for a slot in the in-flight window, and the future its PUBACK resolves.
+_Queued = tuple[_Message, asyncio.Future[None]]
 
 
 class _Backoff:
@@ -277,7 +298,7 @@ class Client:
         for task in self._loops:
             task.cancel()
         await self._tasks.__aexit__(None, None, None)
-        futures = [f for _, f in self._inflight.values()] + [q[-1] for q in self._queue]
+        futures = [f for _, f in self._inflight.values()] + [f for _, f in self._queue]
         self._queue.clear()
         for future in futures:
             if not future.done():
@@ -365,24 +386,17 @@ class Client:
         an unacknowledged publish is sent again with DUP set, with the same properties)."""
         if self._closing:
             raise ConnectionLost("client is closing")
+        message = _Message(
+            topic, payload, retain, content_type, payload_format_indicator, user_properties
+        )
         if qos == 0:
-            data = mqtt5.PublishPacket(
-                topic,
-                payload,
-                retain=retain,
-                content_type=content_type,
-                payload_format_indicator=payload_format_indicator,
-                user_properties=user_properties,
-            ).write()
+            data = message.packet(QoS.AT_MOST_ONCE).write()
             self._check_size(len(data))
             await self._write(data)
             return
         if qos != 1:
             raise ValueError(f"qos must be 0 or 1, got {qos}")
-        future = self._enqueue(
-            topic, payload, retain, content_type, payload_format_indicator, user_properties
-        )
-        await future
+        await self._enqueue(message)
 
     def publish_nowait(
         self,
@@ -405,78 +419,28 @@ class Client:
         if len(self._queue) >= self._max_queued_publishes:
             raise PublishQueueFull(self._max_queued_publishes)
         return self._enqueue(
-            topic, payload, retain, content_type, payload_format_indicator, user_properties
+            _Message(
+                topic, payload, retain, content_type, payload_format_indicator, user_properties
+            )
         )
 
-    def _enqueue(
-        self,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        content_type: str | None,
-        payload_format_indicator: int,
-        user_properties: list[tuple[str, str]] | None,
-    ) -> asyncio.Future[None]:
+    def _enqueue(self, message: _Message) -> asyncio.Future[None]:
         if self._broker_max_packet is not None:  # refuse now, not when a slot frees
-            probe = mqtt5.PublishPacket(
-                topic,
-                payload,
-                qos=QoS.AT_LEAST_ONCE,
-                retain=retain,
-                packet_id=1,
-                content_type=content_type,
-                payload_format_indicator=payload_format_indicator,
-                user_properties=user_properties,
-            )
-            self._check_size(len(probe.write()))
+            self._check_size(len(message.packet(QoS.AT_LEAST_ONCE, packet_id=1).write()))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._idle.clear()
         if not self._queue and len(self._inflight) < self._broker_receive_max and self.connected:
             # room in the window and nobody waiting before us: straight out
-            self._send_publish(
-                topic,
-                payload,
-                retain,
-                content_type,
-                payload_format_indicator,
-                user_properties,
-                future,
-            )
+            self._send_publish(message, future)
             self._schedule_flush()
         else:
-            entry = (
-                topic,
-                payload,
-                retain,
-                content_type,
-                payload_format_indicator,
-                user_properties,
-            )
-            self._queue.append((*entry, future))
+            self._queue.append((message, future))
         return future
 
-    def _send_publish(
-        self,
-        topic: str,
-        payload: bytes,
-        retain: bool,
-        content_type: str | None,
-        payload_format_indicator: int,
-        user_properties: list[tuple[str, str]] | None,
-        future: asyncio.Future[None],
-    ) -> None:
+    def _send_publish(self, message: _Message, future: asyncio.Future[None]) -> None:
         """Into the window: a packet id, the in-flight table, this turn's outgoing bytes."""
         packet_id = self._allocate_id()
-        packet = mqtt5.PublishPacket(
-            topic,
-            payload,
-            qos=QoS.AT_LEAST_ONCE,
-            retain=retain,
-            packet_id=packet_id,
-            content_type=content_type,
-            payload_format_indicator=payload_format_indicator,
-            user_properties=user_properties,
-        )
+        packet = message.packet(QoS.AT_LEAST_ONCE, packet_id)
         self._out += packet.write()
         self._inflight[packet_id] = (packet, future)
 
@@ -487,10 +451,10 @@ class Client:
         queue, inflight, limit = self._queue, self._inflight, self._broker_receive_max
         sent = False
         while queue and len(inflight) < limit:
-            entry = queue.popleft()
-            if entry[-1].done():
+            message, future = queue.popleft()
+            if future.done():
                 continue  # its caller was cancelled while it waited: never sent
-            self._send_publish(*entry)
+            self._send_publish(message, future)
             sent = True
         if sent:
             self._schedule_flush()
