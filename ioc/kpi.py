@@ -40,7 +40,6 @@ which come from the fixed table :data:`DIMENSIONS`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -61,6 +60,7 @@ from psycopg_pool import AsyncConnectionPool
 from ioc.settings import DISPLAY_TIMEZONE
 from ioc.site import Site
 from ioc.storage.feed import FeedEvent, append
+from ioc.workers import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -510,11 +510,8 @@ class KpiPublisher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def publish_once(self) -> int | None:
         """One round: the seq of the frame appended, or None when nothing changed."""
