@@ -12,9 +12,6 @@ COPY requirements/tools.lock requirements/tools.lock
 RUN pip install --no-cache-dir --require-hashes -r requirements/tools.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY ioc ioc
-COPY ingest ingest
-COPY rules rules
-COPY simulators simulators
 COPY dashboards dashboards
 COPY mqttclient mqttclient
 RUN uv build --wheel --out-dir /dist

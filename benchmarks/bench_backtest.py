@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from ioc.devices import Device  # noqa: E402
+from ioc.core.devices import Device  # noqa: E402
 from ioc.storage import devices as store  # noqa: E402
 from ioc.storage import migrate  # noqa: E402
 from ioc.storage.maintenance import ensure_partitions_ahead  # noqa: E402

@@ -47,13 +47,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from ingest.service import IngestService  # noqa: E402
-from ioc.devices import Device  # noqa: E402
+from ioc.core.devices import Device  # noqa: E402
+from ioc.core.settings import MqttAddress, Settings  # noqa: E402
+from ioc.core.topics import device_topic  # noqa: E402
 from ioc.embedded import EmbeddedMosquitto, EmbeddedPostgres  # noqa: E402
-from ioc.settings import MqttAddress, Settings  # noqa: E402
+from ioc.ingest.service import IngestService  # noqa: E402
+from ioc.routing.intake import report_vocabulary  # noqa: E402
 from ioc.storage import devices as store  # noqa: E402
 from ioc.storage import migrate  # noqa: E402
-from ioc.topics import device_topic  # noqa: E402
 from mqttclient import Client  # noqa: E402
 
 PREFIX = "bench/hg"
@@ -425,6 +426,7 @@ def latency(
             settings.database_url or "",
             migrate(settings.database_url or ""),
             listeners=[on_commit],
+            reports=report_vocabulary(settings),
         ) as svc:
             await svc.wait_connected(20)
             pub = subprocess.Popen(  # noqa: ASYNC220 - started once, then awaited off-loop

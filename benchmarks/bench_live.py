@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+from ioc.core.settings import MqttAddress  # noqa: E402
+from ioc.core.site import load_site  # noqa: E402
 from ioc.embedded import EmbeddedMosquitto  # noqa: E402
-from ioc.settings import MqttAddress  # noqa: E402
-from ioc.site import load_site  # noqa: E402
-from rules.language import DEFAULT_PACK  # noqa: E402
+from ioc.rules.language import DEFAULT_PACK  # noqa: E402
 
 TOKEN = "bench-token-0123456789"  # the service refuses tokens under 16 characters
 PROBES = [f"probe-{i}" for i in range(8)]

@@ -12,7 +12,7 @@ the cores are shared):
   waiter on every PUBACK before the queue was FIFO;
 - ``simulator``: the simulators' own path — a ``_LinkPool`` of one, then ``--links`` (default
   8, as a 4,000-device run in ``shared`` mode has) connections
-  (``simulators/runner.py``), ``pool.ready`` then ``_Link.publish`` (``publish_nowait``) per
+  (``ioc/simulators/runner.py``), ``pool.ready`` then ``_Link.publish`` (``publish_nowait``) per
   message exactly as ``Simulation`` sends telemetry, then ``pool.drain``.
 
 Payloads are ~120 B telemetry JSON on ``bench/pub/<run>/…`` (no subscriber: the broker only
@@ -33,9 +33,9 @@ from collections.abc import Callable
 import orjson
 import paho.mqtt.client as mqtt
 
-from ioc.settings import MqttAddress
+from ioc.core.settings import MqttAddress
+from ioc.simulators.runner import _Link, _LinkPool
 from mqttclient import Client
-from simulators.runner import _Link, _LinkPool
 
 
 def _payload(i: int) -> bytes:

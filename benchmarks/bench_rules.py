@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from ioc.devices import Device  # noqa: E402
-from rules.engine import Engine  # noqa: E402
-from rules.language import check_rules  # noqa: E402
+from ioc.core.devices import Device  # noqa: E402
+from ioc.rules.engine import Engine  # noqa: E402
+from ioc.rules.language import check_rules  # noqa: E402
 
 CITIES = {"vi-thanh": [f"vt-w{i}" for i in range(9)], "nga-bay": [f"nb-w{i}" for i in range(6)]}
 KINDS = {

@@ -49,8 +49,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from report import save
 
+from ioc.core.settings import MqttAddress
 from ioc.embedded import EmbeddedMosquitto
-from ioc.settings import MqttAddress
 from ioc.storage import devices as store
 from ioc.storage import migrate
 

@@ -50,9 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from report import save  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
+from ioc.core.settings import MqttAddress  # noqa: E402
 from ioc.embedded import EmbeddedMosquitto  # noqa: E402
-from ioc.settings import MqttAddress  # noqa: E402
-from rules.language import DEFAULT_PACK  # noqa: E402
+from ioc.rules.language import DEFAULT_PACK  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

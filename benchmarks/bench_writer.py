@@ -25,10 +25,10 @@ from bench_ingest import make_devices  # benchmarks/ is on sys.path when run as 
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from ingest import writer as writer_module
-from ingest.handoff import Delivery
-from ingest.records import Telemetry
-from ingest.writer import BatchWriter
+from ioc.ingest import writer as writer_module
+from ioc.ingest.handoff import Delivery
+from ioc.ingest.records import Telemetry
+from ioc.ingest.writer import BatchWriter
 from ioc.storage import devices as store
 from ioc.storage import migrate
 

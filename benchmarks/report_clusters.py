@@ -1,13 +1,13 @@
 """How often would the `reports-cluster` rule fire on simulated citizen reports?
 
-Runs the report model (simulators/reports.py) over ordinary years and over the flood-evening
+Runs the report model (ioc/simulators/reports.py) over ordinary years and over the flood-evening
 scenario and counts, for candidate (min_count, window) settings, the windows in which one
 category reached min_count reports in one ward, and in one whole city (an upper bound for any
 ward map: the five post-merger units are unions of the former wards, each inside one city).
 
     .venv/bin/python benchmarks/report_clusters.py [--years 10] [--factor 1]
 
-The numbers behind the rule's settings are in rules/packs/default.yaml and docs/simulators.md.
+The numbers behind the rule's settings are in ioc/rules/packs/default.yaml and docs/simulators.md.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import argparse
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
-from ioc.settings import Settings
-from ioc.site import Site, load_site
-from simulators.conditions import NORMAL
-from simulators.model import Problems, ReportModel
-from simulators.scenario import load_scenario
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
+from ioc.simulators.conditions import NORMAL
+from ioc.simulators.model import Problems
+from ioc.simulators.reports import ReportModel
+from ioc.simulators.scenario import load_scenario
 
 VN = timezone(timedelta(hours=7))
 CANDIDATES = ((3, 2), (2, 6), (3, 6), (3, 12), (3, 24))  # (min_count, window hours)

@@ -36,15 +36,15 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from report import save
 
+from ioc.core.settings import Settings
+from ioc.core.site import load_site
 from ioc.embedded import EmbeddedMosquitto
-from ioc.settings import Settings
-from ioc.site import load_site
+from ioc.simulators.clock import recent_start
+from ioc.simulators.faults import FaultConfig
+from ioc.simulators.model import LOCAL_TZ
+from ioc.simulators.runner import Simulation, load_scenario, scale_site
 from ioc.storage import devices as store
 from ioc.storage import migrate
-from simulators.clock import recent_start
-from simulators.faults import FaultConfig
-from simulators.model import LOCAL_TZ
-from simulators.runner import Simulation, load_scenario, scale_site
 
 PREFIX = "soak/hg"
 

@@ -1,10 +1,10 @@
-"""Tide prediction speed: what the simulator and the API ask of ioc.tides (docs/benchmarks.md).
+"""Tide prediction speed: what the simulator and the API ask of ioc.core.tides (docs/benchmarks.md).
 
     .venv/bin/python benchmarks/tides.py
 
 1. UTide's exact reconstruction (astronomy and nodal corrections at every instant) of one
-   station's year at 5-minute steps — the cost ioc.tides avoids;
-2. ioc.tides.predict (astronomy linearised per 10-day block) of the same year;
+   station's year at 5-minute steps — the cost ioc.core.tides avoids;
+2. ioc.core.tides.predict (astronomy linearised per 10-day block) of the same year;
 3. a year at 5-minute steps for the site's 6 flood gauges, vectorised, through the day cache;
 4. the simulator's way: one reading per gauge every 5 minutes for a year, stepping through time;
 5. one API call: 3 days of points every 10 minutes plus the high and low waters, cold cache.
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import utide
 
-from ioc.site import load_site
-from ioc.tides import _DATENUM_UNIX, TidePredictor, _coef, predict
+from ioc.core.site import load_site
+from ioc.core.tides import _DATENUM_UNIX, TidePredictor, _coef, predict
 
 SITE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
 
@@ -41,7 +41,7 @@ def main() -> None:
 
     s = time.perf_counter()
     predict(st, year)
-    print(f"ioc.tides.predict, 1 station-year at 5 min:  {time.perf_counter() - s:6.2f} s")
+    print(f"ioc.core.tides.predict, 1 station-year at 5 min:  {time.perf_counter() - s:6.2f} s")
 
     pred = TidePredictor.from_site(site)
     s = time.perf_counter()

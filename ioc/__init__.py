@@ -1,8 +1,12 @@
-"""Hậu Giang IOC backend: shared vocabulary, storage, API and the composition root.
+"""Hậu Giang IOC backend, in layers (docs/architecture.md; tests/test_layers.py checks them):
 
-Packages beside this one: ``ingest`` (MQTT intake), ``rules`` (the pure rule engine) and
-``simulators`` (field-device models). Data flows one way: nothing in those packages imports
-``ioc.app`` (the composition root) or ``ioc.api``.
+- the floor, ``ioc.core``: shared vocabulary and time handling;
+- infrastructure: ``ioc.storage`` (PostgreSQL/TimescaleDB), ``ioc.embedded`` (local services);
+- the pipelines: ``ioc.ingest`` (MQTT intake), ``ioc.rules`` (the pure rule engine),
+  ``ioc.alerting`` (the alert stages), ``ioc.live`` (the live feed);
+- features: ``ioc.routing``, ``ioc.incidents``, ``ioc.dispatch``, ``ioc.cap``, ``ioc.kpi``,
+  ``ioc.open311``, ``ioc.provision``; ``ioc.simulators`` stands in for the field;
+- the HTTP surface ``ioc.api`` and the roof ``ioc.app`` (composition root and command line).
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 import sys
 
-from ioc.cli import main
+from ioc.app.cli import main
 
 sys.exit(main())

@@ -137,7 +137,7 @@ _Queued = tuple[_Message, asyncio.Future[None]]
 
 
 class _Backoff:
-    # Duplicated from ioc/backoff.py on purpose (8 lines): this package must not import ioc.
+    # Duplicated from ioc/core/backoff.py on purpose (8 lines): this package must not import ioc.
     def __init__(self, initial_s: float, maximum_s: float) -> None:
         self._initial, self._maximum, self._next = initial_s, maximum_s, initial_s
 

@@ -7,7 +7,7 @@ crossed each BĐ level, so "BĐ alarms fire on the days the level crosses" can b
 
 The flood and rain gauges of the packaged site are stepped offline (no broker) the way the
 simulator runner calls them, every 5 minutes of simulated time; their readings go through the
-rule engine exactly as in ``ioc rules backtest`` (``rules.backtest.replay``), with the predicted
+rule engine exactly as in ``ioc rules backtest`` (``ioc.rules.backtest.replay``), with the predicted
 astronomical tide of each gauge injected as a ``TabulatedTide`` (10-minute grid) for the
 residual and forecast rules. docs/rules.md ("Year backtest") holds the table this prints.
 """
@@ -27,16 +27,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ioc.devices import Device  # noqa: E402
-from ioc.site import load_site  # noqa: E402
-from ioc.tides import TidePredictor, UnknownStation  # noqa: E402
-from rules.backtest import BacktestResult, Stream, replay  # noqa: E402
-from rules.language import DEFAULT_PACK, Rule, RuleSet, load_rules  # noqa: E402
-from rules.schedule import LOCAL  # noqa: E402
-from rules.tide import TabulatedTide  # noqa: E402
-from simulators.conditions import NORMAL, Conditions  # noqa: E402
-from simulators.model import DeviceModel, build_models  # noqa: E402
-from simulators.scenario import Scenario, load_scenario  # noqa: E402
+from ioc.core.devices import Device  # noqa: E402
+from ioc.core.site import load_site  # noqa: E402
+from ioc.core.tides import TidePredictor, UnknownStation  # noqa: E402
+from ioc.rules.backtest import BacktestResult, Stream, replay  # noqa: E402
+from ioc.rules.language import DEFAULT_PACK, Rule, RuleSet, load_rules  # noqa: E402
+from ioc.rules.schedule import LOCAL  # noqa: E402
+from ioc.rules.tide import TabulatedTide  # noqa: E402
+from ioc.simulators.conditions import NORMAL, Conditions  # noqa: E402
+from ioc.simulators.fleet import build_models  # noqa: E402
+from ioc.simulators.model import DeviceModel  # noqa: E402
+from ioc.simulators.scenario import Scenario, load_scenario  # noqa: E402
 
 SITE_FILE = ROOT / "ioc" / "site_data" / "hau-giang.yaml"
 KINDS = ("flood", "rain", "salinity")  # the water hazards; other kinds are not simulated here
@@ -70,7 +71,7 @@ def simulate(
 def predicted_tide(
     devices: list[Device], predictor: TidePredictor, start: float, end: float
 ) -> TabulatedTide:
-    """The product's prediction for each flood gauge (``ioc.tides``, the site's tide data — the
+    """The product's prediction for each flood gauge (``ioc.core.tides``, the site's tide data — the
     same harmonic model the simulator draws its tide from; the simulator adds rain, scenario
     offsets and noise), on a 10-minute grid."""
     grid = np.arange(start - 86400.0, end + 86400.0, TIDE_GRID_S)

@@ -15,7 +15,7 @@ that Sa and Ssa peak on the given days.
 The fit is a grid search (lag, diurnal phase) with the mean level solved exactly for the peak
 level target, then a scale search where the station has one (Vị Thanh: days above BĐ III).
 Stations that ``follow`` another take its lag and diurnal phase (plus their own lag). Everything
-is evaluated through ioc.tides.predict, i.e. UTide, at 10-minute steps.
+is evaluated through ioc.core.tides.predict, i.e. UTide, at 10-minute steps.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ioc.site import load_site  # noqa: E402
-from ioc.tides import CONSTITUENTS, Constituent, StationTide, TidePredictor, predict  # noqa: E402
+from ioc.core.site import load_site  # noqa: E402
+from ioc.core.tides import CONSTITUENTS, Constituent, StationTide, TidePredictor, predict  # noqa: E402
 
 TIDES = ROOT / "ioc" / "site_data" / "tides.yaml"
 SITE = ROOT / "ioc" / "site_data" / "hau-giang.yaml"

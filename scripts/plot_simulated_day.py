@@ -21,16 +21,18 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
-from ioc.site import Site, load_site
-from simulators.cabinet import CabinetModel
-from simulators.conditions import NORMAL
-from simulators.flood import FloodStationModel
-from simulators.lighting import LampModel
-from simulators.model import LOCAL_TZ, DeviceModel, Problems, ReportModel, build_models
-from simulators.rain import RainGaugeModel
-from simulators.salinity import SalinityStationModel
-from simulators.scenario import SCENARIO_DIR, load_scenario
-from simulators.traffic import DetectorModel
+from ioc.core.site import Site, load_site
+from ioc.simulators.cabinet import CabinetModel
+from ioc.simulators.conditions import NORMAL
+from ioc.simulators.fleet import build_models
+from ioc.simulators.flood import FloodStationModel
+from ioc.simulators.lighting import LampModel
+from ioc.simulators.model import LOCAL_TZ, DeviceModel, Problems
+from ioc.simulators.rain import RainGaugeModel
+from ioc.simulators.reports import ReportModel
+from ioc.simulators.salinity import SalinityStationModel
+from ioc.simulators.scenario import SCENARIO_DIR, load_scenario
+from ioc.simulators.traffic import DetectorModel
 
 SITE_FILE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
 Series = dict[str, list[tuple[datetime, dict[str, float]]]]

@@ -22,8 +22,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ioc.devices import Device
-from ioc.settings import Settings
+from ioc.core.devices import Device
+from ioc.core.settings import Settings
 from ioc.storage import Flavour, migrate
 
 TOKEN = "test-admin-token"
@@ -236,7 +236,7 @@ class MqttPublisher:
     def __init__(self, url: str) -> None:
         import paho.mqtt.client as mqtt
 
-        from ioc.settings import MqttAddress
+        from ioc.core.settings import MqttAddress
 
         addr = MqttAddress(url)
         self.client = mqtt.Client(
@@ -297,7 +297,7 @@ async def running_service(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
     HTTP client for its API: ``(runtime, http)``."""
     import httpx
 
-    from ioc.app import run_service
+    from ioc.app.runtime import run_service
 
     async with run_service(settings) as runtime:
         if runtime.ingest is not None:

@@ -11,7 +11,7 @@ import contextlib
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ioc.settings import Settings
+from ioc.core.settings import Settings
 
 
 class TcpProxy:

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 
 from ioc.alerting.backtest import run_backtest
-from ioc.app import Runtime, run_service
-from ioc.settings import Settings
-from ioc.topics import device_topic
-from rules.language import load_rules
+from ioc.app.runtime import Runtime, run_service
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
+from ioc.rules.language import load_rules
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -430,7 +430,7 @@ async def test_an_alert_that_fires_and_resolves_within_one_batch_is_reported_bot
     db: Any,
 ) -> None:
     from ioc.alerting import store
-    from rules.engine import Transition
+    from ioc.rules.engine import Transition
 
     labels = {"alertname": "flash", "device_id": "x"}
     t0 = time.time()
@@ -454,7 +454,7 @@ async def test_an_alert_that_fires_and_resolves_within_one_batch_is_reported_bot
 async def test_rules_as_their_own_worker_beside_an_ingest_that_only_stores(
     flood_settings: Settings, publisher: MqttPublisher, settings: Settings, db: Any
 ) -> None:
-    from ioc.app import run_rules_worker
+    from ioc.app.runtime import run_rules_worker
 
     split = flood_settings.model_copy(update={"rules_in_ingest": False})
     async with running_service(split) as (runtime, http), run_rules_worker(split) as rules:
@@ -478,7 +478,7 @@ async def test_compacted_backlog_leaves_every_alert_in_its_true_state(db: Any) -
     the state the full sequence would have left them in."""
     from ioc.alerting import store
     from ioc.alerting.persist import compact_backlog
-    from rules.engine import Transition
+    from ioc.rules.engine import Transition
 
     def tr(fp: str, to: str, at: float, active: float, started: float | None) -> Transition:
         return Transition(fp, f"rule-{fp}", to, at, {"alertname": fp}, {}, "warning", None,
@@ -557,7 +557,7 @@ async def test_a_forecast_alert_keeps_its_risk_rising_and_its_peak_time_readable
     """Store level: an open alert's risk level only rises (a later transition with a lower or
     no level leaves it), and a forecast's peak time is RFC 3339 in +07:00 in the history."""
     from ioc.alerting import store
-    from rules.engine import Transition
+    from ioc.rules.engine import Transition
 
     t0 = 1_795_000_000.0
 
@@ -592,10 +592,10 @@ async def test_the_stages_store_mute_and_announce_in_one_transaction_and_wake_in
     from ioc.alerting.announce import ALERTS_CHANNEL, announce
     from ioc.alerting.mute import Mute
     from ioc.alerting.persist import persist
+    from ioc.rules.engine import Transition
+    from ioc.rules.matchers import parse_matcher
+    from ioc.rules.suppression import Silence
     from ioc.storage.feed import FeedEvent, append
-    from rules.engine import Transition
-    from rules.matchers import parse_matcher
-    from rules.suppression import Silence
 
     t0 = time.time()
     labels = {"alertname": "stage", "device_id": "x", "ward": "phuong-vi-tan"}

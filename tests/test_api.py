@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
-from ioc.app import Runtime
-from ioc.settings import Settings
-from ioc.topics import device_topic
+from ioc.app.runtime import Runtime
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -155,7 +155,7 @@ async def test_predicted_tide_of_a_flood_station(
     service: tuple[Runtime, httpx.AsyncClient],
 ) -> None:
     runtime, http = service
-    from ioc.tides import TidePredictor
+    from ioc.core.tides import TidePredictor
 
     url = "/api/v1/flood/stations/vt-flood-01/tide"
     q = {"from": "2026-11-26T12:00:00+07:00", "to": "2026-11-27T00:00:00+07:00"}
@@ -203,7 +203,7 @@ async def test_residual_readings_are_observed_minus_predicted(
     service: tuple[Runtime, httpx.AsyncClient], publisher: MqttPublisher, settings: Settings
 ) -> None:
     runtime, http = service
-    from ioc.tides import TidePredictor
+    from ioc.core.tides import TidePredictor
 
     tide = TidePredictor.from_site(runtime.site).view("vt-flood-02")
     topic = device_topic(

@@ -1,9 +1,9 @@
 """docs/asyncapi.yaml against the code, so the device contract cannot drift from what ingest does.
 
 The document is what device makers build against; the code is what the IOC accepts. These tests
-hold them together: topics (``ioc.topics``), metric names, units and ranges and event types
-(``ioc.catalogue``), dead-letter reasons (``ingest.errors``), limits and session settings
-(``ioc.settings``), and every example in the document is run through the real ``Decoder``.
+hold them together: topics (``ioc.core.topics``), metric names, units and ranges and event types
+(``ioc.core.catalogue``), dead-letter reasons (``ioc.ingest.errors``), limits and session settings
+(``ioc.core.settings``), and every example in the document is run through the real ``Decoder``.
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ import orjson
 import pytest
 import yaml
 
-from ingest.decoding import MEDIA_URL_MAX, PLACE_MAX, REPORT_ID_MAX, Decoder, ReportVocabulary
-from ingest.errors import DecodeError, Reason
-from ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
-from ingest.service import report_vocabulary
-from ioc.catalogue import EVENT_TYPES, METRICS
-from ioc.devices import DEVICE_ID
-from ioc.outages import parse_message
-from ioc.settings import Settings
-from ioc.topics import (
+from ioc.alerting.outages import parse_message
+from ioc.core.catalogue import EVENT_TYPES, METRICS
+from ioc.core.devices import DEVICE_ID
+from ioc.core.settings import Settings
+from ioc.core.topics import (
     REPORT_CHANNELS,
     Channel,
     device_topic,
@@ -39,6 +35,10 @@ from ioc.topics import (
     report_topic,
     subscriptions,
 )
+from ioc.ingest.decoding import MEDIA_URL_MAX, PLACE_MAX, REPORT_ID_MAX, Decoder, ReportVocabulary
+from ioc.ingest.errors import DecodeError, Reason
+from ioc.ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
+from ioc.routing.intake import report_vocabulary
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
 PREFIX = "hg"  # the production prefix of contract v1 (IOC_MQTT_TOPIC_PREFIX's default)
@@ -245,7 +245,7 @@ def test_one_channel_per_kind_and_channel(doc: dict[str, Any]) -> None:
 
 
 def test_the_channels_are_every_topic_the_code_uses(doc: dict[str, Any]) -> None:
-    """Each topic of ioc/topics.py that the system publishes or reads has its channel, and the
+    """Each topic of ioc/core/topics.py that the system publishes or reads has its channel, and the
     document has no channel the code does not use."""
     addresses = [c["address"] for c in doc["channels"].values()]
     assert len(addresses) == len(set(addresses))

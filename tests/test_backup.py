@@ -21,11 +21,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import ioc
-from ioc.settings import Settings
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
 from ioc.storage import Flavour, backup, tokens
 from ioc.storage import devices as device_store
 from ioc.storage import migrations as schema
-from ioc.topics import device_topic
 from tests.conftest import (
     FLOOD,
     TOKEN,

@@ -1,4 +1,4 @@
-"""The working calendar (ioc/calendar.py): 8-hour days, statutory holidays from the `holidays`
+"""The working calendar (ioc/core/calendar.py): 8-hour days, statutory holidays from the `holidays`
 package, the yearly swap decisions (days off bridged, make-up Saturdays) from calendar.yaml, and
 the warning for a year whose decision is missing. Pure arithmetic: no database."""
 
@@ -13,9 +13,9 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from ioc.calendar import DEFAULT_CALENDAR, CalendarError, load_calendar, parse_calendar
-from ioc.routing import RoutingError, load_routing
-from ioc.site import load_site
+from ioc.core.calendar import DEFAULT_CALENDAR, CalendarError, load_calendar, parse_calendar
+from ioc.core.site import load_site
+from ioc.routing.table import RoutingError, load_routing
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 SITE_DATA = Path(__file__).parents[1] / "ioc" / "site_data"
@@ -86,7 +86,7 @@ def test_tet_2027_comes_from_the_holidays_package_and_the_missing_decision_warns
     assert sorted(d for d in off if date(2027, 2, 1) <= d <= date(2027, 2, 28)) == [
         date(2027, 2, d) for d in range(4, 11)
     ]
-    with caplog.at_level("WARNING", logger="ioc.calendar"):
+    with caplog.at_level("WARNING", logger="ioc.core.calendar"):
         cal.add_working_time(local(2026, 11, 26, 9, 0), 1)  # 2026 is known: quiet
         assert caplog.records == []
         # Wednesday 3/2/2027 16:00 + 4 working hours: 1.5 h, then 4–10/2 off → Thursday 11/2
@@ -107,7 +107,7 @@ def test_a_lone_day_of_a_year_does_not_make_the_year_known(
     cal = parse_calendar({**shipped(), "holidays": ["2027-01-01", "2031-05-19"]})
     assert not cal.year_known(2027) and not cal.year_known(2031)
     assert not cal.is_working_day(date(2031, 5, 19))  # a Monday, listed by hand
-    with caplog.at_level("WARNING", logger="ioc.calendar"):
+    with caplog.at_level("WARNING", logger="ioc.core.calendar"):
         cal.add_working_time(local(2031, 5, 16, 17, 0), 1)
     assert [r.getMessage()[:48] for r in caplog.records] == [
         "working calendar: no swap decision for 2031 in t"

@@ -16,10 +16,11 @@ import pytest
 import xmlschema
 from psycopg.types.json import Jsonb
 
-from ioc import cap
 from ioc.api.cap import atom_feed
-from ioc.settings import Settings
-from ioc.site import load_site
+from ioc.cap import message as cap
+from ioc.core.packaged import SITE_DATA
+from ioc.core.settings import Settings
+from ioc.core.site import load_site
 from ioc.storage import cap_messages, tokens
 from tests.conftest import TOKEN, running_service
 
@@ -55,7 +56,7 @@ def _flood(level_m: float | None = 0.82, severity: str = "critical") -> cap.Aler
 
 
 def _ward_area() -> cap.Area:
-    site = load_site(Path(cap.__file__).with_name("site_data") / "hau-giang.yaml")
+    site = load_site(SITE_DATA / "hau-giang.yaml")
     ward = site.ward("phuong-vi-tan")
     return cap.Area.from_outline(
         ward.outline, site.place_name(ward.id, lang="vi"), site.place_name(ward.id, lang="en")

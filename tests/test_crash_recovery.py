@@ -13,10 +13,10 @@ import orjson
 import psycopg
 import pytest
 
-from ioc.devices import Device
-from ioc.settings import Settings
+from ioc.core.devices import Device
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
 from ioc.storage import devices as store
-from ioc.topics import device_topic
 from tests.conftest import MqttPublisher, eventually
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ import orjson
 import psycopg
 import pytest
 
-from ioc.app import run_service
-from ioc.settings import Settings
-from ioc.topics import device_topic
+from ioc.app.runtime import run_service
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
 from tests.conftest import TOKEN, MqttPublisher, eventually
 from tests.proxy import database_behind_proxy
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.decoding import Decoder
-from ingest.errors import DecodeError, Reason
-from ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ioc.ingest.decoding import Decoder
+from ioc.ingest.errors import DecodeError, Reason
+from ioc.ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
 
 NOW = time.time()
 T = "hg/vi-thanh/flood/vt-flood-01/telemetry"
@@ -160,8 +160,8 @@ R = "hg/vi-thanh/reports/app"
 
 @functools.cache
 def report_decoder() -> Decoder:
-    from ingest.service import report_vocabulary
-    from ioc.settings import Settings
+    from ioc.core.settings import Settings
+    from ioc.routing.intake import report_vocabulary
 
     d = decoder()
     d.reports = report_vocabulary(Settings(open311_max_description=50))

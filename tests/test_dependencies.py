@@ -16,7 +16,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-RUNTIME_CODE = ("ioc", "ingest", "rules", "simulators", "mqttclient", "dashboards")
+RUNTIME_CODE = ("ioc", "mqttclient", "dashboards")
 OWN = {"ioc", "ingest", "rules", "simulators", "mqttclient", "dashboards", "tests", "report"}
 # Declared but never imported by name, each for a reason:
 NOT_IMPORTED = {

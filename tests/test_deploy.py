@@ -27,11 +27,11 @@ import pytest
 import yaml
 
 import tests.test_scale_out as scale
+from ioc.core.site import load_site
 from ioc.embedded.mosquitto import find_mosquitto
 from ioc.embedded.ports import LOOPBACK, free_port, is_listening
 from ioc.embedded.process import EmbeddedServerError
-from ioc.provision import IOC_ACCOUNT, provision, read_credentials
-from ioc.site import load_site
+from ioc.provision.accounts import IOC_ACCOUNT, provision, read_credentials
 from tests.conftest import eventually
 
 ROOT = Path(__file__).parents[1]
@@ -432,7 +432,7 @@ async def test_grafana_sql_runs_against_the_migrated_schema(database_url: str) -
 def test_prometheus_queries_use_metrics_the_ioc_exports() -> None:
     from prometheus_client import REGISTRY
 
-    import ioc.app  # noqa: F401 - registers every instrument
+    import ioc.app.runtime  # noqa: F401 - registers every instrument
 
     exported: set[str] = set()
     for family in REGISTRY.collect():
@@ -536,7 +536,7 @@ def test_the_image_gets_every_data_file_the_code_reads() -> None:
                 continue
             if not any(fnmatch.fnmatch(rel, pat) for pat in package_data.get(package, [])):
                 missing.append(f"{package}/{rel}")
-    if missing == ["rules/packs/default.yaml"]:
+    if missing == ["ioc/rules/packs/default.yaml"]:
         pytest.xfail(
             'pyproject.toml [tool.setuptools.package-data] lacks rules = ["packs/*.yaml"]: '
             "the image's `ioc rules run` would have no default rule pack"

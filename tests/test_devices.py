@@ -1,5 +1,6 @@
 """Device lifecycle: bulk import, edit, decommission, the site file reconciled with the registry
-(ioc/device_lifecycle.py, /api/v1/devices, `ioc devices ...`), on the real database and broker."""
+(ioc/provision/lifecycle.py, /api/v1/devices, `ioc devices ...`), on the real database and
+broker."""
 
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ import orjson
 import psycopg
 import pytest
 
-from ioc import device_lifecycle as lifecycle
-from ioc.app import Runtime
-from ioc.cli import main
-from ioc.devices import DeviceError
-from ioc.provision import read_credentials
-from ioc.settings import Settings
-from ioc.site import Site, load_site
+from ioc.app.cli import main
+from ioc.app.runtime import Runtime
+from ioc.core.devices import DeviceError
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
+from ioc.core.topics import device_topic
+from ioc.provision import lifecycle
+from ioc.provision.accounts import read_credentials
 from ioc.storage import devices as device_store
-from ioc.topics import device_topic
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -413,7 +414,7 @@ async def test_at_start_the_site_file_wins_api_devices_stay_decommissioned_stay(
     smaller = replace(site, devices=site.devices[:-1])
     assert lifecycle.diff(smaller.devices, {})[0].what == "site-only"
 
-    caplog.set_level(logging.INFO, logger="ioc.device_lifecycle")
+    caplog.set_level(logging.INFO, logger="ioc.provision.lifecycle")
     async with running_service(settings) as (runtime, _):
         async with runtime.pool.connection() as conn:
             after = await lifecycle.registry(conn, [edited.id, retired.id, "imp-rain-0001"])

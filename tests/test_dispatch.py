@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
+from ioc.core.settings import MqttAddress, Settings
 from ioc.dispatch import DispatchConfigError, DispatchWorker, enqueue, sign, verify
 from ioc.dispatch import outbox as outbox_store
 from ioc.dispatch.deliveries import list_deliveries, retry_failed
@@ -39,7 +40,6 @@ from ioc.dispatch.retry import (
     parse_retry_after,
     retry_delay,
 )
-from ioc.settings import MqttAddress, Settings
 from ioc.storage import tokens as token_store
 from tests.conftest import TOKEN, eventually, running_service
 from tests.proxy import TcpProxy

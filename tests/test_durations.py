@@ -1,4 +1,4 @@
-"""The one duration grammar (ioc/durations.py) and the three places that read durations."""
+"""The one duration grammar (ioc/core/durations.py) and the three places that read durations."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from ioc import durations
+from ioc.core import durations
+from ioc.rules.language import parse_duration as rule_duration
+from ioc.simulators.scenario import parse_duration as scenario_duration
 from ioc.storage.readings import QueryError, parse_bucket
-from rules.language import parse_duration as rule_duration
-from simulators.scenario import parse_duration as scenario_duration
 
 
 @pytest.mark.parametrize(

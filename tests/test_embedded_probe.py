@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ioc.core.settings import MqttAddress
 from ioc.embedded.mosquitto import _remaining_length, probe
-from ioc.settings import MqttAddress
 
 
 def test_remaining_length_is_the_mqtt_variable_byte_integer() -> None:

@@ -16,8 +16,8 @@ from starlette.routing import BaseRoute, Mount
 
 from ioc.api.auth import BEARER
 from ioc.api.docs import ASSETS
-from ioc.app import Runtime
-from ioc.settings import Settings
+from ioc.app.runtime import Runtime
+from ioc.core.settings import Settings
 from tests.conftest import TOKEN, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,13 +17,13 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
 from ioc.incidents import store
 from ioc.incidents.lifecycle import Actor, StepError, check
 from ioc.incidents.store import SYSTEM, Context, Who
 from ioc.incidents.worker import IncidentWorker
-from ioc.routing import RoutingError, load_routing
-from ioc.settings import Settings
-from ioc.site import Site, load_site
+from ioc.routing.table import RoutingError, load_routing
 from ioc.storage import devices as device_store
 from ioc.storage import tokens
 from ioc.storage.database import open_pool

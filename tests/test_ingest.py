@@ -9,17 +9,18 @@ import orjson
 import psycopg
 import pytest
 
-from ingest.errors import Reason
-from ingest.handoff import Delivery
-from ingest.records import CitizenReport, Telemetry
-from ingest.service import IngestService
-from ingest.writer import BatchWriter
-from ioc.devices import Device
-from ioc.settings import Settings
+from ioc.core.devices import Device
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic, report_topic
+from ioc.ingest.errors import Reason
+from ioc.ingest.handoff import Delivery
+from ioc.ingest.records import CitizenReport, Telemetry
+from ioc.ingest.service import IngestService
+from ioc.ingest.writer import BatchWriter
+from ioc.routing.intake import report_vocabulary
 from ioc.storage import Flavour
 from ioc.storage import devices as store
 from ioc.storage import reports as report_store
-from ioc.topics import device_topic, report_topic
 from tests.conftest import FLOOD, LAMP, MqttPublisher, eventually
 
 
@@ -46,7 +47,9 @@ async def test_published_readings_are_stored_once_each(
     p = settings.mqtt_topic_prefix
     t0 = time.time() - 600
     sent = [(t0 + i * 10, 0.5 + i / 100) for i in range(50)]
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         topic = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
         items = [(topic, telemetry(t, i, water_level_m=v)) for i, (t, v) in enumerate(sent)]
@@ -114,7 +117,9 @@ async def test_every_bad_input_is_dead_lettered_and_intake_goes_on(
             orjson.dumps({"ts": int(now * 1000), "type": "meteor"}),
         ),
     }
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         for topic, payload in bad.values():
             publisher.publish(topic, payload)
@@ -143,7 +148,9 @@ async def test_status_events_and_late_registration(
     await _register(db, LAMP)
     p = settings.mqtt_topic_prefix
     now = time.time()
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         publisher.publish(device_topic(p, "vi-thanh", "lighting", LAMP.id, "status"), b"offline")
         publisher.publish(
@@ -178,10 +185,14 @@ async def test_messages_queued_while_stopped_arrive_after_restart(
     await _register(db, FLOOD)
     topic = device_topic(settings.mqtt_topic_prefix, "vi-thanh", "flood", FLOOD.id, "telemetry")
     now = time.time() - 100
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
     publisher.publish_many([(topic, telemetry(now + i, i, water_level_m=0.3)) for i in range(200)])
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         await eventually(lambda: _committed(svc, 200))
     assert await count(db, "SELECT count(*) FROM readings") == 200
@@ -221,7 +232,9 @@ async def test_reports_commit_with_readings_once_each_and_wake_the_router(
         settings.database_url or "", autocommit=True
     ) as listener:
         await listener.execute(f"LISTEN {report_store.CHANNEL}")
-        async with IngestService(settings, settings.database_url or "", flavour) as svc:
+        async with IngestService(
+            settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+        ) as svc:
             await svc.wait_connected(20)
             reading = (
                 device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry"),
@@ -312,7 +325,9 @@ async def test_bad_reports_are_dead_lettered_with_their_reason(
         Reason.BAD_TOPIC: (report_topic(p, "vi-thanh", "fax"), citizen_report(now)),
         Reason.MALFORMED_JSON: (app, b'{"id": '),
     }
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         for topic, payload in bad.values():
             publisher.publish(topic, payload)

@@ -16,9 +16,10 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from ioc import kpi, kpi_report
-from ioc.settings import Settings
-from ioc.site import load_site
+from ioc.core.settings import Settings
+from ioc.core.site import load_site
+from ioc.kpi import figures as kpi
+from ioc.kpi import report as kpi_report
 from ioc.storage import feed, tokens
 from tests.conftest import TOKEN, running_service
 

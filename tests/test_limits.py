@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ioc.api.limits import RateLimiter
-from ioc.settings import Settings
-from rules.language import check_rules
+from ioc.core.settings import Settings
+from ioc.rules.language import check_rules
 from tests.conftest import TOKEN, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,10 +17,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ioc.app import Runtime, run_service
+from ioc.app.runtime import Role, Runtime, run_service
+from ioc.core.settings import Settings
 from ioc.live import session as live_session
 from ioc.live.hub import LiveHub
-from ioc.settings import Settings
 from ioc.storage import Flavour, feed
 from ioc.storage.feed import FeedEvent
 from ioc.storage.maintenance import run_maintenance
@@ -28,6 +28,8 @@ from tests.conftest import TOKEN, eventually
 from tests.proxy import database_behind_proxy
 
 CONTROL = {"hello", "heartbeat", "resync"}
+# An API process without ingest or upkeep: frames come from what the tests write themselves.
+API_ONLY = frozenset({Role.API, Role.DISPATCH})
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class Client:
 
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[Runtime]:
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         yield runtime
 
 
@@ -292,7 +294,7 @@ async def test_resume_from_the_database_while_frames_keep_coming(
     settings = settings.model_copy(
         update={"feed_buffer": feed_buffer, "feed_buffer_bytes": feed_buffer_bytes}
     )
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         hub = hub_of(runtime)
         old = await append(db, *(alert(i) for i in range(30)))
         await eventually(lambda: _hub_at(hub, old[-1]))
@@ -332,7 +334,7 @@ async def test_a_pruned_resume_point_gets_resync_then_live_frames(
         feed_retention=timedelta(hours=48),
     )
     assert report.feed_events_pruned == 5
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         late = await Client.open(runtime, since=gone[1])
         await eventually(lambda: _has_type(late, "resync"))
         (resync,) = late.of("resync")
@@ -356,7 +358,7 @@ async def test_resume_across_rolled_back_seqs(
         async with db.transaction():  # takes seqs, then rolls back: a hole with no rows
             await feed.append(db, [alert(3), alert(4)])
             raise _Rollback
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         assert hub_of(runtime).last_seq == kept[-1] + 2  # the head is a seq that has no row
         a = await Client.open(runtime, since=kept[0])
         b = await Client.open(runtime, since=kept[-1])
@@ -398,7 +400,7 @@ async def test_a_client_that_stops_reading_gets_resync_and_loses_no_alert(
     settings: Settings, db: psycopg.AsyncConnection
 ) -> None:
     settings = settings.model_copy(update={"ws_client_queue": 4, "feed_buffer": 3})
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         hub = hub_of(runtime)
         conn = await stuck_client(runtime)
         await eventually(lambda: _subscribed(hub))
@@ -438,7 +440,7 @@ async def test_readings_are_coalesced_when_a_client_queue_is_full(
     settings: Settings, db: psycopg.AsyncConnection
 ) -> None:
     settings = settings.model_copy(update={"ws_client_queue": 4})
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         hub = hub_of(runtime)
         conn = await stuck_client(runtime)
         await eventually(lambda: _subscribed(hub))
@@ -531,7 +533,7 @@ async def test_heartbeats_carry_the_position(
     settings: Settings, db: psycopg.AsyncConnection
 ) -> None:
     settings = settings.model_copy(update={"ws_heartbeat_s": 0.2})
-    async with run_service(settings, with_ingest=False, with_maintenance=False) as runtime:
+    async with run_service(settings, API_ONLY) as runtime:
         # Filtered out, yet the heartbeat's seq moves past it: resuming from there skips it.
         client = await Client.open(runtime, types="alert")
         (seq,) = await append(db, device("vt-flood-01", "vi-thanh", "flood", True))
@@ -559,8 +561,8 @@ async def test_two_hubs_on_one_database_serve_the_same_frames(
     settings: Settings, db: psycopg.AsyncConnection
 ) -> None:
     async with (
-        run_service(settings, with_ingest=False, with_maintenance=False) as one,
-        run_service(settings, with_ingest=False, with_maintenance=False) as two,
+        run_service(settings, API_ONLY) as one,
+        run_service(settings, API_ONLY) as two,
     ):
         a = await Client.open(one)
         b = await Client.open(two, since=0)
@@ -578,7 +580,7 @@ async def test_the_hub_rereads_after_losing_the_database(
 ) -> None:
     proxy, proxied = await database_behind_proxy(settings)
     try:
-        async with run_service(proxied, with_ingest=False, with_maintenance=False) as runtime:
+        async with run_service(proxied, API_ONLY) as runtime:
             hub = hub_of(runtime)
             client = await Client.open(runtime)
             await eventually(lambda: _connected(hub))

@@ -9,14 +9,15 @@ from typing import Any
 import orjson
 import psycopg
 
-from ingest.errors import Reason
-from ingest.feed import feed_events
-from ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
-from ingest.service import IngestService
-from ioc.settings import Settings
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
+from ioc.ingest.errors import Reason
+from ioc.ingest.feed import feed_events
+from ioc.ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
+from ioc.ingest.service import IngestService
+from ioc.routing.intake import report_vocabulary
 from ioc.storage import Flavour
 from ioc.storage import devices as store
-from ioc.topics import device_topic
 from tests.conftest import FLOOD, LAMP, MqttPublisher, eventually, running_service
 from tests.test_live import Client
 
@@ -89,7 +90,9 @@ async def test_a_database_error_leaves_no_committed_reading_unannounced(
     now = time.time()
     topic = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")
     sent = [(now - 30 + i, 0.5 + i / 100) for i in range(20)]
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         publisher.publish_many([(topic, telemetry(t, water_level_m=v)) for t, v in sent])
         await eventually(lambda: _database_error(svc))
@@ -198,7 +201,8 @@ async def test_overlapping_writers_acknowledge_in_arrival_order_after_commit(
     p = settings.mqtt_topic_prefix
     now = time.time()
     async with IngestService(
-        settings, settings.database_url or "", flavour, listeners=[listener]
+        settings, settings.database_url or "", flavour, listeners=[listener],
+        reports=report_vocabulary(settings),
     ) as svc:
         await svc.wait_connected(20)
         gauge = device_topic(p, "vi-thanh", "flood", FLOOD.id, "telemetry")

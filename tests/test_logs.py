@@ -1,4 +1,4 @@
-"""Structured logs and correlation ids (ioc.logs)."""
+"""Structured logs and correlation ids (ioc.core.logs)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import httpx
 import orjson
 import pytest
 
+from ioc.core.logs import JsonFormatter, request_id
+from ioc.core.settings import Settings
 from ioc.embedded.ports import free_port
-from ioc.logs import JsonFormatter, request_id
-from ioc.settings import Settings
 from tests.conftest import TOKEN, eventually, running_service
 from tests.test_scale_out import Proc
 

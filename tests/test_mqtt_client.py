@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ioc.embedded.ports import LOOPBACK, free_port
-from ioc.provision import hash_password
+from ioc.provision.accounts import hash_password
 from mqttclient import (
     Client,
     ConnectRefused,

@@ -18,12 +18,12 @@ from ioc.alerting.mute import Mute
 from ioc.alerting.notify import Notify
 from ioc.alerting.persist import persist
 from ioc.alerting.pipeline import OpenAlerts, Pass
-from ioc.alerting.routes import DEFAULT_FILE, NotificationConfigError, load_routes
+from ioc.core.settings import Settings
 from ioc.dispatch import DispatchWorker
-from ioc.settings import Settings
-from rules.engine import Transition
-from rules.matchers import parse_matcher
-from rules.suppression import Silence
+from ioc.dispatch.notification_routes import DEFAULT_FILE, NotificationConfigError, load_routes
+from ioc.rules.engine import Transition
+from ioc.rules.matchers import parse_matcher
+from ioc.rules.suppression import Silence
 from tests.conftest import MqttPublisher, eventually, running_service
 from tests.test_alerting import FLOOD_RULES, publish_levels, rules_dir
 from tests.test_dispatch import SECRET, Receiver, dispatch_settings, receiver, subscribed

@@ -20,11 +20,11 @@ import orjson
 import psycopg
 import pytest
 
-from ioc.app import Runtime
-from ioc.settings import Settings
+from ioc.app.runtime import Runtime
+from ioc.core.settings import Settings
+from ioc.core.topics import report_topic
 from ioc.storage import reports as report_store
 from ioc.storage import tokens
-from ioc.topics import report_topic
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 SCHEMAS = Path(__file__).parent / "data" / "open311"

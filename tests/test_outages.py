@@ -12,17 +12,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-import ioc.site
-from ioc.outages import OutageBook, parse_file_text, parse_message, planned_outages_topic
-from ioc.settings import Settings
-from ioc.site import Site, load_site
-from ioc.topics import device_topic
-from rules.language import load_rules
-from rules.schedule import LOCAL
-from rules.suppression import AlertView, suppressions
+from ioc.alerting.outages import OutageBook, parse_file_text, parse_message, planned_outages_topic
+from ioc.core.packaged import SITE_DATA
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
+from ioc.core.topics import device_topic
+from ioc.rules.language import load_rules
+from ioc.rules.schedule import LOCAL
+from ioc.rules.suppression import AlertView, suppressions
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
-PACKAGED = Path(ioc.site.__file__).with_name("site_data") / "hau-giang.yaml"
+PACKAGED = SITE_DATA / "hau-giang.yaml"
 PACK = load_rules(Path(__file__).resolve().parents[1] / "rules" / "packs" / "default.yaml")
 
 

@@ -35,8 +35,8 @@ def _rules() -> list[dict[str, Any]]:
 def _exported() -> set[str]:
     from prometheus_client import REGISTRY
 
-    import ioc.app
-    import ioc.build_info  # noqa: F401 - both register their instruments
+    import ioc.app.runtime
+    import ioc.core.build_info  # noqa: F401 - both register their instruments
 
     names: set[str] = set()
     for family in REGISTRY.collect():

@@ -26,11 +26,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ioc.cli import main
+from ioc.app.cli import main
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
+from ioc.core.topics import device_topic
 from ioc.embedded.mosquitto import find_mosquitto
 from ioc.embedded.ports import LOOPBACK, free_port, is_listening
 from ioc.embedded.process import EmbeddedServerError
-from ioc.provision import (
+from ioc.provision.accounts import (
     IOC_ACCOUNT,
     SIMULATOR_ACCOUNT,
     hash_password,
@@ -39,10 +42,8 @@ from ioc.provision import (
     read_credentials,
     verify_password,
 )
-from ioc.settings import Settings
-from ioc.site import Site, load_site
+from ioc.routing.intake import report_vocabulary
 from ioc.storage import Flavour
-from ioc.topics import device_topic
 from tests.conftest import eventually
 
 LOCAL_HOST = LOOPBACK  # the test certificate names 127.0.0.1 and localhost
@@ -445,10 +446,10 @@ async def test_ingest_and_simulators_authenticate_over_tls(
     listener with the generated ACL, the CA given as IOC_MQTT_CA_FILE: every reading stored."""
     import psycopg
 
-    from ingest.service import IngestService
+    from ioc.ingest.service import IngestService
+    from ioc.simulators.runner import Simulation
+    from ioc.simulators.scenario import load_scenario
     from ioc.storage import devices as device_store
-    from simulators.runner import Simulation
-    from simulators.scenario import load_scenario
 
     creds = _provision(site, tmp_path)
     ca, cert, key = make_ca(tmp_path)
@@ -476,7 +477,9 @@ async def test_ingest_and_simulators_authenticate_over_tls(
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as db:
         await device_store.sync_site_devices(db, small.devices)
         with mosquitto(tmp_path, listener, port):
-            async with IngestService(settings, database_url, flavour) as svc:
+            async with IngestService(
+                settings, database_url, flavour, reports=report_vocabulary(settings)
+            ) as svc:
                 await svc.wait_connected(20)
                 sim = Simulation(
                     small,

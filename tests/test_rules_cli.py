@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ioc.cli import main
+from ioc.app.cli import main
 from ioc.storage import Flavour
 from ioc.storage import devices as device_store
 from ioc.storage.maintenance import ensure_partitions_ahead
@@ -20,7 +20,7 @@ from tests.conftest import FLOOD
 def test_check_reports_ok_or_every_problem(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["rules", "check", "rules/packs"]) == 0
+    assert main(["rules", "check", "ioc/rules/packs"]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - id: x\n    type: threshold\n    select: {kind: flood}\n")
@@ -88,7 +88,7 @@ async def test_backtest_command_counts_alerts_per_day(
 def test_rules_inside_workers_of_a_shared_subscription_are_refused() -> None:
     from pydantic import ValidationError
 
-    from ioc.settings import Settings
+    from ioc.core.settings import Settings
 
     with pytest.raises(ValidationError, match="IOC_RULES_IN_INGEST=false"):
         Settings(mqtt_shared_group="ioc")

@@ -1,6 +1,6 @@
 """Timeline tests of the pure rule engine with a driven clock: every rule type and lifecycle step.
 
-No database or broker here: the engine is pure by design (rules/engine.py), so these tests drive
+No database or broker here: the engine is pure by design (ioc/rules/engine.py), so these tests drive
 it exactly as the live service and the backtest do — readings with their times, then
 ``advance(now)``.
 """
@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ioc.devices import Device
-from rules.backtest import BacktestResult, Stream, replay
-from rules.engine import Engine, OpenAlert
-from rules.language import DEFAULT_PACK, RuleSet, check_rules, load_rules
-from rules.schedule import LOCAL
-from rules.template import render
+from ioc.core.devices import Device
+from ioc.rules.backtest import BacktestResult, Stream, replay
+from ioc.rules.engine import Engine, OpenAlert
+from ioc.rules.language import DEFAULT_PACK, RuleSet, check_rules, load_rules
+from ioc.rules.schedule import LOCAL
+from ioc.rules.template import render
 
 T0 = datetime(2026, 11, 20, 20, 0, tzinfo=LOCAL).timestamp()  # a night in Vị Thanh
 MIN = 60.0

@@ -13,11 +13,11 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from ioc.devices import Device
-from rules.engine import Engine
-from rules.language import DEFAULT_PACK, check_rules, load_rules
-from rules.schedule import LOCAL
-from rules.tide import TabulatedTide
+from ioc.core.devices import Device
+from ioc.rules.engine import Engine
+from ioc.rules.language import DEFAULT_PACK, check_rules, load_rules
+from ioc.rules.schedule import LOCAL
+from ioc.rules.tide import TabulatedTide
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=LOCAL).timestamp()
 MIN = 60.0

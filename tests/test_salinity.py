@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 import yaml
 
-from ioc import cap
-from ioc.catalogue import METRICS
-from ioc.devices import Device
-from ioc.low_water import LowWaterAdvisor, next_low_water
-from ioc.routing import load_routing
-from ioc.site import Site, load_site
-from ioc.tides import TidePredictor
-from rules.engine import Engine, Transition
-from rules.language import DEFAULT_PACK, load_rules
-from simulators.conditions import NORMAL, Conditions
-from simulators.model import build_models
-from simulators.salinity import SalinityStationModel, season_factor
-from simulators.scenario import load_scenario
+from ioc.cap import message as cap
+from ioc.core.catalogue import METRICS
+from ioc.core.devices import Device
+from ioc.core.low_water import LowWaterAdvisor, next_low_water
+from ioc.core.site import Site, load_site
+from ioc.core.tides import TidePredictor
+from ioc.routing.table import load_routing
+from ioc.rules.engine import Engine, Transition
+from ioc.rules.language import DEFAULT_PACK, load_rules
+from ioc.simulators.conditions import NORMAL, Conditions
+from ioc.simulators.fleet import build_models
+from ioc.simulators.salinity import SalinityStationModel, season_factor
+from ioc.simulators.scenario import load_scenario
 
 VN = timezone(timedelta(hours=7))
 DATA = Path(__file__).resolve().parents[1] / "ioc" / "site_data"

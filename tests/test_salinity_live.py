@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from ioc.settings import Settings
-from ioc.topics import device_topic
-from rules.language import DEFAULT_PACK
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
+from ioc.rules.language import DEFAULT_PACK
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

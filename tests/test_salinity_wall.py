@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ioc.settings import Settings
-from ioc.topics import device_topic
-from rules.language import DEFAULT_PACK
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
+from ioc.rules.language import DEFAULT_PACK
 from tests.conftest import TOKEN, MqttPublisher, running_service
 from tests.test_salinity_live import AUTH
 from tests.test_wall_e2e import WAIT_MS, open_wall, shot

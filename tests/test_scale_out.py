@@ -27,8 +27,8 @@ import psycopg
 import pytest
 from websockets.asyncio.client import connect
 
+from ioc.core.topics import device_topic
 from ioc.embedded import EmbeddedMosquitto
-from ioc.topics import device_topic
 from tests.conftest import TOKEN, MqttPublisher, eventually
 
 RULE = """

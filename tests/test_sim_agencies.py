@@ -8,9 +8,9 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit
 
-from ioc.settings import Settings
+from ioc.core.settings import Settings
+from ioc.simulators.agencies import AgencyDesk, Pace
 from ioc.storage import tokens
-from simulators.agencies import AgencyDesk, Pace
 from tests.conftest import TOKEN, eventually, running_service
 
 

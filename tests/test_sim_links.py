@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
+from ioc.core.settings import MqttAddress
 from ioc.embedded.ports import free_port
-from ioc.settings import MqttAddress
+from ioc.simulators.runner import SimulationError, _Link, _LinkPool
 from mqttclient import Client, Message
-from simulators.runner import SimulationError, _Link, _LinkPool
 from tests.conftest import eventually
 from tests.test_mqtt_client import _addr
 

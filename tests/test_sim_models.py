@@ -14,18 +14,19 @@ from typing import Any
 
 import pytest
 
-from ioc.catalogue import EVENT_TYPES, METRICS
-from ioc.site import Site, load_site
-from ioc.tides import TidePredictor
-from simulators.cabinet import CabinetModel
-from simulators.conditions import NORMAL, Conditions
-from simulators.flood import FloodStationModel
-from simulators.lighting import FAULT_TYPES, FORCEABLE_FAULTS, LampModel
-from simulators.model import DeviceModel, Problems, ReportModel, build_models
-from simulators.rain import CityRain, RainGaugeModel
-from simulators.reports import CATEGORIES, CATEGORIES_BY_ID
-from simulators.sun import sun_times
-from simulators.traffic import CameraModel, DetectorModel
+from ioc.core.catalogue import EVENT_TYPES, METRICS
+from ioc.core.site import Site, load_site
+from ioc.core.tides import TidePredictor
+from ioc.simulators.cabinet import CabinetModel
+from ioc.simulators.conditions import NORMAL, Conditions
+from ioc.simulators.fleet import build_models
+from ioc.simulators.flood import FloodStationModel
+from ioc.simulators.lighting import FAULT_TYPES, FORCEABLE_FAULTS, LampModel
+from ioc.simulators.model import DeviceModel, Problems
+from ioc.simulators.rain import CityRain, RainGaugeModel
+from ioc.simulators.reports import CATEGORIES, CATEGORIES_BY_ID, ReportModel
+from ioc.simulators.sun import sun_times
+from ioc.simulators.traffic import CameraModel, DetectorModel
 
 VN = timezone(timedelta(hours=7))
 SITE_FILE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
@@ -310,7 +311,7 @@ def levels(model: FloodStationModel, start: datetime, hours: float, cond: Condit
 
 
 def test_level_is_the_predicted_tide_plus_rain_and_offsets(site: Site) -> None:
-    # The simulator adds rain, offsets and noise to ioc.tides's prediction of the device (an
+    # The simulator adds rain, offsets and noise to ioc.core.tides's prediction of the device (an
     # urban gauge: its station's tide, later and damped), nothing else.
     model = station(site, "vt-flood-02")
     view = TidePredictor.from_site(site).view("vt-flood-02")

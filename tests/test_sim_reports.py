@@ -1,6 +1,7 @@
 """Citizen reports at real volumes: a year of them, their bursts, and how their texts read.
 
-No broker: the report model is pure (simulators/reports.py, data in simulators/reports.yaml).
+No broker: the report model is pure (ioc/simulators/reports.py, data in
+ioc/simulators/reports.yaml).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ioc.site import Site, load_site
-from simulators.conditions import NORMAL, Conditions
-from simulators.model import Problems, ReportModel
-from simulators.reports import DATA, DEMO_FACTOR, road_phrase
-from simulators.scenario import load_scenario
+from ioc.core.site import Site, load_site
+from ioc.simulators.conditions import NORMAL, Conditions
+from ioc.simulators.model import Problems
+from ioc.simulators.reports import DATA, DEMO_FACTOR, ReportModel, road_phrase
+from ioc.simulators.scenario import load_scenario
 
 VN = timezone(timedelta(hours=7))
 SITE_FILE = Path(__file__).parent.parent / "ioc" / "site_data" / "hau-giang.yaml"

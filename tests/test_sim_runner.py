@@ -1,7 +1,7 @@
 """Simulated clock, scenarios, fault injection and the runner end to end (real broker, ingest).
 
 The device models are a sibling module written in parallel; until they exist the end-to-end
-run uses the small fake models below (they stand in for ``simulators.model.build_models``, not
+run uses the small fake models below (they stand in for ``ioc.simulators.fleet.build_models``, not
 for any external service). The real models run too as soon as their modules are in the tree.
 """
 
@@ -19,23 +19,24 @@ import orjson
 import psycopg
 import pytest
 
-from ingest.service import IngestService
-from ioc.devices import Device
-from ioc.settings import Settings
-from ioc.site import Site, load_site
-from ioc.storage import Flavour
-from ioc.storage import devices as store
-from simulators.clock import SimClock, recent_start
-from simulators.conditions import Conditions
-from simulators.faults import FaultConfig, FaultConfigError, FaultInjector, Message, Outgoing
-from simulators.model import LOCAL_TZ, DeviceModel, Problems
-from simulators.runner import Simulation, resolve_start, scale_site
-from simulators.scenario import (
+from ioc.core.devices import Device
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
+from ioc.ingest.service import IngestService
+from ioc.routing.intake import report_vocabulary
+from ioc.simulators.clock import SimClock, recent_start
+from ioc.simulators.conditions import Conditions
+from ioc.simulators.faults import FaultConfig, FaultConfigError, FaultInjector, Message, Outgoing
+from ioc.simulators.model import LOCAL_TZ, DeviceModel, Problems
+from ioc.simulators.runner import Simulation, resolve_start, scale_site
+from ioc.simulators.scenario import (
     ScenarioError,
     available_scenarios,
     load_scenario,
     parse_duration,
 )
+from ioc.storage import Flavour
+from ioc.storage import devices as store
 from tests.conftest import eventually
 
 SITE_FILE = Path(__file__).parent.parent / "ioc" / "site_data" / "hau-giang.yaml"
@@ -534,7 +535,9 @@ async def test_stored_readings_and_dead_letters_match_what_was_sent(
         devices_per_connection=10,  # shared: three connections for the 28 devices
         **(extra if models == "fake" else {}),  # type: ignore[arg-type]
     )
-    async with IngestService(settings, settings.database_url or "", flavour) as svc:
+    async with IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    ) as svc:
         await svc.wait_connected(20)
         summary = await sim.arun()
         expected_dead = sum(summary.expected_dead_letters.values())
@@ -583,10 +586,10 @@ async def _at_least(db: psycopg.AsyncConnection, query: str, n: int) -> bool:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("simulators.flood") is None, reason="flood model not in tree"
+    importlib.util.find_spec("ioc.simulators.flood") is None, reason="flood model not in tree"
 )
 def test_spring_tide_scenario_crosses_the_three_alarm_levels_at_vi_thanh(site: Site) -> None:
-    from simulators.model import build_models
+    from ioc.simulators.fleet import build_models
 
     sc = load_scenario("vi-thanh-spring-tide-flood")
     station = next(m for m in build_models(site, 7) if m.device.id == "vt-flood-01")
@@ -607,7 +610,7 @@ VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _run(site: Site, name: str, device: str = "vt-flood-01") -> tuple[list[datetime], list[float]]:
-    from simulators.model import build_models
+    from ioc.simulators.fleet import build_models
 
     sc = load_scenario(name)
     model = next(m for m in build_models(site, 7) if m.device.id == device)
@@ -623,7 +626,7 @@ def _run(site: Site, name: str, device: str = "vt-flood-01") -> tuple[list[datet
 
 
 def test_routine_spring_tide_crosses_bd3_in_the_evening_without_a_storm(site: Site) -> None:
-    from ioc.tides import TidePredictor
+    from ioc.core.tides import TidePredictor
 
     sc = load_scenario("vi-thanh-spring-tide")
     assert all(
@@ -643,7 +646,7 @@ def test_routine_spring_tide_crosses_bd3_in_the_evening_without_a_storm(site: Si
 
 
 def test_storm_surge_crosses_bd3_on_an_ordinary_tide(site: Site) -> None:
-    from ioc.tides import TidePredictor
+    from ioc.core.tides import TidePredictor
 
     times, levels = _run(site, "vi-thanh-storm-surge")
     predicted = TidePredictor.from_site(site).view("vt-flood-01").level_m(times)
@@ -654,7 +657,7 @@ def test_storm_surge_crosses_bd3_on_an_ordinary_tide(site: Site) -> None:
 
 
 def test_the_demo_replays_on_the_recent_day_with_the_highest_tide(site: Site) -> None:
-    from simulators.flood import highest_tide_start
+    from ioc.simulators.flood import highest_tide_start
 
     # A week after the full moon of 24/11/2026: the replay goes back to the spring tide.
     start, margin = highest_tide_start(

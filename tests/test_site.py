@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-import ioc.site
-from ioc.catalogue import KINDS
-from ioc.settings import Settings
-from ioc.site import AlarmLevels, Site, SiteError, load_site
+from ioc.core.catalogue import KINDS
+from ioc.core.packaged import SITE_DATA
+from ioc.core.settings import Settings
+from ioc.core.site import AlarmLevels, Site, SiteError, load_site
 
-PACKAGED = Path(ioc.site.__file__).with_name("site_data") / "hau-giang.yaml"
+PACKAGED = SITE_DATA / "hau-giang.yaml"
 CITIES = {"vi-thanh", "nga-bay"}  # contract v1 (DESIGN.md)
 
 
@@ -477,7 +477,7 @@ def test_a_former_ward_id_resolves_to_its_current_unit(site: Site) -> None:
 
 
 def test_unit_outline_is_the_union_of_its_former_wards(site: Site) -> None:
-    from ioc.site import _ring_area
+    from ioc.core.site import _ring_area
 
     for city in site.cities:
         for ward in city.wards:
@@ -495,7 +495,7 @@ def test_unit_outline_is_the_union_of_its_former_wards(site: Site) -> None:
 
 
 def test_union_outline_cancels_shared_edges_and_refuses_what_is_not_one_ring() -> None:
-    from ioc.site import OutlineError, union_outline
+    from ioc.core.site import OutlineError, union_outline
 
     a = ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0))
     b = ((1.0, 0.0), (2.0, 0.0), (2.0, 1.0), (1.0, 1.0), (1.0, 0.0))

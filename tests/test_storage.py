@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.handoff import Delivery
-from ingest.records import Telemetry
-from ingest.writer import BatchWriter
+from ioc.ingest.handoff import Delivery
+from ioc.ingest.records import Telemetry
+from ioc.ingest.writer import BatchWriter
 from ioc.storage import Flavour, migrate
 from ioc.storage import devices as store
 from ioc.storage.maintenance import (
@@ -331,7 +331,7 @@ async def test_only_old_delivered_dispatches_are_pruned(db: psycopg.AsyncConnect
 def test_retention_settings_that_would_lose_answers_are_refused() -> None:
     from pydantic import ValidationError
 
-    from ioc.settings import Settings
+    from ioc.core.settings import Settings
 
     assert Settings(retention_days=30).rollup_1m_days == 30  # by default, with the raw readings
     with pytest.raises(ValidationError, match="IOC_ROLLUP_1M_RETENTION_DAYS must be at least"):

@@ -10,8 +10,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.subscriber import MqttSubscriber
-from ioc.settings import MqttAddress
+from ioc.core.settings import MqttAddress
+from ioc.ingest.subscriber import MqttSubscriber
 from tests.conftest import MqttPublisher
 
 

@@ -1,13 +1,13 @@
-"""Silences, recurring maintenance windows and inhibition (pure: rules/suppression.py)."""
+"""Silences, recurring maintenance windows and inhibition (pure: ioc/rules/suppression.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime, time
 
-from rules.language import check_rules
-from rules.matchers import parse_matcher
-from rules.schedule import LOCAL
-from rules.suppression import AlertView, MaintenanceWindow, Silence, suppressions
+from ioc.rules.language import check_rules
+from ioc.rules.matchers import parse_matcher
+from ioc.rules.schedule import LOCAL
+from ioc.rules.suppression import AlertView, MaintenanceWindow, Silence, suppressions
 
 INHIBIT = """
 inhibit_rules:

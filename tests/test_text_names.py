@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from ioc.core.names import Names, junction_names
+from ioc.core.settings import Settings
+from ioc.core.site import Site, load_site
+from ioc.core.wording import in_sentence, localise_numbers, number, percent, when
 from ioc.incidents.store import Context, report_title
-from ioc.names import Names, junction_names
-from ioc.routing import Routing, load_routing
-from ioc.settings import Settings
-from ioc.site import Site, load_site
-from ioc.wording import in_sentence, localise_numbers, number, percent, when
-from rules.engine import Engine, Transition
-from rules.language import DEFAULT_PACK, load_rules
+from ioc.routing.table import Routing, load_routing
+from ioc.rules.engine import Engine, Transition
+from ioc.rules.language import DEFAULT_PACK, load_rules
 
 VN = timezone(timedelta(hours=7))
 DATA = Path(__file__).resolve().parent.parent / "ioc" / "site_data"
@@ -96,7 +96,8 @@ def drive_every_device(site: Site, engine: Engine) -> list[Transition]:
 def test_every_alert_text_of_the_site_names_things_and_writes_vietnamese_numbers(
     site: Site, routing: Routing
 ) -> None:
-    engine = Engine(load_rules(DEFAULT_PACK), site.devices, names=Names(site, routing).in_sentence)
+    names = Names(site, routing.categories)
+    engine = Engine(load_rules(DEFAULT_PACK), site.devices, names=names.in_sentence)
     transitions = drive_every_device(site, engine)
     fired = {tr.rule for tr in transitions if tr.to == "firing"}
     # the drive reached every kind of rule the pack has, groups included

@@ -1,4 +1,4 @@
-"""The composition root's tide source: ioc.tides' prediction as the rules' TideSource."""
+"""The composition root's tide source: ioc.core.tides' prediction as the rules' TideSource."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from ioc.alerting.tide_source import PredictedTide
-from ioc.devices import Device
-from ioc.site import load_site
-from ioc.tides import PACKAGED_TIDES, TidePredictor
-from rules.engine import Engine
-from rules.language import check_rules
-from rules.tide import TideSource
+from ioc.core.devices import Device
+from ioc.core.site import load_site
+from ioc.core.tides import PACKAGED_TIDES, TidePredictor
+from ioc.rules.engine import Engine
+from ioc.rules.language import check_rules
+from ioc.rules.tide import TideSource
 
 SITE = load_site(PACKAGED_TIDES.with_name("hau-giang.yaml"))
 T = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()

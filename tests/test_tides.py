@@ -1,5 +1,5 @@
 """Tides as data: the fitted constituents reproduce the published targets; prediction, extremes,
-gauge views, the bounded cache and the data file's errors (ioc/tides.py)."""
+gauge views, the bounded cache and the data file's errors (ioc/core/tides.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ioc.site import load_site
-from ioc.tides import (
+from ioc.core.site import load_site
+from ioc.core.tides import (
     PACKAGED_TIDES,
     TideError,
     TidePredictor,
@@ -91,7 +91,7 @@ def test_the_fitted_tide_reproduces_every_published_target(pred: TidePredictor) 
 def test_linearised_astronomy_matches_utides_exact_reconstruction(pred: TidePredictor) -> None:
     import utide
 
-    from ioc.tides import _DATENUM_UNIX, _coef
+    from ioc.core.tides import _DATENUM_UNIX, _coef
 
     st = pred.station("can-tho")
     t = datetime(2026, 10, 20, tzinfo=UTC).timestamp() + np.arange(0, 20 * 86_400, 1200.0)

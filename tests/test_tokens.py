@@ -7,7 +7,7 @@ import hashlib
 import psycopg
 import pytest
 
-from ioc.cli import main
+from ioc.app.cli import main
 from ioc.storage import tokens
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ioc.app import Runtime
-from ioc.settings import Settings
+from ioc.app.runtime import Runtime
+from ioc.core.settings import Settings
 from ioc.storage import Flavour
 from tests.conftest import TOKEN, running_service
 
@@ -203,7 +203,7 @@ async def test_basemap_is_the_shipped_base_layer_and_the_citys_file(
     ],
 )  # fmt: skip
 def test_a_basemap_that_is_not_geojson_is_refused_naming_what(text: str, where: str) -> None:
-    from ioc.basemap import BasemapError, parse_geojson
+    from ioc.api.basemap import BasemapError, parse_geojson
 
     with pytest.raises(BasemapError, match=re.escape(where)):
         parse_geojson(text, "city.geojson")

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ioc.app import Runtime
-from ioc.settings import Settings
+from ioc.app.runtime import Runtime
+from ioc.core.settings import Settings
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 from tests.proxy import TcpProxy
 from tests.test_alerting import FLOOD_RULES, GAUGE, publish_levels, rules_dir
@@ -226,7 +226,7 @@ async def test_viewer_sees_no_buttons_and_agency_sees_its_incidents(
     await expect(page.locator("#kpis .kpi")).to_have_count(4, timeout=WAIT_MS)
     await expect(page.locator("#water polyline.observed")).to_have_count(1, timeout=WAIT_MS)
     # Under each station's chart: its next predicted high water, decimal comma, against BĐ.
-    from ioc.tides import TidePredictor
+    from ioc.core.tides import TidePredictor
 
     hw_line = page.locator('#water .next-hw[data-station="vt-flood-01"]')
     await expect(hw_line).to_contain_text("Đỉnh triều kế tiếp", timeout=WAIT_MS)

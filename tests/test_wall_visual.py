@@ -29,10 +29,10 @@ import orjson
 import pytest
 import yaml
 
-from ioc.app import Runtime
-from ioc.settings import Settings
-from ioc.topics import device_topic
-from rules.language import DEFAULT_PACK
+from ioc.app.runtime import Runtime
+from ioc.core.settings import Settings
+from ioc.core.topics import device_topic
+from ioc.rules.language import DEFAULT_PACK
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 from tests.test_wall_e2e import WAIT_MS, assert_no_raw_ids, site_ids
 from tests.wall_browser import (

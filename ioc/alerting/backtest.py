@@ -1,5 +1,5 @@
 """Backtest over stored readings: fetch them fast (binary COPY straight into numpy), then replay
-through the pure engine (``rules.backtest.replay``). Used by ``ioc rules backtest`` and
+through the pure engine (``ioc.rules.backtest.replay``). Used by ``ioc rules backtest`` and
 ``POST /api/v1/rules/backtest``.
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import psycopg
 
 from ioc.alerting.tide_source import PredictedTide
+from ioc.core.tides import TidePredictor
+from ioc.rules.backtest import BacktestResult, Stream, StreamReducer, replay
+from ioc.rules.language import RuleSet
 from ioc.storage import devices as device_store
-from ioc.tides import TidePredictor
-from rules.backtest import BacktestResult, Stream, StreamReducer, replay
-from rules.language import RuleSet
 
 FETCH_CONNECTIONS = 2  # PostgreSQL reads partitions on two backends while Python waits
 
@@ -126,6 +126,6 @@ def _utc(t: float) -> datetime:
 
 
 def _metrics_of(kind: str) -> list[str]:
-    from ioc.catalogue import METRICS
+    from ioc.core.catalogue import METRICS
 
     return list(METRICS.get(kind, {}))

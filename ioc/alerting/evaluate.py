@@ -1,4 +1,4 @@
-"""Stage *evaluate*: committed ingest records into the pure engine (:mod:`rules.engine`); the
+"""Stage *evaluate*: committed ingest records into the pure engine (:mod:`ioc.rules.engine`); the
 engine's transitions are what the stages after it store. No database, no clock of its own: the
 time comes in — with the records (their own times) or as ``now`` to :func:`advance`."""
 
@@ -9,8 +9,8 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter
 
-from ingest.records import DeviceEvent, StatusChange, Telemetry
-from rules.engine import Engine, Transition
+from ioc.ingest.records import DeviceEvent, StatusChange, Telemetry
+from ioc.rules.engine import Engine, Transition
 
 EVAL_SECONDS = Counter("ioc_rules_eval_seconds_total", "Time spent evaluating rules")
 

@@ -1,5 +1,5 @@
 """Stage *mute*: why each open alert is muted — a silence, a maintenance window, a planned power
-cut, or inhibition by another firing alert (:func:`rules.suppression.suppressions`, pure) — and
+cut, or inhibition by another firing alert (:func:`ioc.rules.suppression.suppressions`, pure) — and
 the changes of it stored with their history.
 
 Silences and windows are few: :func:`load` re-reads them every tick, so one created in any API
@@ -16,9 +16,9 @@ import psycopg
 
 from ioc.alerting import store
 from ioc.alerting.pipeline import Pass
-from rules.language import InhibitRule
-from rules.matchers import parse_matcher
-from rules.suppression import MaintenanceWindow, PlannedOutage, Silence, suppressions
+from ioc.rules.language import InhibitRule
+from ioc.rules.matchers import parse_matcher
+from ioc.rules.suppression import MaintenanceWindow, PlannedOutage, Silence, suppressions
 
 
 @dataclass(frozen=True)

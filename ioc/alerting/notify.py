@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 
 from ioc.alerting.pipeline import Pass
-from ioc.alerting.routes import Receiver, Routes
 from ioc.dispatch import outbox
+from ioc.dispatch.notification_routes import Receiver, Routes
 
 # Alertmanager's endsAt for an alert still firing (Go's zero time)
 _ZERO_TIME = "0001-01-01T00:00:00Z"

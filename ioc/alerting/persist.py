@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from ioc.alerting import store
 from ioc.alerting.pipeline import Pass
-from rules.engine import Transition
+from ioc.rules.engine import Transition
 
 MAX_BACKLOG = 100_000
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import psycopg
 
-from rules.engine import Transition
-from rules.suppression import AlertView
+from ioc.rules.engine import Transition
+from ioc.rules.suppression import AlertView
 
 
 @dataclass

@@ -14,7 +14,7 @@ import psycopg
 from ioc.alerting import store
 from ioc.alerting.announce import announce_rows
 from ioc.alerting.pipeline import OpenAlert, OpenAlerts
-from rules.engine import Engine
+from ioc.rules.engine import Engine
 
 ANOMALY_HISTORY = "28 days"
 

@@ -11,8 +11,8 @@ import contextlib
 import hashlib
 from pathlib import Path
 
-from ioc.settings import Settings
-from rules.language import DEFAULT_PACK, RuleSet, load_rules, rule_files
+from ioc.core.settings import Settings
+from ioc.rules.language import DEFAULT_PACK, RuleSet, load_rules, rule_files
 
 
 def rules_path(settings: Settings) -> Path:
@@ -25,7 +25,7 @@ class RuleFiles:
         self._mtimes = self._read_mtimes()
 
     def load(self) -> RuleSet:
-        """Every rule file; raises :class:`rules.language.RuleErrors` naming each problem."""
+        """Every rule file; raises :class:`ioc.rules.language.RuleErrors` naming each problem."""
         return load_rules(self.path)
 
     def changed(self) -> bool:

@@ -27,33 +27,33 @@ from dataclasses import dataclass, field
 import psycopg
 from prometheus_client import Counter, Gauge
 
-from ingest.records import Record
 from ioc.alerting import evaluate, mute, pipeline, store
 from ioc.alerting.announce import announce
 from ioc.alerting.escalate import Escalate
 from ioc.alerting.notify import Notify
+from ioc.alerting.outages import OutageBook, OutageListener
 from ioc.alerting.persist import Backlog, persist
 from ioc.alerting.pipeline import OpenAlerts, Pass
 from ioc.alerting.restore import restore
-from ioc.alerting.routes import load_routes, routes_file
 from ioc.alerting.rule_files import RuleFiles, rules_path
 from ioc.alerting.tide_source import PredictedTide, site_predictor
-from ioc.device_lifecycle import decommissioned_ids
-from ioc.devices import Device
-from ioc.low_water import LowWaterAdvisor
-from ioc.names import Names
-from ioc.outages import OutageBook, OutageListener
-from ioc.routing import load_routing
-from ioc.settings import Settings
-from ioc.site import load_site
+from ioc.core.devices import Device
+from ioc.core.low_water import LowWaterAdvisor
+from ioc.core.names import Names
+from ioc.core.settings import Settings
+from ioc.core.site import load_site
+from ioc.core.tides import TidePredictor
+from ioc.core.workers import stop_task
+from ioc.dispatch.notification_routes import load_routes, routes_file
+from ioc.ingest.records import Record
+from ioc.routing.table import load_routing
+from ioc.rules.engine import Engine
+from ioc.rules.language import Problem, RuleErrors, RuleSet
+from ioc.rules.suppression import MaintenanceWindow, Silence
+from ioc.rules.tide import TideSource
 from ioc.storage import audit
 from ioc.storage import devices as device_store
-from ioc.tides import TidePredictor
-from ioc.workers import stop_task
-from rules.engine import Engine
-from rules.language import Problem, RuleErrors, RuleSet
-from rules.suppression import MaintenanceWindow, Silence
-from rules.tide import TideSource
+from ioc.storage.devices import decommissioned_ids
 
 __all__ = ["RulesService", "RulesStatus", "rules_path"]
 
@@ -78,8 +78,8 @@ class RulesService:
     def __init__(self, settings: Settings, conninfo: str, tide: TideSource | None = None) -> None:
         self._settings = settings
         self._conninfo = conninfo
-        # predicted tide for the residual and forecast rules (rules.tide); by default the site's
-        # tide model (ioc.tides), built on entry
+        # predicted tide for the residual and forecast rules (ioc.rules.tide); by default the site's
+        # tide model (ioc.core.tides), built on entry
         self._tide = tide
         self._predicted: PredictedTide | None = None
         self._lock = asyncio.Lock()
@@ -152,7 +152,7 @@ class RulesService:
     def _label_names(self) -> Names:
         """Names for the ids in group annotations ("Phường Ngã Bảy", not "phuong-nga-bay")."""
         site = load_site(self._settings.site_path())
-        return Names(site, load_routing(self._settings.routing_path(), site))
+        return Names(site, load_routing(self._settings.routing_path(), site).categories)
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopping.set()

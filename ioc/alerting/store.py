@@ -19,9 +19,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ioc.risk import risk_level
-from ioc.settings import DISPLAY_TIMEZONE
-from rules.engine import OpenAlert, Transition
+from ioc.core.risk import risk_level
+from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.rules.engine import OpenAlert, Transition
 
 _COLUMNS = """a.id, a.fingerprint, a.rule, a.state, a.severity, a.labels, a.annotations,
     a.device_id, a.value, a.active_at, a.started_at, a.resolved_at, a.keep_firing_since,

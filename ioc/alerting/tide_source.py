@@ -1,4 +1,5 @@
-"""The predicted tide the rule engine reads (``rules.tide.TideSource``), from ``ioc.tides``.
+"""The predicted tide the rule engine reads (``ioc.rules.tide.TideSource``), from
+``ioc.core.tides``.
 
 The composition root builds it (``RulesService``, ``ioc rules backtest``); the engine only sees
 the two methods of the protocol. A device the tide data does not cover (no gauge entry, no
@@ -13,13 +14,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from ioc.devices import Device
-from ioc.settings import Settings
-from ioc.site import load_site
-from ioc.tides import GaugeTide, TideError, TidePredictor, UnknownStation
-from rules.tide import HighWater
+from ioc.core.devices import Device
+from ioc.core.settings import Settings
+from ioc.core.site import load_site
+from ioc.core.tides import GaugeTide, TideError, TidePredictor, UnknownStation
+from ioc.rules.tide import HighWater
 
-# GaugeTide.extremes answers at most this span at once (ioc.tides.MAX_RANGE_DAYS is 31)
+# GaugeTide.extremes answers at most this span at once (ioc.core.tides.MAX_RANGE_DAYS is 31)
 _MAX_SPAN_S = 30 * 86400.0
 
 

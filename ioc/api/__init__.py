@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -31,11 +29,12 @@ from ioc.api import (
     tides,
 )
 from ioc.api import dispatch as dispatch_api  # agency dispatch deliveries
+from ioc.api.context import ApiRuntime
 from ioc.api.http_metrics import HttpMetricsMiddleware
-from ioc.logs import RequestIdMiddleware
+from ioc.core.logs import RequestIdMiddleware
 
 
-def create_app(runtime: Any) -> FastAPI:
+def create_app(runtime: ApiRuntime) -> FastAPI:
     """``runtime`` is the composition root's ``Runtime`` (settings, pool, site, ingest)."""
     app = FastAPI(
         title="Hậu Giang IOC API",

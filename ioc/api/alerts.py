@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ioc.alerting import store
 from ioc.alerting.announce import announce_rows
 from ioc.api.auth import Caller, require_operator, require_viewer
-from rules.matchers import MatcherError, parse_matcher
+from ioc.api.context import runtime_of
+from ioc.rules.matchers import MatcherError, parse_matcher
 
 # Viewers read alerts, silences and windows; operators (and admins) act on them.
 router = APIRouter(prefix="/api/v1", tags=["alerts"], dependencies=[Depends(require_viewer)])
@@ -108,7 +109,7 @@ async def list_alerts(
         for k, v in (("domain", domain), ("city", city), ("ward", ward), ("device_id", device_id))
         if v
     }
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         rows = await store.list_alerts(
             conn, states=states, severity=severity, labels=labels, rule=rule, limit=limit
         )
@@ -117,7 +118,7 @@ async def list_alerts(
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetail)
 async def get_alert(alert_id: int, request: Request) -> dict[str, Any]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await store.get_alert(conn, alert_id)
         if row is None:
             raise _not_found(alert_id)
@@ -135,7 +136,7 @@ async def acknowledge(
 ) -> dict[str, Any]:
     body = body or AckIn()
     actor = _actor(caller, body.by)
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         async with conn.transaction():
             row = await store.acknowledge(conn, alert_id, actor, body.comment, datetime.now(UTC))
             if row is not None:
@@ -157,7 +158,7 @@ async def resolve(
     request: Request,
     caller: Annotated[Caller, Depends(require_operator)],
 ) -> dict[str, Any]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         async with conn.transaction():
             row = await store.resolve_by_hand(
                 conn, alert_id, _actor(caller, body.by), body.reason, datetime.now(UTC)
@@ -228,7 +229,7 @@ async def create_silence(
     starts = body.starts_at or now
     if body.ends_at <= starts:
         raise HTTPException(422, "ends_at: must be after starts_at")
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await store.create_silence(
             conn,
             [m.model_dump() for m in body.matchers],
@@ -243,14 +244,14 @@ async def create_silence(
 @router.get("/silences", response_model=list[SilenceOut], tags=["silences"])
 async def list_silences(request: Request, include_expired: bool = False) -> list[SilenceOut]:
     now = datetime.now(UTC)
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         rows = await store.list_silences(conn, include_expired=include_expired)
     return [_silence(r, now) for r in rows]
 
 
 @router.get("/silences/{silence_id}", response_model=SilenceOut, tags=["silences"])
 async def get_silence(silence_id: int, request: Request) -> SilenceOut:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await store.get_silence(conn, silence_id)
     if row is None:
         raise HTTPException(404, f"silence {silence_id} does not exist")
@@ -265,7 +266,7 @@ async def get_silence(silence_id: int, request: Request) -> SilenceOut:
 )
 async def expire_silence(silence_id: int, request: Request) -> SilenceOut:
     """Expire a silence now (kept for the record, as in Alertmanager)."""
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await store.expire_silence(conn, silence_id)
     if row is None:
         raise HTTPException(404, f"silence {silence_id} does not exist")
@@ -313,7 +314,7 @@ class WindowOut(BaseModel):
 async def create_window(
     body: WindowIn, request: Request, caller: Annotated[Caller, Depends(require_operator)]
 ) -> dict[str, Any]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         return await store.create_window(
             conn, name=body.name, matchers=[m.model_dump() for m in body.matchers],
             weekdays=body.weekdays, start_time=body.start_time,
@@ -325,7 +326,7 @@ async def create_window(
 
 @router.get("/maintenance-windows", response_model=list[WindowOut], tags=["silences"])
 async def list_windows(request: Request) -> list[dict[str, Any]]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         return await store.list_windows(conn)
 
 
@@ -336,6 +337,6 @@ async def list_windows(request: Request) -> list[dict[str, Any]]:
     dependencies=[Depends(require_operator)],
 )
 async def delete_window(window_id: int, request: Request) -> None:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         if not await store.delete_window(conn, window_id):
             raise HTTPException(404, f"maintenance window {window_id} does not exist")

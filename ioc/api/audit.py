@@ -20,8 +20,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ioc.api.auth import Caller, require_admin
-from ioc.logs import request_id
-from ioc.settings import DISPLAY_TIMEZONE
+from ioc.api.context import runtime_of
+from ioc.core.logs import request_id
+from ioc.core.settings import DISPLAY_TIMEZONE
 from ioc.storage import audit
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ async def audit_entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
     """Who changed what, newest first (administrators only)."""
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         rows = await audit.entries(
             conn, actor=actor, action=action, since=since, before_id=before_id, limit=limit
         )

@@ -25,6 +25,7 @@ from fastapi import HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
+from ioc.api.context import runtime_of
 from ioc.storage import tokens as token_store
 
 
@@ -77,7 +78,7 @@ def bearer_token(request: Request) -> str:
 async def identify(connection: HTTPConnection, token: str) -> Caller | None:
     """The caller a token belongs to, or None for an unknown or revoked token (``connection``:
     the HTTP request or the websocket)."""
-    runtime = connection.app.state.runtime
+    runtime = runtime_of(connection)
     expected: str = runtime.admin_token
     if hmac.compare_digest(token.encode(), expected.encode()):
         return Caller("admin", "admin")

@@ -21,9 +21,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from ioc import cap
 from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_operator
+from ioc.api.context import runtime_of
+from ioc.cap import message as cap
 from ioc.storage import cap_messages
 
 router = APIRouter(prefix="/api/v1", tags=["cap"])
@@ -72,7 +73,7 @@ async def issue(
     caller: Annotated[Caller, Depends(require_operator)],
 ) -> IssuedOut:
     """Issue a CAP message about an alert (operators). Alert first; then Update or Cancel."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     async with (
         runtime.pool.connection() as conn,
         conn.transaction(),
@@ -261,7 +262,7 @@ def _area(
 )
 async def feed(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     """Atom feed of issued CAP messages, newest first (public: no token needed)."""
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         messages = await cap_messages.newest(conn, limit)
     body = atom_feed(
         messages,
@@ -279,7 +280,7 @@ async def feed(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 1
 )
 async def message(identifier: str, request: Request) -> Response:
     """One CAP 1.2 message as issued (public: no token needed)."""
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         stored = await cap_messages.get(conn, identifier)
     if stored is None:
         raise HTTPException(404, f"no CAP message {identifier!r}")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
 from ioc.api.auth import require_admin
+from ioc.api.context import runtime_of
 from ioc.storage.dead_letters import list_dead_letters
 
 router = APIRouter(
@@ -37,7 +38,7 @@ async def dead_letters(
     since: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         rows = await list_dead_letters(
             conn, reason=reason, topic_prefix=topic_prefix, since=since, limit=limit
         )

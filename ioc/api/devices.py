@@ -8,11 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
-from ioc import device_lifecycle as lifecycle
 from ioc.api import tides as tides_api
 from ioc.api.auth import require_admin, require_provisioning, require_viewer
-from ioc.catalogue import KINDS, METRICS
-from ioc.devices import Device, DeviceError
+from ioc.api.context import runtime_of
+from ioc.core.catalogue import KINDS, METRICS
+from ioc.core.devices import Device, DeviceError
+from ioc.provision import lifecycle
 from ioc.storage import devices as store
 from ioc.storage.readings import QueryError, ReadingQuery, parse_bucket, query_readings
 
@@ -131,7 +132,7 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     dependencies=[Depends(require_provisioning)],
 )
 async def register_device(body: DeviceIn, request: Request) -> DeviceOut:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     async with runtime.pool.connection() as conn:
         try:
             device = await lifecycle.register(conn, runtime.site, body.model_dump())
@@ -181,7 +182,7 @@ async def import_devices(
     row number, field and reason; one bad row refuses only itself. The accepted rows are
     written in one transaction. At most 10,000 rows per request; one request counts once
     against the rate limit."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     media = request.headers.get("content-type", "application/json")
     try:
         rows = lifecycle.parse_rows(await request.body(), lifecycle.format_of(media))
@@ -205,7 +206,7 @@ async def import_devices(
     "/{device_id}", response_model=DeviceOut, dependencies=[Depends(require_provisioning)]
 )
 async def edit_device(device_id: str, body: DevicePatch, request: Request) -> DeviceOut:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     async with runtime.pool.connection() as conn:
         try:
             device = await lifecycle.update(
@@ -232,7 +233,7 @@ async def decommission_device(
     """Idempotent: a second call answers with the first time. Ingest dead-letters the device's
     new messages (reason `decommissioned`); the next `ioc devices provision` removes its MQTT
     account; its readings and events stay queryable."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     async with runtime.pool.connection() as conn:
         try:
             state = await lifecycle.decommission(conn, device_id, body.reason if body else None)
@@ -258,11 +259,11 @@ async def list_devices(
         bool, Query(description="add online, last_seen_at and the latest value of each metric")
     ] = False,
 ) -> list[DeviceListItem]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         found = await store.list_devices(
             conn, kind=kind, city=city, limit=limit, after=after,
             # a former ward id finds its unit's devices (and rows stored under the old id)
-            ward=request.app.state.runtime.site.ward_ids(ward) if ward else None,
+            ward=runtime_of(request).site.ward_ids(ward) if ward else None,
         )  # fmt: skip
         states = await store.live_states(conn, [d.id for d in found]) if with_state else {}
         kept = await lifecycle.registry(conn, [d.id for d in found])
@@ -274,7 +275,7 @@ async def list_devices(
 
 @router.get("/{device_id}", response_model=DeviceDetail, dependencies=[Depends(require_viewer)])
 async def get_device(device_id: str, request: Request) -> DeviceDetail:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         device = await store.get_device(conn, device_id)
         if device is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"device_id: no device {device_id!r}")
@@ -300,7 +301,7 @@ async def get_readings(
     to: Annotated[datetime | None, Query(description="RFC 3339 with offset; default now")] = None,
     bucket: Annotated[str | None, Query(description="e.g. 30s, 5m, 1h, 1d; omit for raw")] = None,
 ) -> Readings:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     async with runtime.pool.connection() as conn:
         device = await store.get_device(conn, device_id)
         if device is None:

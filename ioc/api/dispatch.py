@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
 from ioc.api.auth import Caller, require_operator, require_viewer
+from ioc.api.context import runtime_of
 from ioc.dispatch.deliveries import (
     STATES,
     NotRetryable,
@@ -81,7 +82,7 @@ async def deliveries(
             raise HTTPException(422, f"state: {s!r} is not one of {list(STATES)}")
     if channel is not None and channel not in CHANNELS:
         raise HTTPException(422, f"channel: {channel!r} is not one of {list(CHANNELS)}")
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         return await list_deliveries(
             conn,
             states=states,
@@ -95,7 +96,7 @@ async def deliveries(
 
 @router.get("/{delivery_id}", response_model=DeliveryDetail, dependencies=[Depends(require_viewer)])
 async def delivery(delivery_id: int, request: Request) -> dict[str, Any]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await get_delivery(conn, delivery_id)
     if row is None:
         raise _not_found(delivery_id)
@@ -108,7 +109,7 @@ async def retry(
 ) -> dict[str, Any]:
     """A failed delivery goes back to pending, due now, with a fresh attempt budget (409 unless
     it is failed)."""
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         try:
             row = await retry_failed(conn, delivery_id, by=caller.actor)
         except NotRetryable as exc:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ioc.api.auth import require_admin
+from ioc.api.context import runtime_of
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +25,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", dependencies=[Depends(require_admin)])
 async def readyz(request: Request) -> JSONResponse:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     checks: dict[str, dict[str, object]] = {}
     try:
         async with asyncio.timeout(2.0):

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
 from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_agency, require_operator, require_viewer
+from ioc.api.context import runtime_of
 from ioc.incidents import store
 from ioc.incidents.lifecycle import Actor, StepError
 from ioc.incidents.store import CategoryError, Context, IncidentNotFound, Who
@@ -141,7 +142,7 @@ _STATUS_STEP = {
 
 
 def _ctx(request: Request) -> Context:
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     return Context(rt.routing, rt.site, rt.settings)
 
 
@@ -153,7 +154,7 @@ def _operator(caller: Caller) -> Who:
 async def _change(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
     """A transaction for one change, with the store's errors turned into HTTP answers."""
     try:
-        async with request.app.state.runtime.pool.connection() as conn, conn.transaction():
+        async with runtime_of(request).pool.connection() as conn, conn.transaction():
             yield conn
     except IncidentNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
@@ -218,8 +219,8 @@ async def list_incidents(
     before_id: int | None = Query(None, description="page: incidents with a smaller id"),
 ) -> list[dict[str, Any]]:
     statuses = [s for s in (status_ or "").split(",") if s]
-    site = request.app.state.runtime.site
-    async with request.app.state.runtime.pool.connection() as conn:
+    site = runtime_of(request).site
+    async with runtime_of(request).pool.connection() as conn:
         rows = await store.list_incidents(
             conn, status=statuses, category=category, city=city,
             # former ids (a ward before July 2025, an agency's old id) find the same rows
@@ -235,7 +236,7 @@ async def list_incidents(
 async def get_incident(
     incident_id: int, request: Request, _: Annotated[Caller, Depends(require_viewer)]
 ) -> dict[str, Any]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await store.get(conn, incident_id)
         if row is None:
             raise HTTPException(404, f"no incident {incident_id}")
@@ -454,10 +455,10 @@ async def agency_incidents(
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
     statuses = [s for s in (status_ or "").split(",") if s]
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         rows = await store.list_incidents(
             conn, status=statuses, open_only=open, limit=limit, before_id=before_id,
-            agency=request.app.state.runtime.site.agency_ids(caller.agency or ""),
+            agency=runtime_of(request).site.agency_ids(caller.agency or ""),
         )  # fmt: skip
     now = datetime.now(UTC)
     return [
@@ -474,9 +475,9 @@ async def agency_incidents(
 async def agency_incident(
     incident_id: int, request: Request, caller: Annotated[Caller, Depends(require_agency)]
 ) -> dict[str, Any]:
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         row = await store.get(conn, incident_id)
-        site = request.app.state.runtime.site
+        site = runtime_of(request).site
         if row is None or row["agency_id"] not in site.agency_ids(caller.agency or ""):
             raise HTTPException(404, f"no incident {incident_id}")
         return await _detail(conn, row, agency=caller.agency)
@@ -548,7 +549,7 @@ async def agencies(
     request: Request, _: Annotated[Caller, Depends(require_viewer)]
 ) -> list[dict[str, Any]]:
     """The agencies of the site file and the categories the routing table gives each."""
-    rt = request.app.state.runtime
+    rt = runtime_of(request)
     out = []
     for a in rt.site.agencies:
         out.append(

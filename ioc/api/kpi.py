@@ -19,9 +19,11 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from ioc import kpi, kpi_report
 from ioc.api.auth import require_viewer
-from ioc.settings import DISPLAY_TIMEZONE
+from ioc.api.context import ApiRuntime, runtime_of
+from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.kpi import figures as kpi
+from ioc.kpi import report as kpi_report
 
 log = logging.getLogger(__name__)
 _ZONE = ZoneInfo(DISPLAY_TIMEZONE)
@@ -58,8 +60,8 @@ async def get_kpis(
     start = _aware("from", from_) or kpi.current_month(end - timedelta(microseconds=1))[0]
     try:
         groups = kpi.parse_group_by(group_by)
-        aliases = kpi.Aliases.of_site(request.app.state.runtime.site)
-        async with request.app.state.runtime.pool.connection() as conn:
+        aliases = kpi.Aliases.of_site(runtime_of(request).site)
+        async with runtime_of(request).pool.connection() as conn:
             (total,) = await kpi.compute(conn, start=start, end=end, now=now, period=period)
             (headline,) = await kpi.compute(
                 conn, start=start, end=end, now=now, source=kpi.HEADLINE_SOURCE
@@ -105,7 +107,7 @@ async def get_report(
     format: Annotated[Literal["csv", "html"], Query()] = "html",
 ) -> Response:
     """The monthly report: CSV rows, or an HTML summary with inline SVG charts."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     now = datetime.now(UTC)
     if month is None:
         start, _ = kpi.current_month(now)
@@ -127,14 +129,14 @@ async def get_report(
     return Response(kpi_report.to_html(report, names), media_type="text/html; charset=utf-8")
 
 
-def _names(runtime: Any) -> kpi_report.Names:
+def _names(runtime: ApiRuntime) -> kpi_report.Names:
     """Agency and ward names from the site; category names from the routing file."""
     site = runtime.site
     categories: dict[str, tuple[str, str]] = {}
     routing = getattr(runtime, "routing", None)
     if routing is None:
         try:
-            from ioc.routing import load_routing
+            from ioc.routing.table import load_routing
 
             routing = load_routing(runtime.settings.routing_path(), site)
         except Exception:

@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 
 from ioc.api.auth import Caller, require_viewer
-from ioc.settings import DISPLAY_TIMEZONE
+from ioc.api.context import runtime_of
+from ioc.core.settings import DISPLAY_TIMEZONE
 
 router = APIRouter(prefix="/api/v1/lighting", tags=["lighting"])
 _ZONE = ZoneInfo(DISPLAY_TIMEZONE)
@@ -52,7 +53,7 @@ async def energy(request: Request, _: Annotated[Caller, Depends(require_viewer)]
     a, b = night_window(datetime.now(UTC))
     week = timedelta(days=7)
     params = {"a": a, "b": b, "wa": a - week, "wb": b - week}
-    async with request.app.state.runtime.pool.connection() as conn:
+    async with runtime_of(request).pool.connection() as conn:
         rows = await (await conn.execute(_ENERGY_SQL, params)).fetchall()
     cabinets = [
         {"cabinet": device_id, "tonight_kwh": tonight, "last_week_kwh": last_week}

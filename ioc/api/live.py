@@ -16,6 +16,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import RedirectResponse
 
 from ioc.api.auth import VIEWERS, identify
+from ioc.api.context import runtime_of
 from ioc.live import instruments
 from ioc.live.frames import FeedFilter
 from ioc.live.session import (
@@ -60,7 +61,7 @@ def _wards(ws: WebSocket) -> frozenset[str] | None:
     asked = _set(ws, "ward")
     if asked is None:
         return None
-    site = ws.app.state.runtime.site
+    site = runtime_of(ws).site
     return frozenset(i for w in asked for i in site.ward_ids(w))
 
 
@@ -86,7 +87,7 @@ def _params(ws: WebSocket) -> tuple[FeedFilter, int | None]:
 
 @router.websocket("/ws")
 async def live_feed(ws: WebSocket) -> None:
-    runtime = ws.app.state.runtime
+    runtime = runtime_of(ws)
     hub = runtime.live
     await ws.accept()
     token = _token(ws)

@@ -20,14 +20,15 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ioc.api.auth import Caller, identify
+from ioc.api.context import ApiRuntime, runtime_of
+from ioc.core.site import Site
 from ioc.incidents.lifecycle import StepError
 from ioc.incidents.store import Context, rate_incident
 from ioc.open311 import Open311Error, error_response, parse_format, respond
 from ioc.open311.query import LIMIT, parse_query
 from ioc.open311.resources import discovery, service, service_definition, service_request, w3c
 from ioc.open311.submission import fields_of, parse_feedback, parse_submission
-from ioc.routing import Category, Routing
-from ioc.site import Site
+from ioc.routing.table import Category, Routing
 from ioc.storage import reports as store
 
 PREFIX = "/open311/v2"
@@ -66,8 +67,8 @@ class Open311Route(APIRoute):
 router = APIRouter(prefix=PREFIX, tags=["open311"], route_class=Open311Route)
 
 
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
+def _runtime(request: Request) -> ApiRuntime:
+    return runtime_of(request)
 
 
 def _routing(request: Request) -> Routing:

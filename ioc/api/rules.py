@@ -14,7 +14,8 @@ from ioc.alerting.rule_files import rules_path
 from ioc.alerting.store import iso_time
 from ioc.alerting.tide_source import site_predictor
 from ioc.api.auth import require_operator, require_viewer
-from rules.language import Problem, Rule, RuleErrors, RuleSet, check_rules, load_rules
+from ioc.api.context import runtime_of
+from ioc.rules.language import Problem, Rule, RuleErrors, RuleSet, check_rules, load_rules
 
 # Viewers list the rules in force and their state; validating and backtesting (which replays
 # stored readings: real work for the database) are for operators.
@@ -40,7 +41,7 @@ def _problems(problems: list[Problem]) -> list[ProblemOut]:
 
 
 def _current(request: Request) -> RuleSet:
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     if runtime.rules is not None and runtime.rules.engine is not None:
         ruleset: RuleSet = runtime.rules.engine.ruleset
         return ruleset
@@ -74,7 +75,7 @@ def _rule_json(r: Rule) -> dict[str, Any]:
 @router.get("")
 async def list_rules(request: Request) -> dict[str, Any]:
     """Every rule in force with its alerts now pending and firing."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     ruleset = _current(request)
     async with runtime.pool.connection() as conn:
         counts = await alert_store.open_counts_by_rule(conn)
@@ -140,11 +141,11 @@ async def backtest(body: BacktestIn, request: Request) -> dict[str, Any]:
             tuple(r for r in ruleset.rules if r.id in body.rule_ids), ruleset.inhibit_rules
         )
     result = await run_backtest(
-        request.app.state.runtime.conninfo,
+        runtime_of(request).conninfo,
         ruleset,
         body.from_.timestamp(),
         body.to.timestamp(),
-        tides=site_predictor(request.app.state.runtime.settings),
+        tides=site_predictor(runtime_of(request).settings),
     )
     return backtest_json(result)
 

@@ -14,8 +14,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from ioc.api.auth import Caller, authenticate, require_viewer
-from ioc.basemap import Basemap, BasemapError, load_basemap
-from ioc.names import junction_names
+from ioc.api.basemap import Basemap, BasemapError, load_basemap
+from ioc.api.context import runtime_of
+from ioc.core.names import junction_names
 
 router = APIRouter(tags=["site"])
 
@@ -44,7 +45,7 @@ async def site(request: Request) -> dict[str, Any]:
     """Cities and the current commune-level units with their outlines (GeoJSON
     FeatureCollection, lon/lat), official codes and aliases (the former wards each absorbed),
     flood stations' alarm levels, junction names, agencies and incident categories."""
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     s = runtime.site
     wards = [
         {
@@ -121,7 +122,7 @@ async def basemap(request: Request) -> dict[str, Any]:
     """The wall map's background as GeoJSON (lon/lat): ``base``, the shipped base layer (main
     canals and rivers, national roads, town centres; its ``source`` says how it was drawn), and
     ``city``, the city's own file from IOC_BASEMAP_FILE (null when unset)."""
-    path = request.app.state.runtime.settings.basemap_file
+    path = runtime_of(request).settings.basemap_file
     try:
         key = (str(path), path.stat().st_mtime if path else 0.0)
     except OSError as exc:

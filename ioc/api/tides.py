@@ -1,7 +1,7 @@
 """Predicted tide at a flood device (``GET /api/v1/flood/stations/{device_id}/tide``) and the
 residual (observed − predicted) that the readings API serves as ``water_level_residual_m``.
 
-The prediction is ioc.tides's (harmonic constituents of the site's tide data file, UTide); a
+The prediction is ioc.core.tides's (harmonic constituents of the site's tide data file, UTide); a
 device is served when it is a station with constituents, a gauge of the tide data, or a flood
 device whose ``station`` attribute names a station with constituents.
 """
@@ -17,10 +17,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
 from ioc.api.auth import require_viewer
-from ioc.devices import Device
-from ioc.settings import DISPLAY_TIMEZONE
+from ioc.api.context import runtime_of
+from ioc.core.devices import Device
+from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.tides import MAX_RANGE_DAYS, GaugeTide, TideError, TidePredictor, UnknownStation
 from ioc.storage import devices as store
-from ioc.tides import MAX_RANGE_DAYS, GaugeTide, TideError, TidePredictor, UnknownStation
 
 router = APIRouter(prefix="/api/v1/flood", tags=["flood"])
 _ZONE = ZoneInfo(DISPLAY_TIMEZONE)
@@ -108,7 +109,7 @@ async def get_tide(
         raise _unprocessable("to", f"the range is limited to {MAX_RANGE_DAYS:g} days")
     if not (1970 <= start.year and end.year <= 2200):
         raise _unprocessable("from", "outside 1970..2200")
-    runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     async with runtime.pool.connection() as conn:
         device = await store.get_device(conn, device_id)
     if device is None:

@@ -1,7 +1,8 @@
 """Agency dispatch: a transactional outbox delivered to each agency's webhook and MQTT topic.
 
 Incidents code calls :func:`enqueue` inside its own transaction; :class:`DispatchWorker` (run by
-the HTTP process, see ``ioc.app``) delivers. docs/dispatch.md describes the contract agencies see.
+the HTTP process, see ``ioc.app.runtime``) delivers.
+docs/dispatch.md describes the contract agencies see.
 """
 
 from ioc.dispatch.delivery import Attempt, Delivery, Outcome

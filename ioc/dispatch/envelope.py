@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from ioc.alerting.routes import RECEIVER_PREFIX
+from ioc.core.settings import DISPLAY_TIMEZONE
 from ioc.dispatch.delivery import Delivery
-from ioc.settings import DISPLAY_TIMEZONE
+from ioc.dispatch.notification_routes import RECEIVER_PREFIX
 
 _LOCAL = ZoneInfo(DISPLAY_TIMEZONE)
 

@@ -20,10 +20,10 @@ import secrets
 import time
 from datetime import datetime
 
-from ioc.backoff import Backoff
+from ioc.core.backoff import Backoff
+from ioc.core.settings import Settings
 from ioc.dispatch.delivery import Attempt, Delivery, Outcome
 from ioc.dispatch.envelope import body
-from ioc.settings import Settings
 from mqttclient import Client, ConnectRefused, MqttError, PublishRefused
 
 log = logging.getLogger(__name__)

@@ -23,10 +23,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ioc.core.settings import Settings
+from ioc.core.topics import dispatch_topic
 from ioc.dispatch.delivery import MQTT, WEBHOOK, Attempt, Delivery, Outcome
 from ioc.dispatch.webhook import webhook_targets
-from ioc.settings import Settings
-from ioc.topics import dispatch_topic
 
 OUTBOX_CHANNEL = "ioc_outbox"
 MQTT_QOS = 1

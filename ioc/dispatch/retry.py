@@ -31,7 +31,7 @@ def backoff_delay(
     """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And
     Jitter"): uniform in ``[0, min(max_s, base_s * 2 ** (attempt - 1))]`` after attempt
     ``attempt`` (1 = the first). Computed from the stored attempt count rather than
-    :class:`ioc.backoff.Backoff`'s in-memory state, so it survives restarts and is the same in
+    :class:`ioc.core.backoff.Backoff`'s in-memory state, so it survives restarts and is the same in
     every worker."""
     ceiling = min(max_s, base_s * 2.0 ** min(max(attempt - 1, 0), 60))
     return (rng or random).uniform(0.0, ceiling)

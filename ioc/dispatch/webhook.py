@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 import httpx
 
 import ioc
-from ioc.alerting.routes import load_routes, routes_file
+from ioc.core.settings import Settings
 from ioc.dispatch.delivery import Attempt, Delivery, Outcome
 from ioc.dispatch.envelope import body as wire_body
+from ioc.dispatch.notification_routes import load_routes, routes_file
 from ioc.dispatch.retry import classify_status, parse_retry_after
 from ioc.dispatch.signature import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from ioc.settings import Settings
 
 _ERROR_BODY_BYTES = 300  # of a refusal's body kept in the delivery log
 
@@ -64,7 +64,8 @@ class WebhookChannel:
         self._settings = settings
         self._timeout_s = settings.dispatch_timeout_s
         self._webhooks = webhook_targets(settings)
-        # notification receivers (ioc.alerting.routes): outbox agency_id receiver:{name}
+        # notification receivers (ioc.dispatch.notification_routes): outbox agency_id
+        # receiver:{name}
         for r in load_routes(routes_file(settings.notification_routes_file)).receivers.values():
             if r.channel == "webhook" and r.secret is not None:
                 self._webhooks[r.outbox_id] = Webhook(r.target, r.secret)

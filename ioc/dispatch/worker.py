@@ -32,15 +32,15 @@ from typing import Protocol
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ioc.alerting.routes import load_routes, routes_file
-from ioc.backoff import Backoff
+from ioc.core.backoff import Backoff
+from ioc.core.settings import Settings
+from ioc.core.workers import first_line, listen, stop_task
 from ioc.dispatch import instruments, outbox
 from ioc.dispatch.delivery import MQTT, WEBHOOK, Attempt, Delivery, Outcome
 from ioc.dispatch.mqtt_channel import MqttChannel
+from ioc.dispatch.notification_routes import load_routes, routes_file
 from ioc.dispatch.retry import retry_delay
 from ioc.dispatch.webhook import WebhookChannel, webhook_targets
-from ioc.settings import Settings
-from ioc.workers import first_line, listen, stop_task
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,8 @@ from psycopg.types.json import Jsonb
 
 from ioc.alerting import store as alert_store
 from ioc.alerting.announce import frame as alert_frame
+from ioc.core.settings import DISPLAY_TIMEZONE, Settings
+from ioc.core.site import Site
 from ioc.dispatch import outbox
 from ioc.incidents.lifecycle import (
     AGENCY_ACTIVE,
@@ -33,9 +35,7 @@ from ioc.incidents.lifecycle import (
     check,
     check_extension,
 )
-from ioc.routing import Routing
-from ioc.settings import DISPLAY_TIMEZONE, Settings
-from ioc.site import Site
+from ioc.routing.table import Routing
 from ioc.storage.feed import FeedEvent, append
 
 _ZONE = ZoneInfo(DISPLAY_TIMEZONE)

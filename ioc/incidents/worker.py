@@ -40,11 +40,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from ioc.alerting import store as alert_store
 from ioc.alerting.announce import ALERTS_CHANNEL
+from ioc.core.names import channel_name
+from ioc.core.workers import listen, stop_task
 from ioc.incidents import store
 from ioc.incidents.store import SYSTEM, Context
-from ioc.names import channel_name
 from ioc.storage import reports
-from ioc.workers import listen, stop_task
 
 log = logging.getLogger(__name__)
 

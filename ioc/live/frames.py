@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from ioc.settings import DISPLAY_TIMEZONE
+from ioc.core.settings import DISPLAY_TIMEZONE
 from ioc.storage.feed import FeedRow
 
 TZ = ZoneInfo(DISPLAY_TIMEZONE)

@@ -22,11 +22,11 @@ from types import TracebackType
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from ioc.core.settings import Settings
+from ioc.core.workers import listen, stop_task
 from ioc.live import instruments
 from ioc.live.frames import READINGS, FeedFilter, Frame, merge_readings
-from ioc.settings import Settings
 from ioc.storage import feed as feed_store
-from ioc.workers import listen, stop_task
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ioc.routing import Category, Routing
-from ioc.settings import DISPLAY_TIMEZONE
-from ioc.site import Site
+from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.site import Site
+from ioc.routing.table import Category, Routing
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
 _ZONE = ZoneInfo(DISPLAY_TIMEZONE)

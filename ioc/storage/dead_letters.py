@@ -1,4 +1,4 @@
-"""Reading the dead-letter table (written by ingest.writer)."""
+"""Reading the dead-letter table (written by ioc.ingest.writer)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ioc.devices import Device
+from ioc.core.devices import Device
 
 # Listeners (ingest workers) reload their device index when this channel fires.
 CHANNEL = "ioc_devices"
@@ -146,3 +146,9 @@ async def live_states(
 
 def _params(d: Device) -> tuple[Any, ...]:
     return (d.id, d.kind, d.city, d.ward, d.name, d.lat, d.lon, Jsonb(d.attributes))
+
+
+async def decommissioned_ids(conn: psycopg.AsyncConnection) -> frozenset[str]:
+    """What ingest refuses with reason ``decommissioned``."""
+    cur = await conn.execute("SELECT id FROM devices WHERE decommissioned_at IS NOT NULL")
+    return frozenset(r[0] for r in await cur.fetchall())

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ioc import durations
+from ioc.core import durations
 from ioc.storage.migrations import Flavour
 
 MAX_POINTS = 10_000
@@ -37,7 +37,7 @@ class QueryError(ValueError):
 
 
 def parse_bucket(text: str) -> timedelta:
-    """A bucket width in the one duration grammar (:mod:`ioc.durations`): 30s, 5m, 1h, 1d."""
+    """A bucket width in the one duration grammar (:mod:`ioc.core.durations`): 30s, 5m, 1h, 1d."""
     if not durations.is_duration(text):
         raise QueryError("bucket", f"{text!r} is not a duration like 30s, 5m, 1h or 1d")
     width = durations.parse(text)

@@ -1,0 +1,1 @@
+"""Feature: OASIS CAP 1.2 messages from alerts (``message``)."""

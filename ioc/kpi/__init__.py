@@ -1,0 +1,2 @@
+"""Feature: the programme's KPIs (``figures``: on-time, satisfaction, clocks, by dimension; the
+live ``kpi`` frames) and the monthly report (``report``)."""

@@ -1,0 +1,2 @@
+"""Feature: devices' lives — broker accounts and ACLs (``accounts``), import, change and
+decommissioning (``lifecycle``)."""
