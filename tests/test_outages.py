@@ -17,13 +17,13 @@ from ioc.core.packaged import SITE_DATA
 from ioc.core.settings import Settings
 from ioc.core.site import Site, load_site
 from ioc.core.topics import device_topic
-from ioc.rules.language import load_rules
+from ioc.rules.language import DEFAULT_PACK, load_rules
 from ioc.rules.schedule import LOCAL
 from ioc.rules.suppression import AlertView, suppressions
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 
 PACKAGED = SITE_DATA / "hau-giang.yaml"
-PACK = load_rules(Path(__file__).resolve().parents[1] / "rules" / "packs" / "default.yaml")
+PACK = load_rules(DEFAULT_PACK / "default.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,11 @@ from ioc.rules.language import DEFAULT_PACK, load_rules
 from ioc.simulators.conditions import NORMAL, Conditions
 from ioc.simulators.fleet import build_models
 from ioc.simulators.salinity import SalinityStationModel, season_factor
-from ioc.simulators.scenario import load_scenario
+from ioc.simulators.scenario import SCENARIO_DIR, load_scenario
 
 VN = timezone(timedelta(hours=7))
 DATA = Path(__file__).resolve().parents[1] / "ioc" / "site_data"
-SCENARIO = (
-    Path(__file__).resolve().parents[1]
-    / "simulators"
-    / "scenarios"
-    / "dry-season-salinity-intrusion.yaml"
-)
+SCENARIO = SCENARIO_DIR / "dry-season-salinity-intrusion.yaml"
 MIN = 60.0
 
 

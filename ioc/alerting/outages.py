@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import orjson
 import yaml
 
 from ioc.core.backoff import Backoff
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import SITE_ZONE
 from ioc.core.site import Site
 from ioc.core.topics import planned_outages_topic
 from ioc.rules.matchers import make_matcher
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 MUTED_RULES: Final = ("cabinet-power-loss",)
 MAX_OUTAGES: Final = 5_000  # per source; a year of cuts for a province is a few hundred
 FIELDS: Final = ("reference", "cabinet", "area", "start", "end", "note")
-_LOCAL: Final = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 class OutageError(ValueError):
@@ -155,7 +153,7 @@ def _time(entry: Mapping[str, Any], key: str, where: str) -> datetime:
         except ValueError:
             raise OutageError(where, f"{key} {value!r} is not an ISO 8601 time") from None
     # the power company's notices are in local time
-    return t if t.tzinfo is not None else t.replace(tzinfo=_LOCAL)
+    return t if t.tzinfo is not None else t.replace(tzinfo=SITE_ZONE)
 
 
 def parse_file_text(text: str, name: str, site: Site) -> ParsedList:

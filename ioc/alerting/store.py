@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ioc.core.localtime import SITE_ZONE, iso_value
 from ioc.core.risk import risk_level
-from ioc.core.settings import DISPLAY_TIMEZONE
 from ioc.rules.engine import OpenAlert, Transition
 
 _COLUMNS = """a.id, a.fingerprint, a.rule, a.state, a.severity, a.labels, a.annotations,
@@ -33,24 +32,15 @@ def _ts(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, UTC)
 
 
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
-
-
-def _iso(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.astimezone(_ZONE).isoformat()
-    return v
-
-
 def iso_time(t: float) -> str:
     """Epoch seconds → RFC 3339 in the operators' zone (+07:00)."""
-    return datetime.fromtimestamp(t, _ZONE).isoformat()
+    return datetime.fromtimestamp(t, SITE_ZONE).isoformat()
 
 
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """The alert as the API and the live feed show it (times RFC 3339 in +07:00)."""
     labels = row["labels"] or {}
-    out = {k: _iso(v) for k, v in row.items()}
+    out = {k: iso_value(v) for k, v in row.items()}
     out["city"] = labels.get("city") or None
     out["ward"] = labels.get("ward") or None
     out["kind"] = labels.get("kind") or None
@@ -68,9 +58,9 @@ def _reason(tr: Transition) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tr.reason.items():
         if k == "time" and isinstance(v, int | float):
-            out["reading_time"] = _iso(datetime.fromtimestamp(v, UTC))
+            out["reading_time"] = iso_value(datetime.fromtimestamp(v, UTC))
         elif k == "peak_time" and isinstance(v, int | float):  # forecast_peak: the high water
-            out[k] = _iso(datetime.fromtimestamp(v, UTC))
+            out[k] = iso_value(datetime.fromtimestamp(v, UTC))
         elif isinstance(v, dict):
             out[k] = {kk: vv for kk, vv in v.items() if isinstance(vv, str | int | float | bool)}
         elif isinstance(v, str | int | float | bool | list) or v is None:
@@ -216,7 +206,7 @@ async def history(conn: psycopg.AsyncConnection, alert_id: int) -> list[dict[str
             "SELECT time, kind, actor, reason FROM alert_events WHERE alert_id = %s ORDER BY id",
             (alert_id,),
         )
-        return [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+        return [{k: iso_value(v) for k, v in r.items()} for r in await cur.fetchall()]
 
 
 async def list_alerts(

@@ -14,20 +14,18 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ioc.api.auth import Caller, require_admin
 from ioc.api.context import runtime_of
+from ioc.core.localtime import iso_local
 from ioc.core.logs import request_id
-from ioc.core.settings import DISPLAY_TIMEZONE
 from ioc.storage import audit
 
 log = logging.getLogger(__name__)
 
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 _CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -90,4 +88,4 @@ async def audit_entries(
         rows = await audit.entries(
             conn, actor=actor, action=action, since=since, before_id=before_id, limit=limit
         )
-    return [{**r, "time": r["time"].astimezone(_ZONE).isoformat()} for r in rows]
+    return [{**r, "time": iso_local(r["time"])} for r in rows]

@@ -15,18 +15,16 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from ioc.api.auth import require_viewer
 from ioc.api.context import ApiRuntime, runtime_of
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import iso_local
 from ioc.kpi import figures as kpi
 from ioc.kpi import report as kpi_report
 
 log = logging.getLogger(__name__)
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 router = APIRouter(prefix="/api/v1", tags=["kpis"], dependencies=[Depends(require_viewer)])
 
@@ -78,8 +76,8 @@ async def get_kpis(
     except kpi.KpiError as exc:
         raise HTTPException(422, str(exc)) from None
     return {
-        "from": start.astimezone(_ZONE).isoformat(),
-        "to": end.astimezone(_ZONE).isoformat(),
+        "from": iso_local(start),
+        "to": iso_local(end),
         "as_of": total.as_of.isoformat(),
         "group_by": list(groups),
         "period": period,

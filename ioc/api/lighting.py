@@ -12,24 +12,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request
 
 from ioc.api.auth import Caller, require_viewer
 from ioc.api.context import runtime_of
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import SITE_ZONE
 
 router = APIRouter(prefix="/api/v1/lighting", tags=["lighting"])
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 NIGHT_STARTS = time(18, 0)
 NIGHT_LENGTH = timedelta(hours=12)
 
 
 def night_window(now: datetime) -> tuple[datetime, datetime]:
     """[start, end) of the lighting night that began most recently at 18:00 local, up to now."""
-    local = now.astimezone(_ZONE)
-    start = datetime.combine(local.date(), NIGHT_STARTS, _ZONE)
+    local = now.astimezone(SITE_ZONE)
+    start = datetime.combine(local.date(), NIGHT_STARTS, SITE_ZONE)
     if start > local:
         start -= timedelta(days=1)
     return start, min(local, start + NIGHT_LENGTH)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -19,12 +18,11 @@ from pydantic import BaseModel
 from ioc.api.auth import require_viewer
 from ioc.api.context import runtime_of
 from ioc.core.devices import Device
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import SITE_ZONE
 from ioc.core.tides import MAX_RANGE_DAYS, GaugeTide, TideError, TidePredictor, UnknownStation
 from ioc.storage import devices as store
 
 router = APIRouter(prefix="/api/v1/flood", tags=["flood"])
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 STEP = timedelta(minutes=10)  # the points' spacing
 DEFAULT_SPAN = timedelta(days=2)
 RESIDUAL_METRIC = "water_level_residual_m"
@@ -76,7 +74,7 @@ def _unprocessable(field: str, message: str) -> HTTPException:
 
 
 def _local(t: datetime) -> datetime:
-    return t.astimezone(_ZONE)
+    return t.astimezone(SITE_ZONE)
 
 
 @router.get(
@@ -97,7 +95,7 @@ async def get_tide(
     ] = None,
 ) -> Tide:
     """Predicted astronomical tide: points every 10 minutes and the high and low waters."""
-    start = from_ or datetime.now(_ZONE).replace(second=0, microsecond=0)
+    start = from_ or datetime.now(SITE_ZONE).replace(second=0, microsecond=0)
     if start.tzinfo is None:
         raise _unprocessable("from", "must carry a UTC offset")
     end = to or start + DEFAULT_SPAN

@@ -22,10 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
-from zoneinfo import ZoneInfo
 
+from ioc.core.localtime import SITE_ZONE
 from ioc.core.risk import risk_level
-from ioc.core.settings import DISPLAY_TIMEZONE
 
 CAP_NS: Final = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_MEDIA_TYPE: Final = "application/cap+xml"
@@ -42,7 +41,6 @@ IDENTIFIER_PREFIX: Final = "vn.haugiang.ioc"
 MsgType = Literal["Alert", "Update", "Cancel"]
 MSG_TYPES: Final = ("Alert", "Update", "Cancel")
 
-_ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
 _FORBIDDEN: Final = re.compile(r"[\s,<&]")
 ALARM_NAMES: Final = {1: "BĐ I", 2: "BĐ II", 3: "BĐ III"}
 
@@ -59,7 +57,7 @@ def cap_time(t: datetime) -> str:
     """A CAP date-time: local Asia/Ho_Chi_Minh time to the second with its offset, never ``Z``."""
     if t.tzinfo is None:
         raise CapError("time", "a CAP time needs a time zone")
-    return t.astimezone(_ZONE).replace(microsecond=0).isoformat()
+    return t.astimezone(SITE_ZONE).replace(microsecond=0).isoformat()
 
 
 def identifier_for(alert_id: int, n: int) -> str:
@@ -362,7 +360,7 @@ def build_message(
     _check_token("identifier", identifier)
     _check_token("sender", sender)
     c = classify(w, msg_type)
-    sent = sent.astimezone(_ZONE).replace(microsecond=0)
+    sent = sent.astimezone(SITE_ZONE).replace(microsecond=0)
 
     root = ET.Element(f"{{{CAP_NS}}}alert")
     _sub(root, "identifier", identifier)

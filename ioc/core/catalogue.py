@@ -7,6 +7,7 @@ its range, gets its message dead-lettered with a reason naming the metric.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -87,6 +88,26 @@ METRICS: Final[Mapping[str, Mapping[str, Metric]]] = MappingProxyType(
 )
 
 KINDS: Final[frozenset[str]] = frozenset(METRICS)
+
+# The one range check, two uses: ingest refuses a value outside its metric's range (BOUNDS,
+# name -> (minimum, maximum) per kind, the decoder's hot-loop view of METRICS); the simulators
+# clip what they publish into it (clip), so a simulated device is never refused for it.
+BOUNDS: Final[Mapping[str, Mapping[str, tuple[float, float]]]] = MappingProxyType(
+    {kind: {name: (m.minimum, m.maximum) for name, m in table.items()}
+     for kind, table in METRICS.items()}
+)
+
+
+def clip(kind: str, values: Mapping[str, float]) -> dict[str, float]:
+    """The values clipped into their metrics' ranges (non-finite → the minimum): a simulator's
+    last guard, not a model."""
+    bounds = BOUNDS[kind]
+    out: dict[str, float] = {}
+    for name, value in values.items():
+        low, high = bounds[name]
+        out[name] = min(high, max(low, value)) if math.isfinite(value) else low
+    return out
+
 
 EVENT_TYPES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
     {

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import iso_local
 from ioc.dispatch.delivery import Delivery
 from ioc.dispatch.notification_routes import RECEIVER_PREFIX
-
-_LOCAL = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 def envelope(delivery: Delivery, sent_at: datetime) -> bytes:
@@ -26,7 +23,7 @@ def envelope(delivery: Delivery, sent_at: datetime) -> bytes:
             "kind": delivery.kind,
             "agency": delivery.agency_id,
             "incident": delivery.payload,
-            "sent_at": sent_at.astimezone(_LOCAL).isoformat(timespec="seconds"),
+            "sent_at": iso_local(sent_at, "seconds"),
         }
     )
 

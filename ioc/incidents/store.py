@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.rows import dict_row
@@ -23,7 +22,8 @@ from psycopg.types.json import Jsonb
 
 from ioc.alerting import store as alert_store
 from ioc.alerting.announce import frame as alert_frame
-from ioc.core.settings import DISPLAY_TIMEZONE, Settings
+from ioc.core.localtime import iso_local, iso_value
+from ioc.core.settings import Settings
 from ioc.core.site import Site
 from ioc.dispatch import outbox
 from ioc.incidents.lifecycle import (
@@ -37,8 +37,6 @@ from ioc.incidents.lifecycle import (
 )
 from ioc.routing.table import Routing
 from ioc.storage.feed import FeedEvent, append
-
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 async def _enqueue(conn: psycopg.AsyncConnection, ctx: Context, **kwargs: Any) -> None:
@@ -89,14 +87,10 @@ class CategoryError(StepError):
     """An unknown category (service code): answered 422 naming it."""
 
 
-def _iso(v: Any) -> Any:
-    return v.astimezone(_ZONE).isoformat() if isinstance(v, datetime) else v
-
-
 def incident_json(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """The incident as the API, the feed and agencies see it at ``now`` (times RFC 3339 in
     +07:00; ``overdue`` and ``seconds_left`` as of ``now``)."""
-    out = {k: _iso(v) for k, v in row.items()}
+    out = {k: iso_value(v) for k, v in row.items()}
     deadline = row.get("deadline_at")
     is_open = row["status"] not in ("resolved", "closed") and row.get("merged_into") is None
     # a paused clock stands still: the countdown is frozen where the pause began, and a paused
@@ -193,7 +187,7 @@ async def dispatch_payload(
         )
         rows = await cur.fetchall()
         doc["reports_total"] = rows[0]["total"] if rows else 0
-        doc["reports"] = [{k: _iso(v) for k, v in r.items() if k != "total"} for r in rows]
+        doc["reports"] = [{k: iso_value(v) for k, v in r.items() if k != "total"} for r in rows]
     doc["alerts"] = await alert_store.of_incident(conn, row["source_alert_id"], row["id"])
     return doc
 
@@ -263,7 +257,7 @@ async def open_incident(
         await record_event(
             cur, row["id"], "opened", who, at=at, to_status="new", note=note,
             data={"agency": agency, "also": list(also), "route": assignment.route,
-                  "deadline": _iso(deadline),
+                  "deadline": iso_value(deadline),
                   "deadline_rule": str(ctx.routing.deadline_rule(category, severity))},
         )  # fmt: skip
     if dispatch and agency:
@@ -725,7 +719,7 @@ async def history(conn: psycopg.AsyncConnection, incident_id: int) -> list[dict[
                WHERE incident_id = %s ORDER BY time, id""",
             (incident_id,),
         )
-        return [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+        return [{k: iso_value(v) for k, v in r.items()} for r in await cur.fetchall()]
 
 
 async def list_incidents(
@@ -787,7 +781,7 @@ async def reports_of(conn: psycopg.AsyncConnection, incident_id: int) -> list[di
                FROM reports WHERE incident_id = %s ORDER BY id""",
             (incident_id,),
         )
-        return [{k: _iso(v) for k, v in r.items()} for r in await cur.fetchall()]
+        return [{k: iso_value(v) for k, v in r.items()} for r in await cur.fetchall()]
 
 
 async def mark_overdue(
@@ -806,7 +800,7 @@ async def mark_overdue(
         rows = await cur.fetchall()
         for row in rows:
             await record_event(cur, row["id"], "overdue", SYSTEM, at=now,
-                          data={"deadline": _iso(row["deadline_at"])})  # fmt: skip
+                          data={"deadline": iso_value(row["deadline_at"])})  # fmt: skip
     events = [feed_event(r, now) for r in rows]
     for row in rows:
         alert = await alert_store.raise_internal(
@@ -866,7 +860,7 @@ async def extend_deadline(
             raise StepError(f"incident {incident_id} was merged into {row['merged_into']}")
         _check_version(row, expected_version)
         check_extension(
-            row["status"], who.kind, reason, extended_at=_iso(row["extended_at"]),
+            row["status"], who.kind, reason, extended_at=iso_value(row["extended_at"]),
             previous=row["extension_reason"],
         )  # fmt: skip
         old = row["deadline_at"]
@@ -884,7 +878,8 @@ async def extend_deadline(
             new_deadline = old + timedelta(hours=hours)
         if new_deadline <= old:
             raise StepError(
-                f"the new deadline {_iso(new_deadline)} is not after the current one {_iso(old)}"
+                f"the new deadline {iso_local(new_deadline)} is not after the current one "
+                f"{iso_local(old)}"
             )
         await cur.execute(
             f"""UPDATE incidents i SET deadline_at = %(new)s, deadline_before_extension = %(old)s,
@@ -900,7 +895,7 @@ async def extend_deadline(
         await record_event(
             cur, incident_id, "extended", who, at=at, from_status=row["status"],
             to_status=row["status"], note=reason.strip(),
-            data={"from": _iso(old), "to": _iso(new_deadline)},
+            data={"from": iso_value(old), "to": iso_value(new_deadline)},
         )  # fmt: skip
     if row["overdue_at"] is not None and new["overdue_at"] is None:
         await _resolve_overdue_alert(conn, row, at)

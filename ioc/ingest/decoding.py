@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ioc.core.catalogue import EVENT_TYPES, METRICS
+from ioc.core.catalogue import BOUNDS, EVENT_TYPES, METRICS
 from ioc.core.site import Site
 from ioc.core.topics import REPORTS, Channel, TopicError, parse_device_topic, parse_report_topic
 from ioc.ingest.errors import DecodeError, Reason
@@ -54,11 +54,6 @@ class ReportVocabulary:
 
 
 _STATUS_WORDS = {"online": True, "offline": False}
-# name -> (minimum, maximum) per kind: the hot loop's view of the catalogue.
-_BOUNDS = {
-    kind: {name: (m.minimum, m.maximum) for name, m in table.items()}
-    for kind, table in METRICS.items()
-}
 
 
 class Decoder:
@@ -209,7 +204,7 @@ class Decoder:
             raise DecodeError(
                 topic, Reason.INVALID_PAYLOAD, "field 'metrics' must be a non-empty object"
             )
-        bounds = _BOUNDS[kind]
+        bounds = BOUNDS[kind]
         values = []
         for name, value in metrics.items():
             limits = bounds.get(name)

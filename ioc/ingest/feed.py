@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from ioc.core.localtime import SITE_ZONE
 from ioc.ingest.records import DeviceEvent, StatusChange, Telemetry
-from ioc.live.frames import READINGS, TZ
+from ioc.live.frames import READINGS
 from ioc.storage.feed import FeedEvent
 
 # device id -> (kind, city, ward), replaced whole when the registry changes
@@ -96,4 +97,4 @@ def _device_event(
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, TZ).isoformat()
+    return datetime.fromtimestamp(t, SITE_ZONE).isoformat()

@@ -15,12 +15,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import psycopg
 
 from ioc.core.backoff import Backoff
 from ioc.core.settings import Settings
 from ioc.core.topics import subscriptions
+from ioc.core.workers import listen, stop_task
 from ioc.ingest import instruments
 from ioc.ingest.decoding import Decoder, DeviceIndex, ReportVocabulary
 from ioc.ingest.errors import Reason
@@ -120,6 +122,7 @@ class IngestService:
         )
         self._handoff: Handoff | None = None
         self._tasks: asyncio.TaskGroup | None = None
+        self._registry: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._database_error: str | None = None
         self._last_recheck = 0.0
@@ -136,7 +139,8 @@ class IngestService:
         in_order: asyncio.Queue[_InFlight | None] = asyncio.Queue(len(self._writers))
         self._tasks.create_task(self._write_loop(in_order), name="ingest-writer")
         self._tasks.create_task(self._settle_loop(in_order), name="ingest-settle")
-        self._tasks.create_task(self._registry_loop(), name="ingest-registry")
+        # Not in the group: it listens until cancelled (ioc.core.workers.listen).
+        self._registry = asyncio.create_task(self._registry_loop(), name="ingest-registry")
         self._subscriber.start()
         return self
 
@@ -150,6 +154,7 @@ class IngestService:
         assert self._handoff is not None and self._tasks is not None
         self._handoff.close()
         self._stopping.set()
+        await stop_task(self._registry)
         try:
             await self._tasks.__aexit__(exc_type, exc, tb)
         finally:
@@ -348,25 +353,13 @@ class IngestService:
             writer.places = places
 
     async def _registry_loop(self) -> None:
-        """Reload the index on NOTIFY from the API (and periodically, in case one was missed)."""
-        backoff = Backoff()
-        while not self._stopping.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute(f"LISTEN {device_store.CHANNEL}")
-                    await self.reload_devices()
-                    backoff.reset()
-                    loaded_at = time.monotonic()
-                    while not self._stopping.is_set():
-                        got = False
-                        async for _ in conn.notifies(timeout=1.0, stop_after=1):
-                            got = True
-                        if got or time.monotonic() - loaded_at > _REGISTRY_REFRESH_S:
-                            await self.reload_devices()
-                            loaded_at = time.monotonic()
-            except psycopg.Error as exc:
-                log.debug("registry listener lost its connection: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff.next_delay() + 1)
+        """Reload the index on NOTIFY from the API, and at least every _REGISTRY_REFRESH_S in
+        case one was missed; the first load once listening, so no change is missed."""
+
+        async def reload(_conn: psycopg.AsyncConnection[Any]) -> None:
+            await self.reload_devices()
+
+        await listen(
+            self._conninfo, [device_store.CHANNEL], reload, what="ingest device registry",
+            on_connected=reload, poll_s=_REGISTRY_REFRESH_S,
+        )

@@ -48,7 +48,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
-from zoneinfo import ZoneInfo
 
 import orjson
 import psycopg
@@ -57,6 +56,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ioc.core.localtime import SITE_ZONE, iso_local
 from ioc.core.packaged import SITE_DATA
 from ioc.core.settings import DISPLAY_TIMEZONE
 from ioc.core.site import Site
@@ -104,8 +104,6 @@ DIMENSIONS: Final[Mapping[str, tuple[str, tuple[str, ...]]]] = {
 }
 GROUPS: Final = (*DIMENSIONS, "period")
 MAX_BUCKETS: Final = 1000  # periods in one answer: a day grouping over ~3 years
-
-_ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +196,7 @@ class KpiRow:
         """JSON-ready: times RFC 3339 in +07:00, rates as fractions, targets met or not."""
         out: dict[str, Any] = {}
         for k, v in asdict(self).items():
-            out[k] = v.astimezone(_ZONE).isoformat() if isinstance(v, datetime) else v
+            out[k] = iso_local(v) if isinstance(v, datetime) else v
         out.update(
             on_time_rate=self.on_time_rate,
             on_time_met=self.on_time_met,
@@ -210,7 +208,7 @@ class KpiRow:
 
 def local_midnight(day: datetime) -> datetime:
     """The start of ``day``'s local (Asia/Ho_Chi_Minh) calendar day, as an aware datetime."""
-    local = day.astimezone(_ZONE)
+    local = day.astimezone(SITE_ZONE)
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -218,10 +216,10 @@ def month_range(month: str) -> tuple[datetime, datetime]:
     """``"2026-11"`` → [2026-11-01 00:00+07:00, 2026-12-01 00:00+07:00)."""
     try:
         year, mon = (int(p) for p in month.split("-"))
-        start = datetime(year, mon, 1, tzinfo=_ZONE)
+        start = datetime(year, mon, 1, tzinfo=SITE_ZONE)
     except ValueError:
         raise KpiError("month", f"{month!r} is not a month like 2026-11") from None
-    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=_ZONE)
+    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=SITE_ZONE)
     return start, end
 
 
@@ -406,7 +404,7 @@ def _bucket_estimate(start: datetime, end: datetime, period: str) -> float:
 
 
 def current_month(now: datetime) -> tuple[datetime, datetime]:
-    local = now.astimezone(_ZONE)
+    local = now.astimezone(SITE_ZONE)
     return month_range(f"{local.year}-{local.month:02d}")
 
 
@@ -422,7 +420,7 @@ async def kpi_snapshot(conn: psycopg.AsyncConnection[Any], now: datetime) -> dic
         "period": "month",
         "from": start.isoformat(),
         "to": end.isoformat(),
-        "as_of": now.astimezone(_ZONE).isoformat(),
+        "as_of": iso_local(now),
         "targets": {"on_time": ON_TIME_TARGET, "satisfaction": SATISFACTION_TARGET},
         "headline": headline.as_json(),
         "by_source": [r.as_json() for r in by_source],

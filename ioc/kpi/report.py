@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from typing import Any, Final
-from zoneinfo import ZoneInfo
 
 import psycopg
 
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import SITE_ZONE, iso_local
 from ioc.core.wording import number
 from ioc.kpi.figures import (
     HEADLINE_SOURCE,
@@ -32,8 +31,6 @@ from ioc.kpi.figures import (
     compute,
     month_range,
 )
-
-_ZONE: Final = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +109,7 @@ def _met(v: bool | None) -> str:
 
 
 def _local(t: datetime) -> str:
-    return t.astimezone(_ZONE).isoformat()
+    return iso_local(t)
 
 
 def _sections(report: MonthlyReport, names: Names) -> list[tuple[str, str, str, KpiRow]]:
@@ -333,7 +330,7 @@ def to_html(report: MonthlyReport, names: Names | None = None) -> str:
     """The monthly summary page (Vietnamese, English secondary), charts as inline SVG."""
     names = names or Names()
     t = report.headline
-    start = report.start.astimezone(_ZONE)
+    start = report.start.astimezone(SITE_ZONE)
     month_vi = f"tháng {start.month}/{start.year}"
     month_en = start.strftime("%B %Y")
 
@@ -452,4 +449,4 @@ quyết (docs/kpis.md).</p>
 
 
 def _clock(t: datetime) -> str:
-    return t.astimezone(_ZONE).strftime("%d/%m/%Y %H:%M (%z)").replace("+0700", "+07:00")
+    return t.astimezone(SITE_ZONE).strftime("%d/%m/%Y %H:%M (%z)").replace("+0700", "+07:00")

@@ -11,19 +11,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import SITE_ZONE, iso_local
 from ioc.storage.feed import FeedRow
 
-TZ = ZoneInfo(DISPLAY_TIMEZONE)
 READINGS = "readings"
 
 
 def rfc3339(t: datetime) -> str:
-    return t.astimezone(TZ).isoformat()
+    return iso_local(t)
 
 
 class Frame:
@@ -101,7 +99,7 @@ class Frame:
 def control(type: str, seq: int, **fields: Any) -> str:
     """A control frame (hello, heartbeat, resync): not a feed row, never filtered."""
     return orjson.dumps(
-        {"type": type, "seq": seq, "time": rfc3339(datetime.now(TZ)), **fields}
+        {"type": type, "seq": seq, "time": rfc3339(datetime.now(SITE_ZONE)), **fields}
     ).decode()
 
 

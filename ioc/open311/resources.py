@@ -14,19 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import iso_local
 from ioc.core.site import Site
 from ioc.routing.table import Category, Routing
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
-_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 def w3c(t: datetime | None) -> str | None:
     """W3C date-time with the offset of Asia/Ho_Chi_Minh (``2026-11-28T19:20:00+07:00``)."""
-    return t.astimezone(_ZONE).isoformat(timespec="seconds") if t is not None else None
+    return iso_local(t, "seconds") if t is not None else None
 
 
 def service(c: Category) -> dict[str, Any]:

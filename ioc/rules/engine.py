@@ -27,12 +27,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ioc.core.devices import Device
-from ioc.core.settings import DISPLAY_TIMEZONE
+from ioc.core.localtime import SITE_ZONE
 from ioc.rules.language import METRIC_TYPES, TIDE_TYPES, Rule, RuleSet, compare
 from ioc.rules.template import render
 from ioc.rules.tide import HighWater, TideSource
@@ -50,8 +49,6 @@ MAX_WINDOW_POINTS = 10_000
 RESUM_EVERY = 4096
 # forecast_peak: high waters are fetched for horizon + this much, then reused until needed
 HIGH_WATER_LOOKAHEAD_S = 12 * 3600.0
-# the site's time zone (ioc.core.settings): local hours of anomaly baselines, forecast peak times
-SITE_ZONE = ZoneInfo(DISPLAY_TIMEZONE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ioc.core.catalogue import clip
 from ioc.core.devices import Device
 from ioc.simulators.conditions import Conditions
 from ioc.simulators.lighting import phase_voltage
-from ioc.simulators.model import device_rng, epoch_s, within_catalogue
+from ioc.simulators.model import device_rng, epoch_s
 
 if TYPE_CHECKING:
     from ioc.simulators.lighting import LampModel
@@ -97,7 +98,7 @@ class CabinetModel:
             return None
         reading["energy_kwh"] = round(self._energy_kwh, 3)
         reading["door_open"] = 0.0
-        return within_catalogue("cabinet", reading)
+        return clip("cabinet", reading)
 
     def events(self, t: datetime, cond: Conditions) -> list[dict[str, object]]:
         """``power_loss`` when supply goes, ``power_restored`` when it returns (each once)."""

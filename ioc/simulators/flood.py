@@ -23,11 +23,12 @@ import math
 from datetime import datetime, timedelta
 from functools import lru_cache
 
+from ioc.core.catalogue import clip
 from ioc.core.devices import Device
 from ioc.core.site import Site
 from ioc.core.tides import PACKAGED_TIDES, GaugeTide, TidePredictor, UnknownStation
 from ioc.simulators.conditions import NORMAL, Conditions
-from ioc.simulators.model import device_key, epoch_s, gauss_noise, within_catalogue
+from ioc.simulators.model import device_key, epoch_s, gauss_noise
 from ioc.simulators.rain import CityRain, logger_battery_v
 
 _STEP_S = 300.0
@@ -122,7 +123,7 @@ class FloodStationModel:
         if self.device.id in cond.silent_devices:
             return None
         level += 0.004 * gauss_noise(self._key, int(epoch_s(t) // 60), 1)
-        return within_catalogue(
+        return clip(
             "flood", {"water_level_m": round(level, 3), "battery_v": logger_battery_v(self._key, t)}
         )
 

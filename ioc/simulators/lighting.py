@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
+from ioc.core.catalogue import clip
 from ioc.core.devices import Device
 from ioc.simulators.conditions import Conditions
 from ioc.simulators.model import (
@@ -33,7 +34,6 @@ from ioc.simulators.model import (
     device_rng,
     epoch_s,
     noise,
-    within_catalogue,
 )
 from ioc.simulators.sun import sun_times
 
@@ -315,7 +315,7 @@ class LampModel:
         if reading is None or not self._reachable(cond):
             return None
         assert self._gear_c is not None
-        return within_catalogue(
+        return clip(
             "lighting",
             {
                 "dim_level_pct": reading.dim_level_pct,

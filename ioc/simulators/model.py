@@ -18,12 +18,10 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from ioc.core.catalogue import METRICS
 from ioc.core.devices import Device
 from ioc.simulators.conditions import Conditions
 
@@ -34,7 +32,6 @@ __all__ = [
     "device_key",
     "device_rng",
     "noise",
-    "within_catalogue",
 ]
 
 # Vietnam keeps +07:00 all year (no daylight saving), so a fixed offset is exact and cheaper than
@@ -99,16 +96,6 @@ def noise(key: int, tick: int, salt: int = 0) -> float:
 def gauss_noise(key: int, tick: int, salt: int = 0) -> float:
     """Like :func:`noise` but roughly standard normal (sum of three uniforms, variance 1)."""
     return noise(key, tick, salt) + noise(key, tick, salt + 1) + noise(key, tick, salt + 2)
-
-
-def within_catalogue(kind: str, values: Mapping[str, float]) -> dict[str, float]:
-    """The values clipped into the catalogue range of each metric (a last guard, not a model)."""
-    table = METRICS[kind]
-    out: dict[str, float] = {}
-    for name, value in values.items():
-        m = table[name]
-        out[name] = min(m.maximum, max(m.minimum, value)) if math.isfinite(value) else m.minimum
-    return out
 
 
 def epoch_s(t: datetime) -> float:

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from ioc.core.catalogue import clip
 from ioc.core.devices import Device
 from ioc.simulators.conditions import NORMAL, Conditions
 from ioc.simulators.model import (
@@ -26,7 +27,6 @@ from ioc.simulators.model import (
     device_rng,
     epoch_s,
     noise,
-    within_catalogue,
 )
 
 # Probability that a day has showers, by month (Jan..Dec): Cần Thơ / Vị Thanh climatology has
@@ -185,7 +185,7 @@ class RainGaugeModel:
         elapsed = max(1.0, ts - self._last_report)
         rain_mm = round(self._unreported, 1)
         self._unreported, self._last_report = 0.0, ts
-        return within_catalogue(
+        return clip(
             "rain",
             {
                 "rain_mm": rain_mm,

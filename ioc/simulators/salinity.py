@@ -27,10 +27,11 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+from ioc.core.catalogue import clip
 from ioc.core.devices import Device
 from ioc.core.tides import SEASONAL, GaugeTide, TidePredictor, UnknownStation
 from ioc.simulators.conditions import Conditions
-from ioc.simulators.model import LOCAL_TZ, device_key, epoch_s, gauss_noise, within_catalogue
+from ioc.simulators.model import LOCAL_TZ, device_key, epoch_s, gauss_noise
 from ioc.simulators.rain import logger_battery_v
 
 FRESH_PPT = 0.08  # river water outside the salt season (a conductivity logger's fresh reading)
@@ -114,7 +115,7 @@ class SalinityStationModel:
         temp = 29.5 - 1.5 * math.cos(2 * math.pi * (doy - 15) / 365.0)
         temp += 0.8 * math.sin(math.pi * (hour - 9.0) / 12.0) if 9.0 <= hour <= 21.0 else 0.0
         temp += 0.1 * gauss_noise(self._key, tick, 4)
-        return within_catalogue(
+        return clip(
             "salinity",
             {
                 "salinity_ppt": round(max(0.0, ppt), 3),

@@ -19,6 +19,7 @@ import itertools
 import random
 from datetime import datetime
 
+from ioc.core.catalogue import clip
 from ioc.core.devices import Device
 from ioc.simulators.conditions import Conditions
 from ioc.simulators.model import (
@@ -28,7 +29,6 @@ from ioc.simulators.model import (
     epoch_s,
     noise,
     poisson,
-    within_catalogue,
 )
 
 CLASSES = ("motorbike", "car", "truck", "bus")
@@ -148,7 +148,7 @@ class DetectorModel:
             occupancy_pct=round(occupancy, 1),
             interval_s=self.interval_s,
         )
-        return within_catalogue("traffic", values)
+        return clip("traffic", values)
 
     def events(self, t: datetime, cond: Conditions) -> list[dict[str, object]]:
         """Detectors raise no events; cameras do."""
@@ -192,7 +192,7 @@ class CameraModel:
         counts = self._counter.counts(t, self._counter.demand_veh_h(t), self.interval_s)
         values: dict[str, float] = {f"count_{c}": float(n) for c, n in counts.items()}
         values["interval_s"] = self.interval_s
-        return within_catalogue("traffic", values)
+        return clip("traffic", values)
 
     def events(self, t: datetime, cond: Conditions) -> list[dict[str, object]]:
         """The scenario's event for this camera once when it appears, plus rare random ones."""
