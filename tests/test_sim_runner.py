@@ -451,7 +451,7 @@ class FakeReports:
 # ------------------------------------------------------------------------- end to end
 
 _KIND_MODULES = ("flood", "salinity", "rain", "lighting", "cabinet", "traffic", "reports", "sun")
-REAL_MODELS = all(importlib.util.find_spec(f"simulators.{m}") for m in _KIND_MODULES)
+REAL_MODELS = all(importlib.util.find_spec(f"ioc.simulators.{m}") for m in _KIND_MODULES)
 
 
 def subset(site: Site, *ids: str, cabinet: str) -> Site:
