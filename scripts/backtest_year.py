@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ioc.core.devices import Device  # noqa: E402
+from ioc.core.localtime import FIXED_OFFSET as LOCAL  # noqa: E402
 from ioc.core.site import load_site  # noqa: E402
 from ioc.core.tides import TidePredictor, UnknownStation  # noqa: E402
 from ioc.rules.backtest import BacktestResult, Stream, replay  # noqa: E402
 from ioc.rules.language import DEFAULT_PACK, Rule, RuleSet, load_rules  # noqa: E402
-from ioc.rules.schedule import LOCAL  # noqa: E402
 from ioc.rules.tide import TabulatedTide  # noqa: E402
 from ioc.simulators.conditions import NORMAL, Conditions  # noqa: E402
 from ioc.simulators.fleet import build_models  # noqa: E402

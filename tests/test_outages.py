@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 from ioc.alerting.outages import OutageBook, parse_file_text, parse_message, planned_outages_topic
+from ioc.core.localtime import FIXED_OFFSET as LOCAL
 from ioc.core.packaged import SITE_DATA
 from ioc.core.settings import Settings
 from ioc.core.site import Site, load_site
 from ioc.core.topics import device_topic
 from ioc.rules.language import DEFAULT_PACK, load_rules
-from ioc.rules.schedule import LOCAL
 from ioc.rules.suppression import AlertView, suppressions
 from tests.conftest import TOKEN, MqttPublisher, eventually, running_service
 

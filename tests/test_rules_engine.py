@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from ioc.core.devices import Device
+from ioc.core.localtime import FIXED_OFFSET as LOCAL
 from ioc.rules.backtest import BacktestResult, Stream, replay
 from ioc.rules.engine import Engine, OpenAlert
 from ioc.rules.language import DEFAULT_PACK, RuleSet, check_rules, load_rules
-from ioc.rules.schedule import LOCAL
 from ioc.rules.template import render
 
 T0 = datetime(2026, 11, 20, 20, 0, tzinfo=LOCAL).timestamp()  # a night in Vị Thanh

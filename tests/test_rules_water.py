@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ioc.core.devices import Device
+from ioc.core.localtime import FIXED_OFFSET as LOCAL
 from ioc.rules.engine import Engine
 from ioc.rules.language import DEFAULT_PACK, check_rules, load_rules
-from ioc.rules.schedule import LOCAL
 from ioc.rules.tide import TabulatedTide
 
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=LOCAL).timestamp()

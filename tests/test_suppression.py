@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
+from ioc.core.localtime import FIXED_OFFSET as LOCAL
 from ioc.rules.language import check_rules
 from ioc.rules.matchers import parse_matcher
-from ioc.rules.schedule import LOCAL
 from ioc.rules.suppression import AlertView, MaintenanceWindow, Silence, suppressions
 
 INHIBIT = """

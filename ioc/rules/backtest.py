@@ -24,9 +24,9 @@ from datetime import datetime
 import numpy as np
 
 from ioc.core.devices import Device
+from ioc.core.localtime import FIXED_OFFSET
 from ioc.rules.engine import Engine, Transition
 from ioc.rules.language import Rule, RuleSet
-from ioc.rules.schedule import LOCAL
 from ioc.rules.tide import TideSource
 
 
@@ -257,7 +257,7 @@ class _Collector:
                     continue
                 a.started_at = tr.at
                 self.result.alerts.append(a)
-                day = datetime.fromtimestamp(tr.at, LOCAL).date().isoformat()
+                day = datetime.fromtimestamp(tr.at, FIXED_OFFSET).date().isoformat()
                 self.result.per_day.setdefault(tr.rule, {})
                 per = self.result.per_day[tr.rule]
                 per[day] = per.get(day, 0) + 1

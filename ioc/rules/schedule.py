@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
 from astral import Observer
 from astral.sun import sunrise, sunset
 
-LOCAL = timezone(timedelta(hours=7), "Asia/Ho_Chi_Minh")
+from ioc.core.localtime import FIXED_OFFSET, OFFSET_S
+
 _HM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
@@ -33,13 +34,13 @@ class Schedule:
     def active(self, t: float, lat: float, lon: float) -> bool:
         # hot path (every reading of a scheduled rule): integer arithmetic where it suffices
         if self.months or self.weekdays:
-            local = datetime.fromtimestamp(t, LOCAL)
+            local = datetime.fromtimestamp(t, FIXED_OFFSET)
             if self.months and local.month not in self.months:
                 return False
             if self.weekdays and local.isoweekday() not in self.weekdays:
                 return False
         if self.windows:
-            minute = int((t + _OFFSET_S) // 60) % 1440
+            minute = int((t + OFFSET_S) // 60) % 1440
             if not any(_in_window(minute, a, b) for a, b in self.windows):
                 return False
         if self.sun is not None:
@@ -55,7 +56,6 @@ def _in_window(minute: int, start: int, end: int) -> bool:
     return minute >= start or minute < end  # wraps midnight, e.g. 18:00-06:00
 
 
-_OFFSET_S = 7 * 3600  # Asia/Ho_Chi_Minh has no daylight saving
 
 
 @lru_cache(maxsize=4096)
@@ -63,14 +63,14 @@ def _sun_times(local_day: int, lat: float, lon: float) -> tuple[float, float]:
     day = date.fromordinal(date(1970, 1, 1).toordinal() + local_day)
     obs = Observer(latitude=lat, longitude=lon)
     return (
-        sunrise(obs, day, tzinfo=LOCAL).timestamp(),
-        sunset(obs, day, tzinfo=LOCAL).timestamp(),
+        sunrise(obs, day, tzinfo=FIXED_OFFSET).timestamp(),
+        sunset(obs, day, tzinfo=FIXED_OFFSET).timestamp(),
     )
 
 
 def is_night(t: float, lat: float, lon: float) -> bool:
     # Positions are rounded to ~1 km so the cache serves a whole street of lamps.
-    rise, set_ = _sun_times(int((t + _OFFSET_S) // 86400), round(lat, 2), round(lon, 2))
+    rise, set_ = _sun_times(int((t + OFFSET_S) // 86400), round(lat, 2), round(lon, 2))
     return t < rise or t >= set_
 
 

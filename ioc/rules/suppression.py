@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
+from ioc.core.localtime import FIXED_OFFSET
 from ioc.rules.language import InhibitRule
 from ioc.rules.matchers import Matcher, all_match
-from ioc.rules.schedule import LOCAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +50,14 @@ class MaintenanceWindow:
             return False
         if self.valid_to is not None and now >= self.valid_to:
             return False
-        local = datetime.fromtimestamp(now, LOCAL)
+        local = datetime.fromtimestamp(now, FIXED_OFFSET)
         # a window may run past midnight (or span days): look at occurrences that began on
         # any of the days its duration can reach back over
         for back in range(int(self.duration_s // 86400) + 2):
             day = local.date() - timedelta(days=back)
             if day.isoweekday() not in self.weekdays:
                 continue
-            begin = datetime.combine(day, self.start, LOCAL).timestamp()
+            begin = datetime.combine(day, self.start, FIXED_OFFSET).timestamp()
             if begin <= now < begin + self.duration_s:
                 return True
         return False
