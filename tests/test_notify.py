@@ -167,7 +167,7 @@ def test_a_bad_routes_file_names_file_and_field(tmp_path: Path, text: str, field
     path.write_text(text, encoding="utf-8")
     with pytest.raises(NotificationConfigError) as err:
         load_routes(path, environ={})
-    assert err.value.field == field
+    assert err.value.where == field
     assert str(path) in str(err.value) and field in str(err.value)
 
 

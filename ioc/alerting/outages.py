@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
-import yaml
 
+from ioc.core import yamlfile
 from ioc.core.backoff import Backoff
 from ioc.core.localtime import SITE_ZONE
 from ioc.core.site import Site
@@ -162,9 +162,9 @@ def parse_file_text(text: str, name: str, site: Site) -> ParsedList:
         rows = list(csv.DictReader(io.StringIO(text)))
         return parse_entries(({k: v for k, v in r.items() if k} for r in rows), site, name)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        return ParsedList((), (f"{name}: not valid YAML: {exc}",))
+        raw = yamlfile.parse(text, name)
+    except yamlfile.DataFileError as exc:
+        return ParsedList((), (str(exc),))
     if isinstance(raw, dict):
         raw = raw.get("outages")
     if raw is None:

@@ -27,10 +27,11 @@ from typing import Any, Final, NoReturn
 from zoneinfo import ZoneInfo
 
 import holidays
-import yaml
 from prometheus_client import Gauge
 
+from ioc.core import yamlfile
 from ioc.core.packaged import SITE_DATA
+from ioc.core.yamlfile import DataFileError
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +46,8 @@ _MAX_CACHED_YEARS: Final = 64  # statutory holiday sets kept per calendar; deadl
 _MAX_SEARCH_DAYS: Final = 3660  # ten years: only a broken calendar has no working time that long
 
 
-class CalendarError(ValueError):
+class CalendarError(DataFileError):
     """A calendar file that cannot be used; ``where`` names the offending key."""
-
-    def __init__(self, path: Path | str, where: str, message: str) -> None:
-        self.path = str(path)
-        self.where = where
-        super().__init__(
-            f"{Path(path).name}: {where}: {message}" if where else f"{path}: {message}"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +214,7 @@ def _seconds(t: time) -> int:
 def load_calendar(path: Path | str = DEFAULT_CALENDAR) -> WorkingCalendar:
     """Parse and check a calendar file (format: docs/agencies.md); a bad file is refused whole."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CalendarError(path, "", f"cannot read: {exc}") from None
-    return parse_calendar(raw, path)
+    return parse_calendar(yamlfile.read(path, CalendarError), path)
 
 
 def parse_calendar(raw: Any, path: Path | str = "<calendar>") -> WorkingCalendar:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Final
 
-import yaml
-
+from ioc.core import yamlfile
 from ioc.core.packaged import SITE_DATA
 
 RISK_FILE: Final = SITE_DATA / "risk_levels.yaml"
@@ -63,7 +62,7 @@ def parse_levels(raw: Any) -> dict[int, RiskLevel]:
 
 @cache
 def risk_levels() -> dict[int, RiskLevel]:
-    return parse_levels(yaml.safe_load(RISK_FILE.read_text(encoding="utf-8")))
+    return parse_levels(yamlfile.read(RISK_FILE))
 
 
 def risk_level(level: int | None) -> RiskLevel | None:

@@ -33,9 +33,9 @@ from types import MappingProxyType
 from typing import Any, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
+from ioc.core import yamlfile
 from ioc.core.devices import Device, DeviceError
+from ioc.core.yamlfile import DataFileError
 
 FORMAT_VERSION: Final = 1
 LEVELS: Final = ("bd1", "bd2", "bd3")  # báo động I < II < III (QĐ 05/2020/QĐ-TTg)
@@ -43,8 +43,6 @@ TRAFFIC_ROLES: Final = frozenset({"detector", "camera"})
 # The bodies every commune-level unit has; routing addresses them as ward-{role}.
 WARD_ROLES: Final = frozenset({"committee", "police", "civil-defence"})
 SLUG: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-# yaml.safe_load semantics; the libyaml-backed loader when PyYAML was built with it (7x faster).
-_SAFE_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Ring = tuple[tuple[float, float], ...]
 
@@ -104,14 +102,8 @@ def _signed_area(points: list[tuple[float, float]]) -> float:
     )
 
 
-class SiteError(ValueError):
+class SiteError(DataFileError):
     """A site file that cannot be used; ``where`` names the entry (``devices[12].kind``)."""
-
-    def __init__(self, path: Path | str, where: str, message: str) -> None:
-        self.path = Path(path)
-        self.where = where
-        self.message = message
-        super().__init__(f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}")
 
 
 # --------------------------------------------------------------------------------- records
@@ -488,20 +480,7 @@ def _in_ring(ring: Ring, lon: float, lat: float) -> bool:
 def load_site(path: Path | str) -> Site:
     """Read and validate a site file; raise :class:`SiteError` naming the first bad entry."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SiteError(path, "", f"cannot read the site file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SiteError(path, "", f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    try:
-        raw = yaml.load(text, Loader=_SAFE_LOADER)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SiteError(path, where, f"not valid YAML: {problem}") from None
-    return _Loader(path).site(raw)
+    return _Loader(path).site(yamlfile.read(path, SiteError))
 
 
 def _at(where: str, key: str) -> str:

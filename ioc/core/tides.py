@@ -36,8 +36,8 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 import numpy as np
-import yaml
 
+from ioc.core import yamlfile
 from ioc.core.packaged import SITE_DATA
 
 CONSTITUENTS: Final = ("M2", "S2", "N2", "K1", "O1", "SA", "SSA")
@@ -222,9 +222,9 @@ class TidePredictor:
         """Read a tide data file (format: docs/tides.md); :class:`TideError` names a bad entry."""
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise TideError(str(path), f"cannot read the tide data: {exc}") from None
+            raw = yamlfile.read(path)
+        except yamlfile.DataFileError as exc:
+            raise TideError(str(path), str(exc).removeprefix(f"{path}: ")) from None
         return cls.from_mapping(raw, cache_days=cache_days)
 
     @classmethod

@@ -19,20 +19,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from ioc.core import yamlfile
 from ioc.core.packaged import SITE_DATA
+from ioc.core.yamlfile import DataFileError
 
 DEFAULT_FILE = SITE_DATA / "notifications.yaml"
 RECEIVER_PREFIX = "receiver:"  # outbox.agency_id of a notification: receiver:{name}
 _TOPIC_FORBIDDEN = ("+", "#")
 
 
-class NotificationConfigError(ValueError):
-    def __init__(self, file: Path, field: str, problem: str) -> None:
-        super().__init__(f"{file}: {field}: {problem}")
-        self.file = file
-        self.field = field
+class NotificationConfigError(DataFileError):
+    """A notification routes file that cannot be used; ``where`` names the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +77,7 @@ def routes_file(setting: Path | None) -> Path:
 
 def load_routes(path: Path, environ: Mapping[str, str] | None = None) -> Routes:
     env = os.environ if environ is None else environ
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise NotificationConfigError(path, "(file)", f"cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise NotificationConfigError(path, "(file)", f"not YAML: {exc}") from exc
+    doc = yamlfile.read(path, NotificationConfigError) or {}
     if not isinstance(doc, dict):
         raise NotificationConfigError(path, "(file)", "must be a mapping")
     receivers: dict[str, Receiver] = {}

@@ -51,11 +51,11 @@ from typing import Any, Final, Literal
 
 import orjson
 import psycopg
-import yaml
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ioc.core import yamlfile
 from ioc.core.localtime import SITE_ZONE, iso_local
 from ioc.core.packaged import SITE_DATA
 from ioc.core.settings import DISPLAY_TIMEZONE
@@ -70,7 +70,7 @@ TARGETS_FILE: Final = SITE_DATA / "kpis.yaml"
 
 def _load_targets(path: Path = TARGETS_FILE) -> dict[str, Any]:
     """The programme's targets as data, with their source (ioc/site_data/kpis.yaml)."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = yamlfile.read(path)
     targets = raw["targets"]
     for name in ("on_time", "satisfaction"):
         value = targets[name]["value"]

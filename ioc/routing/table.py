@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
+from ioc.core import yamlfile
 from ioc.core.calendar import DEFAULT_CALENDAR, CalendarError, WorkingCalendar, load_calendar
 from ioc.core.calendar import parse_calendar as _parse_calendar
 from ioc.core.site import Site
+from ioc.core.yamlfile import DataFileError
 from ioc.rules.matchers import Matcher, MatcherError, all_match, parse_matcher
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,8 @@ WARD_PLACEHOLDERS = {
 SEVERITIES = ("info", "warning", "critical")
 
 
-class RoutingError(ValueError):
-    def __init__(self, path: Path | str, where: str, message: str) -> None:
-        super().__init__(
-            f"{Path(path).name}: {where}: {message}" if where else f"{path}: {message}"
-        )
+class RoutingError(DataFileError):
+    """A routing file that cannot be used; ``where`` names the entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +222,7 @@ class Routing:
 def load_routing(path: Path | str, site: Site | None = None) -> Routing:
     """Parse and check a routing file; agencies are checked against ``site`` when given."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RoutingError(path, "", f"cannot read: {exc}") from None
-    return _Parser(path, site).routing(raw)
+    return _Parser(path, site).routing(yamlfile.read(path, RoutingError))
 
 
 class _Parser:

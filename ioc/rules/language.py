@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ioc.core import durations
+from ioc.core import durations, yamlfile
 from ioc.core.catalogue import EVENT_TYPES, KINDS, METRICS
+from ioc.core.yamlfile import LineMap
 from ioc.rules.matchers import Matcher, MatcherError, parse_matcher
 from ioc.rules.schedule import Schedule, ScheduleError, parse_schedule
 from ioc.rules.template import TemplateError, check_template
@@ -254,33 +253,6 @@ class RuleSet:
         return {r.id: r for r in self.rules}
 
 
-# -- YAML with line numbers -----------------------------------------------------------------
-
-
-class _Map(dict[str, Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.line = 0
-        self.key_lines: dict[str, int] = {}
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    m = _Map()
-    m.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        m[str(key)] = loader.construct_object(value_node, deep=True)
-        m.key_lines[str(key)] = key_node.start_mark.line + 1
-    return m
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def parse_duration(value: Any) -> float:
     """``90`` (seconds), ``"30s"``, ``"10m"``, ``"1h30m"``, ``"2d"`` → seconds
     (:mod:`ioc.core.durations`, the one grammar)."""
@@ -315,19 +287,17 @@ class _FileParser:
         self.problems.append(Problem(self.file, line, message))
 
     def line_of(self, m: Any, key: str) -> int:
-        return m.key_lines.get(key, m.line) if isinstance(m, _Map) else 0
+        return m.line_of(key) if isinstance(m, LineMap) else 0
 
     def parse(self, text: str) -> tuple[list[Rule], list[InhibitRule]]:
         try:
-            doc = yaml.load(text, Loader=_Loader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 1
-            self.problem(line, f"not valid YAML: {getattr(exc, 'problem', exc)}")
+            doc = yamlfile.parse_with_lines(text, self.file)
+        except yamlfile.DataFileError as exc:
+            self.problem(yamlfile.syntax_line(exc), exc.message)
             return [], []
         if doc is None:
             return [], []
-        if not isinstance(doc, _Map):
+        if not isinstance(doc, LineMap):
             self.problem(1, "a rule file is a mapping with 'rules:' (and 'inhibit_rules:')")
             return [], []
         for key in doc:
@@ -357,7 +327,7 @@ class _FileParser:
 
     # -- pieces ------------------------------------------------------------------------------
 
-    def duration(self, m: _Map, key: str, where: str) -> float:
+    def duration(self, m: LineMap, key: str, where: str) -> float:
         if key not in m:
             return 0.0
         try:
@@ -366,7 +336,7 @@ class _FileParser:
             self.problem(self.line_of(m, key), f"{where}: '{key}': {exc}")
             return 0.0
 
-    def expr(self, m: _Map, key: str, where: str) -> Expr | None:
+    def expr(self, m: LineMap, key: str, where: str) -> Expr | None:
         try:
             return parse_expr(m[key])
         except ValueError as exc:
@@ -381,7 +351,7 @@ class _FileParser:
         return frozenset(items)
 
     def selector(self, m: Any, line: int, where: str) -> Selector | None:
-        if not isinstance(m, _Map):
+        if not isinstance(m, LineMap):
             self.problem(line, f"{where}: 'select' must be a mapping (kind, metric, city, ...)")
             return None
         known = ("kind", "metric", "event", "city", "ward", "devices", "attributes")
@@ -433,9 +403,9 @@ class _FileParser:
             attributes=tuple(sorted(attrs, key=lambda a: a[0])),
         )
 
-    def condition(self, m: _Map, where: str) -> Condition | None:
+    def condition(self, m: LineMap, where: str) -> Condition | None:
         raw = m.get("when")
-        if not isinstance(raw, _Map):
+        if not isinstance(raw, LineMap):
             self.problem(
                 self.line_of(m, "when") if "when" in m else m.line,
                 f"{where}: needs 'when: {{op: \">=\", threshold: ..., clear: ...}}'",
@@ -471,7 +441,7 @@ class _FileParser:
                 )
         return Condition(op=op, threshold=threshold, clear=clear)
 
-    def labels(self, m: _Map, where: str) -> dict[str, str] | None:
+    def labels(self, m: LineMap, where: str) -> dict[str, str] | None:
         raw = m.get("labels")
         if not isinstance(raw, dict):
             self.problem(m.line, f"{where}: needs 'labels' with at least 'severity'")
@@ -499,7 +469,7 @@ class _FileParser:
             return None
         return out
 
-    def annotations(self, m: _Map, where: str) -> dict[str, str] | None:
+    def annotations(self, m: LineMap, where: str) -> dict[str, str] | None:
         raw = m.get("annotations")
         if not isinstance(raw, dict) or not {"summary_vi", "summary_en"} <= set(raw):
             self.problem(
@@ -522,7 +492,7 @@ class _FileParser:
         return out
 
     def rule(self, item: Any, list_line: int) -> Rule | None:
-        if not isinstance(item, _Map):
+        if not isinstance(item, LineMap):
             self.problem(list_line, f"each rule must be a mapping, got {item!r}")
             return None
         rid = item.get("id")
@@ -551,7 +521,7 @@ class _FileParser:
                 self.problem(self.line_of(item, key), f"{where}: unknown key {key!r}")
         n_before = len(self.problems)
         select = self.selector(
-            item.get("select", _Map()), self.line_of(item, "select") or item.line, where
+            item.get("select", LineMap()), self.line_of(item, "select") or item.line, where
         )
         labels = self.labels(item, where)
         annotations = self.annotations(item, where)
@@ -598,7 +568,7 @@ class _FileParser:
             kw["function"] = fn
         if "value" in item:
             raw_value = item["value"]
-            if not isinstance(raw_value, _Map) or not set(raw_value) <= {"divide_by", "scale"}:
+            if not isinstance(raw_value, LineMap) or not set(raw_value) <= {"divide_by", "scale"}:
                 self.problem(
                     self.line_of(item, "value"), f"{where}: value takes divide_by and/or scale"
                 )
@@ -669,7 +639,7 @@ class _FileParser:
             **kw,
         )
 
-    def risk(self, item: _Map, condition: Condition | None, where: str) -> Risk | None:
+    def risk(self, item: LineMap, condition: Condition | None, where: str) -> Risk | None:
         raw = item["risk"]
         line = self.line_of(item, "risk")
         shape = (
@@ -677,7 +647,7 @@ class _FileParser:
             "levels: [{level: N, from: "
             "number | device.<attribute>}, ...]} (optional on: value | reading)"
         )
-        if not isinstance(raw, _Map) or not set(raw) <= {"source", "level", "levels", "on"}:
+        if not isinstance(raw, LineMap) or not set(raw) <= {"source", "level", "levels", "on"}:
             self.problem(line, f"{where}: {shape}")
             return None
         source = raw.get("source")
@@ -714,7 +684,7 @@ class _FileParser:
             return None
         steps: list[tuple[int, Expr]] = []
         for st in steps_raw:
-            if not isinstance(st, _Map) or set(st) != {"level", "from"}:
+            if not isinstance(st, LineMap) or set(st) != {"level", "from"}:
                 self.problem(self.line_of(raw, "levels"),
                              f"{where}: each risk step is {{level: 1-5, from: bound}}")  # fmt: skip
                 return None
@@ -733,7 +703,7 @@ class _FileParser:
         return Risk(source=source, steps=tuple(steps), on=on, descending=descending)
 
     def requirements(
-        self, item: _Map, select: Selector | None, where: str
+        self, item: LineMap, select: Selector | None, where: str
     ) -> tuple[Requirement, ...]:
         raw = item["requires"]
         if not isinstance(raw, list):
@@ -741,7 +711,7 @@ class _FileParser:
             return ()
         out: list[Requirement] = []
         for r in raw:
-            if not isinstance(r, _Map) or set(r) != {"metric", "op", "threshold"}:
+            if not isinstance(r, LineMap) or set(r) != {"metric", "op", "threshold"}:
                 self.problem(
                     self.line_of(item, "requires"),
                     f"{where}: each requirement is {{metric, op, threshold}}",
@@ -759,7 +729,7 @@ class _FileParser:
                 out.append(Requirement(str(r["metric"]), str(r["op"]), threshold))
         return tuple(out)
 
-    def group(self, item: _Map, where: str, kw: dict[str, Any]) -> None:
+    def group(self, item: LineMap, where: str, kw: dict[str, Any]) -> None:
         gb = item.get("group_by")
         gb_list = gb if isinstance(gb, list) else [gb]
         if gb is None or not all(isinstance(g, str) and LABEL_NAME.match(g) for g in gb_list):
@@ -775,7 +745,7 @@ class _FileParser:
             return
         if count is not None:
             if (
-                not isinstance(count, _Map)
+                not isinstance(count, LineMap)
                 or len(count) != 1
                 or not set(count) <= {"rule", "event"}
             ):
@@ -803,7 +773,7 @@ class _FileParser:
             kw["all_of"] = tuple(str(a) for a in all_of)
 
     def inhibit(self, item: Any, list_line: int) -> InhibitRule | None:
-        if not isinstance(item, _Map):
+        if not isinstance(item, LineMap):
             self.problem(list_line, "each inhibit rule must be a mapping")
             return None
         where = f"inhibit rule at line {item.line}"

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
+from ioc.core import yamlfile
 from ioc.core.devices import Device
 from ioc.core.site import Site, Ward
 from ioc.core.wording import in_sentence
@@ -64,7 +63,7 @@ class ReportData:
 
 
 def load_report_data(path: Path = DATA_FILE) -> ReportData:
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = yamlfile.read(path)
     volume, bursts, texts = raw["volume"], raw["bursts"], raw["texts"]
     per_day = float(volume["per_city_per_month"]) * 12.0 / 365.0
     shares = {str(k): float(v) for k, v in raw["categories"].items()}

@@ -38,11 +38,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
-import yaml
-
-from ioc.core import durations
+from ioc.core import durations, yamlfile
 from ioc.core.catalogue import EVENT_TYPES
 from ioc.core.site import Site
+from ioc.core.yamlfile import DataFileError
 from ioc.simulators.conditions import Conditions
 
 SCENARIO_DIR: Final = Path(__file__).with_name("scenarios")
@@ -83,14 +82,8 @@ _DEVICE_KEYS: Final[Mapping[str, tuple[str | None, str | None]]] = MappingProxyT
 )
 
 
-class ScenarioError(ValueError):
+class ScenarioError(DataFileError):
     """A scenario file that cannot be used; ``where`` names the entry (``timeline[3].at``)."""
-
-    def __init__(self, path: Path | str, where: str, message: str) -> None:
-        self.path = Path(path)
-        self.where = where
-        self.message = message
-        super().__init__(f"{self.path}: {where}: {message}" if where else f"{self.path}: {message}")
 
 
 # ----------------------------------------------------------------------- field typing
@@ -343,13 +336,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             raise ScenarioError(
                 path, "", f"no scenario {text!r}; shipped: {', '.join(available_scenarios())}"
             )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(path, "", f"cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(path, "", f"not valid YAML: {exc}") from None
-    return _Parser(path).scenario(raw)
+    return _Parser(path).scenario(yamlfile.read(path, ScenarioError))
 
 
 def parse_duration(text: str | float | int) -> timedelta:
