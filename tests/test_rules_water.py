@@ -440,15 +440,15 @@ def test_shipped_24h_classes_and_their_risk_levels() -> None:
     rain24(e, 10, 150.0)
     [_, firing] = e.drain()
     assert (firing.rule, firing.to, firing.severity, firing.risk_level) == (
-        "rain-very-heavy", "firing", "critical", 1
-    )
+        "rain-very-heavy", "firing", "critical", 1,
+    )  # fmt: skip
     rain24(e, 15, 180.0)  # more rain, same level: nothing to say
     assert steps(e) == []
     rain24(e, 20, 230.0)  # 200-400 mm: the open alert says it is level 2 now
     [raised] = e.drain()
     assert (raised.rule, raised.to, raised.risk_level, raised.value) == (
-        "rain-very-heavy", "risk_raised", 2, 230.0
-    )
+        "rain-very-heavy", "risk_raised", 2, 230.0,
+    )  # fmt: skip
     assert "230 mm" in raised.annotations["summary_vi"]
     rain24(e, 25, 210.0)  # a level is never lowered while the alert is open
     rain24(e, 30, 240.0)
