@@ -143,7 +143,7 @@ async def _apply(cur: psycopg.AsyncCursor[dict[str, Any]], tr: Transition) -> di
                    annotations = %s, risk_level = GREATEST(a.risk_level, %s),
                    keep_firing_since = NULL, updated_at = now()"""
         params = (_ts(tr.at), *common)
-    elif tr.to == "risk_raised":
+    elif tr.to in ("risk_raised", "advised"):
         sql = """UPDATE alerts a SET value = %s, annotations = %s,
                    risk_level = GREATEST(a.risk_level, %s), updated_at = now()"""
         params = common
