@@ -582,6 +582,36 @@ async def test_a_forecast_alert_keeps_its_risk_rising_and_its_peak_time_readable
     assert isinstance(peak, str) and peak.endswith("+07:00")
 
 
+async def test_a_risk_raised_transition_lifts_an_open_alerts_level_without_moving_its_state(
+    db: Any,
+) -> None:
+    """The engine's ``risk_raised`` (a flood still rising past the next step of QĐ 18/2021):
+    stored as the alert's new value, annotations and level, a history entry, the state kept."""
+    from ioc.alerting import store
+    from rules.engine import Transition
+
+    t0 = 1_795_000_000.0
+
+    def tr(to: str, at: float, value: float, risk: int) -> Transition:
+        return Transition(
+            "fp-rr", "flood-bd3", to, at, {"alertname": "flood-bd3"},
+            {"summary_en": f"level {value:.2f} m"}, "critical", None, value, {"value": value},
+            t0, t0, risk_level=risk,
+        )  # fmt: skip
+
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("firing", t0, 0.80, 2)])
+    assert (rows[-1]["state"], rows[-1]["risk_level"]) == ("firing", 2)
+    async with db.transaction():
+        rows = await store.apply_transitions(db, [tr("risk_raised", t0 + 3600, 1.80, 3)])
+    row = rows[-1]
+    assert (row["state"], row["risk_level"], row["value"]) == ("firing", 3, 1.80)
+    assert row["annotations"]["summary_en"] == "level 1.80 m"
+    assert store.alert_json(row)["risk"]["colour_en"] == "orange"
+    history = await store.history(db, row["id"])
+    assert [h["kind"] for h in history][-1] == "risk_raised"
+
+
 async def test_the_stages_store_mute_and_announce_in_one_transaction_and_wake_incidents(
     db: Any, database_url: str
 ) -> None:

@@ -262,7 +262,11 @@ def test_atom_feed_lists_messages_newest_first() -> None:
 
 
 async def _firing_alert(
-    db: psycopg.AsyncConnection, *, domain: str = "flood", rule: str = "flood-bd3"
+    db: psycopg.AsyncConnection,
+    *,
+    domain: str = "flood",
+    rule: str = "flood-bd3",
+    risk_level: int | None = None,
 ) -> int:
     labels = {
         "alertname": rule, "severity": "critical", "domain": domain, "agency": "pctt",
@@ -274,11 +278,11 @@ async def _firing_alert(
     }
     cur = await db.execute(
         """INSERT INTO alerts (fingerprint, rule, state, severity, labels, annotations,
-               device_id, value, active_at, started_at)
+               device_id, value, active_at, started_at, risk_level)
            VALUES (%s, %s, 'firing', 'critical', %s, %s, 'vt-flood-01', 0.82,
-                   now() - interval '20 minutes', now() - interval '10 minutes')
+                   now() - interval '20 minutes', now() - interval '10 minutes', %s)
            RETURNING id""",
-        (f"fp-{rule}-{domain}", rule, Jsonb(labels), Jsonb(annotations)),
+        (f"fp-{rule}-{domain}", rule, Jsonb(labels), Jsonb(annotations), risk_level),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -445,3 +449,28 @@ def test_risk_level_decides_severity(risk: int, severity: str, schema: xmlschema
     # a flood alert at BĐ III with risk level 2 is Moderate: the level, not the BĐ, decides
     flood = dataclasses.replace(_flood(0.82), risk_level=2)
     assert cap.classify(flood, "Alert").severity == "Moderate"
+
+
+async def test_issued_over_http_the_stored_risk_level_decides_severity(
+    settings: Settings, db: psycopg.AsyncConnection, schema: xmlschema.XMLSchema
+) -> None:
+    """The alert's stored QĐ 18/2021 risk level reaches the message issued from it: a critical
+    rain alert of 150 mm/24 h is risk level 1 — Minor, with the level as a parameter — and a BĐ
+    III alert at level 2 is Moderate, where without a level it would be Severe."""
+    async with running_service(settings) as (_, http):
+        rain = await _firing_alert(db, domain="rain", rule="rain-very-heavy", risk_level=1)
+        flood = await _firing_alert(db, risk_level=2)
+        for alert_id, severity, level in ((rain, "Minor", "1"), (flood, "Moderate", "2")):
+            r = await http.post(
+                f"/api/v1/alerts/{alert_id}/cap", json={"msg_type": "Alert"}, headers=_auth(TOKEN)
+            )
+            assert r.status_code == 201, r.text
+            xml = r.json()["xml"]
+            schema.validate(xml)
+            for info in _root(xml).findall("c:info", NS):
+                assert info.findtext("c:severity", namespaces=NS) == severity
+                params = {
+                    p.findtext("c:valueName", namespaces=NS): p.findtext("c:value", namespaces=NS)
+                    for p in info.findall("c:parameter", NS)
+                }
+                assert params["disasterRiskLevel"] == level

@@ -284,8 +284,9 @@ def test_windowed_rain_sums_over_12_and_24_hours() -> None:
         rain(e, m, 8.0)
     trs = e.drain()
     very = [t for t in trs if t.rule == "rain-very-heavy-24h"]
-    assert [t.to for t in very] == ["pending", "firing"]
+    assert [t.to for t in very] == ["pending", "firing", "risk_raised"]
     assert very[0].risk_level == 1  # first above 100 mm: 100-200 mm/24 h is level 1
+    assert very[2].risk_level == 2 and very[2].value is not None and very[2].value >= 200
     heavy = [t for t in trs if t.rule == "rain-heavy-12h"]
     assert heavy[0].risk_level == 1
 
@@ -378,3 +379,85 @@ def test_risk_level_from_a_device_attribute() -> None:
         e.observe_telemetry(g.id, T0, [("water_level_m", 0.6)])
     levels = {t.device_id: t.risk_level for t in e.drain() if t.to == "firing"}
     assert levels == {"g1": 3, "g2": None}
+
+
+# -- the shipped pack's rain classes on a timeline ----------------------------------------------
+# The rules above are test text; these drive rules/packs/default.yaml itself, so a changed
+# threshold, window or risk level in the pack fails here.
+
+
+def shipped_rain_engine() -> Engine:
+    pack = load_rules(DEFAULT_PACK)
+    return Engine(pack, (RAIN,))
+
+
+def rain24(e: Engine, minute: float, mm_24h: float) -> None:
+    e.observe_telemetry("vt-rain-01", T0 + minute * MIN, [("rain_24h_mm", mm_24h)])
+    e.advance(T0 + minute * MIN)
+
+
+def test_shipped_rain_classes_12h_and_3h_intensity_on_a_timeline() -> None:
+    """mưa to > 25 mm/12 h, mưa rất to > 50 mm/12 h, intense > 70 mm/3 h (street flooding),
+    all risk level 1; no `for`, so each fires at the reading that crosses. 2 mm every 5
+    minutes from minute 0 is 2 mm × the readings so far."""
+    e = shipped_rain_engine()
+    for m in range(0, 180, 5):  # 36 readings, 72 mm in 2 h 55 min
+        rain(e, m, 2.0)
+    trs = [t for t in e.drain() if t.to == "firing"]
+    assert [(t.rule, round((t.at - T0) / MIN)) for t in trs] == [
+        ("rain-heavy-12h", 60),  # 13 readings: 26 mm > 25
+        ("rain-very-heavy-12h", 125),  # 26 readings: 52 mm > 50
+        ("rain-intense-3h", 175),  # 36 readings: 72 mm > 70 in the 3 h window
+    ]
+    assert all(t.risk_level == 1 for t in trs)
+    intense = trs[-1]
+    assert intense.labels["agency"] == "urban-works"
+    assert "72 mm trong 3 giờ" in intense.annotations["summary_vi"]
+    # dry from minute 180: the 3 h sum falls to 50 mm (clear) once only 25 of the wet readings
+    # are in the window [t − 3 h, t], at minute 235; the 12 h sums hold (72 mm) until later
+    for m in range(180, 300, 5):
+        rain(e, m, 0.0)
+    assert steps(e) == [("rain-intense-3h", "resolved", 235)]
+
+
+def test_shipped_3h_rule_needs_intensity_not_a_day_of_steady_rain() -> None:
+    """60 mm spread over 6 h is heavy rain (12 h class) but never 70 mm in any 3 h."""
+    e = shipped_rain_engine()
+    for m in range(0, 6 * 60, 5):  # 72 readings of 0.85 mm: 61 mm in 6 h, ≤ 31 mm in any 3 h
+        rain(e, m, 0.85)
+    fired = {t.rule for t in e.drain() if t.to == "firing"}
+    assert fired == {"rain-heavy-12h", "rain-very-heavy-12h"}
+
+
+def test_shipped_24h_classes_and_their_risk_levels() -> None:
+    """The gauge's own 24 h sum: mưa to > 50 mm, mưa rất to > 100 mm. QĐ 18/2021/QĐ-TTg:
+    100-200 mm/24 h is risk level 1 (CAP Minor, not Severe), 200-400 mm level 2."""
+    e = shipped_rain_engine()
+    rain24(e, 0, 50.0)  # not above 50
+    assert steps(e) == []
+    rain24(e, 5, 51.0)
+    assert steps(e) == [("rain-heavy", "pending", 5), ("rain-heavy", "firing", 5)]
+    rain24(e, 10, 150.0)
+    [_, firing] = e.drain()
+    assert (firing.rule, firing.to, firing.severity, firing.risk_level) == (
+        "rain-very-heavy", "firing", "critical", 1,
+    )  # fmt: skip
+    rain24(e, 15, 180.0)  # more rain, same level: nothing to say
+    assert steps(e) == []
+    rain24(e, 20, 230.0)  # 200-400 mm: the open alert says it is level 2 now
+    [raised] = e.drain()
+    assert (raised.rule, raised.to, raised.risk_level, raised.value) == (
+        "rain-very-heavy", "risk_raised", 2, 230.0,
+    )  # fmt: skip
+    assert "230 mm" in raised.annotations["summary_vi"]
+    rain24(e, 25, 210.0)  # a level is never lowered while the alert is open
+    rain24(e, 30, 240.0)
+    assert steps(e) == []
+    rain24(e, 35, 80.0)  # below clear (90): resolved; the next alert starts afresh
+    rain24(e, 40, 150.0)
+    got = [(t.rule, t.to, t.risk_level) for t in e.drain() if t.rule == "rain-very-heavy"]
+    assert got == [
+        ("rain-very-heavy", "resolved", 1),
+        ("rain-very-heavy", "pending", 1),
+        ("rain-very-heavy", "firing", 1),
+    ]

@@ -5,6 +5,7 @@ driven timeline, routing and CAP. Pure: no broker or database (the end-to-end pa
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -310,3 +311,36 @@ def test_cap_for_salinity_carries_the_low_water_advice() -> None:
     assert "13:40" in c.instruction_en
     cancel = cap.classify(facts, "Cancel")
     assert "13:40" not in cancel.instruction_vi
+
+
+def test_an_alert_open_across_tides_moves_its_advice_to_the_next_low_water(site: Site) -> None:
+    """The Vị Thanh plant's intake stays over its limit all day in the scenario: once the low
+    water its alert advised has passed, the alert is re-advised (``advised``: annotations only,
+    the state kept) with the next one — never a time already past."""
+    e = salinity_engine(site)
+    ms = models(site)
+    scenario = load_scenario(SCENARIO)
+    transitions: list[Transition] = []
+    for t in every(scenario.start, 20):
+        cond = scenario.conditions_at(t)
+        values = ms["vt-sal-02"].telemetry(t, cond)
+        assert values is not None
+        e.observe_telemetry("vt-sal-02", t.timestamp(), values.items())
+        e.advance(t.timestamp())
+        transitions += [
+            tr for tr in e.drain()
+            if tr.rule == "salinity-domestic-intake" and tr.device_id == "vt-sal-02"
+        ]  # fmt: skip
+    assert [tr.to for tr in transitions][:2] == ["pending", "firing"]
+    assert "resolved" not in [tr.to for tr in transitions]
+    advised = [tr for tr in transitions if tr.to == "advised"]
+    assert advised, "the alert stayed open past its low water and was not re-advised"
+    lows = [datetime.fromisoformat(tr.annotations["next_low_water"]) for tr in transitions]
+    for tr, low in zip(transitions, lows, strict=True):
+        assert low.timestamp() > tr.at  # always the next low water, never a past one
+    assert lows == sorted(lows)
+    for before, tr in pairwise(transitions):
+        if tr.to == "advised":  # re-advised right after the one advised before had passed
+            previous = datetime.fromisoformat(before.annotations["next_low_water"])
+            assert previous.timestamp() <= tr.at < previous.timestamp() + 15 * MIN
+            assert tr.annotations["advice_vi"] != before.annotations["advice_vi"]

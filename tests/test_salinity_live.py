@@ -82,3 +82,67 @@ async def test_salinity_over_mqtt_fires_the_rice_rule_and_reaches_the_websocket(
 
 async def _has(client: Any, kind: str) -> bool:
     return bool(client.of(kind))
+
+
+async def test_four_ppt_over_mqtt_carries_its_risk_level_to_the_websocket_and_cap(
+    settings: Settings, tmp_path: Path, publisher: MqttPublisher
+) -> None:
+    """4‰ at the Xà No sluice (vt-sal-01): the shipped salinity-emergency rule fires with the
+    station's QĐ 18/2021 risk level (3, orange) on /ws and the REST API, mutes the rice alert
+    of the same station, and the CAP warning issued from it is Severe with the level as a
+    parameter and the low-water advice in its instruction."""
+    from tests.test_live import Client
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(DEFAULT_PACK / "salinity.yaml", rules / "salinity.yaml")  # the shipped pack
+    s = settings.model_copy(update={"rules_dir": rules, "rules_tick_s": 3600.0})
+    async with running_service(s) as (runtime, http):
+        assert runtime.rules is not None
+        client = await Client.open(runtime, types="alert", city="vi-thanh")
+        try:
+            await eventually(lambda: _has(client, "hello"))
+            now = time.time()
+            topic = device_topic(
+                s.mqtt_topic_prefix, "vi-thanh", "salinity", "vt-sal-01", "telemetry"
+            )
+            body = {"ts": int((now - 1) * 1000), "metrics": {"salinity_ppt": 4.6}}
+            publisher.publish_many([(topic, orjson.dumps(body))])
+
+            async def frames(rule: str, state: str) -> list[dict[str, Any]]:
+                return [
+                    f["data"] for f in client.of("alert")
+                    if f["data"]["rule"] == rule and f["data"]["state"] == state
+                ]  # fmt: skip
+
+            await eventually(lambda: frames("salinity-emergency", "pending"))
+            await runtime.rules.tick(now - 1 + 10 * MIN)  # past the rules' `for: 10m`
+            (emergency,) = await eventually(lambda: frames("salinity-emergency", "firing"))
+            assert emergency["device_id"] == "vt-sal-01"
+            assert emergency["risk_level"] == 3  # the station's risk_level_4ppt (site file)
+            assert emergency["risk"]["colour_en"] == "orange" and emergency["risk"]["colour"]
+            assert "cấp độ rủi ro thiên tai 3" in emergency["annotations"]["summary_vi"]
+            assert "triều xuống" in emergency["annotations"]["advice_vi"]
+
+            r = await http.get("/api/v1/alerts", params={"state": "firing"}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            by_rule = {a["rule"]: a for a in r.json()}
+            assert by_rule["salinity-emergency"]["risk_level"] == 3
+            # under 4‰ there is no disaster risk level; 4‰ says more than 1‰: rice is muted
+            assert by_rule["salinity-rice"]["risk_level"] is None
+            assert by_rule["salinity-rice"]["suppressed_by"]
+
+            r = await http.post(
+                f"/api/v1/alerts/{by_rule['salinity-emergency']['id']}/cap",
+                json={"msg_type": "Alert"},
+                headers=AUTH,
+            )
+            assert r.status_code == 201, r.text
+            xml = r.json()["xml"]
+            assert "<severity>Severe</severity>" in xml  # risk level 3 (risk_levels.yaml)
+            assert "<category>Env</category>" in xml and "Xâm nhập mặn" in xml
+            flat = xml.replace("\n", "").replace(" ", "")
+            assert "<valueName>disasterRiskLevel</valueName><value>3</value>" in flat
+            assert emergency["annotations"]["advice_vi"] in xml  # the advice, in the instruction
+        finally:
+            await client.close()

@@ -133,6 +133,10 @@ async def _apply(cur: psycopg.AsyncCursor[dict[str, Any]], tr: Transition) -> di
                    annotations = %s, risk_level = GREATEST(a.risk_level, %s),
                    keep_firing_since = NULL, updated_at = now()"""
         params = (_ts(tr.at), *common)
+    elif tr.to in ("risk_raised", "advised"):
+        sql = """UPDATE alerts a SET value = %s, annotations = %s,
+                   risk_level = GREATEST(a.risk_level, %s), updated_at = now()"""
+        params = common
     elif tr.to in ("keep_firing", "refiring"):
         sql = """UPDATE alerts a SET keep_firing_since = %s, value = %s, annotations = %s,
                    risk_level = GREATEST(a.risk_level, %s)"""
@@ -494,7 +498,7 @@ async def lock_for_cap(conn: psycopg.AsyncConnection, alert_id: int) -> dict[str
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """SELECT id, rule, state, severity, labels, annotations, device_id, value,
-                      active_at, started_at FROM alerts WHERE id = %s FOR UPDATE""",
+                      active_at, started_at, risk_level FROM alerts WHERE id = %s FOR UPDATE""",
             (alert_id,),
         )
         return await cur.fetchone()

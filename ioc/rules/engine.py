@@ -37,6 +37,8 @@ from ioc.rules.template import render
 from ioc.rules.tide import HighWater, TideSource
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+RISK_RAISED = "risk_raised"  # an open alert reached a higher risk level (no state change)
+ADVISED = "advised"  # an open alert's advisory moved on (the advised low water has passed)
 # An advisor adds annotations to the pending/firing alerts of rules labelled ``advisory: NAME``:
 # (NAME, device, time) → annotations. It must be pure (a prediction from data, no clock or I/O);
 # the rules service passes ioc.core.low_water's low-water advisor (docs/salinity.md).
@@ -55,7 +57,10 @@ HIGH_WATER_LOOKAHEAD_S = 12 * 3600.0
 class Transition:
     """One step of one alert: pending, firing, resolved, cancelled (pending that did not last);
     keep_firing (condition cleared, held by keep_firing_for) and refiring (true again meanwhile)
-    are recorded in the alert's history but change nothing else."""
+    are recorded in the alert's history but change nothing else; risk_raised: a reading lifted
+    an open alert to a higher disaster risk level than it has carried; advised: an open alert's
+    advisory changed (the low water it advised has passed: the next one). In both the value,
+    annotations and risk level move, the state does not."""
 
     fingerprint: str
     rule: str
@@ -113,6 +118,8 @@ class Series:
     wsum: float = 0.0  # running sum of the window's values (aggregate sum/mean)
     wupdates: int = 0
     reading: float | None = None  # the raw reading last evaluated (risk `on: reading`)
+    risk: int | None = None  # the highest risk level this open alert has carried
+    advice: Mapping[str, str] | None = None  # the advisory annotations it carries now
     high_waters: list[HighWater] = field(default_factory=list)  # forecast_peak cache
     high_waters_until: float = -math.inf
     # lifecycle timer (fire after `for`, resolve after keep_firing_for) and condition timer
@@ -381,6 +388,9 @@ class Engine:
         s.started_at = a.started_at
         s.keep_since = a.keep_firing_since
         s.value = a.value
+        s.risk = self._risk_level(s)  # as stored with its value: a restart raises nothing
+        # the stored advice is not known here: the first reading refreshes it (time has passed)
+        s.advice = {} if s.labels.get("advisory") and self._advisor is not None else None
         s.last_t = max(a.active_at, a.keep_firing_since or -math.inf)
         if a.state == PENDING:
             self._schedule(s, a.active_at + s.rule.for_s)
@@ -790,6 +800,16 @@ class Engine:
                     s.keep_since = None
                     self._schedule(s, None)
                     self._emit(s, "refiring", t, reason)
+                if rule.risk is not None:
+                    # A flood that goes on rising past BĐ III + 1 m, or rain from 150 to 250 mm
+                    # in 24 h, is a higher risk level than when its alert opened: say so while
+                    # it is open, not only at the next state change.
+                    level = self._risk_level(s)
+                    if level is not None and (s.risk is None or level > s.risk):
+                        self._emit(s, RISK_RAISED, t, reason)
+                if s.advice is not None and self._advice(s, t) != s.advice:
+                    # "take water at 13:32" is no help at 14:00: the next low water
+                    self._emit(s, ADVISED, t, reason)
         else:
             if s.state == PENDING:
                 s.state = INACTIVE
@@ -840,16 +860,20 @@ class Engine:
                     k: self._label_name(k, v, lang or "vi") for k, v in s.context["group"].items()
                 }
             annotations[key] = render(text, ctx, lang)
-        risk_level: int | None = None
-        risk = s.rule.risk
-        if risk is not None:
-            judged = s.reading if risk.on == "reading" else s.value
-            attrs = s.device.attributes if s.device is not None else {}
-            risk_level = risk.level_for(judged, attrs)
-        advisory = s.labels.get("advisory")
-        opening = to in (PENDING, FIRING)
-        if advisory and opening and self._advisor is not None and s.device is not None:
-            annotations.update(self._advisor(advisory, s.device, t))
+        risk_level = self._risk_level(s)
+        if to in ("resolved", "cancelled"):
+            s.risk = None
+        elif risk_level is not None and (s.risk is None or risk_level > s.risk):
+            s.risk = risk_level
+        if to in ("resolved", "cancelled"):
+            s.advice = None
+        else:
+            # every transition of an open alert rewrites its stored annotations: the advice
+            # goes with each, as of its time
+            advice = self._advice(s, t)
+            if advice is not None:
+                annotations.update(advice)
+                s.advice = advice
         tr = Transition(
             fingerprint=s.fingerprint,
             rule=s.rule.id,
@@ -869,6 +893,20 @@ class Engine:
         self._transitions.append(tr)
         if to in (FIRING, "resolved") and s.rule.type != "group":
             self._source_changed(s, to, t)
+
+    def _advice(self, s: Series, t: float) -> Mapping[str, str] | None:
+        advisory = s.labels.get("advisory")
+        if not advisory or self._advisor is None or s.device is None:
+            return None
+        return dict(self._advisor(advisory, s.device, t))
+
+    @staticmethod
+    def _risk_level(s: Series) -> int | None:
+        risk = s.rule.risk
+        if risk is None:
+            return None
+        judged = s.reading if risk.on == "reading" else s.value
+        return risk.level_for(judged, s.device.attributes if s.device is not None else {})
 
     def _label_name(self, label: str, value: str, lang: str) -> str:
         # a cabinet (or any device) the engine knows is named from its own record, which also
