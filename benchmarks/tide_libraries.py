@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import utide
 
-from ioc.site import load_site
-from ioc.tides import _DATENUM_UNIX, TidePredictor, _coef, predict
+from ioc.core.site import load_site
+from ioc.core.tides import _DATENUM_UNIX, TidePredictor, _coef, predict
 
 SITE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
-BLOCK_S = 10 * 86_400.0  # nodal corrections per 10-day block, as ioc.tides does
+BLOCK_S = 10 * 86_400.0  # nodal corrections per 10-day block, as ioc.core.tides does
 
 
 def _uptide(st: Any, year: np.ndarray) -> np.ndarray:
@@ -61,7 +61,8 @@ def main() -> None:
     s = time.perf_counter()
     ours = predict(st, year)
     took = time.perf_counter() - s
-    print(f"{'ioc.tides.predict (utide, blocks)':34} {took:6.2f} s  max |Δ| {_mm(ours, exact)}")
+    print(f"{'ioc.core.tides.predict (utide, blocks)':38} {took:6.2f} s  "
+          f"max |Δ| {_mm(ours, exact)}")
 
     try:
         s = time.perf_counter()

@@ -588,7 +588,7 @@ async def test_a_risk_raised_transition_lifts_an_open_alerts_level_without_movin
     """The engine's ``risk_raised`` (a flood still rising past the next step of QĐ 18/2021):
     stored as the alert's new value, annotations and level, a history entry, the state kept."""
     from ioc.alerting import store
-    from rules.engine import Transition
+    from ioc.rules.engine import Transition
 
     t0 = 1_795_000_000.0
 

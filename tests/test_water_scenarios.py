@@ -1,6 +1,6 @@
 """The shipped water rules on the shipped scenarios, on a driven timeline: the simulator's flood
 and rain models (seed 7) feed ``rules/packs`` through the engine with the tide source the rules
-service itself uses (``ioc.alerting.tide_source.PredictedTide`` over ``ioc.tides``).
+service itself uses (``ioc.alerting.tide_source.PredictedTide`` over ``ioc.core.tides``).
 
 What issue 13 asks of them: a routine spring tide raises the BĐ alarms (and the forecast hours
 ahead) but no surge warning; a storm surge raises the surge warnings within minutes of the
@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from ioc.alerting.tide_source import PredictedTide
-from ioc.site import Site, load_site
-from ioc.tides import TidePredictor
-from rules.engine import Engine, Transition
-from rules.language import DEFAULT_PACK, load_rules
-from rules.schedule import LOCAL
-from simulators.conditions import NORMAL
-from simulators.model import build_models
-from simulators.scenario import Scenario, load_scenario
+from ioc.core.localtime import FIXED_OFFSET as LOCAL
+from ioc.core.site import Site, load_site
+from ioc.core.tides import TidePredictor
+from ioc.rules.engine import Engine, Transition
+from ioc.rules.language import DEFAULT_PACK, load_rules
+from ioc.simulators.conditions import NORMAL
+from ioc.simulators.fleet import build_models
+from ioc.simulators.scenario import Scenario, load_scenario
 
 SITE = Path(__file__).resolve().parents[1] / "ioc" / "site_data" / "hau-giang.yaml"
 STEP = timedelta(minutes=5)  # the flood and rain gauges' reporting interval
