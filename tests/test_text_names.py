@@ -230,3 +230,26 @@ def test_every_public_warning_of_the_site_names_places_and_writes_vietnamese_num
         domains.add(tr.labels["domain"])
     assert {"flood", "rain", "traffic", "lighting"} <= domains
     assert gauges >= len([d for d in site.devices if d.kind == "flood"])
+
+
+def test_no_text_file_uses_a_word_the_glossary_retired() -> None:
+    """docs/glossary.md, "Words no longer used": one term per concept, and no names of bodies
+    and units abolished in 2025, in the files whose strings people read."""
+    root = DATA.parents[1]
+    glossary = (root / "docs" / "glossary.md").read_text(encoding="utf-8")
+    section = glossary.split("## Words no longer used", 1)[1]
+    retired = [
+        line.split("|")[1].strip()
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| not used", "|---"))
+    ]
+    assert "Tắt tiếng" in retired and "thành phố Vị Thanh" in retired
+    files = [*sorted((root / "dashboards" / "wall").glob("*.js")),
+             root / "dashboards" / "wall" / "index.html", *sorted((root / "rules" / "packs").glob(
+                 "*.yaml")), *sorted((root / "ioc" / "incidents").glob("*.py")),
+             root / "ioc" / "cap.py", root / "ioc" / "kpi_report.py", DATA / "routing.yaml",
+             root / "simulators" / "reports.yaml"]  # fmt: skip
+    for path in files:
+        text = path.read_text(encoding="utf-8").casefold()
+        for word in retired:
+            assert word.casefold() not in text, f"{path.relative_to(root)} uses {word!r}"
