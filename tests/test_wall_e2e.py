@@ -78,6 +78,8 @@ async def site_ids(http: httpx.AsyncClient) -> set[str]:
     ids = {c["id"] for c in site["cities"]} | {w["id"] for w in site["wards"]["features"]}
     ids |= {a["id"] for a in site["agencies"]} | {c["code"] for c in site["categories"]}
     ids |= {j["id"] for j in site["junctions"]}
+    ids |= set(site["ward_aliases"])  # former wards' ids (phuong-5) are ids too
+    ids |= {alias for a in site["agencies"] for alias in a.get("aliases", [])}
     devices = (await http.get("/api/v1/devices", params={"limit": 5000}, headers=AUTH)).json()
     return ids | {d["id"] for d in (devices["items"] if isinstance(devices, dict) else devices)}
 
