@@ -654,3 +654,47 @@ async def test_the_stages_store_mute_and_announce_in_one_transaction_and_wake_in
         " ORDER BY seq"
     )
     assert await cur.fetchall() == [("firing", "false"), ("firing", "true")]
+
+
+async def test_citizen_reports_over_mqtt_reach_the_shipped_cluster_rule(
+    settings: Settings, tmp_path: Path, publisher: MqttPublisher
+) -> None:
+    """The default pack's `reports-cluster` (3 reports of one category in one ward within 6 h,
+    tuned to ~20 reports a month a city: docs/simulators.md) counts the citizen reports ingest
+    commits: three flooding reports relayed from Zalo in the former Phường V fire it for
+    Phường Vị Tân, named, not by id; two in another ward do not."""
+    import yaml
+
+    from ioc.core.topics import report_topic
+    from ioc.rules.language import DEFAULT_PACK
+
+    pack = yaml.safe_load((DEFAULT_PACK / "default.yaml").read_text(encoding="utf-8"))
+    (cluster,) = [r for r in pack["rules"] if r["id"] == "reports-cluster"]
+    rules = rules_dir(tmp_path, yaml.safe_dump({"rules": [cluster]}, allow_unicode=True))
+    live = settings.model_copy(update={"rules_dir": rules, "rules_tick_s": 3600.0})
+    async with running_service(live) as (runtime, http):
+        now = time.time()
+        prefix = live.mqtt_topic_prefix
+        # (minutes ago, lat, lon): Phường V (now Phường Vị Tân) three times, Phường VII twice
+        places = [(300, 9.7845, 105.4700), (120, 9.7853, 105.4700), (5, 9.7900, 105.4750),
+                  (60, 9.7850, 105.4420), (30, 9.7855, 105.4425)]  # fmt: skip
+        committed = runtime.ingest.committed
+        for n, (ago, lat, lon) in enumerate(places):
+            payload = {"id": f"z-{n}", "ts": int((now - ago * MIN) * 1000),
+                       "category": "ngap-nuoc", "lat": lat, "lon": lon,
+                       "description": "Nước ngập qua mặt đường, xe máy chết máy."}  # fmt: skip
+            publisher.publish(report_topic(prefix, "vi-thanh", "zalo"), orjson.dumps(payload))
+
+        async def all_taken() -> bool:
+            return bool(runtime.ingest.committed >= committed + len(places))
+
+        await eventually(all_taken)
+        await runtime.rules.tick(time.time())  # type: ignore[union-attr]
+        (alert,) = await eventually(lambda: alerts(http, state="firing"))
+        assert alert["rule"] == "reports-cluster"
+        assert (alert["labels"]["ward"], alert["labels"]["category"]) == (
+            "phuong-vi-tan", "ngap-nuoc"
+        )  # fmt: skip
+        assert alert["annotations"]["summary_vi"] == (
+            "3 phản ánh về ngập nước tại phường Vị Tân trong 6 giờ"
+        )

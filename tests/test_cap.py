@@ -273,7 +273,7 @@ async def _firing_alert(
         "device_id": "vt-flood-01", "kind": "flood", "city": "vi-thanh", "ward": "phuong-5",
     }  # fmt: skip
     annotations = {
-        "summary_vi": "Trạm thủy văn Vị Thanh: mực nước 0.82 m vượt báo động III (0.75 m)",
+        "summary_vi": "Trạm thủy văn Vị Thanh: mực nước 0,82 m vượt báo động III (0,75 m)",
         "summary_en": "Vị Thanh station: water level 0.82 m above alarm level III (0.75 m)",
     }
     cur = await db.execute(

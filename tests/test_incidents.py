@@ -702,6 +702,46 @@ async def test_one_formal_extension_per_case(desk: Desk) -> None:
     assert forbidden.value.forbidden
 
 
+async def test_stored_deadlines_cross_tet_2027_and_count_a_make_up_saturday(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The deadline the worker stores (3 working days for a dark lamp) and the one formal
+    extension, counted in the shipped calendar: Tết Đinh Mùi 2027 (4–10/2, from the holidays
+    package; no 2027 swap decision yet, so it warns) and the make-up Saturday 10/1/2026 of the
+    decision that bridged 2/1/2026."""
+    # Tuesday 6/1/2026 16:00 + 3 working days → Friday 9/1 16:00; the one extension of one
+    # working day lands on Saturday 10/1/2026, worked in exchange for Friday 2/1
+    tuesday = local(2026, 1, 6, 16, 0)
+    await desk.report(*FAR, at=tuesday)
+    (iid,) = (await desk.worker.run_once(tuesday)).opened_ids
+    assert (await desk.incident(iid))["deadline_at"] == local(2026, 1, 9, 16, 0)
+    async with desk.db.transaction():
+        row = await store.extend_deadline(
+            desk.db, desk.ctx, iid, Who(Actor.OPERATOR, "op"), reason="chờ điện lực cắt điện",
+            working_days=1, at=local(2026, 1, 9, 10, 0),
+        )  # fmt: skip
+    assert row["deadline_at"] == local(2026, 1, 10, 16, 0)  # the make-up Saturday
+    # a report opened that Friday afternoon runs on through the Saturday: 1.5 + 8 + 8 + 6.5 h
+    friday = local(2026, 1, 9, 16, 0)
+    await desk.report(9.8200, 105.8180, at=friday)  # Ngã Bảy, its own incident
+    (nb,) = (await desk.worker.run_once(friday)).opened_ids
+    assert (await desk.incident(nb))["deadline_at"] == local(2026, 1, 13, 16, 0)
+
+    # Wednesday 3/2/2027 16:00: 1.5 h that day, Tết 4–10/2 off, then 8 h Thursday 11/2, 8 h
+    # Friday 12/2 and 6.5 h Monday 15/2 → 16:00 (without Tết: Monday 8/2 16:00)
+    tet_eve = local(2027, 2, 3, 16, 0)
+    await desk.report(*NEAR_A, at=tet_eve)
+    with caplog.at_level("WARNING", logger="ioc.core.calendar"):
+        (before_tet,) = (await desk.worker.run_once(tet_eve)).opened_ids
+    assert (await desk.incident(before_tet))["deadline_at"] == local(2027, 2, 15, 16, 0)
+    assert any("no swap decision for 2027" in r.getMessage() for r in caplog.records)
+    # after Tết, on the working day before its deadline, it is not overdue; a minute after, it is
+    await desk.worker.run_once(local(2027, 2, 12, 17, 0))
+    assert (await desk.incident(before_tet))["overdue_at"] is None
+    await desk.worker.run_once(local(2027, 2, 15, 16, 1))
+    assert (await desk.incident(before_tet))["overdue_at"] == local(2027, 2, 15, 16, 1)
+
+
 def test_a_paused_incident_is_not_overdue_and_its_countdown_stands_still() -> None:
     deadline = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
     row = {"status": "rejected", "merged_into": None, "deadline_at": deadline,

@@ -154,3 +154,107 @@ def test_the_formatter_writes_numbers_and_times_the_vietnamese_way() -> None:
         in_sentence("Xã Hỏa Lựu") == "xã Hỏa Lựu"
         and in_sentence("Trạm Vị Thanh") == "Trạm Vị Thanh"
     )
+
+
+# Names public text must no longer use: the two former cities (now areas of thành phố Cần Thơ)
+# and the disaster committee that became the civil-defence command (Decree 200/2025/NĐ-CP).
+ABOLISHED = ("thành phố Vị Thanh", "thành phố Ngã Bảy", "Vị Thanh City", "Ngã Bảy City",
+             "Phòng, chống thiên tai", "disaster-prevention committee")  # fmt: skip
+
+
+def test_every_public_warning_of_the_site_names_places_and_writes_vietnamese_numbers(
+    site: Site, routing: Routing
+) -> None:
+    """CAP's side: every firing alert of a public domain the rule pack raises for the site's
+    devices becomes a CAP message the way ``POST /api/v1/alerts/{id}/cap`` builds one (its facts
+    and area functions), over the ward outline and over a 2.5 km circle. The text people read
+    (event, sender, headline, description, instruction, area) names places and devices, never
+    ids; Vietnamese writes decimal commas; a gauge's area is its current unit in thành phố Cần
+    Thơ, never the abolished "thành phố Vị Thanh", and the flood instruction names the
+    civil-defence command (Decree 200/2025/NĐ-CP), not the former disaster committee."""
+    import xml.etree.ElementTree as ET
+
+    from ioc.api.cap import IssueIn, _area, _facts
+    from ioc.cap import message as cap
+
+    names = Names(site, routing.categories)
+    engine = Engine(load_rules(DEFAULT_PACK), site.devices, names=names.in_sentence)
+    public = [
+        tr
+        for tr in drive_every_device(site, engine)
+        if tr.to == "firing" and cap.is_public_domain(tr.labels.get("domain"))
+    ]
+    ids = site_ids(site, routing)
+    ns = {"c": cap.CAP_NS}
+    human = ("event", "senderName", "headline", "description", "instruction", "area/c:areaDesc")
+    domains, gauges = set(), 0
+    for n, tr in enumerate(public):
+        d = site.device(tr.device_id) if tr.device_id else None
+        device = None
+        if d is not None:
+            device = {"id": d.id, "city": d.city, "ward": d.ward, "name": d.name, "lat": d.lat,
+                      "lon": d.lon, "attributes": dict(d.attributes)}  # fmt: skip
+        alert = {"id": n + 1, "rule": tr.rule, "labels": dict(tr.labels),
+                 "annotations": dict(tr.annotations), "severity": tr.severity, "state": "firing",
+                 "started_at": datetime.fromtimestamp(tr.started_at or tr.at, UTC),
+                 "active_at": datetime.fromtimestamp(tr.active_at, UTC), "value": tr.value,
+                 "risk_level": tr.risk_level}  # fmt: skip
+        level = tr.value if tr.labels.get("kind") == "flood" else None
+        facts = _facts(alert, device, level, None)
+        has_ward = bool(tr.labels.get("ward") or (d is not None and d.ward))
+        shapes = ["ward"] * has_ward + ["circle"] * (device is not None)
+        for shape in shapes:
+            body = IssueIn(msg_type="Alert", area=shape, radius_km=2.5)  # type: ignore[arg-type]
+            area = _area(site, body, dict(tr.labels), device)
+            xml = cap.build_message(
+                facts, msg_type="Alert", identifier=cap.identifier_for(n + 1, 1),
+                sent=datetime(2026, 11, 24, 23, 0, tzinfo=VN), area=area,
+            ).xml  # fmt: skip
+            infos = ET.fromstring(xml).findall("c:info", ns)
+            assert [i.findtext("c:language", namespaces=ns) for i in infos] == ["vi-VN", "en-US"]
+            for info, lang in zip(infos, ("vi", "en"), strict=True):
+                for tag in human:
+                    text = info.findtext(f"c:{tag}", namespaces=ns)
+                    assert text, (tr.rule, tag)
+                    assert_reads_well(text, lang, ids)
+                    for abolished in ABOLISHED:
+                        assert abolished.casefold() not in text.casefold(), (tr.rule, text)
+            vi_area = infos[0].findtext("c:area/c:areaDesc", namespaces=ns) or ""
+            if shape == "circle":
+                assert vi_area.startswith("Bán kính 2,5 km quanh "), vi_area
+            if d is not None and d.kind == "flood" and shape == "ward" and d.ward:
+                gauges += 1
+                unit = site.ward(d.ward)  # a former ward id: the unit that absorbed it
+                assert vi_area == f"{in_sentence(unit.name)}, thành phố Cần Thơ", vi_area
+                if tr.rule == "flood-bd3":
+                    instruction = infos[0].findtext("c:instruction", namespaces=ns) or ""
+                    assert "Ban Chỉ huy Phòng thủ dân sự" in instruction
+        domains.add(tr.labels["domain"])
+    assert {"flood", "rain", "traffic", "lighting"} <= domains
+    assert gauges >= len([d for d in site.devices if d.kind == "flood"])
+
+
+def test_no_text_file_uses_a_word_the_glossary_retired() -> None:
+    """docs/glossary.md, "Words no longer used": one term per concept, and no names of bodies
+    and units abolished in 2025, in the files whose strings people read."""
+    root = DATA.parents[1]
+    glossary = (root / "docs" / "glossary.md").read_text(encoding="utf-8")
+    section = glossary.split("## Words no longer used", 1)[1]
+    retired = [
+        line.split("|")[1].strip()
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith(("| not used", "|---"))
+    ]
+    assert "Tắt tiếng" in retired and "thành phố Vị Thanh" in retired
+    ioc = root / "ioc"
+    files = [*sorted((root / "dashboards" / "wall").glob("*.js")),
+             root / "dashboards" / "wall" / "index.html",
+             *sorted((ioc / "rules" / "packs").glob("*.yaml")),
+             *sorted((ioc / "incidents").glob("*.py")), ioc / "cap" / "message.py",
+             ioc / "kpi" / "report.py", DATA / "routing.yaml",
+             ioc / "simulators" / "reports.yaml"]  # fmt: skip
+    assert len([f for f in files if f.suffix == ".yaml"]) >= 4  # the packs were found
+    for path in files:
+        text = path.read_text(encoding="utf-8").casefold()
+        for word in retired:
+            assert word.casefold() not in text, f"{path.relative_to(root)} uses {word!r}"

@@ -78,6 +78,8 @@ async def site_ids(http: httpx.AsyncClient) -> set[str]:
     ids = {c["id"] for c in site["cities"]} | {w["id"] for w in site["wards"]["features"]}
     ids |= {a["id"] for a in site["agencies"]} | {c["code"] for c in site["categories"]}
     ids |= {j["id"] for j in site["junctions"]}
+    ids |= set(site["ward_aliases"])  # former wards' ids (phuong-5) are ids too
+    ids |= {alias for a in site["agencies"] for alias in a.get("aliases", [])}
     devices = (await http.get("/api/v1/devices", params={"limit": 5000}, headers=AUTH)).json()
     return ids | {d["id"] for d in (devices["items"] if isinstance(devices, dict) else devices)}
 
@@ -363,3 +365,35 @@ async def test_open_citizen_reports_are_their_own_layer_and_open_their_panel(
     # lighting per cabinet, with tonight's energy against last week's (no readings: dashes)
     await expect(page.locator("#lighting")).to_contain_text("kWh tối nay")
     assert errors == []
+
+
+async def test_the_kpi_tiles_show_the_counts_each_rate_is_made_of(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any
+) -> None:
+    """On time / due beside the on-time rate: a citizen's report still open past its deadline
+    is due and late (docs/kpis.md), so one case fixed on time and one overdue read 50 %, 1/2 —
+    not 1/1 (on time / finished) under a 50 % rate."""
+    from playwright.async_api import expect
+
+    runtime, http = service
+    now = datetime.now(UTC)
+    async with runtime.pool.connection() as conn:
+        for status, resolved, deadline in (
+            ("resolved", now - timedelta(minutes=1), now + timedelta(hours=1)),
+            ("dispatched", None, now - timedelta(minutes=1)),
+        ):
+            await conn.execute(
+                """INSERT INTO incidents (category, severity, status, title, city, ward,
+                       agency_id, opened_at, dispatched_at, first_dispatched_at, resolved_at,
+                       deadline_at, source)
+                   VALUES ('chieu-sang', 'warning', %s, 'Đèn đường không sáng', 'vi-thanh',
+                           'phuong-vi-tan', 'urban-works', %s, %s, %s, %s, %s, 'report')""",
+                (status, now - timedelta(minutes=2), now - timedelta(minutes=2),
+                 now - timedelta(minutes=2), resolved, deadline),
+            )  # fmt: skip
+    head = (await http.get("/api/v1/kpis", headers=AUTH)).json()["headline"]
+    assert (head["on_time"], head["due"], head["finished"], head["late_open"]) == (1, 2, 1, 1)
+    page = await open_wall(browser, str(http.base_url).rstrip("/"), TOKEN)
+    on_time = page.locator("#kpis .kpi").nth(2)
+    await expect(on_time).to_contain_text("50 %", timeout=WAIT_MS)
+    await expect(on_time.locator(".dim")).to_contain_text("1/2 phản ánh")

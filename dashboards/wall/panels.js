@@ -123,8 +123,9 @@ export function incidentsPanel(incidents, fetchedAt, onPick) {
 
 // The tiles across the top: what is going on now (alerts, incidents) and the programme's two
 // targets. The targets are about citizens' reports (the headline, docs/kpis.md); until one of
-// those is finished this period the tiles show every case (alerts' and operators' too), labelled
-// so, rather than "—" while incidents are being closed.
+// those is due this period the tiles show every case (alerts' and operators' too), labelled
+// so, rather than "—" while incidents are being closed. Each rate shows the counts it is made
+// of: on time / due (open overdue cases are due and late), satisfied / rated.
 export function kpiPanel(k, alerts, incidents) {
   const firing = alerts.filter((a) => a.state === "firing");
   const critical = firing.filter((a) => a.severity === "critical").length;
@@ -136,11 +137,11 @@ export function kpiPanel(k, alerts, incidents) {
     tile(overdue ? "missed" : "", t("incidentsShort"), fmtNumber(incidents.length), `${fmtNumber(overdue)} ${t("overdue").toLowerCase()}`),
   ];
   if (k) {
-    const head = k.headline && k.headline.finished > 0 ? k.headline : k.total;
+    const head = k.headline && k.headline.due > 0 ? k.headline : k.total;
     const scope = head === k.headline ? t("ofReports") : t("ofAllCases");
     const rate = (label, v, target, n, of) => tile(v == null ? "" : v >= target ? "met" : "missed", label,
       v == null ? "—" : fmtPercent(v), `${fmtNumber(n)}/${fmtNumber(of)} ${scope} · ${t("target")} ${fmtPercent(target)}`);
-    tiles.push(rate(t("onTime"), head.on_time_rate, k.targets.on_time, head.on_time, head.finished),
+    tiles.push(rate(t("onTime"), head.on_time_rate, k.targets.on_time, head.on_time, head.due),
                rate(t("satisfaction"), head.satisfaction, k.targets.satisfaction, head.satisfied, head.rated));
   }
   return el("div", { class: "kpis" }, tiles);

@@ -9,8 +9,11 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter
 
-from ioc.ingest.records import DeviceEvent, StatusChange, Telemetry
+from ioc.ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
 from ioc.rules.engine import Engine, Transition
+
+# The event type citizen reports are to the rules (docs/rules.md, "Groups").
+REPORT_EVENT = "report"
 
 EVAL_SECONDS = Counter("ioc_rules_eval_seconds_total", "Time spent evaluating rules")
 
@@ -21,8 +24,8 @@ def device_ids(records: Iterable[object]) -> set[str]:
 
 
 def observe(engine: Engine, records: Iterable[object]) -> float | None:
-    """Feed readings, status changes and device events to the engine, in order; returns the
-    newest reading time among them (the stream clock), None without readings."""
+    """Feed readings, status changes, device events and citizen reports to the engine, in order;
+    returns the newest reading time among them (the stream clock), None without readings."""
     started = time.perf_counter()
     newest: float | None = None
     for rec in records:
@@ -34,8 +37,17 @@ def observe(engine: Engine, records: Iterable[object]) -> float | None:
             engine.observe_status(rec.device_id, rec.online, rec.time)
         elif isinstance(rec, DeviceEvent):
             engine.observe_event(rec.device_id, rec.type, rec.time)
+        elif isinstance(rec, CitizenReport):
+            # a `report` event without a device, for group rules that count reports
+            # (`count: {event: report}`, grouped by ward and category: reports-cluster)
+            engine.observe_event(None, REPORT_EVENT, rec.time, _report_labels(rec))
     EVAL_SECONDS.inc(time.perf_counter() - started)
     return newest
+
+
+def _report_labels(rec: CitizenReport) -> dict[str, str]:
+    # the ward is the current unit's (ingest resolves positions and former names to it)
+    return {"city": rec.city, "ward": rec.ward, "category": rec.category}
 
 
 def advance(engine: Engine, now: float) -> list[Transition]:

@@ -25,6 +25,7 @@ from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_operator
 from ioc.api.context import runtime_of
 from ioc.cap import message as cap
+from ioc.core.wording import localise_numbers
 from ioc.storage import cap_messages
 
 router = APIRouter(prefix="/api/v1", tags=["cap"])
@@ -244,7 +245,7 @@ def _area(
     if device is None:
         raise HTTPException(422, "area: a circle needs the alert's device position; use area=ward")
     radius = body.radius_km or DEFAULT_RADIUS_KM
-    desc_vi = f"Bán kính {radius:g} km quanh {device['name']}"
+    desc_vi = f"Bán kính {localise_numbers(f'{radius:g}', 'vi')} km quanh {device['name']}"
     desc_en = f"Within {radius:g} km of {device['name']}"
     if place_vi:
         desc_vi, desc_en = f"{desc_vi} ({place_vi})", f"{desc_en} ({place_en})"

@@ -222,11 +222,11 @@ _EVENTS: Final[Mapping[str, tuple[str, str]]] = {
 _INSTRUCTIONS: Final[Mapping[str, tuple[str, str]]] = {
     "flood-3": (
         "Không đi qua các tuyến đường, bờ kênh ngập sâu. Kê cao tài sản, đưa xe ra khỏi vùng "
-        "trũng. Theo dõi thông báo của Ban Chỉ huy Phòng, chống thiên tai; gọi 112 khi cần cứu "
-        "hộ.",
+        "trũng. Theo dõi thông báo của Ban Chỉ huy Phòng thủ dân sự phường, xã; gọi 112 khi "
+        "cần cứu hộ.",
         "Do not cross deeply flooded roads or canal banks. Move belongings up and vehicles out "
-        "of low-lying areas. Follow the disaster-prevention committee's notices; call 112 for "
-        "rescue.",
+        "of low-lying areas. Follow the ward or commune civil defence command's notices; call "
+        "112 for rescue.",
     ),
     "flood-2": (
         "Chuẩn bị kê cao tài sản, hạn chế đi lại ven kênh rạch và theo dõi mực nước.",
