@@ -209,7 +209,7 @@ class Settings(BaseSettings):
         "mqtts:// and no CA file the system's CAs are used",
     )
     mqtt_cert_file: Path | None = Field(
-        None, description="client certificate (PEM) when the broker requires one"
+        None, description="client certificate (PEM) when the broker requires one; implies TLS"
     )
     mqtt_key_file: Path | None = Field(None, description="its private key (PEM)")
 
