@@ -507,7 +507,7 @@ class Client:
             if self._ssl is not None
             else ""
         )
-        return ConnectionResetError(f"broker {how} the connection before CONNACK{hint}")
+        return ConnectionResetError(f"the broker {how} the connection before CONNACK{hint}")
 
     async def _open_connection(self) -> None:
         reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
@@ -520,7 +520,7 @@ class Client:
                 except ssl_module.SSLError:
                     raise  # the broker's TLS alert, e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED
                 except ConnectionResetError as e:
-                    raise self._closed_before_connack(f"reset ({e})") from e
+                    raise self._closed_before_connack("reset") from e
                 if not chunk:
                     raise self._closed_before_connack("closed")
                 buffer += chunk
