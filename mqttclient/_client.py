@@ -44,13 +44,24 @@ class ConnectRefused(MqttError):
         self.reason = reason
 
 
+def suback_reason(code: int) -> str:
+    """A SUBACK reason code as ``0x87 not authorized`` (MQTT v5 §3.9.3)."""
+    try:
+        name = mqtt5.SubAckReasonCode(code).name.lower().replace("_", " ")
+    except ValueError:
+        name = "unknown reason code"
+    return f"0x{code:02x} {name}"
+
+
 class SubscribeRefused(MqttError):
+    """A SUBACK with a failure code; ``reasons`` are the codes in words, one per filter."""
+
     def __init__(self, topic_filters: list[str], reason_codes: list[int]) -> None:
-        super().__init__(
-            f"SUBSCRIBE refused: {dict(zip(topic_filters, reason_codes, strict=True))}"
-        )
         self.topic_filters = topic_filters
         self.reason_codes = reason_codes
+        self.reasons = [suback_reason(c) for c in reason_codes]
+        pairs = zip(topic_filters, self.reasons, strict=True)
+        super().__init__("SUBSCRIBE refused: " + "; ".join(f"{f}: {r}" for f, r in pairs))
 
 
 class PublishRefused(MqttError):
@@ -487,15 +498,31 @@ class Client:
                 raise
             raise ConnectTimeout(self._host, self._port, self._connect_timeout_s) from None
 
+    def _closed_before_connack(self, how: str) -> ConnectionResetError:
+        # Under TLS 1.3 a broker that refuses our certificate (or wants one) sends its alert
+        # after our side of the handshake is done, then closes; when our CONNECT is still
+        # unread there, the reset may overtake the alert, so say what it likely means.
+        hint = (
+            " (over TLS: the broker may require a client certificate, or not trust ours)"
+            if self._ssl is not None
+            else ""
+        )
+        return ConnectionResetError(f"the broker {how} the connection before CONNACK{hint}")
+
     async def _open_connection(self) -> None:
         reader, writer = await asyncio.open_connection(self._host, self._port, ssl=self._ssl)
         try:
             writer.write(self._connect.write())
             buffer = bytearray()
             while True:
-                chunk = await reader.read(_READ_CHUNK)
+                try:
+                    chunk = await reader.read(_READ_CHUNK)
+                except ssl_module.SSLError:
+                    raise  # the broker's TLS alert, e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED
+                except ConnectionResetError as e:
+                    raise self._closed_before_connack("reset") from e
                 if not chunk:
-                    raise ConnectionResetError("broker closed the connection before CONNACK")
+                    raise self._closed_before_connack("closed")
                 buffer += chunk
                 try:
                     packet, used = mqtt5.read(memoryview(buffer))

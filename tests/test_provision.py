@@ -165,18 +165,22 @@ def test_with_a_database_devices_registered_through_the_api_get_accounts_too(
 
 
 @contextlib.contextmanager
-def mosquitto(tmp_path: Path, listener: str, port: int) -> Iterator[Path]:
-    """A private mosquitto with the provisioned files of ``tmp_path``; yields its log."""
+def mosquitto(
+    tmp_path: Path, listener: str, port: int, *, auth: list[str] | None = None
+) -> Iterator[Path]:
+    """A private mosquitto with the provisioned files of ``tmp_path`` (``passwd``, ``acl``),
+    or with the configuration lines ``auth`` instead of those two; yields its log."""
     try:
         binary = find_mosquitto()
     except EmbeddedServerError as exc:
         pytest.skip(str(exc))
     conf = tmp_path / "mosquitto.conf"
+    if auth is None:
+        auth = [f"password_file {tmp_path / 'passwd'}", f"acl_file {tmp_path / 'acl'}"]
     lines = [
         listener,
         "allow_anonymous false",
-        f"password_file {tmp_path / 'passwd'}",
-        f"acl_file {tmp_path / 'acl'}",
+        *auth,
         "persistence false",
         "log_dest stderr",
         "log_type all",
@@ -393,6 +397,22 @@ def make_ca(where: Path) -> tuple[Path, Path, Path]:
         cwd=where,
     )  # fmt: skip
     return where / "ca.crt", where / "server.crt", where / "server.key"
+
+
+def make_client_cert(where: Path, name: str) -> tuple[Path, Path]:
+    """A client certificate for ``name`` signed by the CA :func:`make_ca` left in ``where``
+    (``ca.crt``, ``ca.key``): (cert, key)."""
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        "-subj", f"/CN={name}", cwd=where,
+    )  # fmt: skip
+    (where / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "client.ext",
+        cwd=where,
+    )  # fmt: skip
+    return where / f"{name}.crt", where / f"{name}.key"
 
 
 def test_tls_listener_with_self_signed_ca(site: Site, tmp_path: Path) -> None:

@@ -48,8 +48,12 @@ class MqttAddress:
             raise ValueError(f"IOC_MQTT_URL must start with mqtt:// or mqtts://, got {url!r}")
         if not parts.hostname:
             raise ValueError(f"IOC_MQTT_URL has no host: {url!r}")
-        # TLS: an mqtts:// URL, or a CA file given (a private CA implies TLS)
-        self.tls: bool = parts.scheme in ("mqtts", "ssl") or ca_file is not None
+        if key_file is not None and cert_file is None:
+            raise ValueError("IOC_MQTT_KEY_FILE is set without IOC_MQTT_CERT_FILE")
+        # TLS: an mqtts:// URL, or a CA file or client certificate given (either implies TLS)
+        self.tls: bool = (
+            parts.scheme in ("mqtts", "ssl") or ca_file is not None or cert_file is not None
+        )
         self.host: str = parts.hostname
         self.port: int = parts.port or (8883 if self.tls else 1883)
         self.username: str | None = unquote(parts.username) if parts.username else None
@@ -61,10 +65,20 @@ class MqttAddress:
 
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the broker's certificate and host name against ``ca_file`` (else the
-        system's CAs); presents ``cert_file``/``key_file`` when the broker asks for one."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        system's CAs); presents ``cert_file``/``key_file`` when the broker asks for one (the
+        key may be in ``cert_file``)."""
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"IOC_MQTT_CA_FILE {self.ca_file}: cannot load it: {exc}") from exc
         if self.cert_file is not None:
-            ctx.load_cert_chain(self.cert_file, self.key_file)
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"IOC_MQTT_CERT_FILE {self.cert_file} / IOC_MQTT_KEY_FILE {self.key_file}: "
+                    f"cannot load the client certificate and key: {exc}"
+                ) from exc
         return ctx
 
     def client_options(self) -> dict[str, Any]:
@@ -172,9 +186,12 @@ class Settings(BaseSettings):
         7 * 24 * 3600, ge=0, description="how long the broker keeps our session while we are away"
     )
     metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="`ioc serve`, `ioc ingest` and `ioc rules run` serve "
+        None,
+        ge=0,
+        le=65535,
+        description="`ioc serve`, `ioc ingest` and `ioc rules run` serve "
         "Prometheus /metrics on this port, without auth (Prometheus holds no API token): bind it "
-        "to an internal network"
+        "to an internal network",
     )
     metrics_host: str = Field("127.0.0.1", description="address of that /metrics listener")
     serve_ingest: bool = Field(
@@ -192,7 +209,7 @@ class Settings(BaseSettings):
         "mqtts:// and no CA file the system's CAs are used",
     )
     mqtt_cert_file: Path | None = Field(
-        None, description="client certificate (PEM) when the broker requires one"
+        None, description="client certificate (PEM) when the broker requires one; implies TLS"
     )
     mqtt_key_file: Path | None = Field(None, description="its private key (PEM)")
 
@@ -338,8 +355,9 @@ class Settings(BaseSettings):
         "included) with the request id and the record's extra fields",
     )
     http_access_log: bool = Field(
-        False, description="one log line per HTTP request (uvicorn.access; JSON under "
-        "IOC_LOG_FORMAT=json); off by default: the request metrics count them already"
+        False,
+        description="one log line per HTTP request (uvicorn.access; JSON under "
+        "IOC_LOG_FORMAT=json); off by default: the request metrics count them already",
     )
     build_commit: str | None = Field(
         None,
@@ -353,6 +371,12 @@ class Settings(BaseSettings):
         if v is not None:
             MqttAddress(v)
         return v
+
+    @model_validator(mode="after")
+    def _check_mqtt_tls_files(self) -> Settings:
+        if self.mqtt_url is not None:
+            _ = self.mqtt  # refuses a key without its certificate
+        return self
 
     @field_validator("mqtt_topic_prefix")
     @classmethod

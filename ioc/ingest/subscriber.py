@@ -212,8 +212,9 @@ class MqttSubscriber:
                 if granted != 1:
                     refused.append(f"{f}: granted QoS {granted}")
         except SubscribeRefused as exc:
-            refused += [f"{f}: 0x{c:02x}" for f, c in zip(exc.topic_filters, exc.reason_codes,
-                                                            strict=True)]  # fmt: skip
+            refused += [
+                f"{f}: refused {r}" for f, r in zip(exc.topic_filters, exc.reasons, strict=True)
+            ]
         except (ConnectionLost, ConnectRefused):
             return  # the connection went away: the next one subscribes again
         if generation != client.generation:
