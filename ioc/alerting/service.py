@@ -7,6 +7,9 @@
   here; or in stream mode the newest reading time): timers (pending alerts whose ``for`` ended,
   absences, expiries), then mute with the silences and windows re-read, escalate, announce;
   alerts resolved by hand; devices and rule files changed.
+- Citizen reports posted over Open311 (not in any ingest batch): a LISTEN on ``ioc_reports``
+  takes the ones not yet taken and evaluates them like a batch's
+  (:mod:`ioc.alerting.posted_reports`), whether this host runs in ingest or as ``ioc rules run``.
 - Restart: :mod:`ioc.alerting.restore`.
 
 What stays here is what a host does: one engine behind one lock, one database connection, the
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 from prometheus_client import Counter, Gauge
 
-from ioc.alerting import evaluate, mute, pipeline, store
+from ioc.alerting import evaluate, mute, pipeline, posted_reports, store
 from ioc.alerting.announce import announce
 from ioc.alerting.escalate import Escalate
 from ioc.alerting.notify import Notify
@@ -43,7 +46,7 @@ from ioc.core.names import Names
 from ioc.core.settings import Settings
 from ioc.core.site import load_site
 from ioc.core.tides import TidePredictor
-from ioc.core.workers import stop_task
+from ioc.core.workers import listen, stop_task
 from ioc.dispatch.notification_routes import load_routes, routes_file
 from ioc.ingest.records import Record
 from ioc.routing.table import load_routing
@@ -99,6 +102,7 @@ class RulesService:
         self.status = RulesStatus(str(rules_path(settings)), 0.0)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reports_task: asyncio.Task[None] | None = None  # LISTEN ioc_reports (Open311)
         self._watermark: float | None = None  # newest reading time seen (stream clock)
         # the power company's planned cuts (file and MQTT): read in __aenter__
         self.outages: OutageBook | None = None
@@ -147,6 +151,18 @@ class RulesService:
             )
             self._outage_listener.start()
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
+        # reports posted over Open311: those committed while nobody listened on connecting,
+        # then on each NOTIFY
+        self._reports_task = asyncio.create_task(
+            listen(
+                self._conninfo,
+                [posted_reports.CHANNEL],
+                self._take_posted,
+                what="rules: posted reports",
+                on_connected=self._take_posted,
+            ),
+            name="rules-posted-reports",
+        )
         return self
 
     def _label_names(self) -> Names:
@@ -158,6 +174,7 @@ class RulesService:
         self._stopping.set()
         if self._outage_listener is not None:
             await self._outage_listener.stop()
+        await stop_task(self._reports_task)
         await stop_task(self._task)
         with contextlib.suppress(Exception):
             async with self._lock:
@@ -189,6 +206,27 @@ class RulesService:
             if newest is not None and (self._watermark is None or newest > self._watermark):
                 self._watermark = newest
             await self._store(self._clock_now())
+
+    async def take_posted_reports(self, conn: psycopg.AsyncConnection | None = None) -> int:
+        """Citizen reports posted over Open311 that the rules have not taken: claimed (marked in
+        the database, :mod:`ioc.alerting.posted_reports`), then evaluated and stored like a
+        batch's. ``conn``: the LISTEN connection (default: the service's). Returns how many were
+        claimed."""
+        engine = self.engine
+        assert engine is not None
+        total = 0
+        while True:
+            async with self._lock:
+                records, claimed = await posted_reports.claim(conn or await self._connection())
+                if records:
+                    evaluate.observe(engine, records)
+                    await self._store(self._clock_now())
+            total += claimed
+            if claimed < posted_reports.BATCH:
+                return total
+
+    async def _take_posted(self, conn: psycopg.AsyncConnection) -> None:
+        await self.take_posted_reports(conn)
 
     async def tick(self, now: float) -> None:
         engine = self.engine
