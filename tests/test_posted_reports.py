@@ -1,6 +1,6 @@
 """Citizen reports posted over Open311 reach the rules once, like those relayed over MQTT (real
 PostgreSQL and broker; the shipped `reports-cluster` rule: 3 reports of one category in one ward
-within 6 h). Before, only MQTT reports reached the rules (docs/rules.md, "Reports")."""
+within 6 h). Before, only MQTT reports reached the rules (docs/rules.md, "Citizen reports reach the rules once")."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ async def insert_many(conn: psycopg.AsyncConnection[Any], reports: Sequence[NewR
 # -- the rules' share ---------------------------------------------------------------------------
 
 # Reports that reach the rule engine from this table: those posted over Open311. Ingest hands the
-# reports it commits from MQTT to the alert stages with its batch (docs/rules.md, "Reports").
+# reports it commits from MQTT to the alert stages with its batch (docs/rules.md, "Citizen reports reach the rules once").
 FOR_RULES_SQL = "rules_at IS NULL AND dedupe_key LIKE 'open311:%%'"
 
 
