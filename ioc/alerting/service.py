@@ -2,14 +2,14 @@
 
 - ``on_batch`` is an ingest commit listener: each committed batch is evaluated, and the
   resulting transitions go through persist → mute → announce in one transaction, before the
-  batch's messages are acknowledged.
+  batch's messages are acknowledged. Its citizen reports are not: those come from the table.
 - ``tick`` runs every ``IOC_RULES_TICK_S`` with the alerting clock (the wall clock, read only
   here; or in stream mode the newest reading time): timers (pending alerts whose ``for`` ended,
   absences, expiries), then mute with the silences and windows re-read, escalate, announce;
   alerts resolved by hand; devices and rule files changed.
-- Citizen reports posted over Open311 (not in any ingest batch): a LISTEN on ``ioc_reports``
-  takes the ones not yet taken and evaluates them like a batch's
-  (:mod:`ioc.alerting.posted_reports`), whether this host runs in ingest or as ``ioc rules run``.
+- Citizen reports, whatever their channel (MQTT relays, Open311 POSTs): a LISTEN on
+  ``ioc_reports`` claims the committed reports no rules service has taken and evaluates them
+  (:mod:`ioc.alerting.citizen_reports`), whether this host runs in ingest or as ``ioc rules run``.
 - Restart: :mod:`ioc.alerting.restore`.
 
 What stays here is what a host does: one engine behind one lock, one database connection, the
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 from prometheus_client import Counter, Gauge
 
-from ioc.alerting import evaluate, mute, pipeline, posted_reports, store
+from ioc.alerting import citizen_reports, evaluate, mute, pipeline, store
 from ioc.alerting.announce import announce
 from ioc.alerting.escalate import Escalate
 from ioc.alerting.notify import Notify
@@ -102,7 +102,7 @@ class RulesService:
         self.status = RulesStatus(str(rules_path(settings)), 0.0)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._reports_task: asyncio.Task[None] | None = None  # LISTEN ioc_reports (Open311)
+        self._reports_task: asyncio.Task[None] | None = None  # LISTEN ioc_reports
         self._watermark: float | None = None  # newest reading time seen (stream clock)
         # the power company's planned cuts (file and MQTT): read in __aenter__
         self.outages: OutageBook | None = None
@@ -151,17 +151,17 @@ class RulesService:
             )
             self._outage_listener.start()
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
-        # reports posted over Open311: those committed while nobody listened on connecting,
-        # then on each NOTIFY
+        # citizen reports: those committed while nobody listened on connecting, then on each
+        # NOTIFY
         self._reports_task = asyncio.create_task(
             listen(
                 self._conninfo,
-                [posted_reports.CHANNEL],
-                self._take_posted,
-                what="rules: posted reports",
-                on_connected=self._take_posted,
+                [citizen_reports.CHANNEL],
+                self._take_reports,
+                what="rules: citizen reports",
+                on_connected=self._take_reports,
             ),
-            name="rules-posted-reports",
+            name="rules-citizen-reports",
         )
         return self
 
@@ -192,9 +192,11 @@ class RulesService:
     # -- the two entry points ----------------------------------------------------------------
 
     async def on_batch(self, records: Sequence[Record]) -> None:
-        """Ingest commit listener."""
+        """Ingest commit listener. The batch's citizen reports are left out: every report comes
+        from the table, once (:meth:`take_reports`)."""
         engine = self.engine
         assert engine is not None
+        records = evaluate.without_reports(records)
         if time.monotonic() - self._devices_at > 1.0 and not (
             evaluate.device_ids(records) <= engine.devices.keys()
         ):
@@ -207,26 +209,26 @@ class RulesService:
                 self._watermark = newest
             await self._store(self._clock_now())
 
-    async def take_posted_reports(self, conn: psycopg.AsyncConnection | None = None) -> int:
-        """Citizen reports posted over Open311 that the rules have not taken: claimed (marked in
-        the database, :mod:`ioc.alerting.posted_reports`), then evaluated and stored like a
-        batch's. ``conn``: the LISTEN connection (default: the service's). Returns how many were
+    async def take_reports(self, conn: psycopg.AsyncConnection | None = None) -> int:
+        """Committed citizen reports no rules service has taken: claimed (marked in the
+        database, :mod:`ioc.alerting.citizen_reports`), then evaluated and stored like a batch.
+        ``conn``: the LISTEN connection (default: the service's). Returns how many were
         claimed."""
         engine = self.engine
         assert engine is not None
         total = 0
         while True:
             async with self._lock:
-                records, claimed = await posted_reports.claim(conn or await self._connection())
+                records, claimed = await citizen_reports.claim(conn or await self._connection())
                 if records:
                     evaluate.observe(engine, records)
                     await self._store(self._clock_now())
             total += claimed
-            if claimed < posted_reports.BATCH:
+            if claimed < citizen_reports.BATCH:
                 return total
 
-    async def _take_posted(self, conn: psycopg.AsyncConnection) -> None:
-        await self.take_posted_reports(conn)
+    async def _take_reports(self, conn: psycopg.AsyncConnection) -> None:
+        await self.take_reports(conn)
 
     async def tick(self, now: float) -> None:
         engine = self.engine

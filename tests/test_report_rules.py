@@ -1,6 +1,8 @@
-"""Citizen reports posted over Open311 reach the rules once, like those relayed over MQTT (real
-PostgreSQL and broker; the shipped `reports-cluster` rule: 3 reports of one category in one ward
-within 6 h). Before, only MQTT reports reached the rules (docs/rules.md, "Citizen reports reach the rules once")."""
+"""Every committed citizen report reaches the rules once, whatever its channel (Open311 POST, MQTT
+relay) and wherever the rules run (in ingest, `ioc rules run`); real PostgreSQL and broker, the
+shipped `reports-cluster` rule (3 reports of one category in one ward within 6 h). Before, only
+MQTT reports reached the rules, and only in ingest (docs/rules.md, "Citizen reports reach the
+rules once")."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import psycopg
 import pytest
 import yaml
 
-from ioc.app.runtime import Runtime
+from ioc.alerting.service import RulesService
 from ioc.core.settings import Settings
 from ioc.core.topics import report_topic
 from ioc.rules.language import DEFAULT_PACK
@@ -71,14 +73,29 @@ async def taken(db: psycopg.AsyncConnection, ids: list[int]) -> bool:
     return row is not None and row[0] == len(ids)
 
 
-async def settled(runtime: Runtime, db: psycopg.AsyncConnection, ids: list[int]) -> None:
+async def settled(rules: RulesService | None, db: psycopg.AsyncConnection, ids: list[int]) -> None:
     """The rules service has taken and evaluated ``ids`` (its LISTEN did, on their NOTIFY): the
     rows are marked, and a call of our own waits on the service's lock for the evaluation in
     flight; then a tick (timers, storing)."""
-    assert runtime.rules is not None
+    assert rules is not None
     await eventually(lambda: taken(db, ids))
-    assert await runtime.rules.take_posted_reports() == 0  # nothing left for anyone
-    await runtime.rules.tick(time.time())
+    assert await rules.take_reports() == 0  # nothing left for anyone
+    await rules.tick(time.time())
+
+
+def relay(publisher: MqttPublisher, settings: Settings, n: int, minutes_ago: float) -> None:
+    """A Zalo relay of report ``z-{n}`` over MQTT, in phường Vị Tân."""
+    payload = {"id": f"z-{n}", "ts": int((time.time() - minutes_ago * 60) * 1000),
+               "category": "ngap-nuoc", "lat": 9.7845, "lon": 105.47,
+               "description": "Nước ngập qua mặt đường."}  # fmt: skip
+    publisher.publish(
+        report_topic(settings.mqtt_topic_prefix, "vi-thanh", "zalo"), orjson.dumps(payload)
+    )
+
+
+async def report_ids(db: psycopg.AsyncConnection) -> list[int]:
+    cur = await db.execute("SELECT id FROM reports ORDER BY id")
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def test_reports_posted_over_http_fire_the_shipped_cluster_rule(
@@ -87,10 +104,10 @@ async def test_reports_posted_over_http_fire_the_shipped_cluster_rule(
     async with running_service(cluster_settings) as (runtime, http):
         ids = [await post_report(http, api_key, "Nước ngập qua mặt đường.")]
         ids.append(await post_report(http, api_key, "Ngập sâu trước chợ, xe chết máy."))
-        await settled(runtime, db, ids)
+        await settled(runtime.rules, db, ids)
         assert await firing(http) == []  # two are not a cluster
         ids.append(await post_report(http, api_key, "Hẻm ngập tới đầu gối."))
-        await settled(runtime, db, ids)
+        await settled(runtime.rules, db, ids)
         (alert,) = await eventually(lambda: firing(http))
         assert alert["rule"] == "reports-cluster"
         assert (alert["labels"]["ward"], alert["labels"]["category"]) == (
@@ -102,34 +119,55 @@ async def test_reports_posted_over_http_fire_the_shipped_cluster_rule(
 async def test_mqtt_reports_are_counted_once_beside_posted_ones(
     cluster_settings: Settings, api_key: str, db: psycopg.AsyncConnection, publisher: MqttPublisher
 ) -> None:
-    """Two Zalo relays over MQTT (counted with ingest's batch, never taken from the table) and
-    one Open311 post make three: a second count of the relays would fire at two."""
+    """Two Zalo relays over MQTT, one of them sent twice (a relay retrying: one row), and one
+    Open311 post make three: a report counted with ingest's batch and again from the table, or a
+    retried relay counted twice, would fire before the post."""
     async with running_service(cluster_settings) as (runtime, http):
         assert runtime.ingest is not None and runtime.rules is not None
         committed = runtime.ingest.committed
-        now = time.time()
-        for n in range(2):
-            payload = {"id": f"z-{n}", "ts": int((now - 60 * (2 - n)) * 1000),
-                       "category": "ngap-nuoc", "lat": 9.7845, "lon": 105.47,
-                       "description": "Nước ngập qua mặt đường."}  # fmt: skip
-            publisher.publish(
-                report_topic(cluster_settings.mqtt_topic_prefix, "vi-thanh", "zalo"),
-                orjson.dumps(payload),
-            )
+        relay(publisher, cluster_settings, 0, 2)
+        relay(publisher, cluster_settings, 1, 1)
 
-        async def both_committed() -> bool:
-            return bool(runtime.ingest and runtime.ingest.committed >= committed + 2)
+        async def committed_after(n: int) -> bool:
+            return bool(runtime.ingest and runtime.ingest.committed >= committed + n)
 
-        await eventually(both_committed)
-        assert await runtime.rules.take_posted_reports() == 0  # MQTT rows are not the table's
-        await runtime.rules.tick(time.time())
+        await eventually(lambda: committed_after(2))
+        relay(publisher, cluster_settings, 1, 1)  # the same report again
+        await eventually(lambda: committed_after(3))
+        ids = await report_ids(db)
+        assert len(ids) == 2
+        await settled(runtime.rules, db, ids)
         assert await firing(http) == []
-        cur = await db.execute("SELECT count(*) FROM reports WHERE rules_at IS NULL")
-        assert await cur.fetchone() == (2,)  # the relays: never marked, never claimed
 
-        posted = await post_report(http, api_key, "Ngập sâu trước chợ.")
-        await settled(runtime, db, [posted])
+        ids.append(await post_report(http, api_key, "Ngập sâu trước chợ."))
+        await settled(runtime.rules, db, ids)
         (alert,) = await eventually(lambda: firing(http))
+        assert alert["annotations"]["summary_vi"] == SUMMARY_3
+
+
+async def test_rules_as_their_own_worker_count_relayed_and_posted_reports(
+    cluster_settings: Settings, api_key: str, db: psycopg.AsyncConnection, publisher: MqttPublisher
+) -> None:
+    """`ioc rules run` (IOC_RULES_IN_INGEST=false): its MQTT session does not subscribe to
+    reports, yet the reports ingest stores and the ones posted over HTTP reach it, once."""
+    from ioc.app.runtime import run_rules_worker
+
+    split = cluster_settings.model_copy(update={"rules_in_ingest": False})
+    async with running_service(split) as (runtime, http), run_rules_worker(split) as rules:
+        assert runtime.rules is None  # this ingest only stores
+        relay(publisher, split, 0, 2)
+        relay(publisher, split, 1, 1)
+
+        async def two_stored() -> bool:
+            return len(await report_ids(db)) == 2
+
+        await eventually(two_stored)
+        await settled(rules, db, await report_ids(db))
+        assert await firing(http) == []
+        await post_report(http, api_key, "Ngập sâu trước chợ.")
+        await settled(rules, db, await report_ids(db))
+        (alert,) = await eventually(lambda: firing(http))
+        assert alert["rule"] == "reports-cluster"
         assert alert["annotations"]["summary_vi"] == SUMMARY_3
 
 
@@ -142,7 +180,7 @@ async def test_a_restart_neither_counts_again_nor_misses_a_posted_report(
     makes 3 (fires; it would not had the one from the pause been missed)."""
     async with running_service(cluster_settings) as (runtime, http):
         ids = [await post_report(http, api_key, f"Ngập lần {n}.") for n in range(2)]
-        await settled(runtime, db, ids)
+        await settled(runtime.rules, db, ids)
     # committed while no rules service runs (another API process kept serving Open311)
     async with db.transaction():
         key = report_store.open311_dedupe_key(
@@ -163,9 +201,9 @@ async def test_a_restart_neither_counts_again_nor_misses_a_posted_report(
     async with running_service(cluster_settings) as (runtime, http):
         ids.append(paused)
         ids.append(await post_report(http, api_key, "Ngập sau khi khởi động lại."))
-        await settled(runtime, db, ids)
+        await settled(runtime.rules, db, ids)
         assert await firing(http) == []
         ids.append(await post_report(http, api_key, "Vẫn còn ngập."))
-        await settled(runtime, db, ids)
+        await settled(runtime.rules, db, ids)
         (alert,) = await eventually(lambda: firing(http))
         assert alert["annotations"]["summary_vi"] == SUMMARY_3
