@@ -228,7 +228,14 @@ class RulesService:
                 return total
 
     async def _take_reports(self, conn: psycopg.AsyncConnection) -> None:
-        await self.take_reports(conn)
+        try:
+            await self.take_reports(conn)
+        except psycopg.Error:
+            raise  # the LISTEN loop reconnects (with backoff) and takes them then
+        except Exception:
+            # the LISTEN task must outlive a bug: the claimed rows are counted no more, the
+            # next ones are
+            log.exception("rules: evaluating citizen reports failed")
 
     async def tick(self, now: float) -> None:
         engine = self.engine
