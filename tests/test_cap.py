@@ -20,7 +20,7 @@ from ioc.api.cap import atom_feed
 from ioc.cap import message as cap
 from ioc.core.packaged import SITE_DATA
 from ioc.core.settings import Settings
-from ioc.core.site import load_site
+from ioc.core.site import CapSender, SiteError, load_site
 from ioc.storage import cap_messages, tokens
 from tests.conftest import TOKEN, running_service
 
@@ -30,6 +30,9 @@ ATOM = {"a": "http://www.w3.org/2005/Atom"}
 CAP_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+07:00$")
 ICT = timezone(timedelta(hours=7))
 SENT = datetime(2026, 11, 28, 19, 30, 12, 345678, tzinfo=ICT)
+_SENDER = load_site(SITE_DATA / "hau-giang.yaml").cap_sender
+assert _SENDER is not None
+SENDER = _SENDER  # the shipped site file's `cap_sender`
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +71,7 @@ def _chain() -> list[cap.CapMessage]:
     facts, area = _flood(), _ward_area()
     out: list[cap.CapMessage] = []
     for n, msg_type in enumerate(("Alert", "Update", "Cancel"), start=1):
-        refs = [cap.Reference(cap.SENDER, m.identifier, m.sent) for m in out]
+        refs = [cap.Reference(SENDER.address, m.identifier, m.sent) for m in out]
         out.append(
             cap.build_message(
                 facts,
@@ -76,6 +79,7 @@ def _chain() -> list[cap.CapMessage]:
                 identifier=cap.identifier_for(42, n),
                 sent=SENT + timedelta(minutes=30 * (n - 1)),
                 area=area,
+                sender=SENDER,
                 references=refs,
                 web="https://ioc.example/api/v1/cap/messages/x.xml",
             )
@@ -95,7 +99,7 @@ def test_alert_update_and_cancel_are_valid_cap_1_2(schema: xmlschema.XMLSchema) 
         assert root.findtext("c:msgType", namespaces=NS) == m.msg_type
         assert root.findtext("c:status", namespaces=NS) == "Actual"
         assert root.findtext("c:scope", namespaces=NS) == "Public"
-        assert root.findtext("c:sender", namespaces=NS) == cap.SENDER
+        assert root.findtext("c:sender", namespaces=NS) == SENDER.address
         assert m.xml.startswith('<?xml version="1.0" encoding="UTF-8"?>')
 
 
@@ -115,8 +119,8 @@ def test_update_and_cancel_reference_every_earlier_message() -> None:
     triples = _root(cancel.xml).findtext("c:references", namespaces=NS)
     assert triples is not None
     assert triples.split(" ") == [
-        f"{cap.SENDER},{alert.identifier},2026-11-28T19:30:12+07:00",
-        f"{cap.SENDER},{update.identifier},2026-11-28T20:00:12+07:00",
+        f"{SENDER.address},{alert.identifier},2026-11-28T19:30:12+07:00",
+        f"{SENDER.address},{update.identifier},2026-11-28T20:00:12+07:00",
     ]
     # the cited `sent` is exactly the earlier message's own <sent>
     assert _root(alert.xml).findtext("c:sent", namespaces=NS) == "2026-11-28T19:30:12+07:00"
@@ -184,6 +188,7 @@ def test_an_open_ring_is_closed_and_a_circle_is_lat_lon_radius(
         identifier="vn.haugiang.ioc-1-1",
         sent=SENT,
         area=cap.Area("quanh trạm", "around", circle=(9.784, 105.47, 2.5)),
+        sender=SENDER,
     )
     schema.validate(m.xml)
     assert _root(m.xml).findtext("c:info/c:area/c:circle", namespaces=NS) == "9.784,105.47 2.5"
@@ -225,15 +230,68 @@ def test_domains_map_to_cap_categories(domain: str, category: str, response: str
 def test_builder_refuses_what_cap_forbids() -> None:
     facts, area = _flood(), _ward_area()
     with pytest.raises(cap.CapError, match="references"):
-        cap.build_message(facts, msg_type="Update", identifier="x-1", sent=SENT, area=area)
+        cap.build_message(
+            facts, msg_type="Update", identifier="x-1", sent=SENT, area=area, sender=SENDER
+        )
     with pytest.raises(cap.CapError, match="identifier"):
-        cap.build_message(facts, msg_type="Alert", identifier="a b", sent=SENT, area=area)
+        cap.build_message(
+            facts, msg_type="Alert", identifier="a b", sent=SENT, area=area, sender=SENDER
+        )
     with pytest.raises(cap.CapError, match="domain"):
         cap.classify(
             cap.AlertFacts(1, "device-silent", "devices", "warning", "firing", "", ""), "Alert"
         )
     with pytest.raises(cap.CapError, match="area"):
         cap.Area("x", "x")
+
+
+def test_the_sender_is_the_site_files_and_names_can_tho_not_the_abolished_province(
+    schema: xmlschema.XMLSchema,
+) -> None:
+    """Since 1 July 2025 Vị Thanh and Ngã Bảy are in thành phố Cần Thơ (Resolution
+    202/2025/QH15): the shipped site file's `cap_sender` signs, in both languages."""
+    assert SENDER.to_verify and SENDER.source  # descriptive names, the operator sets the official
+    root = _root(_chain()[0].xml)
+    names = [n.text or "" for n in root.findall("c:info/c:senderName", NS)]
+    assert names == [SENDER.name_vi, SENDER.name_en]
+    for name in names:
+        assert "Cần Thơ" in name and "Hậu Giang" not in name and "Hau Giang" not in name
+    # web and contact come from the site data too (the shipped file knows neither yet)
+    desk = dataclasses.replace(
+        SENDER, web="https://ioc.example.invalid/", contact="Trực ban IOC: 0292 000 000"
+    )
+    m = cap.build_message(
+        _flood(), msg_type="Alert", identifier="x-1-1", sent=SENT, area=_ward_area(), sender=desk
+    )
+    schema.validate(m.xml)
+    info = _root(m.xml).find("c:info", NS)
+    assert info is not None
+    assert info.findtext("c:web", namespaces=NS) == "https://ioc.example.invalid/"
+    assert info.findtext("c:contact", namespaces=NS) == "Trực ban IOC: 0292 000 000"
+    bad = dataclasses.replace(SENDER, address="ioc at can tho")
+    with pytest.raises(cap.CapError, match="sender"):
+        cap.build_message(
+            _flood(), msg_type="Alert", identifier="x-1-1", sent=SENT, area=_ward_area(), sender=bad
+        )
+
+
+def test_a_site_file_without_a_cap_sender_is_refused_naming_the_block(tmp_path: Path) -> None:
+    import yaml
+
+    shipped = yaml.safe_load((SITE_DATA / "hau-giang.yaml").read_text(encoding="utf-8"))
+    for change, message in (
+        (lambda d: d.pop("cap_sender"), "cap_sender: is required: who signs"),
+        (lambda d: d["cap_sender"].pop("name_vi"), "cap_sender.name_vi: is required"),
+        (lambda d: d["cap_sender"].update(address="ioc, IOC"), "cap_sender.address: 'ioc, IOC'"),
+        (lambda d: d["cap_sender"].update(to_verify="yes"), "cap_sender.to_verify: expected"),
+    ):
+        data = yaml.safe_load(yaml.safe_dump(shipped, allow_unicode=True))
+        change(data)
+        path = tmp_path / "site.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        with pytest.raises(SiteError, match=re.escape(message)):
+            load_site(path)
+    assert isinstance(SENDER, CapSender)
 
 
 def test_atom_feed_lists_messages_newest_first() -> None:
@@ -244,7 +302,12 @@ def test_atom_feed_lists_messages_newest_first() -> None:
         for n, m in enumerate(_chain(), start=1)
     ][::-1]
     doc = ET.fromstring(
-        atom_feed(stored, self_url="http://h/feed", message_url=lambda i: f"http://h/{i}.xml")
+        atom_feed(
+            stored,
+            sender=SENDER,
+            self_url="http://h/feed",
+            message_url=lambda i: f"http://h/{i}.xml",
+        )
     )
     entries = doc.findall("a:entry", ATOM)
     assert [e.find("a:category", ATOM).get("term") for e in entries] == [  # type: ignore[union-attr]
@@ -359,7 +422,7 @@ async def test_issue_update_cancel_feed_and_xml_over_http(
         assert second["references"] == [first["identifier"]]
         schema.validate(second["xml"])
         assert _root(second["xml"]).findtext("c:references", namespaces=NS) == (
-            f"{cap.SENDER},{first['identifier']},{first['sent']}"
+            f"{SENDER.address},{first['identifier']},{first['sent']}"
         )
         assert _root(second["xml"]).findtext("c:info/c:area/c:circle", namespaces=NS) == (
             "9.784,105.47 3"
@@ -441,7 +504,9 @@ def test_risk_level_decides_severity(risk: int, severity: str, schema: xmlschema
     )  # fmt: skip
     c = cap.classify(rain, "Alert")
     assert c.severity == severity
-    msg = cap.build_message(rain, msg_type="Alert", identifier="x-9", sent=SENT, area=_ward_area())
+    msg = cap.build_message(
+        rain, msg_type="Alert", identifier="x-9", sent=SENT, area=_ward_area(), sender=SENDER
+    )
     schema.validate(msg.xml)
     assert f"<valueName>disasterRiskLevel</valueName><value>{risk}</value>" in msg.xml.replace(
         "\n", ""

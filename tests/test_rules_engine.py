@@ -377,6 +377,23 @@ def test_cluster_of_citizen_reports_in_one_ward() -> None:
     assert steps(e) == [("reports", "resolved", 120)]
 
 
+def test_a_late_report_is_counted_in_its_place_while_inside_the_window() -> None:
+    """Reports do not reach the engine in time order (an Open311 post committed after a newer
+    relayed report, a relay's backlog): a late one inside the window counts, one older than the
+    window does not."""
+    e = engine(GROUPS, GAUGE)
+    where = {"ward": "phuong-5", "city": "vi-thanh", "category": "chieu-sang"}
+    e.observe_event(None, "report", T0 + 150 * MIN, where)
+    e.observe_event(None, "report", T0, where)  # 2.5 h before the newest: outside the 2 h
+    e.observe_event(None, "report", T0 + 100 * MIN, where)
+    assert e.drain() == []
+    e.observe_event(None, "report", T0 + 120 * MIN, where)
+    out = e.drain()
+    assert [t.to for t in out] == ["pending", "firing"] and out[0].value == 3
+    e.advance(T0 + 221 * MIN)  # the report of minute 100 leaves the window
+    assert steps(e) == [("reports", "resolved", 220)]
+
+
 CORRELATION = """
 rules:
   - id: heavy-rain

@@ -204,6 +204,13 @@ SQUARE_B = [[105.1, 9.0], [105.2, 9.0], [105.2, 9.1], [105.1, 9.1], [105.1, 9.0]
 MINIMAL: dict[str, Any] = {
     "version": 1,
     "site": {"name": "Thử", "timezone": "Asia/Ho_Chi_Minh"},
+    "cap_sender": {
+        "address": "ioc@example.invalid",
+        "name_vi": "Trung tâm thử",
+        "name_en": "Test centre",
+        "source": "test",
+        "to_verify": True,
+    },
     "cities": [
         {
             "id": "vi-thanh",

@@ -187,6 +187,8 @@ def test_every_public_warning_of_the_site_names_places_and_writes_vietnamese_num
     ids = site_ids(site, routing)
     ns = {"c": cap.CAP_NS}
     human = ("event", "senderName", "headline", "description", "instruction", "area/c:areaDesc")
+    sender = site.cap_sender
+    assert sender is not None
     domains, gauges = set(), 0
     for n, tr in enumerate(public):
         d = site.device(tr.device_id) if tr.device_id else None
@@ -209,6 +211,7 @@ def test_every_public_warning_of_the_site_names_places_and_writes_vietnamese_num
             xml = cap.build_message(
                 facts, msg_type="Alert", identifier=cap.identifier_for(n + 1, 1),
                 sent=datetime(2026, 11, 24, 23, 0, tzinfo=VN), area=area,
+                sender=sender,
             ).xml  # fmt: skip
             infos = ET.fromstring(xml).findall("c:info", ns)
             assert [i.findtext("c:language", namespaces=ns) for i in infos] == ["vi-VN", "en-US"]

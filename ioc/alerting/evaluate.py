@@ -5,11 +5,11 @@ time comes in — with the records (their own times) or as ``now`` to :func:`adv
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter
 
-from ioc.ingest.records import CitizenReport, DeviceEvent, StatusChange, Telemetry
+from ioc.ingest.records import CitizenReport, DeviceEvent, Record, StatusChange, Telemetry
 from ioc.rules.engine import Engine, Transition
 
 # The event type citizen reports are to the rules (docs/rules.md, "Groups").
@@ -21,6 +21,14 @@ EVAL_SECONDS = Counter("ioc_rules_eval_seconds_total", "Time spent evaluating ru
 def device_ids(records: Iterable[object]) -> set[str]:
     """The devices the records are about (to learn a device registered since the last load)."""
     return {r.device_id for r in records if isinstance(r, Telemetry | StatusChange | DeviceEvent)}
+
+
+def without_reports(records: Sequence[Record]) -> Sequence[Record]:
+    """The records but citizen reports: ingest's batch brings them, but the rules count every
+    report from the ``reports`` table, once (:mod:`ioc.alerting.citizen_reports`)."""
+    if not any(isinstance(r, CitizenReport) for r in records):
+        return records
+    return [r for r in records if not isinstance(r, CitizenReport)]
 
 
 def observe(engine: Engine, records: Iterable[object]) -> float | None:
@@ -38,6 +46,7 @@ def observe(engine: Engine, records: Iterable[object]) -> float | None:
         elif isinstance(rec, DeviceEvent):
             engine.observe_event(rec.device_id, rec.type, rec.time)
         elif isinstance(rec, CitizenReport):
+            # from the reports table (citizen_reports), whatever the channel
             # a `report` event without a device, for group rules that count reports
             # (`count: {event: report}`, grouped by ward and category: reports-cluster)
             engine.observe_event(None, REPORT_EVENT, rec.time, _report_labels(rec))

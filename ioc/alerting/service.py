@@ -2,11 +2,14 @@
 
 - ``on_batch`` is an ingest commit listener: each committed batch is evaluated, and the
   resulting transitions go through persist → mute → announce in one transaction, before the
-  batch's messages are acknowledged.
+  batch's messages are acknowledged. Its citizen reports are not: those come from the table.
 - ``tick`` runs every ``IOC_RULES_TICK_S`` with the alerting clock (the wall clock, read only
   here; or in stream mode the newest reading time): timers (pending alerts whose ``for`` ended,
   absences, expiries), then mute with the silences and windows re-read, escalate, announce;
   alerts resolved by hand; devices and rule files changed.
+- Citizen reports, whatever their channel (MQTT relays, Open311 POSTs): a LISTEN on
+  ``ioc_reports`` claims the committed reports no rules service has taken and evaluates them
+  (:mod:`ioc.alerting.citizen_reports`), whether this host runs in ingest or as ``ioc rules run``.
 - Restart: :mod:`ioc.alerting.restore`.
 
 What stays here is what a host does: one engine behind one lock, one database connection, the
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 from prometheus_client import Counter, Gauge
 
-from ioc.alerting import evaluate, mute, pipeline, store
+from ioc.alerting import citizen_reports, evaluate, mute, pipeline, store
 from ioc.alerting.announce import announce
 from ioc.alerting.escalate import Escalate
 from ioc.alerting.notify import Notify
@@ -43,7 +46,7 @@ from ioc.core.names import Names
 from ioc.core.settings import Settings
 from ioc.core.site import load_site
 from ioc.core.tides import TidePredictor
-from ioc.core.workers import stop_task
+from ioc.core.workers import listen, stop_task
 from ioc.dispatch.notification_routes import load_routes, routes_file
 from ioc.ingest.records import Record
 from ioc.routing.table import load_routing
@@ -99,6 +102,7 @@ class RulesService:
         self.status = RulesStatus(str(rules_path(settings)), 0.0)
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reports_task: asyncio.Task[None] | None = None  # LISTEN ioc_reports
         self._watermark: float | None = None  # newest reading time seen (stream clock)
         # the power company's planned cuts (file and MQTT): read in __aenter__
         self.outages: OutageBook | None = None
@@ -147,6 +151,18 @@ class RulesService:
             )
             self._outage_listener.start()
         self._task = asyncio.create_task(self._tick_loop(), name="rules-tick")
+        # citizen reports: those committed while nobody listened on connecting, then on each
+        # NOTIFY
+        self._reports_task = asyncio.create_task(
+            listen(
+                self._conninfo,
+                [citizen_reports.CHANNEL],
+                self._take_reports,
+                what="rules: citizen reports",
+                on_connected=self._take_reports,
+            ),
+            name="rules-citizen-reports",
+        )
         return self
 
     def _label_names(self) -> Names:
@@ -158,6 +174,7 @@ class RulesService:
         self._stopping.set()
         if self._outage_listener is not None:
             await self._outage_listener.stop()
+        await stop_task(self._reports_task)
         await stop_task(self._task)
         with contextlib.suppress(Exception):
             async with self._lock:
@@ -175,9 +192,11 @@ class RulesService:
     # -- the two entry points ----------------------------------------------------------------
 
     async def on_batch(self, records: Sequence[Record]) -> None:
-        """Ingest commit listener."""
+        """Ingest commit listener. The batch's citizen reports are left out: every report comes
+        from the table, once (:meth:`take_reports`)."""
         engine = self.engine
         assert engine is not None
+        records = evaluate.without_reports(records)
         if time.monotonic() - self._devices_at > 1.0 and not (
             evaluate.device_ids(records) <= engine.devices.keys()
         ):
@@ -189,6 +208,34 @@ class RulesService:
             if newest is not None and (self._watermark is None or newest > self._watermark):
                 self._watermark = newest
             await self._store(self._clock_now())
+
+    async def take_reports(self, conn: psycopg.AsyncConnection | None = None) -> int:
+        """Committed citizen reports no rules service has taken: claimed (marked in the
+        database, :mod:`ioc.alerting.citizen_reports`), then evaluated and stored like a batch.
+        ``conn``: the LISTEN connection (default: the service's). Returns how many were
+        claimed."""
+        engine = self.engine
+        assert engine is not None
+        total = 0
+        while True:
+            async with self._lock:
+                records, claimed = await citizen_reports.claim(conn or await self._connection())
+                if records:
+                    evaluate.observe(engine, records)
+                    await self._store(self._clock_now())
+            total += claimed
+            if claimed < citizen_reports.BATCH:
+                return total
+
+    async def _take_reports(self, conn: psycopg.AsyncConnection) -> None:
+        try:
+            await self.take_reports(conn)
+        except psycopg.Error:
+            raise  # the LISTEN loop reconnects (with backoff) and takes them then
+        except Exception:
+            # the LISTEN task must outlive a bug: the claimed rows are counted no more, the
+            # next ones are
+            log.exception("rules: evaluating citizen reports failed")
 
     async def tick(self, now: float) -> None:
         engine = self.engine

@@ -25,6 +25,7 @@ from ioc.alerting import store as alert_store
 from ioc.api.auth import Caller, require_operator
 from ioc.api.context import runtime_of
 from ioc.cap import message as cap
+from ioc.core.site import CapSender, Site
 from ioc.core.wording import localise_numbers
 from ioc.storage import cap_messages
 
@@ -130,7 +131,10 @@ async def issue(
                 identifier=identifier,
                 sent=datetime.now(UTC),
                 area=area,
-                references=[cap.Reference(cap.SENDER, m.identifier, m.sent_at) for m in chain],
+                sender=_sender(runtime.site),
+                references=[
+                    cap.Reference(cap.sender_of(m.xml), m.identifier, m.sent_at) for m in chain
+                ],
                 instruction_vi=body.instruction,
                 instruction_en=body.instruction_en,
                 web=_message_url(request, identifier),
@@ -267,6 +271,7 @@ async def feed(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 1
         messages = await cap_messages.newest(conn, limit)
     body = atom_feed(
         messages,
+        sender=_sender(runtime_of(request).site),
         self_url=str(request.url_for("cap_feed")),
         message_url=lambda identifier: _message_url(request, identifier),
     )
@@ -288,9 +293,20 @@ async def message(identifier: str, request: Request) -> Response:
     return Response(stored.xml, media_type=cap.CAP_MEDIA_TYPE + "; charset=utf-8")
 
 
+def _sender(site: Site) -> CapSender:
+    """Who signs: the site file's ``cap_sender`` (the loader requires it; a site built in code
+    may lack it)."""
+    if site.cap_sender is None:
+        raise HTTPException(
+            503, 'site data: no cap_sender (who signs CAP warnings): see docs/cap.md, "Sender"'
+        )
+    return site.cap_sender
+
+
 def atom_feed(
     messages: list[cap_messages.StoredMessage],
     *,
+    sender: CapSender,
     self_url: str,
     message_url: Any,
 ) -> str:
@@ -300,12 +316,14 @@ def atom_feed(
     # the unqualified attributes Atom uses (rel, href, term).
     root = ET.Element("feed", {"xmlns": ATOM_NS})
     _atom(root, "id", f"tag:haugiang.gov.vn,2025:{cap.IDENTIFIER_PREFIX}:cap-feed")
-    _atom(root, "title", "Cảnh báo công cộng – IOC Hậu Giang (Public warnings, CAP 1.2)")
+    _atom(root, "title", f"Cảnh báo công cộng – {sender.name_vi} (Public warnings, CAP 1.2)")
     newest = messages[0].sent_at if messages else datetime.now(UTC)
     _atom(root, "updated", cap.cap_time(newest))
     author = _atom(root, "author")
-    _atom(author, "name", cap.SENDER_NAME_VI)
-    _atom(author, "email", cap.SENDER)
+    _atom(author, "name", sender.name_vi)
+    _atom(author, "email", sender.address)
+    if sender.web:
+        _atom(author, "uri", sender.web)
     _atom(root, "link", rel="self", href=self_url, type=ATOM_MEDIA_TYPE)
     for m in messages:
         info = _info_vi(m.xml)

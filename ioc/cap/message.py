@@ -25,17 +25,16 @@ from typing import Final, Literal
 
 from ioc.core.localtime import SITE_ZONE
 from ioc.core.risk import risk_level
+from ioc.core.site import CapSender
 
 CAP_NS: Final = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP_MEDIA_TYPE: Final = "application/cap+xml"
 
-# Who signs the warnings. A constant rather than a setting: the sender is the IOC's identity in
-# every alert hub that has ever indexed a message, so it must not drift with a deployment's
-# environment. Since the 2025 merger the province is Cần Thơ city: change it here (and tell the
-# hubs) when the IOC's official address changes.
-SENDER: Final = "ioc@haugiang.gov.vn"
-SENDER_NAME_VI: Final = "Trung tâm Giám sát, điều hành đô thị thông minh Hậu Giang (IOC)"
-SENDER_NAME_EN: Final = "Hau Giang Intelligent Operations Centre (IOC)"
+# Who signs the warnings (``<sender>``, ``<senderName>``, ``<web>``, ``<contact>``) is site data:
+# the site file's ``cap_sender`` (:class:`ioc.core.site.CapSender`), passed to the builder. Not a
+# setting: the sender is the IOC's identity in every alert hub that has indexed a message, so it
+# changes with the site file (and the hubs are told), not with a deployment's environment.
+# The identifiers' prefix stays: earlier messages, and the chains citing them, carry it.
 IDENTIFIER_PREFIX: Final = "vn.haugiang.ioc"
 
 MsgType = Literal["Alert", "Update", "Cancel"]
@@ -61,7 +60,7 @@ def cap_time(t: datetime) -> str:
 
 
 def identifier_for(alert_id: int, n: int) -> str:
-    """The ``n``-th message (1-based) about IOC alert ``alert_id``: unique for :data:`SENDER`."""
+    """The ``n``-th message (1-based) about IOC alert ``alert_id``: unique for the sender."""
     return f"{IDENTIFIER_PREFIX}-{alert_id}-{n}"
 
 
@@ -340,16 +339,18 @@ def build_message(
     identifier: str,
     sent: datetime,
     area: Area,
+    sender: CapSender,
     references: Sequence[Reference] = (),
     instruction_vi: str | None = None,
     instruction_en: str | None = None,
     web: str | None = None,
-    sender: str = SENDER,
 ) -> CapMessage:
-    """One CAP 1.2 ``<alert>`` with a ``vi-VN`` and an ``en-US`` ``<info>`` for the same area.
+    """One CAP 1.2 ``<alert>`` with a ``vi-VN`` and an ``en-US`` ``<info>`` for the same area,
+    signed by ``sender`` (the site file's ``cap_sender``).
 
     ``instruction_vi`` (the operator's words) replaces the default Vietnamese instruction;
-    ``references`` must be non-empty for Update and Cancel and empty for Alert.
+    ``references`` must be non-empty for Update and Cancel and empty for Alert; ``web`` (the
+    message's own page) defaults to the sender's web page.
     """
     if msg_type not in MSG_TYPES:
         raise CapError("msg_type", f"{msg_type!r} is not one of {list(MSG_TYPES)}")
@@ -358,13 +359,14 @@ def build_message(
     if msg_type != "Alert" and not references:
         raise CapError("references", f"an {msg_type} must reference the messages it replaces")
     _check_token("identifier", identifier)
-    _check_token("sender", sender)
+    _check_token("sender", sender.address)
+    web = web or sender.web
     c = classify(w, msg_type)
     sent = sent.astimezone(SITE_ZONE).replace(microsecond=0)
 
     root = ET.Element(f"{{{CAP_NS}}}alert")
     _sub(root, "identifier", identifier)
-    _sub(root, "sender", sender)
+    _sub(root, "sender", sender.address)
     _sub(root, "sent", cap_time(sent))
     _sub(root, "status", "Actual")
     _sub(root, "msgType", msg_type)
@@ -380,11 +382,11 @@ def build_message(
     for lang, event, headline, description, instruction, sender_name in (
         (
             "vi-VN", c.event_vi, prefix_vi + w.summary_vi, w.description_vi or w.summary_vi,
-            instruction_vi or c.instruction_vi, SENDER_NAME_VI,
+            instruction_vi or c.instruction_vi, sender.name_vi,
         ),
         (
             "en-US", c.event_en, prefix_en + w.summary_en, w.description_en or w.summary_en,
-            instruction_en or c.instruction_en, SENDER_NAME_EN,
+            instruction_en or c.instruction_en, sender.name_en,
         ),
     ):  # fmt: skip
         info = _sub(root, "info")
@@ -406,6 +408,8 @@ def build_message(
         _sub(info, "instruction", instruction)
         if web:
             _sub(info, "web", web)
+        if sender.contact:
+            _sub(info, "contact", sender.contact)
         for name, value in _parameters(w):
             p = _sub(info, "parameter")
             _sub(p, "valueName", name)
@@ -421,6 +425,15 @@ def build_message(
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="unicode", default_namespace=CAP_NS)
     return CapMessage(identifier, msg_type, sent, '<?xml version="1.0" encoding="UTF-8"?>\n' + body)
+
+
+def sender_of(xml: str) -> str:
+    """The ``<sender>`` of a stored message (an Update cites each earlier message with the sender
+    it was signed with, which may predate a change of the site's ``cap_sender``)."""
+    sender = ET.fromstring(xml.encode("utf-8")).findtext(f"{{{CAP_NS}}}sender")
+    if not sender:
+        raise CapError("references", "a stored message has no <sender>")
+    return sender
 
 
 def _parameters(w: AlertFacts) -> list[tuple[str, str]]:

@@ -163,6 +163,27 @@ class Ward:
 
 
 @dataclass(frozen=True, slots=True)
+class CapSender:
+    """Who signs the public warnings: CAP 1.2 ``<sender>`` (``address``), ``<senderName>``
+    (``name_vi``/``name_en``), ``<web>`` and ``<contact>`` (ioc/cap/message.py). Site data, not
+    code: the province named in the old constants was abolished on 1 July 2025, and the official
+    name and address are the operator's to set (``to_verify`` until they have)."""
+
+    address: str
+    name_vi: str
+    name_en: str
+    source: str
+    to_verify: bool
+    web: str | None = None
+    contact: str | None = None
+    note: str | None = None
+
+
+# CAP 1.2 §3.3.2: an identifier or sender holds no spaces, commas, '<' or '&'
+_CAP_TOKEN_FORBIDDEN: Final = re.compile(r"[\s,<&]")
+
+
+@dataclass(frozen=True, slots=True)
 class City:
     id: str
     name: str
@@ -243,6 +264,8 @@ class Site:
     # The tide data file beside the site file (harmonic constituents per station;
     # ioc/core/tides.py).
     tides_file: Path | None = None
+    # who signs the public CAP warnings (the file's `cap_sender`, required there)
+    cap_sender: CapSender | None = None
     cities_by_id: Mapping[str, City] = field(init=False, repr=False, compare=False)
     wards_by_id: Mapping[str, Ward] = field(init=False, repr=False, compare=False)
     # former ward ids → current unit, former agency ids → current agency
@@ -571,7 +594,10 @@ class _Loader:
 
     def site(self, raw: Any) -> Site:
         top = self.mapping(
-            raw, "", ("site", "cities", "devices"), ("version", "agencies", "alarm_levels", "tides")
+            raw,
+            "",
+            ("site", "cities", "devices"),
+            ("version", "agencies", "alarm_levels", "tides", "cap_sender"),
         )
         version = top.get("version", FORMAT_VERSION)
         if version != FORMAT_VERSION or isinstance(version, bool):
@@ -607,6 +633,44 @@ class _Loader:
             admin_parent=self.opt_text(head, "admin_parent", "site"),
             admin_parent_en=self.opt_text(head, "admin_parent_en", "site"),
             tides_file=self.path.parent / tides.strip() if tides else None,
+            cap_sender=self.cap_sender(top),
+        )
+
+    def cap_sender(self, top: dict[str, Any]) -> CapSender:
+        if top.get("cap_sender") is None:
+            self.fail(
+                "cap_sender",
+                "is required: who signs the public CAP warnings (address, name_vi, name_en, "
+                'source, to_verify; see docs/cap.md, "Sender")',
+            )
+        d = self.mapping(
+            top["cap_sender"],
+            "cap_sender",
+            ("address", "name_vi", "name_en", "source", "to_verify"),
+            ("web", "contact", "note"),
+        )
+        address = self.text(d, "address", "cap_sender")
+        if _CAP_TOKEN_FORBIDDEN.search(address):
+            self.fail(
+                "cap_sender.address",
+                f"{address!r}: a CAP sender holds no spaces, commas, '<' or '&'",
+            )
+        web = self.opt_text(d, "web", "cap_sender")
+        if web is not None and not web.startswith(("https://", "http://")):
+            self.fail("cap_sender.web", f"{web!r} is not an http(s) URL")
+        if not isinstance(d["to_verify"], bool):
+            self.fail(
+                "cap_sender.to_verify", f"expected true or false, got {_describe(d['to_verify'])}"
+            )
+        return CapSender(
+            address=address,
+            name_vi=self.text(d, "name_vi", "cap_sender"),
+            name_en=self.text(d, "name_en", "cap_sender"),
+            source=self.text(d, "source", "cap_sender"),
+            to_verify=d["to_verify"],
+            web=web,
+            contact=self.opt_text(d, "contact", "cap_sender"),
+            note=self.opt_text(d, "note", "cap_sender"),
         )
 
     def cities(self, top: dict[str, Any]) -> tuple[City, ...]:

@@ -18,6 +18,7 @@ Semantics follow Prometheus/Alertmanager (docs/rules.md):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import itertools
@@ -514,10 +515,15 @@ class Engine:
                 )
             group = tuple((k, source.get(k, "")) for k in rule.group_by)
             g = self._group_series(rule, group)
-            if t < g.last_t:
-                continue
             assert g.event_times is not None
-            g.event_times.append(t)
+            if t >= g.last_t:
+                g.event_times.append(t)
+            elif rule.window_s > 0 and t <= g.last_t - rule.window_s:
+                continue  # older than the group's window: it counts no more
+            else:
+                # a late event (a report posted over Open311 committed after a newer relayed
+                # one, a relay's backlog): counted in its place, the times stay in order
+                _insert_in_order(g.event_times, t)
             self._evaluate_group(g, t)
 
     def advance(self, now: float) -> None:
@@ -984,6 +990,13 @@ class Engine:
     def _due_group_only(self, g: Series, t: float) -> None:
         if g.deadline is not None and g.deadline <= t:
             self._lifecycle_timer(g)
+
+
+def _insert_in_order(times: deque[float], t: float) -> None:
+    """Insert ``t`` into the ascending ``times``; when the deque is full its oldest time goes."""
+    if times.maxlen is not None and len(times) == times.maxlen:
+        times.popleft()
+    times.insert(bisect.bisect_right(times, t), t)
 
 
 def _selected(rule: Rule, device: Device) -> bool:

@@ -15,7 +15,8 @@ with ``ON CONFLICT (dedupe_key) DO NOTHING``, so the same report sent twice is o
   as the same report however late they come again (see docs/open311.md).
 
 Every insert that creates a row sends ``NOTIFY ioc_reports`` (delivered at COMMIT), which wakes the
-incident router: it takes rows with ``routed_at IS NULL``. This module never routes.
+incident router, which takes rows with ``routed_at IS NULL``, and the rules service, which takes
+rows with ``rules_at IS NULL`` (:func:`claim_for_rules`). This module never routes nor evaluates.
 """
 
 from __future__ import annotations
@@ -143,6 +144,32 @@ async def insert_many(conn: psycopg.AsyncConnection[Any], reports: Sequence[NewR
         if created:
             await cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
     return created
+
+
+# -- the rules' share ---------------------------------------------------------------------------
+
+# Every report reaches the rule engine from this table, once (docs/rules.md, "Citizen reports
+# reach the rules once"): the rows no rules service has taken.
+FOR_RULES_SQL = "rules_at IS NULL"
+
+
+async def claim_for_rules(
+    conn: psycopg.AsyncConnection[Any], *, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` reports the rule engine has not taken, oldest first, marked taken
+    (``rules_at``) in the caller's transaction; rows another transaction is claiming are skipped,
+    so two rules services never take the same report."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""UPDATE reports SET rules_at = now()
+                WHERE id IN (SELECT id FROM reports WHERE {FOR_RULES_SQL}
+                             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+                RETURNING id, source, external_id, city, ward, service_code, reported_at, lat,
+                          lon, description, media_url""",
+            (limit,),
+        )
+        rows = await cur.fetchall()
+    return sorted(rows, key=lambda r: (r["reported_at"], r["id"]))
 
 
 # -- reads for Open311 -------------------------------------------------------------------------
