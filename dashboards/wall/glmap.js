@@ -11,10 +11,10 @@ import * as maplibregl from "./vendor/maplibre-gl.mjs";
 import { STATE_COLOURS } from "./map.js";
 
 const RANK = { normal: 0, offline: 1, warning: 2, alert: 3 };
-const DEVICE_MS = 250;   // the least time between two device updates sent to the map's worker
+const DEVICE_MS = 1000;  // the least time between two device updates sent to the map's worker
 const MAX_COUNTS = 400;  // cluster-count labels kept at most (HTML markers are DOM nodes)
 const COLOURS = { bg: "#121922", water: "#13324a", block: "#1a2430", river: "#2f7fc1", road: "#c9a25a" };
-const byRank = ["match", ["get", "rank"], 3, STATE_COLOURS.alert, 2, STATE_COLOURS.warning,
+const byRank = (rank) => ["match", rank, 3, STATE_COLOURS.alert, 2, STATE_COLOURS.warning,
   1, STATE_COLOURS.offline, STATE_COLOURS.normal];
 const empty = () => ({ type: "FeatureCollection", features: [] });
 
@@ -27,7 +27,7 @@ export class GlMap {
     this.devices = new Map();  // id -> {lon, lat, state, fid}
     this.incidents = []; this.reports = []; this.gauges = []; this.basemap = null;
     this.grey = false;
-    this.pending = new Map();  // fid -> rank, sent at most every DEVICE_MS
+    this.pending = new Map();  // fid -> rank, sent to the worker at most every DEVICE_MS
     this.labels = []; this.gaugeMarkers = []; this.countMarkers = new Map();
     this.gl = new maplibregl.Map({
       container, style: this._style(), attributionControl: false, dragRotate: false,
@@ -41,7 +41,7 @@ export class GlMap {
   }
 
   _style() {
-    const dev = { type: "geojson", data: empty(), cluster: true, clusterRadius: 40, clusterMaxZoom: 15,
+    const dev = { type: "geojson", data: empty(), cluster: true, clusterRadius: 40, clusterMaxZoom: 13,
       clusterProperties: { rank: ["max", ["get", "rank"]] } };
     return {
       version: 8,
@@ -64,10 +64,10 @@ export class GlMap {
         { id: "towns", type: "circle", source: "base", filter: ["all", ["==", ["geometry-type"], "Point"], ["==", ["get", "kind"], "town"]],
           paint: { "circle-radius": 5, "circle-color": "#e6edf3" } },
         { id: "clusters", type: "circle", source: "devices", filter: ["has", "point_count"],
-          paint: { "circle-color": byRank, "circle-opacity": 0.9,
+          paint: { "circle-color": byRank(["get", "rank"]), "circle-opacity": 0.9,
             "circle-radius": ["min", 26, ["+", 10, ["*", 3, ["log2", ["get", "point_count"]]]]] } },
         { id: "devices", type: "circle", source: "devices", filter: ["!", ["has", "point_count"]],
-          paint: { "circle-color": byRank, "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 16, 7],
+          paint: { "circle-color": byRank(["get", "rank"]), "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 16, 7],
             "circle-stroke-color": "#0b0f14", "circle-stroke-width": 1 },
           layout: { "circle-sort-key": ["get", "rank"] } },
         { id: "reports", type: "symbol", source: "reports", layout: { "icon-image": "report", "icon-allow-overlap": true } },
@@ -93,6 +93,10 @@ export class GlMap {
       const at = [ring.reduce((a, p) => a + p[0], 0) / n, ring.reduce((a, p) => a + p[1], 0) / n];
       this._label("ward", f.properties.name, at, { offset: [0, 16] });
     }
+  }
+  // Zoom by factor about a point of the map's box (the keyboard and the benchmark use it).
+  zoomAt(px, py, factor) {
+    this.gl.zoomTo(this.gl.getZoom() + Math.log2(factor), { around: this.gl.unproject([px, py]), duration: 0 });
   }
   fit() {
     if (!this.bounds) return;
@@ -166,9 +170,10 @@ export class GlMap {
     m.getElement().title = p.ref || p.name;
   }
 
-  // Devices: a feature each with a numeric id; a change of state is a diff (updateData) sent
-  // at most every DEVICE_MS — a marker turning red a quarter second later is invisible on a
-  // wall, and the worker re-clusters once per batch instead of once per feed frame.
+  // Devices: a feature each with a numeric id; a change of state is a diff (updateData) sent to
+  // the map's worker at most every DEVICE_MS, where it re-clusters (a cluster's colour is its
+  // worst device) and the tiles are rebuilt: once per batch instead of once per feed frame. Each
+  // batch costs a repaint, which in software WebGL is the dear part (docs/wall.md: measured).
   setDevice(id, lon, lat, state) {
     let d = this.devices.get(id);
     if (d && d.state === state) return;
@@ -179,7 +184,7 @@ export class GlMap {
   }
   _schedule() {
     if (this.timer) return;
-    this.timer = setTimeout(() => { this.timer = null; this._flush(); }, DEVICE_MS);
+    this.timer = setTimeout(() => { this.timer = null; this._flush(); }, this.sent ? DEVICE_MS : 0);
   }
   async _flush() {
     await this.loaded;
