@@ -41,7 +41,7 @@ export class GlMap {
   }
 
   _style() {
-    const dev = { type: "geojson", data: empty(), cluster: true, clusterRadius: 40, clusterMaxZoom: 13,
+    const dev = { type: "geojson", data: empty(), cluster: true, clusterRadius: 40, clusterMaxZoom: 12,
       clusterProperties: { rank: ["max", ["get", "rank"]] } };
     return {
       version: 8,
