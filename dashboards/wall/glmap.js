@@ -17,6 +17,12 @@ const COLOURS = { bg: "#121922", water: "#13324a", block: "#1a2430", river: "#2f
 const byRank = (rank) => ["match", rank, 3, STATE_COLOURS.alert, 2, STATE_COLOURS.warning,
   1, STATE_COLOURS.offline, STATE_COLOURS.normal];
 const empty = () => ({ type: "FeatureCollection", features: [] });
+// A city basemap's features by their `kind` (docs/wall.md): areas water or blocks, lines water or
+// roads; single and multi geometries alike.
+const AREA_COLOUR = ["match", ["get", "kind"], "water", COLOURS.water, COLOURS.block];
+const LINE_COLOUR = ["match", ["get", "kind"], ["water", "river", "canal"], COLOURS.river, "road", COLOURS.road, "#4a5a6e"];
+const isA = (...types) => ["in", ["geometry-type"], ["literal", types]];
+const AREAS = isA("Polygon", "MultiPolygon"), LINES = isA("LineString", "MultiLineString"), POINTS = isA("Point", "MultiPoint");
 
 let pmtilesProtocol = null;  // one pmtiles:// handler for the page (vendor/pmtiles.js, global)
 
@@ -50,18 +56,16 @@ export class GlMap {
         incidents: { type: "geojson", data: empty() }, reports: { type: "geojson", data: empty() } },
       layers: [
         { id: "bg", type: "background", paint: { "background-color": COLOURS.bg } },
-        { id: "city-area", type: "fill", source: "city", filter: ["==", ["geometry-type"], "Polygon"],
-          paint: { "fill-color": ["match", ["get", "kind"], "water", COLOURS.water, COLOURS.block] } },
+        { id: "city-area", type: "fill", source: "city", filter: AREAS, paint: { "fill-color": AREA_COLOUR } },
         { id: "wards-fill", type: "fill", source: "wards",
           paint: { "fill-color": ["match", ["get", "city"], "nga-bay", "rgba(40,58,80,0.45)", "rgba(36,52,72,0.45)"] } },
         { id: "wards-line", type: "line", source: "wards", paint: { "line-color": "#3a4d66", "line-width": 1, "line-dasharray": [4, 3] } },
-        { id: "city-line", type: "line", source: "city", filter: ["==", ["geometry-type"], "LineString"],
-          paint: { "line-color": ["match", ["get", "kind"], ["river", "canal"], COLOURS.river, "road", COLOURS.road, "#4a5a6e"], "line-width": 1.5 } },
-        { id: "base-line", type: "line", source: "base", filter: ["==", ["geometry-type"], "LineString"],
+        { id: "city-line", type: "line", source: "city", filter: LINES, paint: { "line-color": LINE_COLOUR, "line-width": 1.5 } },
+        { id: "base-line", type: "line", source: "base", filter: LINES,
           layout: { "line-cap": "round", "line-join": "round" },
           paint: { "line-color": ["match", ["get", "kind"], "road", COLOURS.road, COLOURS.river],
             "line-width": ["match", ["get", "kind"], "river", 4, 2.5] } },
-        { id: "towns", type: "circle", source: "base", filter: ["all", ["==", ["geometry-type"], "Point"], ["==", ["get", "kind"], "town"]],
+        { id: "towns", type: "circle", source: "base", filter: ["all", POINTS, ["==", ["get", "kind"], "town"]],
           paint: { "circle-radius": 5, "circle-color": "#e6edf3" } },
         { id: "clusters", type: "circle", source: "devices", filter: ["has", "point_count"],
           paint: { "circle-color": byRank(["get", "rank"]), "circle-opacity": 0.9,
@@ -137,13 +141,10 @@ export class GlMap {
     }
     this.gl.addSource("city-tiles", { type: "vector", ...src });
     for (const layer of t.layers) {
-      const kind = ["match", ["get", "kind"], "water", COLOURS.water, ["river", "canal"], COLOURS.river, "road", COLOURS.road, "#4a5a6e"];
-      this.gl.addLayer({ id: `city-tiles-${layer}-area`, type: "fill", source: "city-tiles", "source-layer": layer,
-        filter: ["==", ["geometry-type"], "Polygon"], paint: { "fill-color": ["match", ["get", "kind"], "water", COLOURS.water, COLOURS.block] } }, before);
-      this.gl.addLayer({ id: `city-tiles-${layer}-line`, type: "line", source: "city-tiles", "source-layer": layer,
-        filter: ["==", ["geometry-type"], "LineString"], paint: { "line-color": kind, "line-width": 1.5 } }, "base-line");
-      this.gl.addLayer({ id: `city-tiles-${layer}-point`, type: "circle", source: "city-tiles", "source-layer": layer,
-        filter: ["==", ["geometry-type"], "Point"], paint: { "circle-color": kind, "circle-radius": 2 } }, "base-line");
+      const from = { source: "city-tiles", "source-layer": layer };
+      this.gl.addLayer({ id: `city-tiles-${layer}-area`, type: "fill", ...from, filter: AREAS, paint: { "fill-color": AREA_COLOUR } }, before);
+      this.gl.addLayer({ id: `city-tiles-${layer}-line`, type: "line", ...from, filter: LINES, paint: { "line-color": LINE_COLOUR, "line-width": 1.5 } }, "base-line");
+      this.gl.addLayer({ id: `city-tiles-${layer}-point`, type: "circle", ...from, filter: POINTS, paint: { "circle-color": LINE_COLOUR, "circle-radius": 2 } }, "base-line");
     }
   }
 
