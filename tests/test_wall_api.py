@@ -279,7 +279,8 @@ def tiny_pmtiles(path: Path, *, colour: tuple[int, int, int] = (40, 90, 140)) ->
         return bytes([*out, n])
 
     # one entry: tile id 0 (delta 0), run length 1, its length, offset 0 (written as 0 + 1)
-    root = varint(1) + varint(0) + varint(1) + varint(len(tile)) + varint(1)
+    # (directories and metadata gzip-compressed: the header's internal compression 2)
+    root = gzip.compress(varint(1) + varint(0) + varint(1) + varint(len(tile)) + varint(1))
     meta = gzip.compress(json.dumps({"name": "test", "attribution": "thử nghiệm"}).encode())
     root_off, meta_off = 127, 127 + len(root)
     data_off = meta_off + len(meta)

@@ -399,9 +399,11 @@ async def test_the_maplibre_map_draws_devices_reads_a_pmtiles_basemap_and_opens_
         )
         await page.evaluate("new Promise((r) => { wall.map.gl.once('idle', r); wall.map.fit(); })")
         # The map's WebGL canvas has the city's tiles and the device markers on it.
-        shot_path = tmp_path / "map.png"
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot_path = ARTIFACTS / "wall-maplibre-map.png"
         await page.locator("#map").screenshot(path=str(shot_path))
-        pixels = list(Image.open(shot_path).convert("RGB").getdata())
+        image = Image.open(shot_path).convert("RGB")
+        pixels = [image.getpixel((x, y)) for y in range(image.height) for x in range(image.width)]
         tiles = sum(1 for r, g, b in pixels if r > 90 and g < 60 and b > 90)
         states = ((0x3D, 0xDC, 0x84), (0xFF, 0xB3, 0x40), (0xFF, 0x5D, 0x5D), (0x6B, 0x77, 0x85))
         markers = sum(
