@@ -24,6 +24,21 @@ const LINE_COLOUR = ["match", ["get", "kind"], ["water", "river", "canal"], COLO
 const isA = (...types) => ["in", ["geometry-type"], ["literal", types]];
 const AREAS = isA("Polygon", "MultiPolygon"), LINES = isA("LineString", "MultiLineString"), POINTS = isA("Point", "MultiPoint");
 
+// Sizes in CSS pixels at 1920 px wide, scaled with the page's rem (1/96 of the viewport width:
+// wall.css) so a 4K wall draws lines, markers and symbols as large as its text.
+const rem = () => parseFloat(getComputedStyle(document.documentElement).fontSize) || 20;
+const SIZES = (k) => [
+  ["wards-line", "paint", "line-width", 1 * k],
+  ["city-line", "paint", "line-width", 1.5 * k],
+  ["base-line", "paint", "line-width", ["match", ["get", "kind"], "river", 4 * k, 2.5 * k]],
+  ["towns", "paint", "circle-radius", 5 * k],
+  ["clusters", "paint", "circle-radius", ["*", k, ["min", 26, ["+", 10, ["*", 3, ["log2", ["get", "point_count"]]]]]]],
+  ["devices", "paint", "circle-radius", ["interpolate", ["linear"], ["zoom"], 10, 4 * k, 16, 7 * k]],
+  ["devices", "paint", "circle-stroke-width", k],
+  ["reports", "layout", "icon-size", k],
+  ["incidents", "layout", "icon-size", k],
+];
+
 let pmtilesProtocol = null;  // one pmtiles:// handler for the page (vendor/pmtiles.js, global)
 
 export class GlMap {
@@ -35,8 +50,9 @@ export class GlMap {
     this.grey = false;
     this.pending = new Map();  // fid -> rank, sent to the worker at most every DEVICE_MS
     this.labels = []; this.gaugeMarkers = []; this.countMarkers = new Map();
+    this.k = rem() / 20;
     this.gl = new maplibregl.Map({
-      container, style: this._style(), attributionControl: false, dragRotate: false,
+      container, style: this._style(this.k), attributionControl: false, dragRotate: false,
       pitchWithRotate: false, touchPitch: false, renderWorldCopies: false, fadeDuration: 0,
       maxPitch: 0, center: [105.6, 9.8], zoom: 9,
     });
@@ -46,10 +62,10 @@ export class GlMap {
     this.gl.on("error", (e) => console.warn("map:", e.error?.message || e));
   }
 
-  _style() {
+  _style(k) {
     const dev = { type: "geojson", data: empty(), cluster: true, clusterRadius: 40, clusterMaxZoom: 12,
       clusterProperties: { rank: ["max", ["get", "rank"]] } };
-    return {
+    const style = {
       version: 8,
       sources: { wards: { type: "geojson", data: empty() }, base: { type: "geojson", data: empty() },
         city: { type: "geojson", data: empty() }, devices: dev,
@@ -59,26 +75,37 @@ export class GlMap {
         { id: "city-area", type: "fill", source: "city", filter: AREAS, paint: { "fill-color": AREA_COLOUR } },
         { id: "wards-fill", type: "fill", source: "wards",
           paint: { "fill-color": ["match", ["get", "city"], "nga-bay", "rgba(40,58,80,0.45)", "rgba(36,52,72,0.45)"] } },
-        { id: "wards-line", type: "line", source: "wards", paint: { "line-color": "#3a4d66", "line-width": 1, "line-dasharray": [4, 3] } },
-        { id: "city-line", type: "line", source: "city", filter: LINES, paint: { "line-color": LINE_COLOUR, "line-width": 1.5 } },
+        { id: "wards-line", type: "line", source: "wards", paint: { "line-color": "#3a4d66", "line-dasharray": [4, 3] } },
+        { id: "city-line", type: "line", source: "city", filter: LINES, paint: { "line-color": LINE_COLOUR } },
         { id: "base-line", type: "line", source: "base", filter: LINES,
           layout: { "line-cap": "round", "line-join": "round" },
-          paint: { "line-color": ["match", ["get", "kind"], "road", COLOURS.road, COLOURS.river],
-            "line-width": ["match", ["get", "kind"], "river", 4, 2.5] } },
+          paint: { "line-color": ["match", ["get", "kind"], "road", COLOURS.road, COLOURS.river] } },
         { id: "towns", type: "circle", source: "base", filter: ["all", POINTS, ["==", ["get", "kind"], "town"]],
-          paint: { "circle-radius": 5, "circle-color": "#e6edf3" } },
+          paint: { "circle-color": "#e6edf3" } },
         { id: "clusters", type: "circle", source: "devices", filter: ["has", "point_count"],
-          paint: { "circle-color": byRank(["get", "rank"]), "circle-opacity": 0.9,
-            "circle-radius": ["min", 26, ["+", 10, ["*", 3, ["log2", ["get", "point_count"]]]]] } },
+          paint: { "circle-color": byRank(["get", "rank"]), "circle-opacity": 0.9 } },
         { id: "devices", type: "circle", source: "devices", filter: ["!", ["has", "point_count"]],
-          paint: { "circle-color": byRank(["get", "rank"]), "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 4, 16, 7],
-            "circle-stroke-color": "#0b0f14", "circle-stroke-width": 1 },
+          paint: { "circle-color": byRank(["get", "rank"]), "circle-stroke-color": "#0b0f14" },
           layout: { "circle-sort-key": ["get", "rank"] } },
         { id: "reports", type: "symbol", source: "reports", layout: { "icon-image": "report", "icon-allow-overlap": true } },
         { id: "incidents", type: "symbol", source: "incidents",
           layout: { "icon-image": ["case", ["get", "overdue"], "incident-overdue", "incident"], "icon-allow-overlap": true } },
       ],
     };
+    for (const [id, kind, prop, value] of SIZES(k)) {
+      const layer = style.layers.find((l) => l.id === id);
+      (layer[kind] ||= {})[prop] = value;
+    }
+    return style;
+  }
+  _rescale() {
+    const k = rem() / 20;
+    if (k === this.k) return;
+    this.k = k;
+    for (const [id, kind, prop, value] of SIZES(k)) {
+      if (kind === "paint") this.gl.setPaintProperty(id, prop, value); else this.gl.setLayoutProperty(id, prop, value);
+    }
+    for (const m of [...this.labels, ...this.gaugeMarkers]) m.setOffset(m.baseOffset.map((v) => v * k));
   }
 
   async setSite(site) {
@@ -100,12 +127,17 @@ export class GlMap {
   }
   // Zoom by factor about a point of the map's box (the keyboard and the benchmark use it).
   zoomAt(px, py, factor) {
+    this.fitted = false;
     this.gl.zoomTo(this.gl.getZoom() + Math.log2(factor), { around: this.gl.unproject([px, py]), duration: 0 });
   }
+  // Both cities in view; kept so when the map's box changes size (a 4K wall, a resized window)
+  // until someone pans or zooms.
   fit() {
     if (!this.bounds) return;
+    this._rescale();
     this.gl.resize();
     this.gl.fitBounds(this.bounds, { padding: 20, animate: false });
+    this.fitted = true;
   }
 
   // The basemap (GET /api/v1/site/basemap): the city's file under the shipped base layer.
@@ -148,15 +180,24 @@ export class GlMap {
     }
   }
 
+  // An HTML marker whose offset (CSS px at 1920 wide) scales with the page (_rescale).
+  _marker(el, at, opts = {}) {
+    const offset = opts.offset || [0, 0];
+    const m = new maplibregl.Marker({ element: el, ...opts, offset: offset.map((v) => v * this.k) }).setLngLat(at).addTo(this.gl);
+    m.baseOffset = offset;
+    return m;
+  }
   _label(cls, text, at, opts = {}) {
     const el = document.createElement("div");
     el.className = `map-label ${cls}`;
     el.textContent = text;
-    const m = new maplibregl.Marker({ element: el, ...opts }).setLngLat(at).addTo(this.gl);
+    const m = this._marker(el, at, opts);
     this.labels.push(m);
     return m;
   }
-  // A line's name along its longest segment (north is always up: the angle is fixed).
+  // A line's name along its longest segment (north is always up: the angle is fixed); a road's
+  // above it a third of the way along, water's below it two thirds along, so QL61C and the Xà
+  // No canal beside it do not write over each other.
   _lineLabel(p, line) {
     const k = Math.cos((line[0][1] * Math.PI) / 180);
     let best = null;
@@ -167,7 +208,8 @@ export class GlMap {
     let a = best.a;
     if (a > 90) a -= 180; else if (a < -90) a += 180;
     const [x0, y0] = line[best.i - 1], [x1, y1] = line[best.i];
-    const m = this._label(p.kind, p.name, [(x0 + x1) / 2, (y0 + y1) / 2], { rotation: a, rotationAlignment: "map", offset: [0, -10] });
+    const t = p.kind === "road" ? 0.3 : 0.65;
+    const m = this._label(p.kind, p.name, [x0 + (x1 - x0) * t, y0 + (y1 - y0) * t], { rotation: a, rotationAlignment: "map", offset: [0, p.kind === "road" ? -10 : 12] });
     m.getElement().title = p.ref || p.name;
   }
 
@@ -226,7 +268,7 @@ export class GlMap {
       }
       const label = el.appendChild(document.createElement("span"));
       label.textContent = g.label; label.style.color = band;
-      return new maplibregl.Marker({ element: el, anchor: "left", offset: [9, 0] }).setLngLat([g.lon, g.lat]).addTo(this.gl);
+      return this._marker(el, [g.lon, g.lat], { anchor: "left", offset: [9, 0] });
     });
   }
   setIncidents(list) {
@@ -270,6 +312,7 @@ export class GlMap {
     gl.on("click", "clusters", async (e) => {
       const f = e.features[0];
       const zoom = await gl.getSource("devices").getClusterExpansionZoom(f.properties.cluster_id);
+      this.fitted = false;
       gl.easeTo({ center: f.geometry.coordinates, zoom, duration: 0 });
     });
     for (const [layer, kind] of [["devices", "device"], ["incidents", "incident"], ["reports", "report"]]) {
@@ -278,7 +321,8 @@ export class GlMap {
       gl.on("mouseleave", layer, () => { gl.getCanvas().style.cursor = ""; });
     }
     gl.on("dblclick", (e) => { e.preventDefault(); this.fit(); });
-    new ResizeObserver(() => gl.resize()).observe(this.container);
+    gl.on("movestart", (e) => { if (e.originalEvent) this.fitted = false; });
+    new ResizeObserver(() => { if (this.fitted) this.fit(); else { this._rescale(); gl.resize(); } }).observe(this.container);
   }
 }
 
