@@ -307,8 +307,11 @@ def main() -> int:
                   f"{r['published_per_s']:6} {r['feed_frames_per_s']:6}")  # fmt: skip
         else:
             print(f"{name}: {r}")
+    # the machine's load at the end (1-minute average): other work on the same cores shows here
+    load_1m = round(os.getloadavg()[0], 2)
+    print(f"load average (1 min) at the end: {load_1m} on {os.cpu_count()} CPUs")
     report = {"devices": args.devices, "rate": args.rate, "size": args.size, "maps": args.maps,
-              "phases": results}  # fmt: skip
+              "phases": results, "loadavg_1m_end": load_1m, "cpus": os.cpu_count()}  # fmt: skip
     print(f"written {save('wall', report)}")
     return 0
 
