@@ -25,7 +25,9 @@ const isA = (...types) => ["in", ["geometry-type"], ["literal", types]];
 const AREAS = isA("Polygon", "MultiPolygon"), LINES = isA("LineString", "MultiLineString"), POINTS = isA("Point", "MultiPoint");
 
 // Sizes in CSS pixels at 1920 px wide, scaled with the page's rem (1/96 of the viewport width:
-// wall.css) so a 4K wall draws lines, markers and symbols as large as its text.
+// wall.css) so a 4K wall draws lines, clusters and symbols as large as its text. Device markers
+// keep their size: 10,000 of them twice as wide is four times the fill, shaded on the CPU in
+// software WebGL — at 4K zoomed in, p95 frame 300–467 ms scaled, 33 ms not (docs/benchmarks.md).
 const rem = () => parseFloat(getComputedStyle(document.documentElement).fontSize) || 20;
 const SIZES = (k) => [
   ["wards-line", "paint", "line-width", 1 * k],
@@ -33,7 +35,7 @@ const SIZES = (k) => [
   ["base-line", "paint", "line-width", ["match", ["get", "kind"], "river", 4 * k, 2.5 * k]],
   ["towns", "paint", "circle-radius", 5 * k],
   ["clusters", "paint", "circle-radius", ["*", k, ["min", 26, ["+", 10, ["*", 3, ["log2", ["get", "point_count"]]]]]]],
-  ["devices", "paint", "circle-radius", ["interpolate", ["linear"], ["zoom"], 10, 4 * k, 16, 7 * k]],
+  ["devices", "paint", "circle-radius", ["interpolate", ["linear"], ["zoom"], 10, 4, 16, 7]],
   ["devices", "paint", "circle-stroke-width", k],
   ["reports", "layout", "icon-size", k],
   ["incidents", "layout", "icon-size", k],
