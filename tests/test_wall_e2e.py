@@ -439,3 +439,19 @@ async def test_the_maplibre_map_draws_devices_reads_a_pmtiles_basemap_and_opens_
         own = urlsplit(base).netloc
         assert [u for u in requests if urlsplit(u).netloc not in (own, "")] == []
         assert errors == []
+
+
+async def test_the_canvas_fallback_is_chosen_by_the_page_address(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any
+) -> None:
+    """IOC_WALL_MAP=canvas or /wall/?map=canvas: the 2D-canvas map, the same model."""
+    _, http = service
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(f"{str(http.base_url).rstrip('/')}/wall/?map=canvas#token={TOKEN}")
+    await page.wait_for_function("wall.map && wall.map.devices.size > 0", timeout=WAIT_MS)
+    assert await page.evaluate("wall.map.gl === undefined && wall.map.canvas.tagName") == "CANVAS"
+    # the choice outlives the token's removal from the address
+    assert await page.evaluate("location.search") == "?map=canvas"
+    assert errors == []
