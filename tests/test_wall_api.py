@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
+import struct
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -76,8 +81,8 @@ async def test_the_page_is_served_from_the_package(
     page = await http.get("/wall/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="main.js"' in page.text
-    for name in ("main.js", "feed.js", "map.js", "alerts.js", "panels.js", "i18n.js", "api.js",
-                 "dom.js"):  # fmt: skip
+    for name in ("main.js", "feed.js", "map.js", "glmap.js", "alerts.js", "panels.js", "i18n.js",
+                 "api.js", "dom.js"):  # fmt: skip
         r = await http.get(f"/wall/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
         # Nothing from outside the closed network (the SVG namespace is a name, not a fetch).
@@ -86,7 +91,8 @@ async def test_the_page_is_served_from_the_package(
         assert all(line.split(" from ")[1].startswith('"./') for line in text.splitlines()
                    if line.startswith("import ")), name  # fmt: skip
     assert (await http.get("/wall/wall.css")).headers["content-type"].startswith("text/css")
-    for bad in ("__init__.py", "..%2F__init__.py", "nope.js", ".hidden.js"):
+    for bad in ("__init__.py", "..%2F__init__.py", "nope.js", ".hidden.js", "vendor/SOURCE.md",
+                "vendor/..%2Fmain.js", "other/main.js", "vendor/x/maplibre-gl.mjs"):  # fmt: skip
         assert (await http.get(f"/wall/{bad}")).status_code == 404, bad
     assert (await http.get("/")).headers["location"] == "/wall/"  # the one live client
 
@@ -207,3 +213,158 @@ def test_a_basemap_that_is_not_geojson_is_refused_naming_what(text: str, where: 
 
     with pytest.raises(BasemapError, match=re.escape(where)):
         parse_geojson(text, "city.geojson")
+
+
+# Hosts the vendored libraries name without the wall ever fetching them (links in MapLibre's logo
+# and error messages, a placeholder base URL, XML namespace names, comments, the origin
+# "resource://android" its workers' messages may come from): dashboards/wall/vendor/SOURCE.md.
+# Any other host in a file the wall serves fails.
+VENDOR_HOSTS = {"maplibre.org", "wiki.openstreetmap.org", "maplibre.invalid", "www.w3.org",
+                "github.com", "android"}  # fmt: skip
+SVG_NAMESPACE = '"http://www.w3.org/2000/svg"'  # a name in dom.js, not a fetch
+
+
+async def test_no_file_the_wall_serves_names_another_host_but_the_vendored_links(
+    service: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    """tests/test_http_docs.py scans the pages; this follows the wall's page into what it loads:
+    its stylesheets and scripts, and every ES module they import, the vendored MapLibre too."""
+    from tests.test_http_docs import URL
+
+    _, http = service
+    page = (await http.get("/wall/")).text
+    todo = re.findall(r'(?:src|href)="([^"]+)"', page)
+    seen: set[str] = set()
+    foreign: list[tuple[str, str]] = []
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        r = await http.get(f"/wall/{ref}")
+        assert r.status_code == 200, (ref, r.status_code)
+        hosts = {m.group(1) for m in URL.finditer(r.text.replace(SVG_NAMESPACE, ""))} - {""}
+        allowed = VENDOR_HOSTS if ref.startswith("vendor/") else set()
+        foreign += [(ref, h) for h in hosts if h not in allowed]
+        folder = ref.rpartition("/")[0]
+        for imported in re.findall(r'(?:^|\n)import[^"\n]*from "\./([^"]+)"', r.text):
+            todo.append(f"{folder}/{imported}" if folder else imported)
+        if ref == "vendor/maplibre-gl.mjs":  # it starts its workers from this file
+            todo.append("vendor/maplibre-gl-worker.mjs")
+    assert {"main.js", "glmap.js", "map.js", "vendor/maplibre-gl.mjs",
+            "vendor/maplibre-gl-worker.mjs", "vendor/pmtiles.js",
+            "vendor/maplibre-gl.css"} <= seen  # fmt: skip
+    assert foreign == []
+    # the package ships every vendored file (pyproject package-data) and its licence
+    vendor = resources.files("dashboards").joinpath("wall", "vendor")
+    shipped = {f.name for f in vendor.iterdir()}
+    assert {"LICENSE-maplibre-gl.txt", "SOURCE.md"} <= shipped
+    assert "maplibre-gl 6.20.0" in vendor.joinpath("SOURCE.md").read_text("utf-8")
+
+
+def tiny_pmtiles(path: Path, *, colour: tuple[int, int, int] = (40, 90, 140)) -> bytes:
+    """A PMTiles v3 archive of one raster tile (z0, a PNG of one colour) over Hậu Giang, written
+    by hand from the spec (github.com/protomaps/PMTiles, spec/v3/spec.md); returns its tile."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), colour).save(buf, "PNG")
+    tile = buf.getvalue()
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes([*out, n])
+
+    # one entry: tile id 0 (delta 0), run length 1, its length, offset 0 (written as 0 + 1)
+    # (directories and metadata gzip-compressed: the header's internal compression 2)
+    root = gzip.compress(varint(1) + varint(0) + varint(1) + varint(len(tile)) + varint(1))
+    meta = gzip.compress(json.dumps({"name": "test", "attribution": "thử nghiệm"}).encode())
+    root_off, meta_off = 127, 127 + len(root)
+    data_off = meta_off + len(meta)
+    header = struct.pack(
+        "<7sB QQQQQQQQ QQQ BBBBBB iiii B ii",
+        b"PMTiles", 3, root_off, len(root), meta_off, len(meta), data_off, 0, data_off, len(tile),
+        1, 1, 1, 1, 2, 1, 2, 0, 0,  # clustered, gzip metadata, tiles uncompressed, PNG, z0–z0
+        int(105.3e7), int(9.6e7), int(106.0e7), int(10.1e7), 0, int(105.6e7), int(9.8e7),
+    )  # fmt: skip
+    path.write_bytes(header + root + meta + tile)
+    return tile
+
+
+async def test_a_pmtiles_basemap_is_described_and_served_by_range(
+    settings: Settings, tmp_path: Path
+) -> None:
+    city = tmp_path / "city.pmtiles"
+    tile = tiny_pmtiles(city)
+    size = city.stat().st_size
+    async with running_service(settings.model_copy(update={"basemap_file": city})) as (_, http):
+        body = (await http.get("/api/v1/site/basemap", headers=AUTH)).json()
+        assert body["city"] is None and body["renderer"] == "maplibre"
+        tiles = body["city_tiles"]
+        assert tiles["tile_type"] == "png" and tiles["url"] == "/api/v1/site/basemap.pmtiles"
+        assert tiles["bounds"] == [105.3, 9.6, 106.0, 10.1] and tiles["attribution"] == "thử nghiệm"
+        assert urlsplit(tiles["url"]).netloc == ""  # on the IOC itself
+        assert (await http.get(tiles["url"])).status_code == 401
+        # the PMTiles reader asks for the header and directories first, then a tile, by range
+        r = await http.get(tiles["url"], headers={**AUTH, "Range": "bytes=0-126"})
+        assert r.status_code == 206 and r.content[:7] == b"PMTiles" and len(r.content) == 127
+        assert r.headers["content-range"] == f"bytes 0-126/{size}"
+        r = await http.get(tiles["url"], headers={**AUTH, "Range": f"bytes={size - len(tile)}-"})
+        assert r.status_code == 206 and r.content == tile
+        whole = await http.get(tiles["url"], headers=AUTH)
+        assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    # with a GeoJSON basemap (or none) there is no archive to read
+    async with running_service(settings) as (_, http):
+        r = await http.get("/api/v1/site/basemap.pmtiles", headers=AUTH)
+        assert r.status_code == 404 and "IOC_BASEMAP_FILE" in r.text
+
+
+async def test_a_bad_basemap_file_is_refused_naming_the_file_and_what(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bad = tmp_path / "city.pmtiles"
+    bad.write_bytes(b"SQLite format 3\x00" + bytes(200))  # an MBTiles file renamed
+    async with running_service(settings.model_copy(update={"basemap_file": bad})) as (_, http):
+        for url in ("/api/v1/site/basemap", "/api/v1/site/basemap.pmtiles"):
+            r = await http.get(url, headers=AUTH)
+            assert r.status_code == 500, r.text
+            assert str(bad) in r.text and "not a PMTiles archive" in r.text, r.text
+
+
+def _pmtiles_with(path: Path, **change: int) -> None:
+    tiny_pmtiles(path)
+    head = list(struct.unpack("<7sB QQQQQQQQ QQQ BBBBBB iiii B ii", path.read_bytes()[:127]))
+    fields = {"version": 1, "meta_len": 5, "internal": 14, "tile_type": 16, "min_lon": 19}
+    for name, value in change.items():
+        head[fields[name]] = value
+    packed = struct.pack("<7sB QQQQQQQQ QQQ BBBBBB iiii B ii", *head)
+    path.write_bytes(packed + path.read_bytes()[127:])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": 2}, "PMTiles version 2, expected 3"),
+        ({"meta_len": 10_000}, "its metadata ends past the file's end"),
+        ({"internal": 3}, "internal compression 3"),
+        ({"tile_type": 9}, "tile type 9"),
+        ({"min_lon": int(-200e7)}, "not lon/lat"),
+    ],
+)
+def test_a_pmtiles_file_that_is_wrong_is_refused_naming_what(
+    tmp_path: Path, change: dict[str, int], message: str
+) -> None:
+    from ioc.api.basemap import BasemapError, load_basemap
+
+    path = tmp_path / "city.pmtiles"
+    _pmtiles_with(path, **change)
+    with pytest.raises(BasemapError, match=re.escape(message)) as err:
+        load_basemap(path)
+    assert str(path) in str(err.value)
+    other = tmp_path / "city.mbtiles"
+    other.write_bytes(b"")
+    with pytest.raises(BasemapError, match=r"expected a \.geojson or a \.pmtiles file"):
+        load_basemap(other)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -397,3 +398,94 @@ async def test_the_kpi_tiles_show_the_counts_each_rate_is_made_of(
     on_time = page.locator("#kpis .kpi").nth(2)
     await expect(on_time).to_contain_text("50 %", timeout=WAIT_MS)
     await expect(on_time.locator(".dim")).to_contain_text("1/2 phản ánh")
+
+
+async def test_the_maplibre_map_draws_devices_reads_a_pmtiles_basemap_and_opens_a_panel(
+    wall_settings: Settings, browser: Any, tmp_path: Path
+) -> None:
+    from PIL import Image
+    from playwright.async_api import expect
+
+    from tests.test_wall_api import tiny_pmtiles
+
+    city = tmp_path / "city.pmtiles"
+    tiny_pmtiles(city, colour=(200, 30, 200))  # a colour nothing else on the map has
+    settings = wall_settings.model_copy(update={"basemap_file": city})
+    async with running_service(settings) as (_, http):
+        base = str(http.base_url).rstrip("/")
+        page = await open_wall(browser, base, TOKEN)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        ranges: list[tuple[int, str | None]] = []
+
+        async def answered(r: Any) -> None:
+            if r.url.endswith("/api/v1/site/basemap.pmtiles"):
+                ranges.append((r.status, await r.request.header_value("range")))
+
+        page.on("response", answered)
+        await page.wait_for_function(
+            "wall.map && wall.map.gl && wall.map.gl.loaded()"
+            " && wall.map.gl.isSourceLoaded('devices') && wall.map.gl.isSourceLoaded('city-tiles')"
+            " && wall.map.gl.querySourceFeatures('devices').length > 0",
+            timeout=WAIT_MS,
+        )
+        await page.evaluate("new Promise((r) => { wall.map.gl.once('idle', r); wall.map.fit(); })")
+        # The map's WebGL canvas has the city's tiles and the device markers on it.
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot_path = ARTIFACTS / "wall-maplibre-map.png"
+        await page.locator("#map").screenshot(path=str(shot_path))
+        image = Image.open(shot_path).convert("RGB")
+        pixels = [image.getpixel((x, y)) for y in range(image.height) for x in range(image.width)]
+        tiles = sum(1 for r, g, b in pixels if r > 90 and g < 60 and b > 90)
+        states = ((0x3D, 0xDC, 0x84), (0xFF, 0xB3, 0x40), (0xFF, 0x5D, 0x5D), (0x6B, 0x77, 0x85))
+        markers = sum(
+            1
+            for px in pixels
+            if any(max(map(abs, (px[0] - c[0], px[1] - c[1], px[2] - c[2]))) < 12 for c in states)
+        )
+        assert tiles > 1000 and markers > 0, (tiles, markers)
+        # the PMTiles reader asked by range and was answered with parts
+        assert ranges and all(status == 206 and rng for status, rng in ranges), ranges
+
+        # A device marker is a feature of the map; a click on it opens its panel.
+        device = await page.evaluate(
+            """() => new Promise((done) => {
+              const d = [...wall.state.devices.values()].find((d) => d.kind === 'lighting');
+              wall.map.gl.once('idle', () => {
+                const p = wall.map.gl.project([d.lon, d.lat]);
+                const f = wall.map.gl.queryRenderedFeatures([p.x, p.y], { layers: ['devices'] });
+                done({ x: p.x, y: p.y, id: f.length ? f[0].properties.id : null });
+              });
+              wall.map.gl.jumpTo({ center: [d.lon, d.lat], zoom: 17 });
+            })"""
+        )
+        assert device["id"], device
+        name = await page.evaluate(f"wall.state.devices.get('{device['id']}').name")
+        box = await page.locator("#map").bounding_box()
+        assert box is not None
+        await page.mouse.click(box["x"] + device["x"], box["y"] + device["y"])
+        await expect(page.locator("#detail")).to_be_visible(timeout=WAIT_MS)
+        await expect(page.locator("#detail")).to_contain_text(name, timeout=WAIT_MS)
+        await shot(page, "wall-maplibre-device")
+        # Nothing was asked of another host (no tiles, glyphs or sprites from outside).
+        own = urlsplit(base).netloc
+        assert [u for u in requests if urlsplit(u).netloc not in (own, "")] == []
+        assert errors == []
+
+
+async def test_the_canvas_fallback_is_chosen_by_the_page_address(
+    service: tuple[Runtime, httpx.AsyncClient], browser: Any
+) -> None:
+    """IOC_WALL_MAP=canvas or /wall/?map=canvas: the 2D-canvas map, the same model."""
+    _, http = service
+    page = await browser.new_page(viewport={"width": 1920, "height": 1080})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(f"{str(http.base_url).rstrip('/')}/wall/?map=canvas#token={TOKEN}")
+    await page.wait_for_function("wall.map && wall.map.devices.size > 0", timeout=WAIT_MS)
+    assert await page.evaluate("wall.map.gl === undefined && wall.map.canvas.tagName") == "CANVAS"
+    # the choice outlives the token's removal from the address
+    assert await page.evaluate("location.search") == "?map=canvas"
+    assert errors == []

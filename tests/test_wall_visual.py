@@ -182,6 +182,19 @@ async def test_the_flood_evening_looks_as_reviewed_at_1080p_and_4k(
     await page.wait_for_function(
         "wall.map.basemap && wall.map.gauges && wall.map.gauges.length >= 4", timeout=WAIT_MS
     )
+    # The map is MapLibre's, drawn: device markers and the base layer are features on screen,
+    # the gauges' bars and the Vietnamese names are on it.
+    await page.wait_for_function(
+        "wall.map.gl && wall.map.gl.loaded() && wall.map.gl.queryRenderedFeatures("
+        "{layers: ['clusters', 'devices']}).length > 0",
+        timeout=WAIT_MS,
+    )
+    drawn = await page.evaluate(
+        "wall.map.gl.queryRenderedFeatures({layers: ['base-line']}).map((f) => f.properties.name)"
+    )
+    assert {"Kênh xáng Xà No", "Sông Cái Côn", "Quốc lộ 1A"} <= set(drawn), drawn
+    await expect(page.locator("#map .gauge")).to_have_count(4, timeout=WAIT_MS)
+    await expect(page.locator("#map .map-label.town")).to_have_text(["Vị Thanh", "Ngã Bảy"])
 
     # The alert list reads from across the room: place on one line, what on at most two, and
     # never a column of single words.
@@ -211,7 +224,12 @@ async def test_the_flood_evening_looks_as_reviewed_at_1080p_and_4k(
             f" && document.documentElement.scrollHeight <= {height}",
             timeout=WAIT_MS,
         )
-        # the map redraws on resize at the next frame; two frames later it is on screen
+        # the map refits to its new box on resize and draws at the next frame; once its tiles
+        # are in, two frames later it is on screen
+        await page.evaluate(
+            "new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+        )
+        await page.wait_for_function("wall.map.gl.loaded()", timeout=WAIT_MS)
         await page.evaluate(
             "new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
         )

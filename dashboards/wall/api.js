@@ -5,7 +5,7 @@ export function readToken() {
   const tok = frag.get("token");
   if (tok) {
     sessionStorage.setItem("ioc.token", tok);
-    history.replaceState(null, "", location.pathname);
+    history.replaceState(null, "", location.pathname + location.search);
   }
   return sessionStorage.getItem("ioc.token") || "";
 }

@@ -2,6 +2,7 @@
 import { api, allDevices, readToken, ApiError } from "./api.js";
 import { Feed } from "./feed.js";
 import { WallMap } from "./map.js";
+import { GlMap } from "./glmap.js";
 import { sortedAlerts, renderAlerts, silenceBody, beep } from "./alerts.js";
 import * as panels from "./panels.js";
 import { salinityPanel } from "./salinity.js";
@@ -22,6 +23,21 @@ const state = {
   seenCritical: new Set(), detail: null, lastUpdate: null,
 };
 let map = null;
+// The map: MapLibre GL, or the 2D-canvas fallback (IOC_WALL_MAP; /wall/?map=canvas overrides it
+// for one page; docs/wall.md has both measured). Without WebGL the page falls back by itself.
+const MAP_CHOICE = new URLSearchParams(location.search).get("map");
+function makeMap(renderer) {
+  const box = $("map");
+  if (renderer !== "canvas") {
+    try {
+      return new GlMap(box, { onPick: pick });
+    } catch (e) {
+      showNotice(`MapLibre: ${e.message || e}`);
+    }
+  }
+  box.replaceChildren(document.createElement("canvas"));
+  return new WallMap(box.firstChild, { onPick: pick });
+}
 
 // ---- device state: worst firing alert on it, else offline, else normal ------------------------
 function stateOf(d) {
@@ -358,9 +374,10 @@ async function start() {
     return;
   }
   state.site = await api(state.token, "/api/v1/site");
-  map = new WallMap($("map"), { onPick: pick });
+  const bm = await api(state.token, "/api/v1/site/basemap").catch((e) => { showNotice(String(e.message || e)); return null; });
+  map = makeMap(MAP_CHOICE || bm?.renderer);
   map.setSite(state.site);
-  api(state.token, "/api/v1/site/basemap").then((bm) => map.setBasemap(bm)).catch((e) => showNotice(String(e.message || e)));
+  if (bm) map.setBasemap(bm);
   fillFilters();
   for (const d of await allDevices(state.token)) {
     // online state and latest values from the server, so a device that is offline shows so

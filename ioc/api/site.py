@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from ioc.api.auth import Caller, authenticate, require_viewer
 from ioc.api.basemap import Basemap, BasemapError, load_basemap
@@ -24,6 +24,7 @@ router = APIRouter(tags=["site"])
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",  # the vendored MapLibre (vendor/SOURCE.md)
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
@@ -117,11 +118,7 @@ async def site(request: Request) -> dict[str, Any]:
 _basemap: dict[tuple[str, float], Basemap] = {}
 
 
-@router.get("/api/v1/site/basemap", dependencies=[Depends(require_viewer)])
-async def basemap(request: Request) -> dict[str, Any]:
-    """The wall map's background as GeoJSON (lon/lat): ``base``, the shipped base layer (main
-    canals and rivers, national roads, town centres; its ``source`` says how it was drawn), and
-    ``city``, the city's own file from IOC_BASEMAP_FILE (null when unset)."""
+def _current_basemap(request: Request) -> Basemap:
     path = runtime_of(request).settings.basemap_file
     try:
         key = (str(path), path.stat().st_mtime if path else 0.0)
@@ -135,7 +132,32 @@ async def basemap(request: Request) -> dict[str, Any]:
             raise HTTPException(500, str(exc)) from None
         _basemap.clear()
         _basemap[key] = loaded
-    return _basemap[key].as_json()
+    return _basemap[key]
+
+
+@router.get("/api/v1/site/basemap", dependencies=[Depends(require_viewer)])
+async def basemap(request: Request) -> dict[str, Any]:
+    """The wall map's background as GeoJSON (lon/lat): ``base``, the shipped base layer (main
+    canals and rivers, national roads, town centres; its ``source`` says how it was drawn), and
+    the city's own file from IOC_BASEMAP_FILE: ``city`` when it is GeoJSON, ``city_tiles`` when
+    it is PMTiles (its tile type, zooms, bounds, vector layers and the URL of the file, read by
+    range requests); both null when unset. ``renderer``: the wall's map (IOC_WALL_MAP)."""
+    out = _current_basemap(request).as_json()
+    out["renderer"] = runtime_of(request).settings.wall_map
+    return out
+
+
+@router.get("/api/v1/site/basemap.pmtiles", dependencies=[Depends(require_viewer)])
+async def basemap_tiles(request: Request) -> FileResponse:
+    """The city's PMTiles basemap file itself, answering HTTP Range requests (206) as the
+    PMTiles reader needs: the wall fetches its header, directories and the tiles on screen."""
+    loaded = _current_basemap(request)
+    if loaded.tiles_path is None:
+        raise HTTPException(404, "IOC_BASEMAP_FILE is not a .pmtiles file")
+    return FileResponse(
+        loaded.tiles_path, media_type="application/vnd.pmtiles",
+        headers={"Cache-Control": "no-cache"},
+    )  # fmt: skip
 
 
 @router.get("/wall", include_in_schema=False)
@@ -148,10 +170,12 @@ async def wall_file(name: str = "") -> Response:
     """The page and its modules; public like / (the token is entered on the page)."""
     name = name or "index.html"
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
-    # Flat directory only: no "..", no sub-paths, known suffixes.
-    if "/" in name or name.startswith(".") or suffix not in _TYPES:
+    # The page's flat directory and its vendor/ (MapLibre, pmtiles): no "..", no other sub-paths,
+    # known suffixes.
+    folder, _, leaf = name.rpartition("/")
+    if folder not in ("", "vendor") or leaf.startswith(".") or suffix not in _TYPES:
         raise HTTPException(404, f"no such file: {name}")
-    item = resources.files("dashboards").joinpath("wall", name)
+    item = resources.files("dashboards").joinpath("wall", *name.split("/"))
     if not item.is_file():
         raise HTTPException(404, f"no such file: {name}")
     # no-cache: a new release is picked up on reload, revalidated, not stale for a shift.

@@ -171,9 +171,16 @@ class Settings(BaseSettings):
 
     basemap_file: Path | None = Field(
         None,
-        description="the city's own basemap for the wall screen: a GeoJSON FeatureCollection "
-        "in lon/lat (properties kind: water, river, canal, road, building, town; name), drawn "
-        "under the shipped base layer (docs/wall.md); unset = the shipped base layer alone",
+        description="the city's own basemap for the wall screen: a .geojson FeatureCollection "
+        "in lon/lat (properties kind: water, river, canal, road, building, town; name) or a "
+        ".pmtiles archive (vector or raster tiles), drawn under the shipped base layer "
+        "(docs/wall.md); unset = the shipped base layer alone",
+    )
+    wall_map: Literal["maplibre", "canvas"] = Field(
+        "maplibre",
+        description="the wall screen's map: MapLibre GL (WebGL; software rendering measured "
+        "in docs/benchmarks.md) or the 2D-canvas fallback (no PMTiles basemap); a page may "
+        "override it with /wall/?map=canvas",
     )
 
     # --- local state ---
