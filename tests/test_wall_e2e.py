@@ -100,7 +100,7 @@ async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
 
     _, http = service
     page = await open_wall(browser, str(http.base_url).rstrip("/"), TOKEN)
-    await expect(page.locator("h1")).to_have_text("IOC Hậu Giang — Màn hình điều hành")
+    await expect(page.locator("h1")).to_have_text("IOC Vị Thanh – Ngã Bảy")
     await expect(page.locator("#alertList .empty")).to_be_visible(timeout=WAIT_MS)
 
     publish_levels(publisher, wall_settings, [(time.time() - 1, 0.80)])
@@ -153,7 +153,7 @@ async def test_alert_from_mqtt_appears_is_acknowledged_and_language_switches(
     }
 
     await page.locator("#lang").click()
-    await expect(page.locator("h1")).to_have_text("Hậu Giang IOC — Operations wall")
+    await expect(page.locator("h1")).to_have_text("Vị Thanh – Ngã Bảy IOC")
     await expect(page.locator("#alertBox h2")).to_contain_text("Active alerts")
     await expect(critical).to_contain_text("level III 0.80")
     await expect(critical).to_contain_text("acknowledged")

@@ -4,7 +4,7 @@ export const TZ = "Asia/Ho_Chi_Minh";
 export const TEXT = {
   vi: {
     // Terms follow docs/glossary.md: one Vietnamese word per concept.
-    title: "IOC Hậu Giang — Màn hình điều hành", lastUpdate: "Cập nhật lúc", map: "Bản đồ",
+    title: "IOC Vị Thanh – Ngã Bảy", lastUpdate: "Cập nhật lúc", map: "Bản đồ",
     alerts: "Cảnh báo đang hoạt động", water: "Mực nước", rain: "Lượng mưa", lighting: "Chiếu sáng",
     traffic: "Giao thông", incidents: "Sự cố", reports: "Phản ánh", report: "Phản ánh", reported: "Gửi lúc", kpis: "Chỉ số", ack: "Tiếp nhận", silence: "Tạm ngưng 2 giờ",
     openIncident: "Mở sự cố", acked: "đã tiếp nhận", silenced: "đang tạm ngưng", mute: "Tắt chuông",
@@ -41,7 +41,7 @@ export const TEXT = {
     },
   },
   en: {
-    title: "Hậu Giang IOC — Operations wall", lastUpdate: "Last update", map: "Map",
+    title: "Vị Thanh – Ngã Bảy IOC", lastUpdate: "Last update", map: "Map",
     alerts: "Active alerts", water: "Water level", rain: "Rainfall", lighting: "Street lighting",
     traffic: "Traffic", incidents: "Incidents", reports: "Reports", report: "Report", reported: "Sent at", kpis: "KPIs", ack: "Acknowledge", silence: "Silence 2 h",
     openIncident: "Open incident", acked: "acknowledged", silenced: "silenced", mute: "Mute sound",

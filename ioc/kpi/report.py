@@ -407,7 +407,7 @@ incidents opened by alerts are shown beside them.</small></p>
     ]
     return f"""<!DOCTYPE html>
 <html lang="vi"><head><meta charset="utf-8">
-<title>Báo cáo KPI {month_vi} – IOC Hậu Giang</title><style>{_CSS}</style></head>
+<title>Báo cáo KPI {month_vi} – IOC Vị Thanh – Ngã Bảy</title><style>{_CSS}</style></head>
 <body>
 <h1>Báo cáo kết quả xử lý phản ánh, sự cố {month_vi}
 <small>Monthly KPI report, {month_en}</small></h1>
