@@ -30,6 +30,7 @@ from ingest.handoff import Delivery
 from ingest.records import CitizenReport, DeadLetter, DeviceEvent, StatusChange, Telemetry
 from ioc.storage import feed as feed_store
 from ioc.storage import reports as report_store
+from ioc.storage.feed import FeedEvent
 from ioc.storage.migrations import Flavour
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,16 @@ class BatchWriter:
 
     async def _connection(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5)
+            # autocommit, with an explicit BEGIN per batch: its COMMIT is then sent in one
+            # pipeline with the feed append (``_transaction``)
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=5, autocommit=True
+            )
             for table in ("ingest_staging", "ingest_newest"):
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {table} (time timestamptz,"
                     " device_id text, metric text, value float8) ON COMMIT DELETE ROWS"
                 )
-            await conn.commit()
             self._conn = conn
         return self._conn
 
@@ -106,8 +110,21 @@ class BatchWriter:
         self, conn: psycopg.AsyncConnection, records: Sequence[object], result: WriteResult
     ) -> None:
         self._created_days.clear()
-        async with conn.transaction():
-            await self._write(conn, records, result)
+        # BEGIN … COMMIT by hand (savepoints inside still go through ``conn.transaction()``): the
+        # feed append, which takes the feed's lock, and the COMMIT go to the server together, so
+        # the lock is never held while this process's event loop is busy elsewhere (the rule
+        # service's alert frames wait for it; docs/benchmarks.md).
+        await conn.execute("BEGIN")
+        try:
+            events = await self._write(conn, records, result)
+            await feed_store.append_and_commit(conn, events)
+        except BaseException:
+            if not conn.closed and not conn.broken:
+                try:
+                    await conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    log.warning("rollback after a failed batch failed", exc_info=True)
+            raise
         # Only a committed partition is known to exist; a rolled-back one is created again.
         self._partition_days |= self._created_days
 
@@ -135,7 +152,8 @@ class BatchWriter:
 
     async def _write(
         self, conn: psycopg.AsyncConnection, records: Sequence[object], result: WriteResult
-    ) -> None:
+    ) -> list[FeedEvent]:
+        """Everything but the feed rows, which it returns (appended by the caller, last)."""
         buf = io.StringIO()
         statuses: list[tuple[str, bool, datetime]] = []
         events: list[tuple[datetime, str, str, bytes]] = []
@@ -239,8 +257,7 @@ class BatchWriter:
                     ],
                 )
             result.dead_letters += len(letters)
-        # Last: the feed's lock (it keeps feed rows in commit order) is then held only to COMMIT.
-        await feed_store.append(conn, feed_events(records, self.places, newest))
+        return feed_events(records, self.places, newest)
 
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection, t_min: float, t_max: float

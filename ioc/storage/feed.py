@@ -31,13 +31,7 @@ class FeedEvent:
     kind: str | None = None
 
 
-async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> list[int]:
-    """Insert ``events`` in order and notify listeners at commit; returns their seqs.
-
-    Must run inside a transaction (``async with conn.transaction()``) — the lock is held to commit.
-    """
-    if not events:
-        return []
+def _append_statement(events: Sequence[FeedEvent]) -> tuple[str, tuple[Any, ...]]:
     # the events travel as one JSON document (orjson): an array of jsonb parameters would be
     # quoted character by character on the client — it cost more than the whole batch
     doc = [
@@ -51,7 +45,7 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
     # (``seqs`` reads ``lock``); seqs are drawn first and given out in the events' order (an
     # INSERT … SELECT does not promise to call nextval in any order); the notification goes in
     # the same statement.
-    cur = await conn.execute(
+    return (
         """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)),
                drawn AS MATERIALIZED (
                    SELECT nextval(pg_get_serial_sequence('feed_events', 'seq')) AS seq
@@ -66,9 +60,42 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
            SELECT pg_notify(%s, max(seq)::text), array_agg(seq ORDER BY seq) FROM ins""",
         (_FEED_LOCK, len(events), Jsonb(doc, dumps=orjson.dumps), FEED_CHANNEL),
     )
+
+
+async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> list[int]:
+    """Insert ``events`` in order and notify listeners at commit; returns their seqs.
+
+    Must run inside a transaction (``async with conn.transaction()``) — the lock is held to commit,
+    including the time the caller takes to send COMMIT: a writer whose event loop is busy should
+    use :func:`append_and_commit`.
+    """
+    if not events:
+        return []
+    query, params = _append_statement(events)
+    cur = await conn.execute(query, params)
     row = await cur.fetchone()
-    seqs = [int(x) for x in row[1]] if row is not None else []
-    return seqs
+    return [int(x) for x in row[1]] if row is not None and row[1] is not None else []
+
+
+async def append_and_commit(
+    conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]
+) -> list[int]:
+    """:func:`append`, then COMMIT, sent together (pipeline mode): the lock is held for the
+    statement and the COMMIT only, never while the client's event loop is busy elsewhere.
+
+    For a connection in autocommit mode that began its transaction with an explicit ``BEGIN``
+    (pipeline mode cannot wrap psycopg's ``conn.transaction()`` exit). On failure the transaction
+    is left aborted: the caller rolls back. Returns the seqs.
+    """
+    if not events:
+        await conn.execute("COMMIT")
+        return []
+    query, params = _append_statement(events)
+    async with conn.pipeline():
+        cur = await conn.execute(query, params)
+        await conn.execute("COMMIT")
+    row = await cur.fetchone()
+    return [int(x) for x in row[1]] if row is not None and row[1] is not None else []
 
 
 # -- readers (the live hub, /ws resume) and upkeep ------------------------------------------------
