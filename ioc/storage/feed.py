@@ -77,22 +77,60 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
     return [int(x) for x in row[1]] if row is not None and row[1] is not None else []
 
 
+# Placeholder seqs of rows staged before the lock: negative (no real seq is), unique per backend
+# (a backend runs one transaction at a time, so two writers never meet on a placeholder key and
+# wait for each other), replaced by real seqs before COMMIT — no reader ever sees one.
+_PLACEHOLDERS_PER_BACKEND = 1_000_000
+
+
 async def append_and_commit(
     conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]
 ) -> list[int]:
-    """:func:`append`, then COMMIT, sent together (pipeline mode): the lock is held for the
-    statement and the COMMIT only, never while the client's event loop is busy elsewhere.
+    """:func:`append`, then COMMIT, for a writer whose event loop is busy and whose rows are big
+    (ingest's readings row: ~800 kB of jsonb to parse and TOAST-compress).
+
+    Three statements in one pipeline, so no client round trip falls inside the lock:
+    the rows are inserted first under placeholder seqs (the costly part, before the lock); then
+    the lock, the real seqs (an UPDATE that keeps the TOASTed payload in place) and the
+    notification; then COMMIT. The lock is held for that small UPDATE and the COMMIT only.
 
     For a connection in autocommit mode that began its transaction with an explicit ``BEGIN``
-    (pipeline mode cannot wrap psycopg's ``conn.transaction()`` exit). On failure the transaction
-    is left aborted: the caller rolls back. Returns the seqs.
+    (pipeline mode cannot wrap psycopg's ``conn.transaction()`` exit); one call per
+    transaction. On failure the transaction is left aborted: the caller rolls back.
     """
     if not events:
         await conn.execute("COMMIT")
         return []
-    query, params = _append_statement(events)
+    n = len(events)
+    if n >= _PLACEHOLDERS_PER_BACKEND:
+        raise ValueError(f"{n} feed events in one append: at most {_PLACEHOLDERS_PER_BACKEND - 1}")
+    doc = [
+        {"type": e.type, "city": e.city, "ward": e.ward, "kind": e.kind, "payload": e.payload}
+        for e in events
+    ]
     async with conn.pipeline():
-        cur = await conn.execute(query, params)
+        await conn.execute(
+            """INSERT INTO feed_events (seq, type, city, ward, kind, payload)
+               SELECT -(pg_backend_pid()::bigint * %s + j.n),
+                      e->>'type', e->>'city', e->>'ward', e->>'kind', e->'payload'
+               FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(e, n)""",
+            (_PLACEHOLDERS_PER_BACKEND, Jsonb(doc, dumps=orjson.dumps)),
+        )
+        # as in ``append``: the lock before any nextval, seqs drawn first and given out in the
+        # events' order
+        cur = await conn.execute(
+            """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)),
+                   drawn AS MATERIALIZED (
+                       SELECT nextval(pg_get_serial_sequence('feed_events', 'seq')) AS seq
+                       FROM lock, generate_series(1, %s)),
+                   seqs AS (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM drawn),
+                   upd AS (
+                       UPDATE feed_events AS f SET seq = s.seq FROM seqs AS s
+                       WHERE f.seq = -(pg_backend_pid()::bigint * %s + s.n)
+                       RETURNING f.seq)
+               SELECT pg_notify(%s, max(seq)::text), array_agg(seq ORDER BY seq) FROM upd""",
+            (_FEED_LOCK, n, _PLACEHOLDERS_PER_BACKEND, FEED_CHANNEL),
+        )
         await conn.execute("COMMIT")
     row = await cur.fetchone()
     return [int(x) for x in row[1]] if row is not None and row[1] is not None else []
