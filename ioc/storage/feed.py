@@ -4,7 +4,10 @@ Writers call ``append`` inside their own transaction, so a feed row exists exact
 it announces committed. ``append`` takes a transaction-level advisory lock first: feed rows then
 commit in seq order, and a reader that has seen seq N can never later find a smaller seq appear
 (no gaps to wait for). Feed writes are few (alert changes, status changes, one row per ingest
-batch for readings), so serialising them costs nothing measurable.
+batch for readings), so serialising them is cheap — as long as the lock is held briefly: every
+writer waits for the holder's COMMIT. Ingest, whose rows are big and whose event loop is busy,
+uses ``append_and_commit`` (rows staged before the lock, lock + seqs + COMMIT in one pipeline);
+docs/benchmarks.md has what holding it across a busy loop cost the alert frames.
 """
 
 from __future__ import annotations
