@@ -348,7 +348,7 @@ def print_profile(path: Path, top: int = 12) -> None:
     marks = {
         "decode": ("Decoder.",),
         "writer (psycopg, COPY buffer)": ("BatchWriter.", "_insert_readings"),
-        "feed rows": ("feed_events (", "add_points (", "append (feed.py"),
+        "feed rows": ("feed_events (", "add_points (", "append (feed.py", "append_and_commit ("),
         "mqtt client": ("Client.",),
         "rule engine": ("Engine.", "RulesService."),
         "MQTT pump (decode included)": ("MqttSubscriber._pump",),

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -59,6 +60,45 @@ PROBE_RULE = """rules:
     labels: {severity: critical, domain: flood}
     annotations: {summary_vi: "thử {value}", summary_en: "probe {value}"}
 """
+
+
+def sample_feed_lock(url: str, stop: threading.Event) -> dict[str, object]:
+    """Who holds the live feed's advisory lock (``ioc.storage.feed``), sampled every ~5 ms until
+    ``stop``: the share of samples it was held, held by a session idle in transaction (waiting
+    for its client), and per lock wait the longest time it was seen waiting."""
+    from ioc.storage.feed import _FEED_LOCK
+
+    query = (
+        "SELECT l.granted, a.state, a.pid, a.query_start,"
+        " extract(epoch FROM clock_timestamp() - a.query_start) * 1000"
+        " FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s"
+        " AND a.datname = current_database()"
+    )
+    key = (_FEED_LOCK >> 32, _FEED_LOCK & 0xFFFFFFFF)
+    samples = held = held_idle = 0
+    waits: dict[tuple[object, object], float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            rows = conn.execute(query, key).fetchall()
+            samples += 1
+            holders = [r for r in rows if r[0]]
+            held += bool(holders)
+            held_idle += any(str(r[1]).startswith("idle") for r in holders)
+            for granted, _state, pid, started, ms in rows:
+                if not granted:
+                    waits[(pid, started)] = max(waits.get((pid, started), 0.0), float(ms))
+            time.sleep(0.005)
+    w = sorted(waits.values())
+    return {
+        "samples": samples,
+        "held_share": round(held / max(samples, 1), 3),
+        "held_idle_in_transaction_share": round(held_idle / max(samples, 1), 3),
+        "waits": len(w),
+        "wait_ms_p50": round(pct(w, 50), 1) if w else 0.0,
+        "wait_ms_p99": round(pct(w, 99), 1) if w else 0.0,
+        "wait_ms_max": round(max(w, default=0.0), 1),
+    }
 
 
 def free_port() -> int:
@@ -244,7 +284,17 @@ def main() -> int:
                 )  # fmt: skip
                 time.sleep(3)
                 ws = f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
+                # the feed lock during the 1-client phase: what the alert frame waits behind
+                stop = threading.Event()
+                lock: dict[str, object] = {}
+                sampler = threading.Thread(
+                    target=lambda: lock.update(sample_feed_lock(url, stop)), daemon=True
+                )
+                sampler.start()
                 results.append(phase("latency", addr, prefix, ws, 1, args.probes, 0))
+                stop.set()
+                sampler.join(timeout=30)
+                results[-1]["feed_lock"] = lock
                 results.append(
                     phase("fan-out", addr, prefix, ws, args.clients, args.probes, args.probes)
                 )

@@ -3,6 +3,7 @@ PostgreSQL, real /ws sockets — with no rule engine anywhere, and across a data
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,8 +17,9 @@ from ioc.ingest.feed import feed_events
 from ioc.ingest.records import DeadLetter, DeviceEvent, StatusChange, Telemetry
 from ioc.ingest.service import IngestService
 from ioc.routing.intake import report_vocabulary
-from ioc.storage import Flavour
+from ioc.storage import Flavour, feed
 from ioc.storage import devices as store
+from ioc.storage.feed import FeedEvent
 from tests.conftest import FLOOD, LAMP, MqttPublisher, eventually, running_service
 from tests.test_live import Client
 
@@ -232,3 +234,91 @@ async def _sleeping_in_copy(db: psycopg.AsyncConnection) -> bool:
             " AND wait_event = 'PgSleep' AND query LIKE 'COPY readings%'",
         )
     )
+
+
+async def test_a_feed_row_committed_later_never_takes_a_lower_seq(
+    database_url: str, db: psycopg.AsyncConnection
+) -> None:
+    """A reader resumes after the highest seq it has seen, so a row that commits later must never
+    carry a lower seq. An alert-style append (``append`` inside ``conn.transaction()``) holds
+    its seq uncommitted; ingest's pipelined ``append_and_commit`` on another connection waits
+    for it rather than committing a higher seq first — the resuming reader misses nothing."""
+    first = FeedEvent("alert", {"n": 1})
+    second = FeedEvent("readings", {"n": 2})
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as slow,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as fast,
+    ):
+        async with slow.transaction():
+            held = await feed.append(slow, [first])
+            await fast.execute("BEGIN")
+            pid = fast.info.backend_pid
+            task = asyncio.create_task(feed.append_and_commit(fast, [second]))
+
+            async def fast_done_or_waiting() -> bool:
+                return task.done() or bool(
+                    await _count(
+                        db,
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid ="
+                        f" {pid} AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                    )
+                )
+
+            await eventually(fast_done_or_waiting)
+            seen = [r.seq for r in await feed.events_after(db, 0, 100)]
+        after = await task
+    last = max(seen, default=0)
+    seen += [r.seq for r in await feed.events_after(db, last, 100)]
+    assert max(held) < min(after)
+    assert seen == held + after  # each once, in seq order, none skipped
+
+
+async def test_concurrent_feed_writers_a_tailing_reader_skips_nothing(
+    database_url: str, db: psycopg.AsyncConnection
+) -> None:
+    """Writers of both kinds (pipelined ingest appends, alert-style appends that linger before
+    COMMIT) race while a reader tails ``seq > last`` as the live hub does: it ends up with every
+    committed seq, each once, in increasing order."""
+    rounds = 15
+    done = asyncio.Event()
+
+    async def pipelined(n: int) -> list[int]:
+        seqs: list[int] = []
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            for i in range(rounds):
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT pg_sleep(random() * 0.01)")
+                seqs += await feed.append_and_commit(
+                    conn, [FeedEvent("readings", {"w": n, "i": i, "k": k}) for k in range(3)]
+                )
+        return seqs
+
+    async def lingering(n: int) -> list[int]:
+        seqs: list[int] = []
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            for i in range(rounds):
+                async with conn.transaction():
+                    seqs += await feed.append(conn, [FeedEvent("alert", {"w": n, "i": i})])
+                    await conn.execute("SELECT pg_sleep(random() * 0.01)")
+        return seqs
+
+    async def tail() -> list[int]:
+        got: list[int] = []
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            while True:
+                finished = done.is_set()  # read before the page: a final page after the end
+                rows = await feed.events_after(conn, got[-1] if got else 0, 1000)
+                got += [r.seq for r in rows]
+                if finished and not rows:
+                    return got
+                await asyncio.sleep(0.001)
+
+    reader = asyncio.create_task(tail())
+    written = await asyncio.gather(
+        *(pipelined(n) for n in range(3)), *(lingering(n) for n in range(2))
+    )
+    done.set()
+    got = await reader
+    committed = sorted(s for seqs in written for s in seqs)
+    assert len(committed) == rounds * (3 * 3 + 2)
+    assert got == committed

@@ -30,8 +30,10 @@ async def announce_rows(conn: psycopg.AsyncConnection, rows: Iterable[Mapping[st
     events = [frame(r) for r in rows]
     if not events:
         return
-    await append(conn, events)
+    # the signal first (delivered at COMMIT either way), the append last: the feed's lock is
+    # held from the append to COMMIT, so no round trip of ours should follow it
     await conn.execute("SELECT pg_notify(%s, '')", (ALERTS_CHANNEL,))
+    await append(conn, events)
 
 
 async def announce(conn: psycopg.AsyncConnection, p: Pass) -> None:

@@ -4,7 +4,10 @@ Writers call ``append`` inside their own transaction, so a feed row exists exact
 it announces committed. ``append`` takes a transaction-level advisory lock first: feed rows then
 commit in seq order, and a reader that has seen seq N can never later find a smaller seq appear
 (no gaps to wait for). Feed writes are few (alert changes, status changes, one row per ingest
-batch for readings), so serialising them costs nothing measurable.
+batch for readings), so serialising them is cheap — as long as the lock is held briefly: every
+writer waits for the holder's COMMIT. Ingest, whose rows are big and whose event loop is busy,
+uses ``append_and_commit`` (rows staged before the lock, lock + seqs + COMMIT in one pipeline);
+docs/benchmarks.md has what holding it across a busy loop cost the alert frames.
 """
 
 from __future__ import annotations
@@ -31,13 +34,7 @@ class FeedEvent:
     kind: str | None = None
 
 
-async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> list[int]:
-    """Insert ``events`` in order and notify listeners at commit; returns their seqs.
-
-    Must run inside a transaction (``async with conn.transaction()``) — the lock is held to commit.
-    """
-    if not events:
-        return []
+def _append_statement(events: Sequence[FeedEvent]) -> tuple[str, tuple[Any, ...]]:
     # the events travel as one JSON document (orjson): an array of jsonb parameters would be
     # quoted character by character on the client — it cost more than the whole batch
     doc = [
@@ -51,7 +48,7 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
     # (``seqs`` reads ``lock``); seqs are drawn first and given out in the events' order (an
     # INSERT … SELECT does not promise to call nextval in any order); the notification goes in
     # the same statement.
-    cur = await conn.execute(
+    return (
         """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)),
                drawn AS MATERIALIZED (
                    SELECT nextval(pg_get_serial_sequence('feed_events', 'seq')) AS seq
@@ -66,9 +63,80 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
            SELECT pg_notify(%s, max(seq)::text), array_agg(seq ORDER BY seq) FROM ins""",
         (_FEED_LOCK, len(events), Jsonb(doc, dumps=orjson.dumps), FEED_CHANNEL),
     )
+
+
+async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> list[int]:
+    """Insert ``events`` in order and notify listeners at commit; returns their seqs.
+
+    Must run inside a transaction (``async with conn.transaction()``) — the lock is held to commit,
+    including the time the caller takes to send COMMIT: a writer whose event loop is busy should
+    use :func:`append_and_commit`.
+    """
+    if not events:
+        return []
+    query, params = _append_statement(events)
+    cur = await conn.execute(query, params)
     row = await cur.fetchone()
-    seqs = [int(x) for x in row[1]] if row is not None else []
-    return seqs
+    return [int(x) for x in row[1]] if row is not None and row[1] is not None else []
+
+
+# Placeholder seqs of rows staged before the lock: negative (no real seq is), unique per backend
+# (a backend runs one transaction at a time, so two writers never meet on a placeholder key and
+# wait for each other), replaced by real seqs before COMMIT — no reader ever sees one.
+_PLACEHOLDERS_PER_BACKEND = 1_000_000
+
+
+async def append_and_commit(
+    conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]
+) -> list[int]:
+    """:func:`append`, then COMMIT, for a writer whose event loop is busy and whose rows are big
+    (ingest's readings row: ~800 kB of jsonb to parse and TOAST-compress).
+
+    Three statements in one pipeline, so no client round trip falls inside the lock:
+    the rows are inserted first under placeholder seqs (the costly part, before the lock); then
+    the lock, the real seqs (an UPDATE that keeps the TOASTed payload in place) and the
+    notification; then COMMIT. The lock is held for that small UPDATE and the COMMIT only.
+
+    For a connection in autocommit mode that began its transaction with an explicit ``BEGIN``
+    (pipeline mode cannot wrap psycopg's ``conn.transaction()`` exit); one call per
+    transaction. On failure the transaction is left aborted: the caller rolls back.
+    """
+    if not events:
+        await conn.execute("COMMIT")
+        return []
+    n = len(events)
+    if n >= _PLACEHOLDERS_PER_BACKEND:
+        raise ValueError(f"{n} feed events in one append: at most {_PLACEHOLDERS_PER_BACKEND - 1}")
+    doc = [
+        {"type": e.type, "city": e.city, "ward": e.ward, "kind": e.kind, "payload": e.payload}
+        for e in events
+    ]
+    async with conn.pipeline():
+        await conn.execute(
+            """INSERT INTO feed_events (seq, type, city, ward, kind, payload)
+               SELECT -(pg_backend_pid()::bigint * %s + j.n),
+                      e->>'type', e->>'city', e->>'ward', e->>'kind', e->'payload'
+               FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(e, n)""",
+            (_PLACEHOLDERS_PER_BACKEND, Jsonb(doc, dumps=orjson.dumps)),
+        )
+        # as in ``append``: the lock before any nextval, seqs drawn first and given out in the
+        # events' order
+        cur = await conn.execute(
+            """WITH lock AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)),
+                   drawn AS MATERIALIZED (
+                       SELECT nextval(pg_get_serial_sequence('feed_events', 'seq')) AS seq
+                       FROM lock, generate_series(1, %s)),
+                   seqs AS (SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM drawn),
+                   upd AS (
+                       UPDATE feed_events AS f SET seq = s.seq FROM seqs AS s
+                       WHERE f.seq = -(pg_backend_pid()::bigint * %s + s.n)
+                       RETURNING f.seq)
+               SELECT pg_notify(%s, max(seq)::text), array_agg(seq ORDER BY seq) FROM upd""",
+            (_FEED_LOCK, n, _PLACEHOLDERS_PER_BACKEND, FEED_CHANNEL),
+        )
+        await conn.execute("COMMIT")
+    row = await cur.fetchone()
+    return [int(x) for x in row[1]] if row is not None and row[1] is not None else []
 
 
 # -- readers (the live hub, /ws resume) and upkeep ------------------------------------------------
