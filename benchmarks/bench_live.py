@@ -190,6 +190,7 @@ def phase(
     watch.close()
     data = json.loads(out.read_text())
     lat: list[float] = []
+    worst: dict[int, float] = {}  # probe number -> its slowest delivery (where is the tail?)
     missing = 0
     resyncs = 0
     for c in data.values():
@@ -198,6 +199,7 @@ def phase(
         for k, t in sent.items():
             if k in got:
                 lat.append((got[k] - t) * 1000)
+                worst[k] = max(worst.get(k, 0.0), lat[-1])
             else:
                 missing += 1
     mq = [(watch.got[k] - t) * 1000 for k, t in sent.items() if k in watch.got]
@@ -211,6 +213,10 @@ def phase(
         "alert_ms_p50": round(pct(lat, 50), 1),
         "alert_ms_p99": round(pct(lat, 99), 1),
         "alert_ms_max": round(max(lat), 1) if lat else None,
+        "slowest_probes": [
+            {"probe": k, "ms": round(v, 1)}
+            for k, v in sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+        ],
         "mqtt_transit_ms_p50": round(pct(mq, 50), 1),
         "mqtt_transit_ms_p99": round(pct(mq, 99), 1),
     }

@@ -78,3 +78,17 @@ def test_engine_on_the_site_tide_fires_on_a_surge_only() -> None:
     assert level is not None
     e.observe_telemetry(gauge.id, t, [("water_level_m", level + 0.25)])
     assert [tr.to for tr in e.drain()] == ["pending", "firing"]
+
+
+def test_warm_predicts_every_covered_gauge_ahead_of_the_first_reading() -> None:
+    # RulesService calls it off the event loop at start (the first prediction loads UTide).
+    predictor = TidePredictor.load(PACKAGED_TIDES)
+    devices = {d.id: d for d in SITE.devices}
+    tide = PredictedTide(predictor, devices.get)
+    flood = [d.id for d in SITE.devices if d.kind == "flood"]
+    covered = [d for d in flood if predictor.for_device(devices[d]) is not None]
+    t = datetime(2026, 10, 27, 10, tzinfo=UTC).timestamp()
+    assert tide.warm([*flood, "vt-lamp-does-not-exist"], t) == len(covered) > 0
+    # the days are cached now: the same instant is answered without a new prediction
+    assert len(predictor._days) > 0
+    assert tide.level_m(flood[0], t) == predictor.for_device(devices[flood[0]]).at(t)[0]

@@ -130,6 +130,9 @@ class RulesService:
             names=self._label_names().in_sentence,
         )
         self._devices_at = time.monotonic()
+        if self._predicted is not None:
+            flood = [d.id for d in devices if d.kind == "flood"]
+            await asyncio.to_thread(self._predicted.warm, flood, time.time())
         self.status.loaded_at = time.time()
         RULES_LOADED.set(len(engine.rules))
         now = time.time()

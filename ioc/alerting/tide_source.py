@@ -55,6 +55,13 @@ class PredictedTide:
             self._views[device_id] = view
         return self._views[device_id]
 
+    def warm(self, device_ids: Sequence[str], t: float) -> int:
+        """Predict the tide of every covered device at ``t`` now, so the first reading does not
+        pay for it: the first prediction loads UTide and its constants (~2 s measured), which on
+        the event loop stalled ingest, rules and the API alike (bench_live's first probes).
+        Call it in a worker thread before the first batch; returns how many devices it covered."""
+        return sum(1 for d in device_ids if self.level_m(d, t) is not None)
+
     def forget(self) -> None:
         """Devices changed: look their views up again."""
         self._views.clear()
