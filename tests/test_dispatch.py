@@ -695,6 +695,14 @@ async def test_an_update_never_overtakes_its_dispatch(
         await eventually(lambda: _delivered_kinds(db, slow_start, 3), timeout=60)
         await eventually(lambda: _delivered_kinds(db, other, 3), timeout=60)
         (failed,) = await rows(db, "state = 'failed'")
+
+        async def only_webhook_waits() -> bool:
+            # the refused incident's MQTT stream is its own and goes through (not necessarily
+            # before the webhook failed: a race the test must not depend on)
+            pending = await list_deliveries(db, states=["pending"], incident=refused)
+            return {w["channel"] for w in pending} == {"webhook"}
+
+        await eventually(only_webhook_waits, timeout=60)
         waiting = await list_deliveries(db, states=["pending"], incident=refused)
         assert {w["channel"] for w in waiting} == {"webhook"}
         assert [w["waiting_for"] for w in waiting] == [failed["id"], failed["id"]]
