@@ -189,6 +189,22 @@ def test_forecast_peak_with_no_high_water_in_the_horizon_is_quiet() -> None:
     assert [s[1] for s in steps(e)] == ["pending", "firing"]
 
 
+def test_a_forecast_warning_that_lets_go_keeps_its_last_figures() -> None:
+    # The high water passed (none left within the horizon): the transition that follows must
+    # still say what was forecast, not "sẽ đạt m" (seen on the demo's wall).
+    rules = FORECAST.replace("horizon: 6h", "horizon: 1h").replace(
+        "    labels: {severity: warning, domain: flood}\n",
+        "    keep_firing_for: 30m\n    labels: {severity: warning, domain: flood}\n",
+    )
+    e = engine(rules, tide=table())
+    level(e, 130, observed(130, 0.5))  # 0.65 + 0.5 m forecast for the high water at minute 180
+    assert [tr.to for tr in e.drain()] == ["pending", "firing"]
+    level(e, 200, observed(200, 0.5))  # past it: no high water within the next hour
+    [keep] = e.drain()
+    assert keep.to == "keep_firing"
+    assert "1,15 m với nước dâng hiện tại" in keep.annotations["summary_vi"]
+
+
 ANOMALY = """
 rules:
   - id: residual-anomaly

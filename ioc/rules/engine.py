@@ -817,13 +817,15 @@ class Engine:
                     # "take water at 13:32" is no help at 14:00: the next low water
                     self._emit(s, ADVISED, t, reason)
         else:
+            # No value (a forecast with no high water left in its horizon) keeps the last one:
+            # the transition still says what the alert was about.
+            if value is not None:
+                s.value = value
             if s.state == PENDING:
                 s.state = INACTIVE
-                s.value = value
                 self._schedule(s, None)
                 self._emit(s, "cancelled", t, reason)
             elif s.state == FIRING:
-                s.value = value
                 if rule.keep_firing_for_s > 0:
                     if s.keep_since is None:
                         s.keep_since = t
