@@ -27,10 +27,7 @@ async def test_salinity_over_mqtt_fires_the_rice_rule_and_reaches_the_websocket(
 ) -> None:
     from tests.test_live import Client
 
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    shutil.copy(DEFAULT_PACK / "salinity.yaml", rules / "salinity.yaml")  # the shipped pack
-    s = settings.model_copy(update={"rules_dir": rules, "rules_tick_s": 3600.0})
+    s = _with_salinity_pack(settings, tmp_path)
     async with running_service(s) as (runtime, http):
         assert runtime.rules is not None
         client = await Client.open(runtime, types="alert,readings", city="nga-bay")
@@ -80,6 +77,14 @@ async def test_salinity_over_mqtt_fires_the_rice_rule_and_reaches_the_websocket(
             await client.close()
 
 
+def _with_salinity_pack(settings: Settings, tmp_path: Path) -> Settings:
+    """The service with the shipped salinity pack alone, its clock ticking rarely."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(DEFAULT_PACK / "salinity.yaml", rules / "salinity.yaml")
+    return settings.model_copy(update={"rules_dir": rules, "rules_tick_s": 3600.0})
+
+
 async def _has(client: Any, kind: str) -> bool:
     return bool(client.of(kind))
 
@@ -93,10 +98,7 @@ async def test_four_ppt_over_mqtt_carries_its_risk_level_to_the_websocket_and_ca
     parameter and the low-water advice in its instruction."""
     from tests.test_live import Client
 
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    shutil.copy(DEFAULT_PACK / "salinity.yaml", rules / "salinity.yaml")  # the shipped pack
-    s = settings.model_copy(update={"rules_dir": rules, "rules_tick_s": 3600.0})
+    s = _with_salinity_pack(settings, tmp_path)
     async with running_service(s) as (runtime, http):
         assert runtime.rules is not None
         client = await Client.open(runtime, types="alert", city="vi-thanh")
