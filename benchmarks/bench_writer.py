@@ -4,10 +4,10 @@
       .venv/bin/python benchmarks/bench_writer.py [--batch 5000] [--batches 10]
 
 One ``BatchWriter`` (one connection, no MQTT) writes ``--batches`` batches shaped like
-bench_ingest.py's backlog (2,000 devices, 4 metrics per message) into a fresh database; every
-``execute`` and the readings COPY are timed on the client (round trip included) and printed
-with their share of the total. The rest of the total is COPY of the newest points, COMMIT and
-the writer's own Python. The database is dropped at the end.
+bench_ingest.py's backlog (2,000 devices, 4 metrics per message) into a fresh database; its
+steps are timed on the client (round trips included) and printed with their share of the total:
+``prepare`` (the Python that builds the batch), the readings COPY, the commit pipeline (upserts,
+feed rows, COMMIT) and every other statement. The database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ioc.ingest.handoff import Delivery
 from ioc.ingest.records import Telemetry
 from ioc.ingest.writer import BatchWriter
 from ioc.storage import devices as store
+from ioc.storage import feed as feed_module
 from ioc.storage import migrate
 
 FLOOD = (("water_level_m", 0.5), ("battery_v", 3.9), ("rain_mm", 0.0), ("signal_dbm", -70.0))
@@ -43,35 +44,47 @@ def _timed(name: str, seconds: float) -> None:
 
 
 def instrument() -> None:
-    """Wrap the cursor's and connection's ``execute`` and the writer's readings COPY."""
-    cursor_execute = psycopg.AsyncCursor.execute
+    """Time the writer's steps: building the batch in Python, the readings COPY, the commit
+    pipeline (upserts, feed rows, COMMIT: one round trip), and every other statement."""
     conn_execute = psycopg.AsyncConnection.execute
-    insert_readings = writer_module._insert_readings
-
-    async def on_cursor(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return await cursor_execute(self, query, params, **kw)
-        finally:
-            _timed(" ".join(str(query).split())[:64], time.perf_counter() - t)
+    prepare = writer_module.prepare
+    copy_readings = writer_module._copy_readings
+    append_and_commit = feed_module.append_and_commit
 
     async def on_conn(self: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+        if self._pipeline is not None:  # queued, timed with its pipeline
+            return await conn_execute(self, query, params, **kw)
         t = time.perf_counter()
         try:
             return await conn_execute(self, query, params, **kw)
         finally:
             _timed(" ".join(str(query).split())[:64], time.perf_counter() - t)
 
-    async def on_copy(conn: Any, rows: str, n: int) -> int:
+    def on_prepare(records: Any, places: Any) -> Any:
         t = time.perf_counter()
         try:
-            return await insert_readings(conn, rows, n)
+            return prepare(records, places)
         finally:
-            _timed("COPY readings (savepoint; staging on a stored key)", time.perf_counter() - t)
+            _timed("prepare (Python: COPY text, newest points, feed rows)", time.perf_counter() - t)
 
-    psycopg.AsyncCursor.execute = on_cursor  # type: ignore[method-assign]
+    async def on_copy(conn: Any, rows: str) -> None:
+        t = time.perf_counter()
+        try:
+            await copy_readings(conn, rows)
+        finally:
+            _timed("COPY readings", time.perf_counter() - t)
+
+    async def on_commit(conn: Any, events: Any, *, first: Any = ()) -> Any:
+        t = time.perf_counter()
+        try:
+            return await append_and_commit(conn, events, first=first)
+        finally:
+            _timed("pipeline: upserts, feed rows, COMMIT", time.perf_counter() - t)
+
     psycopg.AsyncConnection.execute = on_conn  # type: ignore[method-assign]
-    writer_module._insert_readings = on_copy
+    writer_module.prepare = on_prepare
+    writer_module._copy_readings = on_copy
+    feed_module.append_and_commit = on_commit
 
 
 async def run(server: str, batch: int, batches: int) -> None:

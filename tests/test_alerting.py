@@ -451,6 +451,40 @@ async def test_an_alert_that_fires_and_resolves_within_one_batch_is_reported_bot
     assert [h["kind"] for h in history] == ["pending", "firing", "resolved"]  # all recorded
 
 
+async def test_an_alert_storm_is_stored_whole_and_a_restored_alert_is_merged(db: Any) -> None:
+    """A thousand gauges falling silent at once: every transition stored with its history (one
+    pipeline), in order; a `pending` for an alert already open (restored, or redelivered input)
+    merges into that row instead of opening a second one."""
+    from ioc.alerting import store
+    from ioc.rules.engine import Transition
+
+    t0 = time.time()
+
+    def tr(fp: str, to: str, at: float, started: float | None, value: float) -> Transition:
+        return Transition(
+            fp, "silent", to, at, {"alertname": "silent", "device_id": fp}, {"summary_en": fp},
+            "warning", None, value, {"value": value}, t0, started,
+        )  # fmt: skip
+
+    storm = [tr(f"fp-{i:04d}", "pending", t0, None, 1.0) for i in range(1000)]
+    storm += [tr(f"fp-{i:04d}", "firing", t0 + 60, t0 + 60, 2.0) for i in range(1000)]
+    async with db.transaction():
+        rows = await store.apply_transitions(db, storm)
+    assert len(rows) == 2000 and [r["state"] for r in rows[1000:]] == ["firing"] * 1000
+    assert [r["fingerprint"] for r in rows[:1000]] == [f"fp-{i:04d}" for i in range(1000)]
+    cur = await db.execute("SELECT count(*) FROM alert_events")
+    assert await cur.fetchone() == (2000,)
+    # the same alert opened again (a rule service restarted without its state): one row, still
+    # firing, its value the new one, one more history row
+    async with db.transaction():
+        again = await store.apply_transitions(db, [tr("fp-0007", "pending", t0 + 90, None, 3.0)])
+    assert [(r["id"], r["state"], r["value"]) for r in again] == [(rows[1007]["id"], "firing", 3.0)]
+    cur = await db.execute("SELECT count(*) FROM alerts WHERE fingerprint = 'fp-0007'")
+    assert await cur.fetchone() == (1,)
+    history = await store.history(db, rows[1007]["id"])
+    assert [h["kind"] for h in history] == ["pending", "firing", "pending"]
+
+
 async def test_rules_as_their_own_worker_beside_an_ingest_that_only_stores(
     flood_settings: Settings, publisher: MqttPublisher, settings: Settings, db: Any
 ) -> None:

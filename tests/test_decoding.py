@@ -301,3 +301,24 @@ def test_a_device_over_its_rate_is_dead_lettered_and_others_go_on() -> None:
     # half a second later the device has earned one more message, not two
     later = [d.decode_or_dead_letter(T, doc(), NOW + 0.5) for _ in range(2)]
     assert [type(r) for r in later] == [Telemetry, DeadLetter]
+
+
+def test_a_registry_change_applies_to_topics_already_seen() -> None:
+    """The decoder remembers topics that passed the registry's checks; replacing the registry
+    (a device decommissioned, deleted, or registered as another kind) must forget them."""
+    d = decoder()
+    assert isinstance(d.decode(T, doc(), NOW), Telemetry)
+    d.decommissioned = frozenset({"vt-flood-01"})
+    with pytest.raises(DecodeError) as refused:
+        d.decode(T, doc(), NOW)
+    assert refused.value.reason is Reason.DECOMMISSIONED
+    d.decommissioned = frozenset()
+    assert isinstance(d.decode(T, doc(), NOW), Telemetry)
+    d.devices = {"vt-flood-01": ("lighting", "vi-thanh")}
+    with pytest.raises(DecodeError) as moved:
+        d.decode(T, doc(), NOW)
+    assert moved.value.reason is Reason.DEVICE_MISMATCH
+    d.devices = {}
+    with pytest.raises(DecodeError) as gone:
+        d.decode(T, doc(), NOW)
+    assert gone.value.reason is Reason.UNKNOWN_DEVICE

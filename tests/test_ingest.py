@@ -304,6 +304,57 @@ async def test_one_batch_writes_readings_and_reports_in_one_transaction(
     assert await count(db, "SELECT count(*) FROM readings") == 1
 
 
+async def test_a_redelivered_batch_is_stored_once_and_announced_again(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection
+) -> None:
+    """A batch whose readings are partly stored (a redelivery after a crash before the PUBACK)
+    fails the straight COPY; the writer rolls back and writes it again through the staging
+    table: the new readings stored, the old ones once, the newest values and last-seen time
+    right, and a feed row for the commit."""
+    await _register(db, FLOOD)
+    await _register(db, LAMP)
+    now = time.time()
+    first = [
+        Telemetry(FLOOD.id, now - 2, 1, (("water_level_m", 0.5), ("battery_v", 12.5))),
+        Telemetry(LAMP.id, now - 2, 1, (("power_w", 90.0),)),
+    ]
+    second = [
+        *first,  # redelivered
+        Telemetry(FLOOD.id, now - 1, 2, (("water_level_m", 0.75),)),
+        Telemetry(FLOOD.id, now - 3, 0, (("water_level_m", 0.25),)),  # older: not the newest
+    ]
+    writer = BatchWriter(settings.database_url or "", flavour)
+    writer.places = await store.device_places(db)
+    try:
+        one = await writer.write([_delivery(r) for r in first])
+        assert (one.readings, one.stored) == (3, 3)
+        feed_before = await count(db, "SELECT count(*) FROM feed_events WHERE type = 'readings'")
+        two = await writer.write([_delivery(r) for r in second])
+        assert (two.readings, two.stored) == (5, 2)
+        again = await writer.write([_delivery(r) for r in second])
+        assert (again.readings, again.stored) == (5, 0)
+    finally:
+        await writer.close()
+    assert await count(db, "SELECT count(*) FROM readings") == 5
+    cur = await db.execute("SELECT device_id, metric, value FROM latest_readings ORDER BY 1, 2")
+    assert await cur.fetchall() == [
+        (FLOOD.id, "battery_v", 12.5),
+        (FLOOD.id, "water_level_m", 0.75),
+        (LAMP.id, "power_w", 90.0),
+    ]
+    cur = await db.execute(
+        "SELECT extract(epoch FROM last_seen_at) FROM device_state WHERE device_id = %s",
+        (FLOOD.id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None and float(row[0]) == pytest.approx(now - 1, abs=1e-3)
+    # each committed batch announced its newest points, the redelivered ones too
+    assert (
+        await count(db, "SELECT count(*) FROM feed_events WHERE type = 'readings'")
+        == feed_before + 2
+    )
+
+
 def _delivery(record: object) -> Delivery:
     return Delivery(0, 1, 0, "t/x", b"{}", record)  # type: ignore[arg-type]
 

@@ -22,7 +22,14 @@ import orjson
 
 from ioc.core.catalogue import BOUNDS, EVENT_TYPES, METRICS
 from ioc.core.site import Site
-from ioc.core.topics import REPORTS, Channel, TopicError, parse_device_topic, parse_report_topic
+from ioc.core.topics import (
+    REPORTS,
+    Channel,
+    DeviceTopic,
+    TopicError,
+    parse_device_topic,
+    parse_report_topic,
+)
 from ioc.ingest.errors import DecodeError, Reason
 from ioc.ingest.records import (
     CitizenReport,
@@ -74,16 +81,22 @@ class Decoder:
         self.topic_prefix = topic_prefix
         self._root_levels = topic_prefix.count("/") + 1
         self.reports = reports
-        self.devices = devices
+        # topic -> (device id, kind, channel) for topics that passed every registry check: the
+        # pump then skips parsing a topic it has seen (devices publish on the same few). Bounded
+        # by the registry (registered devices × channels; a refused topic is never kept) and
+        # emptied whenever the registry is replaced.
+        self._accepted: dict[str, tuple[str, str, Channel]] = {}
+        self._devices = devices
         # ids of decommissioned devices (still in ``devices``: their rows stay); replaced whole
-        self.decommissioned: frozenset[str] = frozenset()
+        self._decommissioned: frozenset[str] = frozenset()
         self.max_payload_bytes = max_payload_bytes
         self.max_age_s = max_age_s
         self.max_future_s = max_future_s
         self._device_rate = device_rate
-        # device id → (allowance left, when): one entry per registered device that published,
-        # so bounded by the registry (unknown devices are refused before this)
-        self._allowance: dict[str, tuple[float, float]] = {}
+        # device id → [allowance left, when], updated in place (the pump's hot path): one entry
+        # per registered device that published, so bounded by the registry (unknown devices are
+        # refused before this)
+        self._allowance: dict[str, list[float]] = {}
 
     def decode_or_dead_letter(self, topic: str, payload: bytes, received_at: float) -> Record:
         """Never raises: anything unacceptable becomes a ``DeadLetter`` (intake must go on)."""
@@ -96,6 +109,24 @@ class Decoder:
                 topic, payload, Reason.INVALID_PAYLOAD, f"decoder error: {exc!r}", received_at
             )
 
+    @property
+    def devices(self) -> DeviceIndex:
+        return self._devices
+
+    @devices.setter
+    def devices(self, index: DeviceIndex) -> None:
+        self._devices = index
+        self._accepted = {}
+
+    @property
+    def decommissioned(self) -> frozenset[str]:
+        return self._decommissioned
+
+    @decommissioned.setter
+    def decommissioned(self, ids: frozenset[str]) -> None:
+        self._decommissioned = ids
+        self._accepted = {}
+
     def decode(self, topic: str, payload: bytes, received_at: float) -> Record:
         if len(payload) > self.max_payload_bytes:
             raise DecodeError(
@@ -103,18 +134,32 @@ class Decoder:
                 Reason.OVERSIZE,
                 f"payload is {len(payload)} bytes, limit {self.max_payload_bytes}",
             )
-        try:
-            where = parse_device_topic(self.topic_prefix, topic)
-        except TopicError as exc:
-            # Reports are looked for only once the device scheme failed, so telemetry pays
-            # nothing for them.
-            return self._report_or_refuse(topic, payload, received_at, exc)
-        known = self.devices.get(where.device_id)
+        accepted = self._accepted.get(topic)
+        if accepted is None:
+            try:
+                where = parse_device_topic(self.topic_prefix, topic)
+            except TopicError as exc:
+                # Reports are looked for only once the device scheme failed, so telemetry pays
+                # nothing for them.
+                return self._report_or_refuse(topic, payload, received_at, exc)
+            accepted = self._accept(topic, where)
+        device_id, kind, channel = accepted
+        if self._device_rate is not None:
+            self._admit(topic, device_id, received_at)
+        if channel is Channel.TELEMETRY:
+            return self._telemetry(topic, device_id, kind, payload, received_at)
+        if channel is Channel.STATUS:
+            return self._status(topic, device_id, payload, received_at)
+        return self._event(topic, device_id, kind, payload, received_at)
+
+    def _accept(self, topic: str, where: DeviceTopic) -> tuple[str, str, Channel]:
+        """The registry's checks of a device topic; the topic is remembered once it passes."""
+        known = self._devices.get(where.device_id)
         if known is None:
             raise DecodeError(
                 topic, Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not registered"
             )
-        if where.device_id in self.decommissioned:
+        if where.device_id in self._decommissioned:
             raise DecodeError(
                 topic, Reason.DECOMMISSIONED, f"device {where.device_id!r} was decommissioned"
             )
@@ -126,26 +171,24 @@ class Decoder:
                 f"device {where.device_id!r} is registered as {city}/{kind}, "
                 f"topic says {where.city}/{where.kind}",
             )
-        if self._device_rate is not None:
-            self._admit(topic, where.device_id, received_at)
-        if where.channel is Channel.TELEMETRY:
-            return self._telemetry(topic, where.device_id, kind, payload, received_at)
-        if where.channel is Channel.STATUS:
-            return self._status(topic, where.device_id, payload, received_at)
-        return self._event(topic, where.device_id, kind, payload, received_at)
+        accepted = self._accepted[topic] = (where.device_id, kind, where.channel)
+        return accepted
 
     def _admit(self, topic: str, device_id: str, at: float) -> None:
         assert self._device_rate is not None
         rate, burst = self._device_rate
-        left, since = self._allowance.get(device_id, (float(burst), at))
-        left = min(float(burst), left + max(0.0, at - since) * rate)
-        if left < 1.0:
-            self._allowance[device_id] = (left, at)
+        bucket = self._allowance.get(device_id)
+        if bucket is None:
+            bucket = self._allowance[device_id] = [float(burst), at]
+        elif at > bucket[1]:  # refill (a message received earlier than the last adds nothing)
+            bucket[0] = min(float(burst), bucket[0] + (at - bucket[1]) * rate)
+            bucket[1] = at
+        if bucket[0] < 1.0:
             raise DecodeError(
                 topic, Reason.RATE_LIMITED,
                 f"device {device_id!r} is over {rate:g} messages/s (burst {burst})",
             )  # fmt: skip
-        self._allowance[device_id] = (left - 1.0, at)
+        bucket[0] -= 1.0
 
     def _object(self, topic: str, payload: bytes) -> dict[str, Any]:
         try:

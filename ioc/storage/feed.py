@@ -86,14 +86,22 @@ async def append(conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]) -> 
 _PLACEHOLDERS_PER_BACKEND = 1_000_000
 
 
+# A statement and its parameters (None: none), run ahead of the feed rows by append_and_commit.
+Statement = tuple[str, Sequence[Any] | None]
+
+
 async def append_and_commit(
-    conn: psycopg.AsyncConnection, events: Sequence[FeedEvent]
+    conn: psycopg.AsyncConnection,
+    events: Sequence[FeedEvent],
+    *,
+    first: Sequence[Statement] = (),
 ) -> list[int]:
     """:func:`append`, then COMMIT, for a writer whose event loop is busy and whose rows are big
     (ingest's readings row: ~800 kB of jsonb to parse and TOAST-compress).
 
-    Three statements in one pipeline, so no client round trip falls inside the lock:
-    the rows are inserted first under placeholder seqs (the costly part, before the lock); then
+    The statements ``first`` (the writer's own last statements, e.g. its upserts), then three
+    more, all in one pipeline: one client round trip for the lot, and none inside the lock.
+    The rows are inserted first under placeholder seqs (the costly part, before the lock); then
     the lock, the real seqs (an UPDATE that keeps the TOASTed payload in place) and the
     notification; then COMMIT. The lock is held for that small UPDATE and the COMMIT only.
 
@@ -101,17 +109,22 @@ async def append_and_commit(
     (pipeline mode cannot wrap psycopg's ``conn.transaction()`` exit); one call per
     transaction. On failure the transaction is left aborted: the caller rolls back.
     """
-    if not events:
-        await conn.execute("COMMIT")
-        return []
     n = len(events)
     if n >= _PLACEHOLDERS_PER_BACKEND:
         raise ValueError(f"{n} feed events in one append: at most {_PLACEHOLDERS_PER_BACKEND - 1}")
+    if not events:
+        async with conn.pipeline():
+            for query, params in first:
+                await conn.execute(query, params)
+            await conn.execute("COMMIT")
+        return []
     doc = [
         {"type": e.type, "city": e.city, "ward": e.ward, "kind": e.kind, "payload": e.payload}
         for e in events
     ]
     async with conn.pipeline():
+        for query, params in first:
+            await conn.execute(query, params)
         await conn.execute(
             """INSERT INTO feed_events (seq, type, city, ward, kind, payload)
                SELECT -(pg_backend_pid()::bigint * %s + j.n),
