@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from pydantic import SecretStr, ValidationError
 
-from ioc.app.process import start_metrics_listener, wait_for_stop_signal
+from ioc.app.process import start_metrics_listener, tune_collector, wait_for_stop_signal
 from ioc.core.settings import DISPLAY_TIMEZONE, Settings
 from ioc.storage.migrations import FlavourError
 
@@ -361,6 +361,7 @@ async def _serve(settings: Settings, command: str, duration: float | None = None
 
     start_metrics_listener(settings)
     async with run_service(settings, roles_of(command, settings)) as runtime:
+        tune_collector()
         if runtime.http_port is not None:
             logging.getLogger("ioc").info(
                 "API on http://%s:%d", settings.http_host, runtime.http_port
@@ -412,6 +413,7 @@ async def _demo_async(settings: Settings, args: argparse.Namespace) -> int:
         # readings (event time), not by the wall clock.
         settings = settings.model_copy(update={"rules_clock": "stream"})
     async with run_service(settings) as runtime, asyncio.TaskGroup() as tasks:
+        tune_collector()
         url = f"http://{settings.http_host}:{runtime.http_port}"
         token = runtime.admin_token
         simulation = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -28,6 +29,25 @@ async def wait_for_stop_signal(duration: float | None) -> None:
         loop.add_signal_handler(sig, first_signal)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration)
+
+
+# The cyclic collector's first-generation threshold for the services (CPython's default: 700
+# allocations). Ingest allocates a few container objects per message (the record, its metric
+# pairs, the delivery) and holds up to IOC_INGEST_QUEUE_CAPACITY messages' worth alive, so at the
+# default the collector ran ~2,400 times in a 100,000-message drain and took a quarter of the
+# process's CPU; at 10,000 it ran ~160 times (docs/benchmarks.md, "The collector"). Garbage
+# cycles are rare here (records are tuples of atomic values), and what does wait is bounded by
+# the threshold.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_collector() -> None:
+    """Call once the service is up: what startup built (modules, settings, rules, the registry)
+    moves to the permanent generation, so no full collection walks it again, and the first
+    generation is collected every :data:`GC_THRESHOLDS` allocations instead of every 700."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def start_metrics_listener(settings: Settings) -> None:

@@ -126,11 +126,12 @@ class _ProgressBar:
 
 
 async def _run_worker(settings: Settings) -> int:
-    from ioc.app.process import start_metrics_listener, wait_for_stop_signal
+    from ioc.app.process import start_metrics_listener, tune_collector, wait_for_stop_signal
     from ioc.app.runtime import run_rules_worker
 
     start_metrics_listener(settings)
 
     async with run_rules_worker(settings):
+        tune_collector()
         await wait_for_stop_signal(None)
     return 0

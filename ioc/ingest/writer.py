@@ -180,7 +180,6 @@ class BatchWriter:
         self._flavour = flavour
         self._conn: psycopg.AsyncConnection | None = None
         self._partition_days: set[int] = set()  # days whose partition is known to exist
-        self._created_days: set[int] = set()  # created in the open transaction
         # where each device is, for the live frames; set by the service with its registry
         self.places: Places = {}
 
@@ -232,13 +231,12 @@ class BatchWriter:
     ) -> tuple[int, int]:
         """One transaction; returns how many readings and citizen reports were new. Rolls back
         on failure."""
-        self._created_days.clear()
+        if batch.n and self._flavour is Flavour.PLAIN:
+            await self._ensure_partitions(conn, batch.t_min, batch.t_max)
         await conn.execute("BEGIN")
         try:
             stored = reports = 0
             if batch.n:
-                if self._flavour is Flavour.PLAIN:
-                    await self._ensure_partitions(conn, batch.t_min, batch.t_max)
                 if dedupe:
                     stored = await _insert_new_readings(conn, batch.rows)
                 else:
@@ -257,8 +255,6 @@ class BatchWriter:
                 except psycopg.Error:
                     log.warning("rollback after a failed batch failed", exc_info=True)
             raise
-        # Only a committed partition is known to exist; a rolled-back one is created again.
-        self._partition_days |= self._created_days
         return stored, reports
 
     async def write_isolating_failures(self, batch: Sequence[Delivery]) -> WriteResult:
@@ -286,13 +282,17 @@ class BatchWriter:
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection, t_min: float, t_max: float
     ) -> None:
+        """The day partitions the batch needs, created in a transaction of their own before the
+        batch's (an empty partition left by a batch that then failed is harmless): the creators'
+        advisory lock is then held for this statement only — inside the batch's transaction it
+        made the other writer's first batch wait for this one's whole transaction."""
         days = range(int(t_min // _DAY), int(t_max // _DAY) + 1)
         if all(d in self._partition_days for d in days):
             return
         await conn.execute(
             "SELECT ioc_ensure_readings_partitions(%s, %s)", (_ts(t_min), _ts(t_max))
         )
-        self._created_days.update(days)
+        self._partition_days.update(days)
 
 
 async def _copy_readings(conn: psycopg.AsyncConnection, rows: str) -> None:
