@@ -233,7 +233,7 @@ class Settings(BaseSettings):
         description="messages per database transaction (a backlog's; at a steady rate batches "
         "close after IOC_INGEST_LINGER_MS): larger batches share the newest-value upserts and "
         "the commit (5,000 → 10,000 with IOC_INGEST_QUEUE_CAPACITY 30,000: a backlog drained "
-        "1.2 → 1.6–1.9 × a paho client; docs/benchmarks.md)",
+        "1.7 → 2.0–2.1 × a paho client, ~100 MB more peak RSS; docs/benchmarks.md)",
     )
     ingest_writers: int = Field(
         2,
