@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -353,6 +356,67 @@ async def test_a_redelivered_batch_is_stored_once_and_announced_again(
         await count(db, "SELECT count(*) FROM feed_events WHERE type = 'readings'")
         == feed_before + 2
     )
+
+
+async def test_a_batch_rolled_back_by_a_deadlock_is_written_again_at_once(
+    settings: Settings, flavour: Flavour, db: psycopg.AsyncConnection, caplog: Any
+) -> None:
+    """A deadlock (SQLSTATE 40P01) is another transaction's doing, not the database's state: the
+    batch is written again at once, without the backoff and without /readyz calling the
+    database unusable. Provoked for real: another transaction holds a ``device_state`` row the
+    batch needs, then asks for a ``latest_readings`` row the batch holds."""
+    await _register(db, FLOOD, LAMP)
+    places = await store.device_places(db)
+    now = time.time()
+    first = [
+        Telemetry(FLOOD.id, now - 10, 1, (("water_level_m", 0.5),)),
+        Telemetry(LAMP.id, now - 10, 1, (("power_w", 90.0),)),
+    ]
+    batch = [
+        _delivery(Telemetry(FLOOD.id, now - 5, 2, (("water_level_m", 0.6),))),
+        _delivery(Telemetry(LAMP.id, now - 5, 2, (("power_w", 91.0),))),
+    ]
+    service = IngestService(
+        settings, settings.database_url or "", flavour, reports=report_vocabulary(settings)
+    )
+    writer = BatchWriter(settings.database_url or "", flavour)
+    writer.places = places
+    await writer.write([_delivery(r) for r in first])  # the rows exist, to be locked
+    # the row the batch upserts last (``device_state``, key order) held by another transaction
+    last = max(FLOOD.id, LAMP.id)
+    other = await psycopg.AsyncConnection.connect(settings.database_url or "")
+    try:
+        await other.execute(
+            "UPDATE device_state SET last_seen_at = last_seen_at WHERE device_id = %s", (last,)
+        )
+        caplog.set_level(logging.INFO, logger="ioc.ingest.service")
+        commit = asyncio.create_task(service._commit(writer, batch))
+
+        async def batch_waits() -> bool:
+            cur = await db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%%latest_readings%%'"
+            )
+            return await cur.fetchone() == (1,)
+
+        await eventually(batch_waits)
+        # now ask for a row the batch holds: a cycle; the batch, waiting longest, is the victim
+        await other.execute(
+            "UPDATE latest_readings SET value = value WHERE device_id = %s",
+            (min(FLOOD.id, LAMP.id),),
+        )
+        await other.commit()
+        result = await commit
+    finally:
+        await other.close()
+        await writer.close()
+    assert (result.readings, result.stored) == (2, 2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("rolled back (40P01)" in m for m in messages), messages
+    assert not any("database unusable" in m for m in messages)
+    assert service.health().database_error is None
+    cur = await db.execute("SELECT device_id, value FROM latest_readings")
+    assert dict(await cur.fetchall()) == {FLOOD.id: 0.6, LAMP.id: 91.0}
 
 
 def _delivery(record: object) -> Delivery:
