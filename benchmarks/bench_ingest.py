@@ -347,7 +347,7 @@ def print_profile(path: Path, top: int = 12) -> None:
     # py-spy names frames "function (file.py:line)" without the directory: matched by name
     marks = {
         "decode": ("Decoder.",),
-        "writer (psycopg, COPY buffer)": ("BatchWriter.", "_copy_readings", "prepare (writer"),
+        "writer (psycopg, COPY buffer)": ("BatchWriter.",),  # prepare and the COPY run under it
         "feed rows": ("feed_events (", "add_points (", "append (feed.py", "append_and_commit ("),
         "mqtt client": ("Client.",),
         "rule engine": ("Engine.", "RulesService."),

@@ -34,8 +34,8 @@ async def wait_for_stop_signal(duration: float | None) -> None:
 # The cyclic collector's first-generation threshold for the services (CPython's default: 700
 # allocations). Ingest allocates a few container objects per message (the record, its metric
 # pairs, the delivery) and holds up to IOC_INGEST_QUEUE_CAPACITY messages' worth alive, so at the
-# default the collector ran ~2,400 times in a 100,000-message drain and took a quarter of the
-# process's CPU; at 10,000 it ran ~160 times (docs/benchmarks.md, "The collector"). Garbage
+# default the collector ran ~1,900 times in a 100,000-message drain and took a quarter of the
+# process's CPU; at 10,000 it ran ~110 times (docs/benchmarks.md, "The collector"). Garbage
 # cycles are rare here (records are tuples of atomic values), and what does wait is bounded by
 # the threshold.
 GC_THRESHOLDS = (10_000, 10, 10)
